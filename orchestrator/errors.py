@@ -1,0 +1,56 @@
+"""The exception tree of orch.
+
+Every error the library raises derives from :class:`OrchestratorError`; third-party
+errors (docker, botocore, ray, yaml, hydra) are translated where they are caught::
+
+    OrchestratorError
+     +-- UsageError          bad command-line input (option values, ids, URIs)
+     +-- ProjectError        orch.yaml missing or invalid
+     +-- ConfigError         config tree, override or sweep syntax
+     +-- ImageError          base image, wheels, layers, loading into the daemon
+     |    +-- VerifyMismatch rebuilt image differs from the recorded one
+     +-- BackendError        Docker daemon or Ray cluster unreachable or refusing
+     +-- StoreError          store unreachable, refused, corrupt
+          +-- NotFound       a key/run/sweep that does not exist
+
+Only the CLI turns these into exit codes: every one of them is exit 2 ("error:" line),
+except that a failed run or a non-reproduced rerun is a result, not an exception.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Root of all errors raised by orch. The message is one line meant for the user."""
+
+
+class UsageError(OrchestratorError):
+    """A command-line value is malformed (an id, a URI, an option)."""
+
+
+class ProjectError(OrchestratorError):
+    """orch.yaml is missing or does not validate."""
+
+
+class ConfigError(OrchestratorError):
+    """The config tree, an override or the sweep syntax is wrong."""
+
+
+class ImageError(OrchestratorError):
+    """An image could not be resolved, built or loaded."""
+
+
+class VerifyMismatch(ImageError):
+    """A rebuilt image does not have the recorded ID."""
+
+
+class BackendError(OrchestratorError):
+    """The execution backend (Docker daemon, Ray cluster) is unreachable or refused."""
+
+
+class StoreError(OrchestratorError):
+    """The result store is unreachable, refused an operation or holds corrupt data."""
+
+
+class NotFound(StoreError):
+    """A key, run or sweep does not exist in the store."""
