@@ -1,0 +1,1 @@
+"""Image building: deterministic layers, canonical image configs, thin docker-archives."""

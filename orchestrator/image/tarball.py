@@ -1,0 +1,194 @@
+"""Deterministic layer tars.
+
+Two writes of the same entries give the same bytes on any machine, any day:
+sorted paths, explicit parent directories, one fixed mtime, uid/gid 0 unless an
+entry says otherwise, empty user/group names, fixed modes, hard links written as
+plain files, no PAX atime/ctime. The layer's diff ID is the sha256 of those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Literal
+
+from ..errors import ImageError
+
+#: 2000-01-01T00:00:00Z: a constant, because an mtime of 0 confuses some tools.
+DEFAULT_MTIME = 946684800
+
+Kind = Literal["file", "dir", "symlink"]
+
+
+def fixed_mtime() -> int:
+    """The mtime stamped on every entry: SOURCE_DATE_EPOCH when set, else a constant."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(value) if value.isdigit() else DEFAULT_MTIME
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a layer. ``path`` is relative and POSIX (``orch/config.yaml``)."""
+
+    path: str
+    kind: Kind = "file"
+    data: bytes | None = None
+    source: Path | None = None
+    mode: int = 0o644
+    target: str = ""
+    uid: int = 0
+    gid: int = 0
+
+    def size(self) -> int:
+        if self.kind != "file":
+            return 0
+        if self.data is not None:
+            return len(self.data)
+        if self.source is not None:
+            return self.source.stat().st_size
+        return 0
+
+
+def normalize_path(path: str) -> str:
+    """Validate a member path: relative, no ``..``, no empty parts."""
+    pure = PurePosixPath(path.lstrip("/"))
+    if not pure.parts or any(part in ("..", "") for part in pure.parts):
+        raise ImageError(f"invalid layer path {path!r}: must be relative without '..'")
+    return pure.as_posix()
+
+
+def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    by_path: dict[str, Entry] = {}
+    for entry in entries:
+        path = normalize_path(entry.path)
+        by_path[path] = Entry(
+            path, entry.kind, entry.data, entry.source, entry.mode, entry.target, entry.uid, entry.gid
+        )
+    for path in list(by_path):
+        for parent in PurePosixPath(path).parents:
+            key = parent.as_posix()
+            if key != "." and key not in by_path:
+                by_path[key] = Entry(key, "dir", mode=0o755)
+    return [by_path[key] for key in sorted(by_path)]
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, out: BinaryIO | None) -> None:
+        self._out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.sha.update(data)
+        self.size += len(data)
+        if self._out is not None:
+            self._out.write(data)
+        return len(data)
+
+
+def write_layer(entries: Iterable[Entry], out: BinaryIO | None) -> str:
+    """Write the layer tar to ``out`` (or only hash it when ``out`` is None).
+
+    Returns the diff ID, ``sha256:<hex>`` of the uncompressed tar bytes.
+    """
+    mtime = fixed_mtime()
+    sink = _HashingWriter(out)
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        for entry in _with_parents(entries):
+            info = tarfile.TarInfo(entry.path)
+            info.mtime = mtime
+            info.uid, info.gid = entry.uid, entry.gid
+            info.uname = info.gname = ""
+            info.mode = entry.mode & 0o7777
+            if entry.kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif entry.kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = entry.target
+                tar.addfile(info)
+            elif entry.data is not None:
+                info.size = len(entry.data)
+                tar.addfile(info, io.BytesIO(entry.data))
+            elif entry.source is not None:
+                info.size = entry.source.stat().st_size
+                with entry.source.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = 0
+                tar.addfile(info, io.BytesIO(b""))
+    return "sha256:" + sink.sha.hexdigest()
+
+
+def layer_bytes(entries: Iterable[Entry]) -> tuple[bytes, str]:
+    """The layer as bytes in memory, with its diff ID (for small layers such as configs)."""
+    buffer = io.BytesIO()
+    diff_id = write_layer(entries, buffer)
+    return buffer.getvalue(), diff_id
+
+
+def write_layer_file(entries: Iterable[Entry], path: Path) -> str:
+    """Write the layer atomically to ``path`` and return its diff ID."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("wb") as handle:
+        diff_id = write_layer(entries, handle)
+    os.replace(tmp, path)
+    return diff_id
+
+
+def tree_entries(
+    root: Path, prefix: str = "", skip: Callable[[str], bool] | None = None
+) -> list[Entry]:
+    """Entries for a directory tree on disk, under ``prefix`` in the layer.
+
+    Modes are kept (permission bits only); hard links become plain files; devices,
+    sockets and fifos are left out. ``skip(relpath)`` excludes a path and, for a
+    directory, everything below it.
+    """
+    entries: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        dirnames.sort()
+        kept = []
+        for name in dirnames:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if skip is not None and skip(rel):
+                continue
+            full = Path(dirpath, name)
+            if full.is_symlink():
+                entries.append(_entry(full, rel, prefix))
+            else:
+                kept.append(name)
+                entries.append(Entry(_join(prefix, rel), "dir", mode=full.stat().st_mode & 0o7777))
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if skip is not None and skip(rel):
+                continue
+            entry = _entry(Path(dirpath, name), rel, prefix)
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
+def _join(prefix: str, rel: str) -> str:
+    return f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+
+
+def _entry(full: Path, rel: str, prefix: str) -> Entry | None:
+    st = full.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(_join(prefix, rel), "symlink", target=os.readlink(full), mode=0o777)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(_join(prefix, rel), "file", source=full, mode=st.st_mode & 0o7777)
+    return None
