@@ -166,7 +166,9 @@ def tree_entries(
                 continue
             full = Path(dirpath, name)
             if full.is_symlink():
-                entries.append(_entry(full, rel, prefix))
+                link = _entry(full, rel, prefix)
+                if link is not None:
+                    entries.append(link)
             else:
                 kept.append(name)
                 entries.append(Entry(_join(prefix, rel), "dir", mode=full.stat().st_mode & 0o7777))

@@ -1,0 +1,49 @@
+# orch: the two commands a newcomer needs are `make demo` and `make test`;
+# both run `make setup` first, which is idempotent and fast when all is there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ORCH := $(VENV)/bin/orch
+DEMO_SWEEP ?= optimizer=SGD,adam model=lstm,bi_lstm
+
+.PHONY: setup venv docker base-image demo test faults bench lint clean
+
+setup: venv docker base-image-quiet
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev,ray]'
+	@touch $@
+
+docker:
+	@bash scripts/ensure-docker.sh
+
+# Prints the base image ID (sha256:...) as its last line.
+base-image: venv docker
+	@$(PY) images/build_base.py
+
+base-image-quiet: venv docker
+	@$(PY) images/build_base.py > /dev/null
+
+demo: setup
+	@$(ORCH) sweep -p . --jobs 2 --base-image "$$($(PY) images/build_base.py 2>/dev/null | tail -n 1)" $(DEMO_SWEEP)
+
+test: setup
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+faults: setup
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m faults tests/faults
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: venv
+	$(VENV)/bin/ruff check orchestrator tests bench
+	$(VENV)/bin/mypy orchestrator
+
+clean:
+	rm -rf .orch build *.egg-info

@@ -1,0 +1,9 @@
+"""Execution backends: where a run's container is started.
+
+Every backend has the same small interface (:class:`Backend`): ``submit(job)`` returns a
+future of the run's record. The backend never sees the CLI, and the sweep driver never
+asks which backend it has.
+"""
+
+from .base import Backend as Backend
+from .base import Job as Job

@@ -1,0 +1,66 @@
+"""The local backend: containers on one Docker daemon, ``jobs`` at a time."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..errors import BackendError
+from ..execute import execute
+from ..store import RunStore
+from .base import Job
+
+
+class GpuPool:
+    """Hands each concurrent run distinct device ids, and takes them back after.
+
+    A run takes all its ids at once, so two runs each waiting for a second GPU
+    cannot deadlock.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        self._free = list(ids)
+        self.size = len(ids)
+        self._cond = threading.Condition()
+
+    def take(self, count: int) -> list[str]:
+        if count > self.size:
+            raise BackendError(
+                f"a run asks for {count} GPUs but {self.size} are available "
+                f"(pass --gpu-ids or lower resources.gpus)"
+            )
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._free) >= count)
+            taken, self._free = self._free[:count], self._free[count:]
+            return taken
+
+    def give(self, ids: list[str]) -> None:
+        with self._cond:
+            self._free.extend(ids)
+            self._free.sort()
+            self._cond.notify_all()
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, client: Any, runs: RunStore, jobs: int = 1,
+                 gpu_ids: list[str] | None = None) -> None:
+        self._client = client
+        self._runs = runs
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="orch-run")
+        self._gpus = GpuPool(gpu_ids or [])
+
+    def submit(self, job: Job) -> Future[dict[str, Any]]:
+        return self._pool.submit(self._run, job)
+
+    def _run(self, job: Job) -> dict[str, Any]:
+        gpus = self._gpus.take(job.gpus) if job.gpus else []
+        try:
+            return execute(job, self._client, self._runs, gpu_ids=gpus)
+        finally:
+            self._gpus.give(gpus)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,138 @@
+"""Running one run image as a container, and collecting what it leaves behind."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from .docker_api import describe
+from .errors import BackendError
+
+RUN_USER = "65534:65534"
+OUTPUT_DIR = "/orch/output"
+#: Outputs larger than this in total are refused rather than loaded into memory.
+MAX_OUTPUT_BYTES = 2 << 30
+
+
+@dataclass
+class ContainerResult:
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+    reason: str | None = None
+
+
+def device_requests(gpu_ids: list[str]) -> list[Any]:
+    """The exact GPU request sent to Docker for these device ids (nvidia runtime)."""
+    if not gpu_ids:
+        return []
+    from docker.types import DeviceRequest
+
+    return [DeviceRequest(driver="nvidia", device_ids=list(gpu_ids), capabilities=[["gpu"]])]
+
+
+def create_kwargs(
+    *, image_id: str, command: list[str], run_id: str, cpus: float, memory: str | None,
+    network: str, gpu_ids: list[str], env: dict[str, str], name: str,
+) -> dict[str, Any]:
+    """Arguments of ``containers.create``: unprivileged, no capabilities, argv only."""
+    kwargs: dict[str, Any] = {
+        "image": image_id,
+        "command": command,
+        "user": RUN_USER,
+        "network_mode": network,
+        "labels": {"org.orch.run_id": run_id},
+        "nano_cpus": int(cpus * 1e9),
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "environment": env,
+        "name": name,
+        "detach": True,
+    }
+    if memory:
+        kwargs["mem_limit"] = memory
+        kwargs["memswap_limit"] = memory  # no swap: over the limit means the OOM killer
+    requests = device_requests(gpu_ids)
+    if requests:
+        kwargs["device_requests"] = requests
+    return kwargs
+
+
+def run(client: Any, kwargs: dict[str, Any], timeout: float | None) -> ContainerResult:
+    """Create, start and wait for the container; always remove it."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        container = client.containers.create(**kwargs)
+    except docker.errors.ImageNotFound as exc:
+        raise BackendError(f"image {kwargs['image']} is not on the daemon: {describe(exc)}") from exc
+    except docker.errors.APIError as exc:
+        raise BackendError(f"cannot create the container: {describe(exc)}") from exc
+    try:
+        started = time.time()
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            return ContainerResult(None, b"", describe(exc).encode() + b"\n", started=started,
+                                   ended=time.time(), reason=f"could not start: {describe(exc)}")
+        reason = None
+        try:
+            status = container.wait(timeout=timeout) if timeout else container.wait()
+            exit_code: int | None = int(status.get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            container.kill()
+            container.wait()
+            exit_code, reason = None, f"timeout after {timeout:g}s"
+        ended = time.time()
+        if reason is None:
+            state = client.api.inspect_container(container.id)["State"]
+            if state.get("OOMKilled"):
+                reason = "killed: out of memory"
+            elif exit_code != 0:
+                reason = f"exit code {exit_code}"
+        stdout = container.logs(stdout=True, stderr=False)
+        stderr = container.logs(stdout=False, stderr=True)
+        outputs = collect_outputs(container)
+        return ContainerResult(exit_code, stdout, stderr, outputs, started, ended, reason)
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass  # already gone; nothing of the run depends on it
+
+
+def collect_outputs(container: Any) -> dict[str, bytes]:
+    """Regular files under /orch/output, by relative path; links and odd names refused."""
+    import docker.errors
+
+    try:
+        stream, _ = container.get_archive(OUTPUT_DIR)
+    except docker.errors.NotFound:
+        return {}
+    buffer = io.BytesIO()
+    for chunk in stream:
+        buffer.write(chunk)
+        if buffer.tell() > MAX_OUTPUT_BYTES:
+            raise BackendError(f"outputs of {container.name} exceed {MAX_OUTPUT_BYTES} bytes")
+    buffer.seek(0)
+    outputs: dict[str, bytes] = {}
+    with tarfile.open(fileobj=buffer, mode="r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue  # symlinks and devices could point outside the run
+            parts = PurePosixPath(member.name).parts[1:]  # drop the leading "output/"
+            if not parts or any(part in ("..", "") for part in parts):
+                continue
+            handle = tar.extractfile(member)
+            if handle is not None:
+                outputs["/".join(parts)] = handle.read()
+    return outputs

@@ -1,0 +1,232 @@
+"""From a project and its composed configs to loaded run images.
+
+Layers: base (pinned) -> environment (wheels unpacked, keyed by base + lock) -> code
+(git tree) -> config (/orch/config.yaml and .json). Every layer is a deterministic tar
+written here and every image config is canonical JSON, so each image ID is computed
+before anything reaches the daemon; a whole sweep then loads in one thin archive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..canonical import digest
+from ..errors import ImageError
+from ..project import Project
+from .archive import ThinArchive, has_image
+from .code import CodeSnapshot, snapshot
+from .imageconfig import ImageConfig, make_config, merge_env
+from .tarball import Entry, layer_bytes
+
+RUN_USER = "65534:65534"
+WORKDIR = "/orch/code"
+CONFIG_PATH = "/orch/config.yaml"
+OUTPUT_DIR = "/orch/output"
+#: Bumped whenever the environment layer's layout changes, so old caches are not reused.
+ENV_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ORCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "orch"
+    )
+    return Path(root)
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    ref: str
+    image_id: str
+    diff_ids: tuple[str, ...]
+    env: tuple[str, ...]
+    architecture: str
+    os_name: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Everything shared by the runs of one sweep."""
+
+    project: Project
+    base: BaseInfo
+    env_key: str
+    env_layer: Path
+    env_diff_id: str
+    code: CodeSnapshot
+    env_image: ImageConfig
+    code_image: ImageConfig
+    image_env: dict[str, str]
+    path_prefix: str
+
+    def image_config(
+        self, diff_ids: list[str], extra_env: dict[str, str], cmd: list[str], labels: dict[str, str]
+    ) -> ImageConfig:
+        return make_config(
+            architecture=self.base.architecture,
+            os_name=self.base.os_name,
+            diff_ids=diff_ids,
+            env=merge_env(list(self.base.env), {**self.image_env, **extra_env}, self.path_prefix),
+            cmd=cmd,
+            working_dir=WORKDIR,
+            user=RUN_USER,
+            labels=labels,
+        )
+
+    @property
+    def code_key(self) -> str:
+        return self.code.diff_id
+
+    def tag(self, kind: str, key: str) -> str:
+        suffix = "" if kind == "run" else f"-{kind}"
+        return f"orch/{self.project.name}{suffix}:{key.split(':')[-1][:12]}"
+
+
+@dataclass(frozen=True)
+class RunImage:
+    run_id: str
+    config: ImageConfig
+    layer: bytes
+    diff_id: str
+    tag: str
+
+    @property
+    def image_id(self) -> str:
+        return self.config.image_id
+
+
+def resolve_base(client: Any, ref: str) -> BaseInfo:
+    """Inspect the pinned base image, pulling ``name@sha256:...`` when absent."""
+    import docker.errors
+
+    try:
+        attrs = client.api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        if "@sha256:" not in ref:
+            raise ImageError(
+                f"base image {ref} is not on this Docker daemon: build it (make base-image) "
+                f"or load it (docker load)"
+            ) from None
+        try:
+            client.images.pull(ref)
+            attrs = client.api.inspect_image(ref)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"cannot pull base image {ref}: {exc.explanation or exc}") from exc
+    except docker.errors.APIError as exc:
+        raise ImageError(f"cannot inspect base image {ref}: {exc.explanation or exc}") from exc
+    config = attrs.get("Config") or {}
+    return BaseInfo(
+        ref=ref,
+        image_id=attrs["Id"],
+        diff_ids=tuple(attrs["RootFS"]["Layers"]),
+        env=tuple(config.get("Env") or ()),
+        architecture=attrs.get("Architecture", "amd64"),
+        os_name=attrs.get("Os", "linux"),
+    )
+
+
+def _python_version(client: Any, base: BaseInfo) -> str:
+    marker = cache_dir() / "python-version" / base.image_id.split(":")[1]
+    if marker.is_file():
+        return marker.read_text().strip()
+    out = client.containers.run(
+        base.image_id,
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        remove=True,
+        network_mode="none",
+    )
+    version = out.decode().strip()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(version)
+    return version
+
+
+def _environment_layer(client: Any, project: Project, base: BaseInfo) -> tuple[str, Path, str]:
+    from . import envlayer, wheels
+
+    reqs = wheels.parse_lock(project.requirements) if project.requirements else []
+    env_key = digest(
+        {"base": base.image_id, "lock": wheels.lock_digest(reqs), "format": ENV_FORMAT}
+    )
+    wheel_files = (
+        wheels.ensure_wheels(reqs, cache_dir() / "wheels", _python_version(client, base))
+        if reqs
+        else []
+    )
+    path, diff_id = envlayer.write_env_layer(wheel_files, cache_dir(), env_key)
+    return env_key, path, diff_id
+
+
+def prepare(client: Any, project: Project, *, allow_dirty: bool = False) -> Environment:
+    """Resolve the base, build (or reuse) the environment layer, snapshot the code."""
+    from .envlayer import env_image_settings
+
+    base = resolve_base(client, project.base_image)
+    env_key, env_layer, env_diff_id = _environment_layer(client, project, base)
+    code = snapshot(project.root, project.exclude, allow_dirty=allow_dirty)
+    settings = env_image_settings()
+    image_env = dict(item.partition("=")[::2] for item in settings["Env"])
+    image_env.update({"HOME": "/tmp", "ORCH_CONFIG": CONFIG_PATH, "ORCH_OUTPUT": OUTPUT_DIR})
+    image_env.update(dict(project.env))
+    labels = {"org.orch.project": project.name}
+    partial = Environment(
+        project, base, env_key, env_layer, env_diff_id, code, None, None,  # type: ignore[arg-type]
+        image_env, settings.get("PathPrefix", ""),
+    )
+    env_ids = [*base.diff_ids, env_diff_id]
+    return dataclasses.replace(
+        partial,
+        env_image=partial.image_config(env_ids, {}, ["python3"], labels),
+        code_image=partial.image_config(
+            [*env_ids, code.diff_id], {}, list(project.command), labels
+        ),
+    )
+
+
+def config_layer(config_yaml: str, config_json: str) -> tuple[bytes, str]:
+    return layer_bytes(
+        [
+            Entry("orch/config.yaml", data=config_yaml.encode("utf-8")),
+            Entry("orch/config.json", data=config_json.encode("utf-8")),
+            Entry("orch/output", "dir", mode=0o1777),
+        ]
+    )
+
+
+def run_image(
+    env: Environment, run_id: str, overrides: tuple[str, ...], config_yaml: str, config_json: str
+) -> RunImage:
+    layer, diff_id = config_layer(config_yaml, config_json)
+    labels = {
+        "org.orch.project": env.project.name,
+        "org.orch.run_id": run_id,
+        "org.orch.overrides": json.dumps(list(overrides)),
+    }
+    image = env.image_config(
+        [*env.code_image.diff_ids, diff_id],
+        {"ORCH_RUN_ID": run_id},
+        list(env.project.command),
+        labels,
+    )
+    return RunImage(run_id, image, layer, diff_id, env.tag("run", run_id))
+
+
+def thin_archive(client: Any, env: Environment, images: list[RunImage]) -> ThinArchive:
+    """An archive with the run images and exactly the layers the daemon lacks."""
+    archive = ThinArchive()
+    if not has_image(client, env.code_image.image_id):
+        archive.add_layer(env.code.diff_id, data=env.code.layer)
+        if not has_image(client, env.env_image.image_id):
+            if not has_image(client, env.base.image_id):
+                raise ImageError(f"base image {env.base.ref} disappeared from the daemon")
+            archive.add_layer(env.env_diff_id, path=env.env_layer)
+    archive.add_image(env.env_image, [env.tag("env", env.env_key)])
+    archive.add_image(env.code_image, [env.tag("code", env.code_key)])
+    for image in images:
+        archive.add_layer(image.diff_id, data=image.layer)
+        archive.add_image(image.config, [image.tag])
+    return archive

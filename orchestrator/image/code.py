@@ -1,0 +1,192 @@
+"""The code layer: the project's git-tracked files at HEAD, under /orch/code.
+
+A dirty tree is refused unless asked for; then the working tree is baked, the record
+says ``dirty: true`` and the diff is kept next to the run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImageError
+from .tarball import Entry, layer_bytes, tree_entries
+
+CODE_PREFIX = "orch/code"
+ALWAYS_EXCLUDED = (".orch", ".orch/**", ".git", ".git/**")
+
+
+@dataclass(frozen=True)
+class CodeSnapshot:
+    """What the code layer holds and where it came from."""
+
+    layer: bytes
+    diff_id: str
+    git_commit: str | None
+    git_tree: str | None
+    dirty: bool
+    diff: bytes  # `git diff HEAD` plus untracked files' names when dirty, else b""
+    files: tuple[str, ...]
+
+
+def excluded(path: str, patterns: Iterable[str]) -> bool:
+    """``path`` (relative to the project) matches a pattern, or lies under a matching dir."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in (*ALWAYS_EXCLUDED, *patterns):
+        bare = pattern.rstrip("/")
+        if any(fnmatch.fnmatchcase(prefix, bare) for prefix in prefixes):
+            return True
+    return False
+
+
+def _git(root: Path, *args: str, check: bool = True) -> bytes:
+    try:
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=False)
+    except FileNotFoundError as exc:
+        raise ImageError("git is not installed: install it (apt-get install git)") from exc
+    if check and proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ImageError(f"git {' '.join(args)} failed in {root}: {message[-1] if message else ''}")
+    return proc.stdout
+
+
+def _repo_root(root: Path) -> Path | None:
+    proc = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        return None
+    return Path(proc.stdout.decode().strip()).resolve()
+
+
+def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False) -> CodeSnapshot:
+    """Snapshot the project's code at ``root`` into a deterministic layer."""
+    patterns = tuple(exclude)
+    repo = _repo_root(root)
+    if repo is None:
+        if not allow_dirty:
+            raise ImageError(
+                f"{root} is not a git repository: commit the project (git init && git add -A && "
+                f"git commit) so runs are pinned to a commit, or pass --allow-dirty"
+            )
+        entries = tree_entries(root, CODE_PREFIX, skip=lambda rel: excluded(rel, patterns))
+        data, diff_id = layer_bytes(entries)
+        files = tuple(e.path for e in entries if e.kind != "dir")
+        return CodeSnapshot(data, diff_id, None, None, True, b"", files)
+
+    sub = root.resolve().relative_to(repo).as_posix()
+    sub = "" if sub == "." else sub
+    has_head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True
+    ).returncode == 0
+    changed = _changed_files(root, sub, patterns) if has_head else ["(no commit yet)"]
+    if changed and not allow_dirty:
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise ImageError(
+            f"uncommitted changes in {root}: {shown}: commit them, add them to 'exclude' in "
+            f"orch.yaml, or pass --allow-dirty"
+        )
+    commit = _git(root, "rev-parse", "HEAD").decode().strip() if has_head else None
+    tree = (
+        _git(root, "rev-parse", f"HEAD:{sub}" if sub else "HEAD^{tree}").decode().strip()
+        if has_head
+        else None
+    )
+    if changed:
+        entries = _worktree_entries(root, patterns)
+        diff = _git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
+        names = [n for n in untracked.decode().split("\0") if n]
+        if names:
+            diff += b"\n# untracked files baked into the image:\n" + "".join(
+                f"#   {n}\n" for n in names
+            ).encode()
+    else:
+        entries = _head_entries(root, sub, patterns)
+        diff = b""
+    data, diff_id = layer_bytes(entries)
+    files = tuple(e.path for e in entries if e.kind != "dir")
+    return CodeSnapshot(data, diff_id, commit, tree, bool(changed), diff, files)
+
+
+def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]:
+    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
+    changed = []
+    records = out.decode(errors="replace").split("\0")
+    index = 0
+    while index < len(records):
+        record = records[index]
+        index += 1
+        if len(record) < 4:
+            continue
+        status, path = record[:2], record[3:]
+        if status[0] in "RC":
+            index += 1  # the next field is the rename's source
+        rel = path[len(sub) + 1 :] if sub and path.startswith(sub + "/") else path
+        if not excluded(rel, patterns):
+            changed.append(rel)
+    return sorted(changed)
+
+
+def _head_entries(root: Path, sub: str, patterns: tuple[str, ...]) -> list[Entry]:
+    listing = _git(root, "ls-tree", "-r", "-z", "--full-tree", "HEAD", "--", sub or ".")
+    wanted: list[tuple[str, str, str]] = []
+    for record in listing.decode().split("\0"):
+        if not record:
+            continue
+        meta, path = record.split("\t", 1)
+        mode, kind, sha = meta.split()
+        rel = path[len(sub) + 1 :] if sub else path
+        if kind != "blob" or excluded(rel, patterns):
+            continue  # submodules (commits) are not part of the snapshot
+        wanted.append((mode, sha, rel))
+    contents = _cat_blobs(root, [sha for _, sha, _ in wanted])
+    entries = []
+    for mode, sha, rel in wanted:
+        path = f"{CODE_PREFIX}/{rel}"
+        if mode == "120000":
+            entries.append(Entry(path, "symlink", target=contents[sha].decode(), mode=0o777))
+        else:
+            entries.append(Entry(path, data=contents[sha], mode=0o755 if mode == "100755" else 0o644))
+    return entries
+
+
+def _cat_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
+    if not shas:
+        return {}
+    unique = sorted(set(shas))
+    proc = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "--batch"],
+        input="".join(f"{sha}\n" for sha in unique).encode(),
+        capture_output=True,
+        check=True,
+    )
+    out = proc.stdout
+    result: dict[str, bytes] = {}
+    pos = 0
+    for _ in unique:
+        header_end = out.index(b"\n", pos)
+        sha, _kind, size = out[pos:header_end].decode().split()
+        start = header_end + 1
+        result[sha] = out[start : start + int(size)]
+        pos = start + int(size) + 1
+    return result
+
+
+def _worktree_entries(root: Path, patterns: tuple[str, ...]) -> list[Entry]:
+    listing = _git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", ".")
+    entries = []
+    for rel in sorted(set(n for n in listing.decode().split("\0") if n)):
+        full = root / rel
+        if excluded(rel, patterns) or not (full.is_file() or full.is_symlink()):
+            continue  # deleted in the working tree, or a submodule dir
+        if full.is_symlink():
+            entries.append(Entry(f"{CODE_PREFIX}/{rel}", "symlink", target=str(full.readlink()), mode=0o777))
+        else:
+            executable = full.stat().st_mode & 0o111
+            entries.append(Entry(f"{CODE_PREFIX}/{rel}", data=full.read_bytes(), mode=0o755 if executable else 0o644))
+    return entries

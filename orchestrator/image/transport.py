@@ -1,0 +1,133 @@
+"""Images travel by digest: into the store's blobs, to and from a registry, onto any daemon.
+
+Each blob is stored once under ``blobs/sha256/<hex>``: image configs and uncompressed
+layer tars. A daemon that lacks a run image gets exactly the layers it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..docker_api import describe
+from ..errors import ImageError, NotFound
+from .archive import ThinArchive, has_image
+from .imageconfig import ImageConfig
+
+
+def layer_cache() -> Path:
+    from .builder import cache_dir
+
+    return cache_dir() / "layers"
+
+
+def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dict[str, Path]:
+    """Cached tars of an image's layers, exported once with ``docker save`` if missing."""
+    wanted = list(diff_ids)
+    cache = layer_cache()
+    paths = {d: cache / f"{d.split(':')[1]}.tar" for d in wanted}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    cache.mkdir(parents=True, exist_ok=True)
+    import docker.errors
+
+    with tempfile.TemporaryFile(dir=cache) as spool:
+        try:
+            for chunk in client.api.get_image(image_id):
+                spool.write(chunk)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"cannot export {image_id}: {describe(exc)}") from exc
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r:") as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            layer_names = manifest[0]["Layers"]
+            for diff_id, name in zip(wanted, layer_names, strict=True):
+                target = paths[diff_id]
+                if target.is_file():
+                    continue
+                source = tar.extractfile(name)
+                if source is None:
+                    raise ImageError(f"{image_id}: layer {name} missing from docker save output")
+                _copy_verified(source, target, diff_id)
+    return paths
+
+
+def _copy_verified(source: Any, target: Path, diff_id: str) -> None:
+    import hashlib
+
+    sha = hashlib.sha256()
+    tmp = target.with_name(target.name + ".part")
+    with tmp.open("wb") as out:
+        while chunk := source.read(1 << 20):
+            sha.update(chunk)
+            out.write(chunk)
+    if "sha256:" + sha.hexdigest() != diff_id:
+        tmp.unlink()
+        raise ImageError(f"layer {diff_id} exported with different content")
+    tmp.replace(target)
+
+
+def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> str:
+    """Push and return ``repository@sha256:<manifest digest>``."""
+    import docker.errors
+
+    try:
+        client.api.tag(image_id, repository, tag)
+        for message in client.api.push(repository, tag=tag, stream=True, decode=True):
+            if message.get("error"):
+                raise ImageError(f"push to {repository} failed: {message['error']}")
+        attrs = client.api.inspect_image(image_id)
+    except docker.errors.APIError as exc:
+        raise ImageError(f"push to {repository} failed: {describe(exc)}") from exc
+    for digest in attrs.get("RepoDigests") or []:
+        if digest.startswith(repository + "@"):
+            return str(digest)
+    raise ImageError(f"{repository}:{tag} pushed but the daemon reports no digest for it")
+
+
+def pull_by_digest(client: Any, reference: str) -> str | None:
+    """Pull ``repo@sha256:...``; the image ID, or None if the registry cannot serve it."""
+    import docker.errors
+
+    try:
+        client.images.pull(reference)
+        return str(client.api.inspect_image(reference)["Id"])
+    except docker.errors.APIError:
+        return None
+
+
+def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[str]) -> None:
+    """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
+
+    ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
+    environment, code image): when the daemon has one, its layers are not sent.
+    """
+    try:
+        raw = runs.get_blob(image_id)
+    except NotFound as exc:
+        raise ImageError(
+            f"image {image_id} is neither on this daemon nor in the store's blobs"
+        ) from exc
+    config = ImageConfig(raw)
+    if config.image_id != image_id:
+        raise ImageError(f"blob {image_id} in the store is corrupt (its digest differs)")
+    have = 0
+    for prefix in prefixes:
+        if prefix and has_image(client, prefix):
+            try:
+                prefix_len = len(client.api.inspect_image(prefix)["RootFS"]["Layers"])
+            except Exception:  # noqa: BLE001 - fall back to sending more layers
+                continue
+            have = max(have, prefix_len)
+    archive = ThinArchive()
+    with tempfile.TemporaryDirectory() as tmp:
+        for diff_id in config.diff_ids[have:]:
+            path = Path(tmp) / diff_id.split(":")[1]
+            runs.get_blob_file(diff_id, path)
+            archive.add_layer(diff_id, path=path)
+        archive.add_image(config)
+        archive.load(client)

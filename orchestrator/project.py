@@ -1,0 +1,198 @@
+"""Reading and validating a project's ``orch.yaml``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ProjectError
+
+PROJECT_FILE = "orch.yaml"
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+_KNOWN = {
+    "name", "base_image", "config_dir", "config_name", "command", "requirements",
+    "resources", "network", "exclude", "timeout", "env",
+}
+_RESOURCE_KEYS = {"cpus", "gpus", "memory"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks for. ``memory`` is a Docker size string such as ``"512m"``."""
+
+    cpus: float = 1.0
+    gpus: int = 0
+    memory: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str
+    base_image: str
+    command: tuple[str, ...]
+    config_dir: Path
+    config_name: str = "config"
+    requirements: Path | None = None
+    resources: Resources = field(default_factory=Resources)
+    network: str = "none"
+    exclude: tuple[str, ...] = ()
+    timeout: float | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return is_pinned(self.base_image)
+
+
+def is_pinned(ref: str) -> bool:
+    """An image ID or a ``name@sha256:...`` reference: both name exact content."""
+    return bool(_IMAGE_ID.match(ref) or _DIGEST_REF.match(ref))
+
+
+def find_project(start: Path) -> Path:
+    """The directory holding orch.yaml: ``start`` or its nearest parent."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / PROJECT_FILE).is_file():
+            return directory
+    raise ProjectError(
+        f"no {PROJECT_FILE} in {start} or its parents: run orch inside a project or pass -p DIR"
+    )
+
+
+def _fail(path: Path, key: str, message: str) -> ProjectError:
+    return ProjectError(f"{path}: {key}: {message}")
+
+
+def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
+    """Load and validate ``directory/orch.yaml``."""
+    root = directory.resolve()
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        raise ProjectError(f"{path} not found: create it (see README, 'Experiment project')")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProjectError(f"{path}{where}: invalid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ProjectError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - _KNOWN)
+    if unknown:
+        raise _fail(path, unknown[0], f"unknown key (valid keys: {', '.join(sorted(_KNOWN))})")
+
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _fail(path, "name", f"{name!r} must match [a-z0-9-]+ (e.g. 'my-experiment')")
+
+    base = data.get("base_image")
+    if not isinstance(base, str) or not base:
+        raise _fail(path, "base_image", "required: an image ID (sha256:...) or name@sha256:<digest>")
+    if not is_pinned(base) and not allow_unpinned:
+        raise _fail(
+            path, "base_image",
+            f"{base!r} is not pinned: use its image ID (docker inspect --format '{{{{.Id}}}}' "
+            f"{base}) or name@sha256:<digest>, or pass --allow-unpinned",
+        )
+
+    command = data.get("command")
+    if isinstance(command, str) or not isinstance(command, list) or not command or not all(
+        isinstance(part, str) for part in command
+    ):
+        raise _fail(path, "command", 'must be a non-empty list of strings, e.g. ["python3", "train.py"]')
+
+    config_dir = data.get("config_dir", "configs")
+    config_name = data.get("config_name", "config")
+    for key, value in (("config_dir", config_dir), ("config_name", config_name)):
+        if not isinstance(value, str) or not value:
+            raise _fail(path, key, "must be a non-empty string")
+    config_path = _inside(root, config_dir, path, "config_dir")
+
+    requirements = data.get("requirements")
+    req_path: Path | None = None
+    if requirements is not None:
+        if not isinstance(requirements, str):
+            raise _fail(path, "requirements", "must be a path to a pip lock file")
+        req_path = _inside(root, requirements, path, "requirements")
+        if not req_path.is_file():
+            raise _fail(path, "requirements", f"{requirements} does not exist")
+
+    network = data.get("network", "none")
+    if network not in ("none", "bridge"):
+        raise _fail(path, "network", f"{network!r} must be 'none' (default) or 'bridge'")
+
+    exclude = data.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(item, str) for item in exclude):
+        raise _fail(path, "exclude", "must be a list of glob patterns")
+
+    timeout = data.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise _fail(path, "timeout", "must be a positive number of seconds")
+
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in env.items()
+    ):
+        raise _fail(path, "env", "must be a mapping of NAME: value")
+    if any(k.startswith("ORCH_") for k in env):
+        raise _fail(path, "env", "names starting with ORCH_ are reserved")
+
+    return Project(
+        root=root,
+        name=name,
+        base_image=base,
+        command=tuple(command),
+        config_dir=config_path,
+        config_name=config_name,
+        requirements=req_path,
+        resources=parse_resources(data.get("resources", {}), str(path)),
+        network=network,
+        exclude=tuple(exclude),
+        timeout=float(timeout) if timeout is not None else None,
+        env=tuple(sorted((k, str(v)) for k, v in env.items())),
+    )
+
+
+def _inside(root: Path, rel: str, path: Path, key: str) -> Path:
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise _fail(path, key, f"{rel!r} must be inside the project directory")
+    return target
+
+
+def parse_resources(value: Any, where: str) -> Resources:
+    if value is None:
+        return Resources()
+    if not isinstance(value, dict):
+        raise ProjectError(f"{where}: resources: must be a mapping like {{cpus: 1, gpus: 0}}")
+    unknown = sorted(set(map(str, value)) - _RESOURCE_KEYS)
+    if unknown:
+        raise ProjectError(
+            f"{where}: resources.{unknown[0]}: unknown (valid: {', '.join(sorted(_RESOURCE_KEYS))})"
+        )
+    cpus = value.get("cpus", 1)
+    gpus = value.get("gpus", 0)
+    memory = value.get("memory")
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
+        raise ProjectError(f"{where}: resources.cpus: must be a positive number")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ProjectError(f"{where}: resources.gpus: must be a whole number >= 0")
+    if memory is not None and not (
+        isinstance(memory, str) and re.match(r"^[0-9]+[bkmg]?$", memory.lower())
+    ):
+        raise ProjectError(f"{where}: resources.memory: must look like '512m' or '2g'")
+    return Resources(cpus=float(cpus), gpus=gpus, memory=memory.lower() if memory else None)

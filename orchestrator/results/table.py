@@ -1,0 +1,527 @@
+"""Results of a sweep as tables: filter, sort and render run records.
+
+Everything here is a pure function over run records (the plain dicts of
+``docs/records.md``); nothing reads a store. The renderers return text without a
+final newline, ready for ``click.echo``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from ..errors import UsageError
+
+FORMATS = ("table", "json", "csv", "markdown")
+BEST_MARK = "★"
+
+# The run object of CONTRACT's `orch sweep --json`, plus the composed config.
+_RUN_OBJECT_KEYS = ("run_id", "status", "overrides", "image_id", "metrics", "config")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys; lists (and empty dicts) stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _identity(value: Any) -> str:
+    # Canonical JSON tells 1 from 1.0 and True from 1, like the config hash does.
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def display_value(value: Any) -> str:
+    """A config value as a user would type it in an override."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_number(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return str(value)
+
+
+def format_number(value: Any) -> str:
+    """Short but unambiguous enough to tell runs apart (6 significant digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return display_value(value)
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    text = f"{value:.6g}"
+    # Keep floats recognisable as floats: 1.0 is not the int 1 in a config.
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def format_duration(seconds: Any) -> str:
+    if not is_number(seconds) or not math.isfinite(seconds):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def metric_names(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    names: set[str] = set()
+    for record in records:
+        names.update((record.get("metrics") or {}).keys())
+    return sorted(names)
+
+
+def varying_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Dotted config keys whose value differs across ``records`` (absent counts as a value)."""
+    flats = [flatten(record.get("config") or {}) for record in records]
+    keys = sorted({key for flat in flats for key in flat})
+    varying = []
+    for key in keys:
+        # "\0" is never the start of JSON text, so absent differs from every value.
+        seen = {_identity(flat[key]) if key in flat else "\0absent" for flat in flats}
+        if len(seen) > 1:
+            varying.append(key)
+    return varying
+
+
+# --------------------------------------------------------------------------- --where
+
+_WHERE = re.compile(r"^\s*([^\s=!<>]+)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$")
+_NUMERIC_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+}
+_ABSENT = object()
+
+
+def _parse_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _override_values(record: Mapping[str, Any]) -> dict[str, str]:
+    # Group choices such as `optimizer=adam` exist only as overrides, not as config leaves.
+    values = {}
+    for override in record.get("overrides") or []:
+        key, sep, value = str(override).partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    return values
+
+
+def _lookup(record: Mapping[str, Any], key: str) -> Any:
+    metrics = record.get("metrics") or {}
+    if key.startswith("metrics.") and key[len("metrics.") :] in metrics:
+        return metrics[key[len("metrics.") :]]
+    flat = flatten(record.get("config") or {})
+    if key in flat:
+        return flat[key]
+    if key in metrics:
+        return metrics[key]
+    return _override_values(record).get(key, _ABSENT)
+
+
+def _known_keys(records: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[str], set[str]]:
+    config: set[str] = set()
+    overrides: set[str] = set()
+    for record in records:
+        config.update(flatten(record.get("config") or {}))
+        overrides.update(_override_values(record))
+    metrics = set(metric_names(records))
+    return config, metrics, overrides
+
+
+def _equals(actual: Any, wanted: str) -> bool:
+    number = _parse_number(wanted)
+    if is_number(actual) and number is not None:
+        return bool(actual == number)
+    if isinstance(actual, bool) or actual is None:
+        return display_value(actual) == wanted.lower()
+    if isinstance(actual, (list, tuple, dict)):
+        return display_value(actual).replace(" ", "") == wanted.replace(" ", "")
+    return display_value(actual) == wanted
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+@dataclass(frozen=True)
+class _Condition:
+    key: str
+    op: str
+    value: str
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        actual = _lookup(record, self.key)
+        if actual is _ABSENT:
+            return self.op == "!="
+        if self.op in ("=", "=="):
+            return _equals(actual, self.value)
+        if self.op == "!=":
+            return not _equals(actual, self.value)
+        number = _parse_number(self.value)
+        if isinstance(actual, str):
+            actual = _parse_number(actual)  # override values are text
+        if number is None or not is_number(actual):
+            return False
+        return _NUMERIC_OPS[self.op](actual, number)
+
+
+def _parse_where(expression: str, records: Sequence[Mapping[str, Any]]) -> _Condition:
+    match = _WHERE.match(expression)
+    if not match:
+        raise UsageError(
+            f"bad --where expression {expression!r}: expected KEY=VALUE, KEY!=VALUE "
+            "or KEY<NUMBER (also >, <=, >=)"
+        )
+    key, op, value = match.group(1), match.group(2), _unquote(match.group(3))
+    if op in _NUMERIC_OPS and _parse_number(value) is None:
+        raise UsageError(f"bad --where expression {expression!r}: {op!r} needs a number")
+    if records:
+        config, metrics, overrides = _known_keys(records)
+        bare = key[len("metrics.") :] if key.startswith("metrics.") else key
+        if key not in config and bare not in metrics and key not in overrides:
+            raise UsageError(
+                f"bad --where expression {expression!r}: unknown key {key!r} "
+                f"(config keys: {', '.join(sorted(config)) or 'none'}; "
+                f"metrics: {', '.join(sorted(metrics)) or 'none'})"
+            )
+    return _Condition(key, op, value)
+
+
+def select(records: Sequence[Mapping[str, Any]], where: Sequence[str]) -> list[dict[str, Any]]:
+    """Records matching every ``--where`` expression (config keys, metrics, overrides)."""
+    conditions = [_parse_where(expression, records) for expression in where]
+    return [
+        dict(record)
+        for record in records
+        if all(condition.matches(record) for condition in conditions)
+    ]
+
+
+# --------------------------------------------------------------------------- --sort
+
+
+@dataclass(frozen=True)
+class SortKey:
+    metric: str
+    descending: bool
+
+    def value(self, record: Mapping[str, Any]) -> float | None:
+        value = (record.get("metrics") or {}).get(self.metric)
+        if not is_number(value) or math.isnan(value):
+            return None
+        return float(value)
+
+
+def parse_sort(records: Sequence[Mapping[str, Any]], sort: str) -> SortKey:
+    """``loss`` (ascending), ``-accuracy`` (descending); the metric must exist in some run."""
+    descending = sort.startswith("-")
+    name = sort.lstrip("+-").strip()
+    if name.startswith("metrics."):
+        name = name[len("metrics.") :]
+    known = metric_names(records)
+    if not name:
+        raise UsageError(f"bad --sort {sort!r}: expected METRIC or -METRIC")
+    # Without any metric (an empty or all-failed sweep) there is nothing to check against.
+    if known and name not in known:
+        raise UsageError(f"unknown metric {name!r} for --sort (known: {', '.join(known)})")
+    return SortKey(name, descending)
+
+
+def _sorted(records: Sequence[Mapping[str, Any]], key: SortKey) -> list[dict[str, Any]]:
+    present = [r for r in records if key.value(r) is not None]
+    absent = [dict(r) for r in records if key.value(r) is None]
+    present.sort(key=lambda r: key.value(r) or 0.0, reverse=key.descending)
+    return [dict(r) for r in present] + absent
+
+
+def sort_records(records: Sequence[Mapping[str, Any]], sort: str | None) -> list[dict[str, Any]]:
+    """Records ordered by a metric; runs without it keep their order, last."""
+    if not sort:
+        return [dict(record) for record in records]
+    return _sorted(records, parse_sort(records, sort))
+
+
+def _best(records: Sequence[Mapping[str, Any]], key: SortKey) -> str | None:
+    candidates = [r for r in records if r.get("status") == "succeeded" and key.value(r) is not None]
+    if not candidates:
+        return None
+    return str(_sorted(candidates, key)[0].get("run_id"))
+
+
+def best_run(records: Sequence[Mapping[str, Any]], sort: str | None) -> str | None:
+    """run_id of the best succeeded run by the ``sort`` metric (first one on ties)."""
+    if not sort:
+        return None
+    return _best(records, parse_sort(records, sort))
+
+
+_LOWER_IS_BETTER = re.compile(
+    r"loss|err|mse|mae|rmse|nll|perplexity|ppl|latency|time|cost|regret|wer|cer", re.I
+)
+_HIGHER_IS_BETTER = re.compile(
+    r"acc|f1|auc|precision|recall|score|reward|return|r2|bleu|rouge|map|iou|dice", re.I
+)
+
+
+def default_sort(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """A guess at the objective from metric names (``loss`` -> ascending), or None."""
+    names = metric_names(records)
+
+    def rank(name: str) -> tuple[int, int, str]:
+        held_out = 0 if re.search(r"val|test|eval", name, re.I) else 1
+        lossy = 0 if "loss" in name.lower() else 1
+        return (held_out, lossy, name)
+
+    for name in sorted(names, key=rank):
+        if _LOWER_IS_BETTER.search(name):
+            return name
+        if _HIGHER_IS_BETTER.search(name):
+            return "-" + name
+    return None
+
+
+# --------------------------------------------------------------------------- view
+
+
+@dataclass(frozen=True)
+class View:
+    """What every renderer shows: the selected runs in order, and the columns."""
+
+    records: list[dict[str, Any]]
+    keys: list[str]
+    metrics: list[str]
+    best: str | None
+
+    def config_cell(self, record: Mapping[str, Any], key: str) -> str | None:
+        flat = flatten(record.get("config") or {})
+        return display_value(flat[key]) if key in flat else None
+
+    def metric_cell(self, record: Mapping[str, Any], name: str) -> str | None:
+        metrics = record.get("metrics") or {}
+        return format_number(metrics[name]) if name in metrics else None
+
+
+def status_text(record: Mapping[str, Any]) -> str:
+    status = str(record.get("status") or "unknown")
+    reason = record.get("reason")
+    return f"{status}: {reason}" if status != "succeeded" and reason else status
+
+
+def build_view(
+    records: Sequence[Mapping[str, Any]], sort: str | None = None, where: Sequence[str] = ()
+) -> View:
+    # Validate --sort against every run, so a narrow --where cannot turn a typo into success.
+    key = parse_sort(records, sort) if sort else None
+    selected = select(records, where)
+    ordered = _sorted(selected, key) if key else selected
+    return View(
+        records=ordered,
+        keys=varying_keys(ordered),
+        metrics=metric_names(ordered),
+        best=_best(ordered, key) if key else None,
+    )
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _run_object(record: Mapping[str, Any]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"overrides": [], "metrics": {}, "config": {}}
+    return {key: record.get(key, defaults.get(key)) for key in _RUN_OBJECT_KEYS}
+
+
+def _render_json(view: View) -> str:
+    runs = [_run_object(record) for record in view.records]
+    return json.dumps(runs, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _render_csv(view: View) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run_id", "status", *view.keys, *view.metrics])
+    for record in view.records:
+        metrics = record.get("metrics") or {}
+        writer.writerow(
+            [
+                record.get("run_id", ""),
+                record.get("status", ""),
+                *(view.config_cell(record, key) or "" for key in view.keys),
+                # Full precision: CSV is for machines.
+                *(repr_number(metrics[name]) if name in metrics else "" for name in view.metrics),
+            ]
+        )
+    return buffer.getvalue().rstrip("\n")
+
+
+def repr_number(value: Any) -> str:
+    return repr(value) if is_number(value) else display_value(value)
+
+
+def _human_header(view: View) -> list[str]:
+    marker = [""] if view.best else []
+    return [*marker, "run_id", "status", *view.keys, *view.metrics, "duration"]
+
+
+def _human_row(view: View, record: Mapping[str, Any]) -> list[str]:
+    marker = [BEST_MARK if record.get("run_id") == view.best else ""] if view.best else []
+    return [
+        *marker,
+        str(record.get("run_id", "")),
+        status_text(record),
+        *(view.config_cell(record, key) or "-" for key in view.keys),
+        *(view.metric_cell(record, name) or "-" for name in view.metrics),
+        format_duration(record.get("duration_s")) or "-",
+    ]
+
+
+def _render_markdown(view: View) -> str:
+    def line(cells: Sequence[str]) -> str:
+        escaped = [
+            cell.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") for cell in cells
+        ]
+        return "| " + " | ".join(escaped) + " |"
+
+    header = _human_header(view)
+    numeric = len(header) - len(view.metrics) - 1
+    align = ["---:" if index >= numeric else "---" for index in range(len(header))]
+    lines = [line(header), "| " + " | ".join(align) + " |"]
+    lines += [line(_human_row(view, record)) for record in view.records]
+    return "\n".join(lines)
+
+
+def _render_table(view: View, color: bool, empty_note: str) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if not view.records:
+        return empty_note
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    header = _human_header(view)
+    first_metric = len(header) - len(view.metrics) - 1
+    for index, name in enumerate(header):
+        right = index >= first_metric
+        table.add_column(name, justify="right" if right else "left", no_wrap=True)
+    for record in view.records:
+        cells = _human_row(view, record)
+        status = str(record.get("status"))
+        style = "green" if status == "succeeded" else "red" if status == "failed" else "yellow"
+        status_index = 2 if view.best else 1
+        row = [Text(cell) for cell in cells]
+        row[status_index].stylize(style)
+        is_best = record.get("run_id") == view.best
+        table.add_row(*row, style="bold" if is_best else None)
+
+    def console(width: int) -> Console:
+        return Console(
+            file=io.StringIO(),
+            width=width,
+            color_system="standard" if color else None,
+            force_terminal=color,
+            no_color=not color,
+            highlight=False,
+            emoji=False,
+            soft_wrap=False,
+        )
+
+    # As wide as the table needs: cells are never wrapped or cut, whatever the terminal.
+    width = console(10_000).measure(table).maximum
+    out = console(width)
+    out.print(table)
+    assert isinstance(out.file, io.StringIO)
+    return "\n".join(line.rstrip() for line in out.file.getvalue().splitlines()).strip("\n")
+
+
+def render(
+    records: Sequence[Mapping[str, Any]],
+    fmt: str = "table",
+    sort: str | None = None,
+    where: Sequence[str] = (),
+    color: bool = False,
+) -> str:
+    """The results of a sweep as ``table`` (rich), ``json``, ``csv`` or ``markdown``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
+    view = build_view(records, sort, where)
+    if fmt == "json":
+        return _render_json(view)
+    if fmt == "csv":
+        return _render_csv(view)
+    if fmt == "markdown":
+        return _render_markdown(view)
+    return _render_table(view, color, "no runs match --where" if where else "no runs")
+
+
+# --------------------------------------------------------------------------- orch runs
+
+
+def short_time(stamp: Any) -> str:
+    text = str(stamp or "")
+    match = re.match(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)", text)
+    return f"{match.group(1)} {match.group(2)}" if match else text
+
+
+def runs_table(sweeps: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, int]]) -> str:
+    """One line per sweep, newest first: id, time, project, run counts, sweep arguments."""
+    if not sweeps:
+        return "no sweeps"
+    ordered = sorted(sweeps, key=lambda s: str(s.get("created_at") or ""), reverse=True)
+    header = ["SWEEP", "CREATED", "PROJECT", "OK", "FAILED", "RUNNING", "ARGS"]
+    rows = [header]
+    for sweep in ordered:
+        sweep_id = str(sweep.get("sweep_id", ""))
+        count = counts.get(sweep_id, {})
+        rows.append(
+            [
+                sweep_id,
+                short_time(sweep.get("created_at")),
+                str(sweep.get("project", "")),
+                str(count.get("succeeded", 0)),
+                str(count.get("failed", 0)),
+                str(count.get("running", 0)),
+                " ".join(str(arg) for arg in sweep.get("args") or []),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if 3 <= i <= 5 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Immutable run and sweep specs, and the identities derived from them.
+
+A run is defined by (project, environment, code, canonical config, command, the
+resources and environment variables that change results). Its ``run_id`` is a short
+hash of exactly that, so re-submitting an unchanged run finds it done, and any change
+to code, dependencies or config gives a new id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canonical import canonical_bytes, short_id
+
+RUN_ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    project: str
+    overrides: tuple[str, ...]
+    config_bytes: bytes  # canonical JSON of the composed, resolved config
+    env_key: str
+    code_key: str
+    command: tuple[str, ...]
+    gpus: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        project: str,
+        overrides: tuple[str, ...],
+        config: dict[str, Any],
+        env_key: str,
+        code_key: str,
+        command: tuple[str, ...],
+        gpus: int = 0,
+        env: tuple[tuple[str, str], ...] = (),
+    ) -> RunSpec:
+        return cls(project, overrides, canonical_bytes(config), env_key, code_key, command, gpus, env)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_bytes)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run. Overrides are absent on purpose: two spellings of the
+        same composed config are the same run."""
+        return {
+            "project": self.project,
+            "env_key": self.env_key,
+            "code_key": self.code_key,
+            "config": self.config,
+            "command": list(self.command),
+            "gpus": self.gpus,
+            "env": [list(pair) for pair in self.env],
+        }
+
+    @property
+    def run_id(self) -> str:
+        return short_id(self.identity(), RUN_ID_LENGTH)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    project: str
+    args: tuple[str, ...]
+    runs: tuple[RunSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def sweep_id(self) -> str:
+        return short_id(
+            {"project": self.project, "runs": [run.run_id for run in self.runs]}, RUN_ID_LENGTH
+        )

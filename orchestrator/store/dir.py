@@ -1,0 +1,180 @@
+"""A store in a local (or shared, POSIX) directory: one file per key.
+
+Writes go to ``<root>/.tmp/`` first and are renamed into place, so readers never see a
+partial file. Conditional create links a complete temporary file to the key, which fails
+if the key exists: atomic and exclusive even across processes and NFS clients.
+Files are not fsync'ed: a rename is atomic for readers, not durable across a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import NotFound, StoreError, UsageError
+from .base import check_key, check_prefix
+
+_TMP = ".tmp"
+
+
+class DirStore:
+    """Keys are paths under ``root``; the directory is created on the first write."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.uri = self.root.as_uri()
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"store {self.root} is not a directory: pass a directory path")
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if key == _TMP or key.startswith(_TMP + "/"):
+            raise UsageError(f"invalid store key {key!r}: {_TMP}/ is the store's scratch space")
+        return self.root / key
+
+    def _tmp(self) -> Path:
+        tmp_dir = self.root / _TMP
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        return tmp_dir / uuid.uuid4().hex
+
+    def _fail(self, action: str, key: str, exc: OSError) -> StoreError:
+        reason = exc.strerror or str(exc)
+        return StoreError(f"cannot {action} {key!r} in {self.root}: {reason}; check the path")
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            tmp = self._tmp()
+            try:
+                tmp.write_bytes(data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._fail("write", key, exc) from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Hard-link ``path`` into the store when possible (same filesystem), else copy.
+
+        A linked file shares its inode with ``path``: callers must replace, never rewrite
+        in place, a file they have stored. Its :meth:`age` is that of the source file.
+        """
+        dest = self._path(key)
+        source = Path(path)
+        try:
+            tmp = self._tmp()
+            try:
+                try:
+                    os.link(source, tmp)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        raise
+                    shutil.copyfile(source, tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except FileNotFoundError as exc:
+            if not source.exists():
+                raise StoreError(f"cannot store {key!r}: source file {source} is missing") from exc
+            raise self._fail("write", key, exc) from exc
+        except OSError as exc:
+            raise self._fail("write", key, exc) from exc
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(f"no such key {key!r} in {self.uri}") from None
+        except OSError as exc:
+            raise self._fail("read", key, exc) from exc
+
+    def get_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        target = Path(path)
+        if not source.is_file():
+            raise NotFound(f"no such key {key!r} in {self.uri}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except FileNotFoundError:
+            raise NotFound(f"no such key {key!r} in {self.uri}") from None
+        except OSError as exc:
+            raise self._fail("copy out", key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        check_prefix(prefix)
+        # Walk only the deepest directory the prefix names, then filter by the string prefix.
+        start = prefix if prefix.endswith("/") or not prefix else prefix.rpartition("/")[0]
+        base = self.root / start if start else self.root
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            if rel_dir == ".":
+                rel_dir = ""
+                dirnames[:] = [name for name in dirnames if name != _TMP]
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    keys.append(key)
+        return iter(sorted(keys))
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            tmp = self._tmp()
+            try:
+                tmp.write_bytes(data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(tmp, path)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                # No hard links here (some FUSE/SMB mounts): exclusive open, then write.
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                return True
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._fail("create", key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except (NotADirectoryError, IsADirectoryError):
+            return
+        except OSError as exc:
+            raise self._fail("delete", key, exc) from exc
+
+    def age(self, key: str) -> float | None:
+        path = self._path(key)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if path.is_file():
+                return max(0.0, time.time() - path.stat().st_mtime)
+        return None

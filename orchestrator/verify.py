@@ -1,0 +1,78 @@
+"""``orch image verify``: rebuild a run's image from its recorded inputs and compare IDs.
+
+The project is checked out at the recorded commit in a temporary git worktree, so the
+rebuild goes through exactly the code path of the original build.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config as configmod
+from .errors import ImageError
+from .image import builder
+from .project import load_project
+
+
+@dataclass
+class VerifyResult:
+    recorded: str
+    rebuilt: str
+    first_difference: str | None
+
+    @property
+    def identical(self) -> bool:
+        return self.recorded == self.rebuilt
+
+
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageError(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout.strip()
+
+
+def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyResult:
+    if record.get("dirty"):
+        raise ImageError(
+            f"run {record['run_id']} was built from uncommitted changes (dirty): its code "
+            f"cannot be rebuilt from a commit; see its dirty.diff in the store"
+        )
+    commit = record.get("git_commit")
+    if not commit:
+        raise ImageError(f"run {record['run_id']} records no git commit to rebuild from")
+    top = Path(_git(project_root, "rev-parse", "--show-toplevel"))
+    sub = project_root.resolve().relative_to(top.resolve())
+    with tempfile.TemporaryDirectory(prefix="orch-verify-") as tmp:
+        worktree = Path(tmp) / "tree"
+        _git(top, "worktree", "add", "--detach", str(worktree), commit)
+        try:
+            project = load_project(worktree / sub, allow_unpinned=not record.get("pinned", True))
+            env = builder.prepare(client, project)
+            cfg = record["config"]
+            image = builder.run_image(
+                env, record["run_id"], tuple(record.get("overrides", [])),
+                configmod.to_yaml(cfg), configmod.to_json(cfg),
+            )
+        finally:
+            subprocess.run(["git", "-C", str(top), "worktree", "remove", "--force", str(worktree)],
+                           capture_output=True)
+    layers = {
+        "base": list(env.base.diff_ids),
+        "env": env.env_diff_id,
+        "code": env.code.diff_id,
+        "config": image.diff_id,
+    }
+    recorded_layers = record.get("layers") or {}
+    first = None
+    for name in ("base", "env", "code", "config"):
+        if recorded_layers.get(name) != layers[name]:
+            first = f"{name} layer: recorded {recorded_layers.get(name)}, rebuilt {layers[name]}"
+            break
+    if first is None and image.image_id != record["image_id"]:
+        first = "image config (layers are identical)"
+    return VerifyResult(record["image_id"], image.image_id, first)

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Make sure a Docker engine answers, and that the host tools orch's build and tests need are
+# installed. Idempotent; returns at once when everything is already there. Runs as root on a
+# fresh Debian 12 machine (CI) where only the docker client exists and there is no systemd.
+set -eu
+
+LOG=${ORCH_DOCKERD_LOG:-/var/log/orch-dockerd.log}
+WAIT=${ORCH_DOCKERD_WAIT:-60}
+
+say() { echo "ensure-docker: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# Commands whose absence means a package is missing: "command:package".
+NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git"
+
+missing=""
+for pair in $NEEDED; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/sbin/$cmd" ]; then
+        missing="$missing $pkg"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing packages:$missing (run as root, or install them)"
+    say "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2 || die "apt-get update failed"
+    # shellcheck disable=SC2086  # word splitting of the package list is intended
+    apt-get install -y -q --no-install-recommends $missing >&2 || die "apt-get install failed:$missing"
+fi
+
+if docker info >/dev/null 2>&1; then
+    exit 0
+fi
+
+# The default daemon may be starting already (a concurrent call): then only wait for it. Its
+# pidfile tells, where "any dockerd process" would also match the tests' second daemon.
+PIDFILE=/var/run/docker.pid
+if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    say "dockerd (pid $(cat "$PIDFILE")) is running but not answering yet; waiting"
+else
+    [ "$(id -u)" -eq 0 ] || die "no Docker daemon answers and starting dockerd needs root"
+    DOCKERD=$(command -v dockerd || echo /usr/sbin/dockerd)
+    # The packaged containerd is started by dockerd itself when no systemd is around.
+    say "starting dockerd (log: $LOG)"
+    mkdir -p "$(dirname "$LOG")"
+    # setsid: the daemon outlives this script and the caller's process group (make, CI steps).
+    setsid nohup "$DOCKERD" >>"$LOG" 2>&1 </dev/null &
+fi
+
+i=0
+while ! docker info >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -gt "$WAIT" ]; then
+        say "last lines of $LOG:"
+        tail -n 20 "$LOG" >&2 2>/dev/null || true
+        die "no answer from 'docker info' within ${WAIT}s (DOCKER_HOST=${DOCKER_HOST:-default}; see $LOG)"
+    fi
+    sleep 1
+done
+say "docker daemon is up"

@@ -1,0 +1,95 @@
+"""Shared fixtures. Fixtures that start real services are session-scoped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tests commit into throwaway repositories; give git an identity without touching ~/.gitconfig.
+for _name, _value in {
+    "GIT_AUTHOR_NAME": "orch tests", "GIT_AUTHOR_EMAIL": "tests@orch.invalid",
+    "GIT_COMMITTER_NAME": "orch tests", "GIT_COMMITTER_EMAIL": "tests@orch.invalid",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> object:
+    from orchestrator.docker_api import connect
+
+    return connect()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: object) -> str:
+    """The default base image's ID, built by images/build_base.py when missing."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "images" / "build_base.py")],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    image_id = proc.stdout.strip().splitlines()[-1]
+    assert image_id.startswith("sha256:")
+    return image_id
+
+
+def git_commit_all(root: Path, message: str = "snapshot") -> str:
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, capture_output=True)
+    subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", message, "--allow-empty"],
+                   check=True, capture_output=True)
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+ProjectFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, base_image: str) -> ProjectFactory:
+    """A committed copy of the demo project (configs/ + train.py) with extra settings."""
+
+    def factory(name: str = "demo", commit: bool = True, files: dict[str, str] | None = None,
+                **settings: object) -> Path:
+        root = tmp_path / name
+        shutil.copytree(REPO / "configs", root / "configs")
+        shutil.copy(REPO / "train.py", root / "train.py")
+        data = {"name": name, "base_image": base_image, "command": ["python3", "train.py"]}
+        data.update(settings)
+        (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (root / ".gitignore").write_text(".orch/\n")
+        for rel, text in (files or {}).items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+        if commit:
+            git_commit_all(root, "initial")
+        return root
+
+    return factory
+
+
+@pytest.fixture
+def orch() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real `orch` console script, as a user would."""
+    exe = Path(sys.executable).with_name("orch")
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
+                              env=full_env, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("session")

@@ -1,0 +1,190 @@
+"""End to end on the real Docker engine: sweep, store, skip, show, rerun, fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import git_commit_all
+
+pytestmark = pytest.mark.docker
+
+RECORD_FIELDS = {
+    "run_id", "sweep_id", "status", "overrides", "config", "image_id", "repo_digest",
+    "base_image", "command", "git_commit", "dirty", "exit_code", "started_at", "ended_at",
+    "host", "node", "gpus", "metrics",
+}
+
+
+def hydra_compose(config_dir: Path, overrides: list[str]) -> dict:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def baked_file(image_id: str, path: str) -> str:
+    out = subprocess.run(["docker", "run", "--rm", image_id, "cat", path],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> dict:
+    """One 4-point sweep of the demo, shared by the tests that only read its results."""
+    import shutil
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    shutil.copytree(REPO / "configs", root / "configs")
+    shutil.copy(REPO / "train.py", root / "train.py")
+    (root / "orch.yaml").write_text(yaml.safe_dump(
+        {"name": "demo", "base_image": base_image, "command": ["python3", "train.py"]}))
+    (root / ".gitignore").write_text(".orch/\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root)
+    orch = Path(sys.executable).with_name("orch")
+    proc = subprocess.run(
+        [str(orch), "sweep", "-p", str(root), "optimizer=SGD,adam", "model=lstm,bi_lstm",
+         "--jobs", "2", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return {"root": root, "result": json.loads(proc.stdout), "stderr": proc.stderr}
+
+
+def test_sweep_runs_every_point(demo_sweep: dict) -> None:
+    result = demo_sweep["result"]
+    assert len(result["runs"]) == 4
+    assert {r["status"] for r in result["runs"]} == {"succeeded"}
+    assert sorted(tuple(r["overrides"]) for r in result["runs"]) == sorted(
+        (f"optimizer={o}", f"model={m}") for o in ("SGD", "adam") for m in ("lstm", "bi_lstm"))
+    assert len({r["image_id"] for r in result["runs"]}) == 4
+    for run in result["runs"]:
+        assert run["image_id"].startswith("sha256:")
+        assert {"loss", "accuracy"} <= set(run["metrics"])
+
+
+def test_baked_config_equals_hydra_compose(demo_sweep: dict) -> None:
+    root = demo_sweep["root"]
+    for run in demo_sweep["result"]["runs"]:
+        expected = hydra_compose(root / "configs", run["overrides"])
+        assert yaml.safe_load(baked_file(run["image_id"], "/orch/config.yaml")) == expected
+        assert json.loads(baked_file(run["image_id"], "/orch/config.json")) == expected
+
+
+def test_store_layout(demo_sweep: dict) -> None:
+    store = demo_sweep["root"] / ".orch"
+    sweep_id = demo_sweep["result"]["sweep_id"]
+    assert (store / "sweeps" / f"{sweep_id}.json").is_file()
+    for run in demo_sweep["result"]["runs"]:
+        run_dir = store / "runs" / run["run_id"]
+        for name in ("run.json", "config.yaml", "metrics.json", "stdout.log", "stderr.log"):
+            assert (run_dir / name).is_file(), name
+        assert list((run_dir / "output").iterdir()), "the artifact is kept"
+        record = json.loads((run_dir / "run.json").read_text())
+        assert json.loads((run_dir / "metrics.json").read_text()) == record["metrics"]
+        hex_id = record["image_id"].split(":")[1]
+        assert (store / "blobs" / "sha256" / hex_id).is_file()
+        assert (store / "blobs" / "sha256" / record["layers"]["config"].split(":")[1]).is_file()
+
+
+def test_resubmit_skips_everything(demo_sweep: dict, orch) -> None:
+    proc = orch("sweep", "-p", str(demo_sweep["root"]), "optimizer=SGD,adam",
+                "model=lstm,bi_lstm", "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["sweep_id"] == demo_sweep["result"]["sweep_id"]
+    assert {r["status"] for r in again["runs"]} == {"skipped"}
+    first = {r["run_id"]: r["metrics"] for r in demo_sweep["result"]["runs"]}
+    assert {r["run_id"]: r["metrics"] for r in again["runs"]} == first
+
+
+def test_show_has_the_whole_record(demo_sweep: dict, orch) -> None:
+    run = demo_sweep["result"]["runs"][0]
+    proc = orch("show", run["run_id"], "-p", str(demo_sweep["root"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert RECORD_FIELDS <= set(record)
+    assert record["exit_code"] == 0 and record["dirty"] is False
+    assert len(record["git_commit"]) == 40
+    assert record["command"] == ["python3", "train.py"]
+
+
+def test_results_json_has_configs(demo_sweep: dict, orch) -> None:
+    proc = orch("results", demo_sweep["result"]["sweep_id"], "-p", str(demo_sweep["root"]),
+                "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 4
+    assert all("config" in row and row["status"] == "succeeded" for row in rows)
+
+
+def test_rerun_reproduces_metrics(demo_sweep: dict, orch) -> None:
+    run = demo_sweep["result"]["runs"][1]
+    proc = orch("rerun", run["run_id"], "-p", str(demo_sweep["root"]), "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    result = json.loads(proc.stdout)
+    assert result["identical"] is True
+    assert result["rerun_of"] == run["run_id"]
+    assert result["metrics"] == run["metrics"]
+    stored = json.loads((demo_sweep["root"] / ".orch" / "runs" / result["run_id"] / "run.json")
+                        .read_text())
+    assert stored["rerun_of"] == run["run_id"]
+
+
+PROBE = """
+import json, os, socket, sys
+cfg = json.load(open(os.environ["ORCH_CONFIG"].replace(".yaml", ".json")))
+out = os.environ["ORCH_OUTPUT"]
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    network = "reachable"
+except OSError:
+    network = "none"
+print(json.dumps({"uid": os.getuid(), "network": network, "cwd": os.getcwd(),
+                  "run_id": os.environ["ORCH_RUN_ID"]}))
+if cfg["x"] == 2:
+    print("boom: x must not be 2", file=sys.stderr)
+    sys.exit(3)
+json.dump({"square": cfg["x"] ** 2}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def test_failed_run_is_recorded_and_sweep_goes_on(make_project, orch) -> None:
+    root = make_project("probe", files={"probe.py": PROBE, "configs/config.yaml": "x: 1\n"},
+                        command=["python3", "probe.py"])
+    proc = orch("sweep", "-p", str(root), "x=1,2,3", "--json")
+    assert proc.returncode == 1, proc.stderr
+    runs = json.loads(proc.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
+    assert [r["metrics"] for r in runs] == [{"square": 1}, {}, {"square": 9}]
+    failed = runs[1]["run_id"]
+    record = json.loads((root / ".orch" / "runs" / failed / "run.json").read_text())
+    assert record["exit_code"] == 3 and record["reason"] == "exit code 3"
+    assert "boom" in (root / ".orch" / "runs" / failed / "stderr.log").read_text()
+    probe = json.loads((root / ".orch" / "runs" / runs[0]["run_id"] / "stdout.log").read_text())
+    assert probe == {"uid": 65534, "network": "none", "cwd": "/orch/code",
+                     "run_id": runs[0]["run_id"]}
+
+
+def test_code_change_gives_new_run_ids(make_project, orch) -> None:
+    root = make_project("codechange")
+    first = json.loads(orch("sweep", "-p", str(root), "optimizer=SGD", "--json").stdout)
+    (root / "train.py").write_text((root / "train.py").read_text() + "\n# a change\n")
+    dirty = orch("sweep", "-p", str(root), "optimizer=SGD", "--json")
+    assert dirty.returncode == 2
+    assert dirty.stderr.startswith("error: uncommitted changes") and "train.py" in dirty.stderr
+    git_commit_all(root, "change")
+    second = json.loads(orch("sweep", "-p", str(root), "optimizer=SGD", "--json").stdout)
+    assert first["runs"][0]["run_id"] != second["runs"][0]["run_id"]
+    assert second["runs"][0]["status"] == "succeeded"
