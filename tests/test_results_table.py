@@ -372,7 +372,13 @@ def test_csv_keeps_full_precision_and_quotes_commas() -> None:
 
 
 def test_csv_of_nothing_is_just_the_header() -> None:
-    assert render([], fmt="csv") == "run_id,status"
+    assert render([], fmt="csv") == "run_id,status\n"
+
+
+def test_csv_records_all_end_with_a_newline(records: list[dict[str, Any]]) -> None:
+    text = render(records, fmt="csv")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    assert "\r" not in text
 
 
 # --------------------------------------------------------------------------- render: markdown
@@ -468,3 +474,26 @@ def test_runs_table_lists_sweeps_newest_first() -> None:
 
 def test_runs_table_without_sweeps() -> None:
     assert runs_table([], {}) == "no sweeps"
+
+
+def test_public_surface_of_results() -> None:
+    import orchestrator.results as results
+
+    assert sorted(results.__all__) == [
+        "Diff",
+        "FORMATS",
+        "MISSING",
+        "best_run",
+        "compare",
+        "default_sort",
+        "diff_to_json",
+        "render",
+        "render_diff",
+        "runs_table",
+        "select",
+        "sort_records",
+        "varying_keys",
+        "write_report",
+    ]
+    for name in results.__all__:
+        assert hasattr(results, name)

@@ -18,34 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import copy_image, registry, second_daemon
+from services import copy_image, registry
 
 from orchestrator.image.tarball import Entry, layer_bytes
 
 pytestmark = pytest.mark.docker
 
 FIRST_DAEMON = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-@pytest.fixture(scope="session")
-def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with registry(tmp_path_factory.mktemp("registry")) as host:
-        yield host
-
-
-@pytest.fixture(scope="session")
-def second_docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with second_daemon(tmp_path_factory.mktemp("dockerd2")) as host:
-        yield host
-
-
-@pytest.fixture(scope="session")
-def second_client(second_docker_host: str) -> Iterator[Any]:
-    import docker
-
-    client = docker.DockerClient(base_url=second_docker_host, timeout=120)
-    yield client
-    client.close()
 
 
 @pytest.fixture

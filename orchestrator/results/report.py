@@ -224,6 +224,7 @@ class _Axis:
     lo: float = 0.0
     hi: float = 1.0
     categories: tuple[str, ...] = ()
+    step: float = 0.0  # linear axes: the tick spacing their ends were snapped to
 
     def position(self, value: Any) -> float:
         if self.kind == "category":
@@ -240,13 +241,14 @@ class _Axis:
             first, last = math.ceil(self.lo - 1e-9), math.floor(self.hi + 1e-9)
             ticks = [(float(10**p), _tick_label(10.0**p)) for p in range(first, last + 1)]
             return [((math.log10(v) - self.lo) / (self.hi - self.lo), t) for v, t in ticks]
-        step = _nice_step(self.hi - self.lo, 4)
-        value = math.ceil(self.lo / step) * step
-        out = []
-        while value <= self.hi + step * 1e-9:
-            out.append(((value - self.lo) / (self.hi - self.lo), _tick_label(value)))
-            value += step
-        return out
+        step = self.step or _nice_step(self.hi - self.lo, 4)
+        # Tick k is k * step; the tolerance keeps the ends that float rounding nudged out.
+        first = math.ceil(self.lo / step - 1e-6)
+        last = math.floor(self.hi / step + 1e-6)
+        return [
+            ((k * step - self.lo) / (self.hi - self.lo), _tick_label(k * step))
+            for k in range(first, last + 1)
+        ]
 
     def position_of_label(self, label: str) -> float:
         return (self.categories.index(label) + 0.5) / len(self.categories)
@@ -269,11 +271,15 @@ def _axis(values: Sequence[Any], allow_log: bool = True) -> _Axis:
             lo, hi = math.log10(lo), math.log10(hi)
             pad = (hi - lo) * 0.08
             return _Axis("log", lo - pad, hi + pad)
-        if hi == lo:
-            pad = abs(lo) * 0.1 or 1.0
-        else:
-            pad = (hi - lo) * 0.08
-        return _Axis("linear", lo - pad, hi + pad)
+        pad = (hi - lo) * 0.03 if hi > lo else abs(lo) * 0.1 or 1.0
+        low, high = lo - pad, hi + pad
+        if lo >= 0 > low:
+            low = 0.0  # no negative ticks for a non-negative quantity
+        # Snap to whole steps so both ends of the axis carry a tick.
+        step = _nice_step(high - low, 4)
+        return _Axis(
+            "linear", math.floor(low / step) * step, math.ceil(high / step) * step, step=step
+        )
 
     def order(label: str) -> tuple[int, float, str]:
         number = _as_float(label)

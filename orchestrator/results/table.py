@@ -2,7 +2,8 @@
 
 Everything here is a pure function over run records (the plain dicts of
 ``docs/records.md``); nothing reads a store. The renderers return text without a
-final newline, ready for ``click.echo``.
+final newline, ready for ``click.echo``; CSV is the exception: every record, the
+last one included, ends with ``"\n"``.
 """
 
 from __future__ import annotations
@@ -383,7 +384,7 @@ def _render_csv(view: View) -> str:
                 *(repr_number(metrics[name]) if name in metrics else "" for name in view.metrics),
             ]
         )
-    return buffer.getvalue().rstrip("\n")
+    return buffer.getvalue()  # every record ends with "\n", as CSV files do
 
 
 def repr_number(value: Any) -> str:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import NotFound
+from ..errors import NotFound, StoreError
 from .base import check_key, check_prefix, write_file_atomic
 
 
@@ -25,7 +25,11 @@ class MemoryStore:
             self._objects[key] = (bytes(data), time.time())
 
     def put_file(self, key: str, path: Path) -> None:
-        self.put(key, Path(path).read_bytes())
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot store {key!r}: cannot read {path}: {exc.strerror}") from exc
+        self.put(key, data)
 
     def get(self, key: str) -> bytes:
         check_key(key)
