@@ -11,7 +11,7 @@ say() { echo "ensure-docker: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # Commands whose absence means a package is missing: "command:package".
-NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git"
+NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git chromium:chromium"
 
 missing=""
 for pair in $NEEDED; do

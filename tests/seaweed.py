@@ -260,7 +260,6 @@ def stop(server: SeaweedServer) -> None:
     server.stop()
 
 
-
 # -- one server per test process -------------------------------------------------------
 
 _shared: list[SeaweedServer] = []

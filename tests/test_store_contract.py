@@ -18,7 +18,6 @@ from orchestrator.store import DirStore, MemoryStore, Store, check_key, open_sto
 from orchestrator.store.s3 import S3Store
 
 
-
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> str:
     return shared_seaweed(tmp_path_factory.getbasetemp())
@@ -96,24 +95,27 @@ def test_create_is_conditional(store: Store) -> None:
     assert store.create("claims/c.json", b"third") is True
 
 
+def race(contenders: int, attempt: Callable[[int], bool]) -> list[int]:
+    """Start ``attempt(i)`` in ``contenders`` threads at once; the i's that returned True."""
+    barrier = threading.Barrier(contenders)
+    results: list[bool] = [False] * contenders
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = attempt(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [i for i, won in enumerate(results) if won]
+
+
 def test_concurrent_create_has_exactly_one_winner(store: Store) -> None:
     for round_ in range(3):
         key = f"race/{round_}/claim.json"
-        barrier = threading.Barrier(8)
-        wins: list[int] = []
-        lock = threading.Lock()
-
-        def contend(i: int, key: str = key, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            if store.create(key, f"thread {i}".encode()):
-                with lock:
-                    wins.append(i)
-
-        threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        wins = race(8, lambda i, key=key: store.create(key, f"thread {i}".encode()))
         assert len(wins) == 1, wins
         assert store.get(key) == f"thread {wins[0]}".encode()
 
@@ -201,11 +203,13 @@ def test_check_key_accepts_clean_relative_paths() -> None:
 
 def test_open_store_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert open_store(None, project_dir=tmp_path / "proj").uri == (tmp_path / "proj/.orch").as_uri()
-    assert open_store("results", project_dir=tmp_path / "proj").uri == (tmp_path / "results").as_uri()
-    assert open_store(f"file://{tmp_path}/x y", project_dir=tmp_path).uri == (
-        tmp_path / "x y"
-    ).as_uri()
+    project = tmp_path / "proj"
+    assert open_store(None, project_dir=project).uri == (project / ".orch").as_uri()
+    assert open_store("results", project_dir=project).uri == (tmp_path / "results").as_uri()
+    assert (
+        open_store(f"file://{tmp_path}/x y", project_dir=tmp_path).uri
+        == (tmp_path / "x y").as_uri()
+    )
     # a store's own URI opens the same store
     store = open_store(str(tmp_path / "s"), project_dir=tmp_path)
     store.put("k", b"v")

@@ -1,0 +1,243 @@
+"""A real multi-node Ray cluster on this machine, for tests and benchmarks.
+
+    with ray_cluster(tmp_dir, worker_env={"DOCKER_HOST": second_host}) as cluster:
+        cluster.address                  # "127.0.0.1:PORT": pass as --ray-address
+        cluster.worker.node_id           # as recorded in run.json's "node"
+        cluster.worker.kill()            # SIGKILL the whole node: a lost machine
+
+Each node is one ``ray start --block`` in a session (process group) of its own, with its
+own short ``--temp-dir`` and explicit ports, so teardown stops exactly the processes it
+started (never ``ray stop``, which stops every Ray on the machine). Every listener the
+nodes advertise is on loopback: the head runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+which makes Ray pick 127.0.0.1 as its node address, and a worker started with
+``--address=127.0.0.1:PORT`` takes its address from that route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services import ServiceError, free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@dataclass
+class RayNode:
+    name: str
+    temp_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    node_id: str = ""
+
+    @property
+    def pgid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def processes(self) -> list[int]:
+        """Live processes of this node: its process group, plus any that left it."""
+        found = []
+        marker = str(self.temp_dir).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if os.getpgid(pid) == self.pgid:
+                    found.append(pid)
+                    continue
+                if marker in (entry / "cmdline").read_bytes():
+                    found.append(pid)
+            except (OSError, ProcessLookupError):
+                continue
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node at once, as when its machine is lost."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM (``ray start --block`` then stops its children), then SIGKILL the rest."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+        deadline = time.monotonic() + grace
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.kill()
+        deadline = time.monotonic() + 10
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = self.processes()
+        if left:
+            raise ServiceError(f"ray node {self.name}: processes {left} survived SIGKILL")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class RayCluster:
+    address: str
+    head: RayNode
+    worker: RayNode
+    #: ``http://127.0.0.1:PORT`` of the dashboard (Ray Jobs), when started with it.
+    dashboard: str = ""
+
+    @property
+    def nodes(self) -> list[RayNode]:
+        return [self.head, self.worker]
+
+    def node_name(self, node_id: str) -> str:
+        return next((n.name for n in self.nodes if n.node_id == node_id), "?")
+
+
+def _ports(*names: str) -> list[str]:
+    return [f"--{name}={free_port()}" for name in names]
+
+
+_NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+               "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+
+
+def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
+    node.temp_dir.mkdir(parents=True, exist_ok=True)
+    with node.log.open("wb") as out:
+        node.proc = subprocess.Popen(
+            [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={node.temp_dir}",
+             "--min-worker-port=0", "--max-worker-port=0", *_ports(*_NODE_PORTS), *args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env},
+            start_new_session=True,
+        )
+
+
+_PROBE = """
+import json, sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) >= int(sys.argv[2]) or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+print(json.dumps([{"id": n["NodeID"], "store": n["ObjectStoreSocketName"],
+                   "ip": n["NodeManagerAddress"], "resources": n["Resources"]} for n in nodes]))
+"""
+
+
+def _wait_for_nodes(address: str, nodes: list[RayNode], timeout: float) -> None:
+    """Until every node is alive in the cluster; learns each node's id (by its temp dir)."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, address, str(len(nodes)), str(timeout)],
+            capture_output=True, text=True, timeout=timeout + 30, check=False,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"ray cluster at {address}: probe timed out") from exc
+    if proc.returncode != 0:
+        raise ServiceError(f"ray cluster at {address}: probe failed:\n{proc.stderr[-2000:]}")
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    for node in nodes:
+        for info in found:
+            if info["store"].startswith(str(node.temp_dir)):
+                node.node_id = info["id"]
+                if info["ip"] != "127.0.0.1":
+                    raise ServiceError(f"ray node {node.name} advertises {info['ip']}, "
+                                       f"not loopback")
+    missing = [n.name for n in nodes if not n.node_id]
+    if missing:
+        tails = "\n".join(f"--- {n.name}:\n{n.log_tail()}" for n in nodes if not n.node_id)
+        raise ServiceError(f"ray nodes {missing} did not join within {timeout:.0f}s\n{tails}")
+
+
+@contextlib.contextmanager
+def ray_cluster(
+    tmp_path: Path,
+    *,
+    head_env: Mapping[str, str] | None = None,
+    worker_env: Mapping[str, str] | None = None,
+    cpus: int = 2,
+    gpus: int = 2,
+    dashboard: bool = False,
+    timeout: float = 120,
+) -> Iterator[RayCluster]:
+    """A head and one worker node, each with ``cpus`` CPUs and ``gpus`` logical GPUs.
+
+    ``head_env``/``worker_env`` are added to each node's environment (what its tasks see:
+    ``DOCKER_HOST``, store credentials, ``ORCH_FAKE_GPUS``). ``dashboard`` also starts the
+    dashboard (needed by Ray Jobs); its address is ``http://127.0.0.1:<port>``.
+    """
+    root = Path(tempfile.mkdtemp(prefix="oray", dir="/tmp"))  # unix sockets: short paths
+    log_dir = tmp_path / "ray-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    head = RayNode("head", root / "h", log_dir / "head.log")
+    worker = RayNode("worker", root / "w", log_dir / "worker.log")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    dashboard_port = free_port()
+    try:
+        _start(head, [
+            "--head", f"--port={port}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+            f"--ray-client-server-port={free_port()}", f"--dashboard-port={dashboard_port}",
+            "--dashboard-host=127.0.0.1", f"--include-dashboard={str(dashboard).lower()}",
+            '--resources={"orch_head": 1}',
+        ], {**(head_env or {}), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        _wait_for_port(head, port, timeout)
+        _start(worker, [
+            f"--address={address}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+            '--resources={"orch_worker": 1}',
+        ], dict(worker_env or {}))
+        _wait_for_nodes(address, [head, worker], timeout)
+        yield RayCluster(address, head, worker,
+                         f"http://127.0.0.1:{dashboard_port}" if dashboard else "")
+    finally:
+        errors = []
+        for node in (worker, head):
+            try:
+                node.stop()
+            except ServiceError as exc:
+                errors.append(str(exc))
+        shutil.rmtree(root, ignore_errors=True)
+        if errors:
+            raise ServiceError("; ".join(errors))
+
+
+def _wait_for_port(node: RayNode, port: int, timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if node.proc is not None and node.proc.poll() is not None:
+            raise ServiceError(f"ray {node.name} exited with {node.proc.returncode}:\n"
+                               f"{node.log_tail()}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"ray {node.name} did not listen on {port} within "
+                               f"{timeout:.0f}s:\n{node.log_tail()}")
+        time.sleep(0.2)
