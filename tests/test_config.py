@@ -430,10 +430,14 @@ def _outcome(action: Callable[[], dict[str, Any]]) -> tuple[str, Any]:
         return ("error", str(exc))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_PROPERTY_COMPOSER = Composer(DEMO)
+
+
+# each example costs a few full Hydra composes (~0.1 s each): keep the count modest
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(points=st.lists(_POINT, min_size=1, max_size=3))
 def test_fast_path_equals_full_compose(points: list[list[str]]) -> None:
-    composer = Composer(DEMO)
+    composer = _PROPERTY_COMPOSER
     try:
         fast = composer.compose_many(points)
     except ConfigError as exc:
