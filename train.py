@@ -151,21 +151,30 @@ class MLP:
 
     def forward(
         self, x: list[float], dropout: float, rng: random.Random | None
-    ) -> tuple[list[list[float]], list[float]]:
+    ) -> tuple[list[list[float]], list[list[float]], list[float]]:
+        """Layer inputs, d(input)/d(pre-activation) of each hidden layer, class probabilities."""
         activations = [x]
+        slopes: list[list[float]] = []
+        last = len(self.layers) - 1
         for index, (weights, bias) in enumerate(self.layers):
-            z = [sum(w * a for w, a in zip(row, x, strict=True)) + b for row, b in zip(weights, bias, strict=True)]
-            if index == len(self.layers) - 1:
-                return activations, softmax(z)
-            x = [math.tanh(v) for v in z]
-            if rng is not None and dropout > 0.0:
-                keep = 1.0 - dropout
-                x = [v / keep if rng.random() < keep else 0.0 for v in x]
+            z = [dot(row, x) + b for row, b in zip(weights, bias, strict=True)]
+            if index == last:
+                return activations, slopes, softmax(z)
+            t = [math.tanh(v) for v in z]
+            scale = [1.0] * len(t)
+            if rng is not None and dropout > 0.0:  # inverted dropout
+                scale = [1.0 / (1.0 - dropout) if rng.random() >= dropout else 0.0 for _ in t]
+            x = [v * m for v, m in zip(t, scale, strict=True)]
+            slopes.append([(1.0 - v * v) * m for v, m in zip(t, scale, strict=True)])
             activations.append(x)
         raise AssertionError("an MLP has at least one layer")
 
     def backward(
-        self, activations: list[list[float]], probs: list[float], label: int
+        self,
+        activations: list[list[float]],
+        slopes: list[list[float]],
+        probs: list[float],
+        label: int,
     ) -> list[list[float]]:
         """Gradients of the cross-entropy, laid out like :meth:`parameters`."""
         delta = [p - (1.0 if k == label else 0.0) for k, p in enumerate(probs)]
@@ -177,12 +186,17 @@ class MLP:
             grads.append(list(delta))
             per_layer.append(grads)
             if index > 0:
-                back = [sum(weights[j][i] * delta[j] for j in range(len(delta))) for i in range(len(inputs))]
-                delta = [g * (1.0 - a * a) if a != 0.0 else 0.0 for g, a in zip(back, inputs, strict=True)]
+                columns = range(len(inputs))
+                back = [dot([row[i] for row in weights], delta) for i in columns]
+                delta = [g * s for g, s in zip(back, slopes[index - 1], strict=True)]
         flat: list[list[float]] = []
         for grads in reversed(per_layer):
             flat.extend(grads)
         return flat
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def softmax(z: list[float]) -> list[float]:
@@ -235,7 +249,7 @@ def evaluate(
     loss = 0.0
     correct = 0
     for x, label in data:
-        _, probs = model.forward(x, 0.0, None)
+        _, _, probs = model.forward(x, 0.0, None)
         loss -= math.log(max(probs[label], 1e-12))
         correct += int(max(range(len(probs)), key=probs.__getitem__) == label)
     return loss / len(data), correct / len(data)
@@ -291,9 +305,10 @@ def train(config: dict[str, Any], output: Path) -> dict[str, float]:
             total = [[0.0] * len(row) for row in params]
             for index in batch:
                 x, label = train_set[index]
-                activations, probs = model.forward(x, dropout, train_rng)
+                activations, slopes, probs = model.forward(x, dropout, train_rng)
                 epoch_loss -= math.log(max(probs[label], 1e-12))
-                for acc, grad in zip(total, model.backward(activations, probs, label), strict=True):
+                grads = model.backward(activations, slopes, probs, label)
+                for acc, grad in zip(total, grads, strict=True):
                     for i, g in enumerate(grad):
                         acc[i] += g
             scale = 1.0 / len(batch)

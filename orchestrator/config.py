@@ -410,12 +410,12 @@ class Composer:
         message = _fold(str(exc)) or type(exc).__name__
         if isinstance(exc, ValueError) and message.startswith("Config group override"):
             # e.g. optimizer=5: a group choice must name an option
-            line = next((o for o in overrides if self._is_group_choice(loader, o)), None)
-            if line is not None:
-                group = line.split("=", 1)[0].lstrip("+~").split("@")[0]
+            culprit = next((o for o in overrides if self._is_group_choice(loader, o)), None)
+            if culprit is not None:
+                group = culprit.split("=", 1)[0].lstrip("+~").split("@")[0]
                 options = ", ".join(self._options(loader, group))
                 return ConfigError(
-                    f"{line}: '{group}' is a config group, its value must name an option "
+                    f"{culprit}: '{group}' is a config group, its value must name an option "
                     f"(available: {options})"
                 )
         return ConfigError(message)

@@ -1,16 +1,15 @@
 """A real multi-node Ray cluster on this machine, for tests and benchmarks.
 
     with ray_cluster(tmp_dir, worker_env={"DOCKER_HOST": second_host}) as cluster:
-        cluster.address                  # "127.0.0.1:PORT": pass as --ray-address
+        cluster.address                  # "127.0.0.2:PORT": pass as --ray-address
         cluster.worker.node_id           # as recorded in run.json's "node"
         cluster.worker.kill()            # SIGKILL the whole node: a lost machine
 
 Each node is one ``ray start --block`` in a session (process group) of its own, with its
 own short ``--temp-dir`` and explicit ports, so teardown stops exactly the processes it
-started (never ``ray stop``, which stops every Ray on the machine). Every listener the
-nodes advertise is on loopback: the head runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
-which makes Ray pick 127.0.0.1 as its node address, and a worker started with
-``--address=127.0.0.1:PORT`` takes its address from that route.
+started (never ``ray stop``, which stops every Ray on the machine). The nodes advertise
+the loopback address 127.0.0.2: Ray replaces 127.0.0.1 (only that one) by the machine's
+routable address, and nothing here may talk to that.
 """
 
 from __future__ import annotations
@@ -31,6 +30,8 @@ from pathlib import Path
 from services import ServiceError, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
+#: Loopback, but not the one address Ray swaps for the machine's routable one.
+NODE_IP = "127.0.0.2"
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
     with node.log.open("wb") as out:
         node.proc = subprocess.Popen(
             [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={node.temp_dir}",
-             "--min-worker-port=0", "--max-worker-port=0", *_ports(*_NODE_PORTS), *args],
+             f"--node-ip-address={NODE_IP}", "--min-worker-port=0", "--max-worker-port=0", *_ports(*_NODE_PORTS), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env},
             start_new_session=True,
@@ -164,7 +165,7 @@ def _wait_for_nodes(address: str, nodes: list[RayNode], timeout: float) -> None:
         for info in found:
             if info["store"].startswith(str(node.temp_dir)):
                 node.node_id = info["id"]
-                if info["ip"] != "127.0.0.1":
+                if info["ip"] != NODE_IP:
                     raise ServiceError(f"ray node {node.name} advertises {info['ip']}, "
                                        f"not loopback")
     missing = [n.name for n in nodes if not n.node_id]
@@ -196,7 +197,7 @@ def ray_cluster(
     head = RayNode("head", root / "h", log_dir / "head.log")
     worker = RayNode("worker", root / "w", log_dir / "worker.log")
     port = free_port()
-    address = f"127.0.0.1:{port}"
+    address = f"{NODE_IP}:{port}"
     dashboard_port = free_port()
     try:
         _start(head, [
@@ -204,7 +205,7 @@ def ray_cluster(
             f"--ray-client-server-port={free_port()}", f"--dashboard-port={dashboard_port}",
             "--dashboard-host=127.0.0.1", f"--include-dashboard={str(dashboard).lower()}",
             '--resources={"orch_head": 1}',
-        ], {**(head_env or {}), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        ], dict(head_env or {}))
         _wait_for_port(head, port, timeout)
         _start(worker, [
             f"--address={address}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
@@ -235,7 +236,7 @@ def _wait_for_port(node: RayNode, port: int, timeout: float) -> None:
                                f"{node.log_tail()}")
         with socket.socket() as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((NODE_IP, port)) == 0:
                 return
         if time.monotonic() > deadline:
             raise ServiceError(f"ray {node.name} did not listen on {port} within "

@@ -408,7 +408,9 @@ _GROUP_CHOICES = st.sampled_from(
     ["optimizer=adam", "optimizer=SGD", "model=lstm", "model=bi_lstm_bidirectionnal",
      "dataset=all", "embeddings=fast_text_character", "~embeddings", "~dataset"]
 )
-_NEW = st.sampled_from(["extra", "extra.nested", "training_settings.patience", "optimizer.nesterov"])
+_NEW = st.sampled_from(
+    ["extra", "extra.nested", "training_settings.patience", "optimizer.nesterov"]
+)
 _DELETABLE = st.sampled_from(
     ["data_loader.shuffle", "training_settings.device", "optimizer.momentum", "optimizer.betas",
      "model", "nothing.here"]
