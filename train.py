@@ -243,9 +243,7 @@ class Optimizer:
 # ----------------------------------------------------------------------------- training
 
 
-def evaluate(
-    model: MLP, data: list[tuple[list[float], int]]
-) -> tuple[float, float]:
+def evaluate(model: MLP, data: list[tuple[list[float], int]]) -> tuple[float, float]:
     loss = 0.0
     correct = 0
     for x, label in data:

@@ -46,6 +46,7 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.version import VersionBase
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -226,12 +227,14 @@ class Composer:
             # hydra warns (e.g. about a missing _self_) on stderr; orch prints nothing here
             warnings.simplefilter("ignore")
             saved = Singleton._instances.pop(GlobalHydra, None)
+            saved_base = VersionBase.instance().version_base
             try:
                 with initialize_config_dir(
                     config_dir=str(self.config_dir), job_name="orch", version_base=None
                 ):
                     yield cast(ConfigLoaderImpl, GlobalHydra.instance().config_loader())
             finally:
+                VersionBase.instance().version_base = saved_base
                 if saved is not None:
                     Singleton._instances[GlobalHydra] = saved
                 else:
@@ -361,7 +364,7 @@ class Composer:
             # the step hydra runs right after composing the defaults list, on the same cfg
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
             return _finalize(cfg)
-        except (ConfigError, *_COMPOSE_ERRORS):
+        except Exception:  # noqa: BLE001 - whatever went wrong, a full compose decides
             return None
 
     # -- error translation ----------------------------------------------------------------
@@ -493,11 +496,7 @@ def _with_culprit(message: str, overrides: Sequence[str]) -> str:
     """Prefix the message with the one override it is about, when that is unambiguous."""
     if any(line in message for line in overrides):
         return message
-    culprits = [
-        line
-        for line in overrides
-        if f"'{line.split('=', 1)[0].lstrip('+~')}'" in message
-    ]
+    culprits = [line for line in overrides if f"'{line.split('=', 1)[0].lstrip('+~')}'" in message]
     return f"{culprits[0]}: {message}" if len(culprits) == 1 else message
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -66,33 +67,44 @@ def create_kwargs(
     return kwargs
 
 
-def run(client: Any, kwargs: dict[str, Any], timeout: float | None) -> ContainerResult:
-    """Create, start and wait for the container; always remove it."""
+def run(
+    client: Any,
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    slot: AbstractContextManager[Any] | None = None,
+) -> ContainerResult:
+    """Create, start and wait for the container; collect what it left; always remove it.
+
+    Only create/start/wait happen inside ``slot`` (the backend's parallelism limit):
+    collecting logs and outputs of one run overlaps with the start of the next.
+    """
     import docker.errors
     import requests.exceptions
 
-    try:
-        container = client.containers.create(**kwargs)
-    except docker.errors.ImageNotFound as exc:
-        raise BackendError(f"image {kwargs['image']} is not on the daemon: {describe(exc)}") from exc
-    except docker.errors.APIError as exc:
-        raise BackendError(f"cannot create the container: {describe(exc)}") from exc
-    try:
+    with slot or nullcontext():
+        try:
+            container = client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise BackendError(
+                f"image {kwargs['image']} is not on the daemon: {describe(exc)}"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise BackendError(f"cannot create the container: {describe(exc)}") from exc
         started = time.time()
+        reason = None
+        exit_code: int | None = None
         try:
             container.start()
-        except docker.errors.APIError as exc:
-            return ContainerResult(None, b"", describe(exc).encode() + b"\n", started=started,
-                                   ended=time.time(), reason=f"could not start: {describe(exc)}")
-        reason = None
-        try:
             status = container.wait(timeout=timeout) if timeout else container.wait()
-            exit_code: int | None = int(status.get("StatusCode", -1))
+            exit_code = int(status.get("StatusCode", -1))
+        except docker.errors.APIError as exc:
+            reason = f"could not start: {describe(exc)}"
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
             container.wait()
-            exit_code, reason = None, f"timeout after {timeout:g}s"
+            reason = f"timeout after {timeout:g}s"
         ended = time.time()
+    try:
         if reason is None:
             state = client.api.inspect_container(container.id)["State"]
             if state.get("OOMKilled"):
@@ -101,6 +113,8 @@ def run(client: Any, kwargs: dict[str, Any], timeout: float | None) -> Container
                 reason = f"exit code {exit_code}"
         stdout = container.logs(stdout=True, stderr=False)
         stderr = container.logs(stdout=False, stderr=True)
+        if reason is not None and reason.startswith("could not start"):
+            stderr += reason.encode() + b"\n"
         outputs = collect_outputs(container)
         return ContainerResult(exit_code, stdout, stderr, outputs, started, ended, reason)
     finally:

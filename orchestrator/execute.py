@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import threading
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,9 +19,10 @@ from . import container
 from .backends.base import Job
 from .store import RunStore
 
-#: How often a running run's claim is renewed; a claim older than LEASE_S is stale.
-HEARTBEAT_S = 10.0
-LEASE_S = 60.0
+#: A claim not renewed for LEASE_S seconds is stale and may be taken over; the holder
+#: renews it every HEARTBEAT_S. ORCH_LEASE_S shortens it (fault tests, small clusters).
+LEASE_S = float(os.environ.get("ORCH_LEASE_S") or 60.0)
+HEARTBEAT_S = LEASE_S / 6
 
 
 class ClaimHeld(Exception):
@@ -80,6 +83,7 @@ def execute(
     gpu_ids: list[str] | None = None,
     node: str | None = None,
     attempt: int = 0,
+    slot: AbstractContextManager[Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``job`` and commit its record. Raises ClaimHeld when someone else has it."""
     if runs.is_complete(job.run_id):
@@ -100,7 +104,7 @@ def execute(
     )
     _remove_leftover(client, kwargs["name"])
     with _Heartbeat(runs, job.run_id, job.owner):
-        result = container.run(client, kwargs, job.timeout)
+        result = container.run(client, kwargs, job.timeout, slot)
     metrics_raw = result.outputs.get("metrics.json")
     metrics, metrics_error = parse_metrics(metrics_raw)
     reason = result.reason or metrics_error

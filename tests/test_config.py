@@ -11,6 +11,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.version import VersionBase
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -176,7 +177,10 @@ def test_demo_tree_composes_like_hydra(demo: Composer) -> None:
 def test_group_options(demo: Composer) -> None:
     assert demo.group_options("optimizer") == ["SGD", "adam"]
     assert demo.group_options("model") == [
-        "bi_lstm", "bi_lstm_bidirectionnal", "lstm", "lstm_bidirectionnal",
+        "bi_lstm",
+        "bi_lstm_bidirectionnal",
+        "lstm",
+        "lstm_bidirectionnal",
     ]
     message = error_of(lambda: demo.group_options("scheduler"))
     assert "no config group 'scheduler'" in message and "optimizer" in message
@@ -255,7 +259,7 @@ def test_bad_override_shows_it(demo: Composer) -> None:
     assert message.startswith("bad override 'optimizer.lr==1': "), message
     assert "extraneous input '='" in message
     message = error_of(lambda: demo.compose(["x='open"]))
-    assert message == "bad override \"x='open\": unexpected input at column 3: \"'open\""
+    assert message == 'bad override "x=\'open": unexpected input at column 3: "\'open"'
 
 
 def test_unknown_key_says_to_use_plus(demo: Composer) -> None:
@@ -310,10 +314,12 @@ def test_yaml_broken_after_validation(tree: TreeFactory) -> None:
 def test_many_composers_in_one_process_leave_hydra_as_found(tree: TreeFactory) -> None:
     small = Composer(tree(SMALL))
     demo = Composer(DEMO)
+    base_before = VersionBase.instance().getbase()
     for _ in range(3):
         assert small.compose([])["db"]["driver"] == "mysql"
         assert demo.compose([])["optimizer"]["name"] == "SGD"
     assert not GlobalHydra.instance().is_initialized()
+    assert VersionBase.instance().getbase() == base_before
     with initialize_config_dir(config_dir=str(DEMO), version_base=None):
         before = GlobalHydra.instance()
         assert small.compose(["db=postgres"])["db"]["driver"] == "postgres"
@@ -332,9 +338,7 @@ def test_threads_are_serialized(tree: TreeFactory) -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=work, args=(c,)) for c in ["mysql", "postgres"] * 4
-    ]
+    threads = [threading.Thread(target=work, args=(c,)) for c in ["mysql", "postgres"] * 4]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -392,28 +396,68 @@ def test_compose_many_falls_back_for_defaults_and_hydra(demo: Composer) -> None:
 _SCALARS = st.one_of(
     st.integers(-1000, 1000).map(str),
     st.floats(-10, 10, allow_nan=False, allow_infinity=False).map(repr),
-    st.sampled_from(["true", "false", "null", "word", "'quoted, text'", "[1,2]", "[]",
-                     "{a: 1}", "'${optimizer.lr}'"]),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "null",
+            "word",
+            "'quoted, text'",
+            "[1,2]",
+            "[]",
+            "{a: 1}",
+            "'${optimizer.lr}'",
+        ]
+    ),
 )
 _INTERPOLATIONS = st.sampled_from(
-    ["${optimizer.lr}", "${training_settings.seed}", "${model.input_size}", "${embeddings}",
-     "${optimizer.momentum}", "lr_${optimizer.lr}"]
+    [
+        "${optimizer.lr}",
+        "${training_settings.seed}",
+        "${model.input_size}",
+        "${embeddings}",
+        "${optimizer.momentum}",
+        "lr_${optimizer.lr}",
+    ]
 )
 _EXISTING = st.sampled_from(
-    ["optimizer.lr", "optimizer.momentum", "optimizer.betas", "model.hidden_size",
-     "model.dropout", "embeddings.dim", "dataset.num_samples", "training_settings.seed",
-     "data_loader.batch_size", "training_settings"]
+    [
+        "optimizer.lr",
+        "optimizer.momentum",
+        "optimizer.betas",
+        "model.hidden_size",
+        "model.dropout",
+        "embeddings.dim",
+        "dataset.num_samples",
+        "training_settings.seed",
+        "data_loader.batch_size",
+        "training_settings",
+    ]
 )
 _GROUP_CHOICES = st.sampled_from(
-    ["optimizer=adam", "optimizer=SGD", "model=lstm", "model=bi_lstm_bidirectionnal",
-     "dataset=all", "embeddings=fast_text_character", "~embeddings", "~dataset"]
+    [
+        "optimizer=adam",
+        "optimizer=SGD",
+        "model=lstm",
+        "model=bi_lstm_bidirectionnal",
+        "dataset=all",
+        "embeddings=fast_text_character",
+        "~embeddings",
+        "~dataset",
+    ]
 )
 _NEW = st.sampled_from(
     ["extra", "extra.nested", "training_settings.patience", "optimizer.nesterov"]
 )
 _DELETABLE = st.sampled_from(
-    ["data_loader.shuffle", "training_settings.device", "optimizer.momentum", "optimizer.betas",
-     "model", "nothing.here"]
+    [
+        "data_loader.shuffle",
+        "training_settings.device",
+        "optimizer.momentum",
+        "optimizer.betas",
+        "model",
+        "nothing.here",
+    ]
 )
 _OVERRIDE = st.one_of(
     _GROUP_CHOICES,
@@ -436,8 +480,8 @@ _PROPERTY_COMPOSER = Composer(DEMO)
 
 
 # each example costs a few full Hydra composes (~0.1 s each): keep the count modest
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(points=st.lists(_POINT, min_size=1, max_size=3))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(points=st.lists(_POINT, min_size=1, max_size=2))
 def test_fast_path_equals_full_compose(points: list[list[str]]) -> None:
     composer = _PROPERTY_COMPOSER
     try:

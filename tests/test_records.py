@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -204,8 +205,12 @@ def test_commit_refuses_bad_file_names(runs: RunStore, store: RecordingStore, na
 
 
 def test_two_threads_claiming_one_run(runs: RunStore) -> None:
-    for n in range(3):
-        wins = race(8, lambda i, n=n: runs.claim(f"contested{n}", f"owner-{i}", lease_s=60))
+    for run_id in ("contested0", "contested1", "contested2"):
+
+        def attempt(i: int, run_id: str = run_id) -> bool:
+            return runs.claim(run_id, f"owner-{i}", lease_s=60)
+
+        wins = race(8, attempt)
         assert len(wins) == 1, wins
 
 
@@ -219,10 +224,22 @@ def test_holder_renews_and_release_frees(runs: RunStore, store: RecordingStore) 
     assert runs.claim("r3", "b", lease_s=60)
 
 
+def make_stale(store: RecordingStore, key: str) -> None:
+    """Age ``key`` by more than a one-second lease."""
+    inner = store.inner
+    if isinstance(inner, MemoryStore):
+        inner.touch(key, age=120)
+    elif isinstance(inner, DirStore):
+        then = time.time() - 120
+        os.utime(inner.root / key, (then, then))
+    else:
+        time.sleep(2.1)  # S3's LastModified cannot be set, and has one-second resolution
+
+
 def test_stale_claim_is_taken_over_by_exactly_one(runs: RunStore, store: RecordingStore) -> None:
     assert runs.claim("r4", "crashed", lease_s=60)
     assert not runs.claim("r4", "other", lease_s=60)
-    time.sleep(2.1)  # S3's LastModified has one-second resolution
+    make_stale(store, "runs/r4/claim.json")
     wins = race(6, lambda i: runs.claim("r4", f"taker-{i}", lease_s=1.0))
     assert len(wins) == 1, wins
     assert json.loads(store.get("runs/r4/claim.json"))["owner"] == f"taker-{wins[0]}"

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, git_commit_all
 
 pytestmark = pytest.mark.docker

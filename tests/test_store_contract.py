@@ -5,6 +5,7 @@ Whatever a store is, it must behave exactly like this; RunStore relies on nothin
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
 from collections.abc import Callable
@@ -115,7 +116,11 @@ def race(contenders: int, attempt: Callable[[int], bool]) -> list[int]:
 def test_concurrent_create_has_exactly_one_winner(store: Store) -> None:
     for round_ in range(3):
         key = f"race/{round_}/claim.json"
-        wins = race(8, lambda i, key=key: store.create(key, f"thread {i}".encode()))
+
+        def attempt(i: int, key: str = key) -> bool:
+            return store.create(key, f"thread {i}".encode())
+
+        wins = race(8, attempt)
         assert len(wins) == 1, wins
         assert store.get(key) == f"thread {wins[0]}".encode()
 
@@ -327,3 +332,21 @@ def test_s3_missing_credentials(
         lambda: open_store(f"s3://{s3_bucket}", project_dir=tmp_path, s3_endpoint=s3_credentials)
     )
     assert "no usable AWS credentials" in message
+
+
+def test_s3_endpoint_that_is_not_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A web server that is not S3 (a wrong port) is named as such, not as a missing bucket."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        message = _one_line_store_error(
+            lambda: open_store("s3://bucket", project_dir=tmp_path, s3_endpoint=endpoint)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "does not look like an S3 server" in message and endpoint in message

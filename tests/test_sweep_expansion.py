@@ -91,9 +91,7 @@ def test_range_choice_glob(demo: Composer) -> None:
     assert expand_sweep(["a=choice('x y',2)"], demo) == [("a=x\\ y",), ("a=2",)]
     assert _PARSER.parse_override("a=x\\ y").value() == "x y"
     assert expand_sweep(["optimizer=glob(*)"], demo) == [("optimizer=SGD",), ("optimizer=adam",)]
-    assert expand_sweep(["model=glob(*,exclude=[bi_*,*bidirectionnal])"], demo) == [
-        ("model=lstm",)
-    ]
+    assert expand_sweep(["model=glob(*,exclude=[bi_*,*bidirectionnal])"], demo) == [("model=lstm",)]
 
 
 def test_choice_function_refuses_null(demo: Composer) -> None:
@@ -122,7 +120,10 @@ def test_grid_composes(demo: Composer) -> None:
     grid = expand_sweep(["optimizer=glob(*)", "optimizer.lr=0.5,0.05"], demo)
     configs = demo.compose_many(grid)
     assert [(c["optimizer"]["name"], c["optimizer"]["lr"]) for c in configs] == [
-        ("SGD", 0.5), ("SGD", 0.05), ("adam", 0.5), ("adam", 0.05),
+        ("SGD", 0.5),
+        ("SGD", 0.05),
+        ("adam", 0.5),
+        ("adam", 0.05),
     ]
 
 
@@ -206,7 +207,9 @@ def test_choice_sweep_round_trips(key: str, values: list[Any]) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    start=st.integers(-50, 50), length=st.integers(1, 20), step=st.integers(1, 7),
+    start=st.integers(-50, 50),
+    length=st.integers(1, 20),
+    step=st.integers(1, 7),
     prefix=st.sampled_from(["", "+", "++"]),
 )
 def test_range_sweep_round_trips(start: int, length: int, step: int, prefix: str) -> None:
@@ -218,8 +221,13 @@ def test_range_sweep_round_trips(start: int, length: int, step: int, prefix: str
 # --------------------------------------------------------------------------- canonical digests
 
 _JSONISH = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False,
-              allow_infinity=False), st.text(max_size=8)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
     ),
@@ -251,8 +259,13 @@ def test_digest_survives_a_json_round_trip(config: dict[str, Any]) -> None:
 
 
 def test_digest_is_pinned() -> None:
-    value = {"optimizer": {"lr": 0.1, "name": "SGD"}, "seed": 42, "tags": ["a", "é"],
-             "none": None, "flag": True}
+    value = {
+        "optimizer": {"lr": 0.1, "name": "SGD"},
+        "seed": 42,
+        "tags": ["a", "é"],
+        "none": None,
+        "flag": True,
+    }
     assert config_digest(value) == (
         "sha256:b670b353fb0dfce7b43c2ffdb6ea22b8666ad94ad1542ae4392735ebefe06fae"
     )
@@ -265,7 +278,10 @@ def test_composed_digest_is_stable_across_processes(demo: Composer) -> None:
     )
     outputs = {
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
         ).stdout.strip()
         for seed in ("1", "2")

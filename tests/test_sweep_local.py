@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import git_commit_all
 
 pytestmark = pytest.mark.docker

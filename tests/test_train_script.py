@@ -40,7 +40,11 @@ def run_train(
         "PYTHONHASHSEED": hash_seed,
     }
     proc = subprocess.run(
-        [sys.executable, str(TRAIN)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(TRAIN)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     return proc, output
@@ -49,10 +53,13 @@ def run_train(
 def test_only_the_standard_library() -> None:
     tree = ast.parse(TRAIN.read_text())
     modules = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
         for alias in node.names
     } | {
-        node.module.split(".")[0] for node in ast.walk(tree)
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
@@ -101,7 +108,11 @@ def test_missing_key_fails_clearly(tmp_path: Path, composer: Composer) -> None:
 
 def test_missing_config_env_fails_clearly(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(TRAIN)], cwd=tmp_path, capture_output=True, text=True,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, timeout=60,
+        [sys.executable, str(TRAIN)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        timeout=60,
     )
     assert proc.returncode == 2 and "ORCH_CONFIG" in proc.stderr

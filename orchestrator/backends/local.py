@@ -49,7 +49,10 @@ class LocalBackend:
                  gpu_ids: list[str] | None = None) -> None:
         self._client = client
         self._runs = runs
-        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="orch-run")
+        # Twice the threads of the limit: a run's bookkeeping (logs, outputs, commit)
+        # overlaps with the next run's container, which alone holds a slot.
+        self._slot = threading.BoundedSemaphore(max(1, jobs))
+        self._pool = ThreadPoolExecutor(max_workers=2 * max(1, jobs), thread_name_prefix="orch-run")
         self._gpus = GpuPool(gpu_ids or [])
 
     def submit(self, job: Job) -> Future[dict[str, Any]]:
@@ -58,7 +61,7 @@ class LocalBackend:
     def _run(self, job: Job) -> dict[str, Any]:
         gpus = self._gpus.take(job.gpus) if job.gpus else []
         try:
-            return execute(job, self._client, self._runs, gpu_ids=gpus)
+            return execute(job, self._client, self._runs, gpu_ids=gpus, slot=self._slot)
         finally:
             self._gpus.give(gpus)
 

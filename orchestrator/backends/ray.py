@@ -104,9 +104,7 @@ class RayBackend:
             raise BackendError(f"the Ray cluster {self._where()} does not answer: "
                                f"{_one_line(exc)}") from exc
         self.max_in_flight = max(1, max_in_flight or int(resources.get("CPU", 1)))
-        self._remote = ray.remote(run_on_node).options(
-            max_retries=max_retries, retry_exceptions=False
-        )
+        self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(run_on_node)
         self._max_retries = max_retries
         self._cond = threading.Condition()
         self._queue: deque[tuple[Job, Future[dict[str, Any]]]] = deque()

@@ -122,7 +122,7 @@ class RunStore:
 
     def write_sweep(self, sweep: Mapping[str, Any]) -> None:
         """``sweeps/<id>.json``, once: a sweep id names its content, so a rewrite is moot."""
-        key = self._sweep_key(sweep.get("sweep_id"))  # type: ignore[arg-type]
+        key = self._sweep_key(self._check_id(sweep.get("sweep_id"), "sweep id in the record"))
         self.store.create(key, self._dump(key, dict(sweep)))
 
     def read_sweep(self, sweep_id: str) -> dict[str, Any]:

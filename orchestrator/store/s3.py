@@ -69,7 +69,7 @@ def make_client(
     *,
     max_attempts: int = 5,
     connect_timeout: float = 2.0,
-    read_timeout: float = 60.0,
+    read_timeout: float = 20.0,
     max_pool_connections: int = 64,
 ) -> Any:
     """A boto3 S3 client; credentials and region come from boto3's usual chain.
@@ -180,6 +180,12 @@ class S3Store:
             )
         if isinstance(exc, ClientError):
             code, status = _code(exc)
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            if action == "open" and not any(name.startswith("x-amz-") for name in headers):
+                return StoreError(
+                    f"{self.endpoint} answered HTTP {status} but does not look like an S3 "
+                    "server: check --s3-endpoint / AWS_ENDPOINT_URL"
+                )
             if code == "NoSuchBucket" or (action == "open" and status == 404):
                 return StoreError(
                     f"bucket {self.bucket!r} does not exist at {self.endpoint}: create it "

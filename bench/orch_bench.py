@@ -1,0 +1,233 @@
+"""orch's own figures: per-run overhead, sweep-size curve, 100-run sweep, config images,
+composition of 1,000 points, and the Hydra multirun floor (no containers)."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import textwrap
+import time
+from typing import Any
+
+from common import REPO, BenchError, Stat, log, ratio, remove_images, run_timed
+from context import Ctx
+
+_seeds = itertools.count(1)
+
+
+def _seed() -> int:
+    """A config value no earlier sweep of this harness used: new run ids, new images,
+    so nothing is skipped and nothing is already loaded."""
+    return 1000 + next(_seeds)
+
+
+def _lr_sweep(count: int) -> list[str]:
+    return [f"optimizer.lr=range(0,{count})"] if count > 1 else []
+
+
+# ------------------------------------------------------------------------ per run
+
+
+def per_run(ctx: Ctx) -> dict[str, Any]:
+    """16-run sweep, --jobs 1, environment cached, fresh store: wall / 16 vs the floor."""
+    ctx.warm()
+    reps = ctx.reps(5, 2)
+    floor = ctx.row("per_run", Stat("floor: docker run --rm BASE true (interleaved)"))
+    per = ctx.row("per_run", Stat("orch sweep, 16 runs, --jobs 1: wall / 16"))
+    ctx.floor(2, floor)
+    for rep in range(reps):
+        wall, _ = ctx.sweep([*_lr_sweep(16), f"training_settings.seed={_seed()}"])
+        per.add(wall / 16)
+        log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for 16 runs ({wall / 16:.3f}s/run)")
+        ctx.floor(max(2, -(-10 // reps)) if not ctx.quick else 3, floor)
+    ctx.cache["curve16"] = per
+    return {
+        "floor_docker_run_s": floor.median,
+        "orch_per_run_s": per.median,
+        "per_run_overhead_ratio": ratio(per.median, floor.median),
+    }
+
+
+def curve(ctx: Ctx) -> dict[str, Any]:
+    """Per-run wall at sweep sizes 1, 4, 16, 64 (the plot); 16 is per_run's when measured."""
+    ctx.warm()
+    sizes = {1: ctx.reps(3, 2), 4: ctx.reps(3, 1), 16: ctx.reps(2, 1), 64: ctx.reps(1, 0)}
+    figures: dict[str, Any] = {}
+    for size, reps in sizes.items():
+        stat = ctx.cache.get("curve16") if size == 16 else None
+        if stat is None:
+            stat = ctx.row("curve", Stat(f"orch sweep, {size} run(s), --jobs 1: wall / {size}"))
+            for _ in range(reps):
+                wall, _ = ctx.sweep([*_lr_sweep(size), f"training_settings.seed={_seed()}"])
+                stat.add(wall / size)
+                log(f"curve: {size} runs in {wall:.2f}s")
+        figures[f"orch_per_run_{size}_s"] = stat.median
+    floor = ctx.cache.get("floor")
+    if floor is None or floor.n < 3:
+        floor = ctx.floor(5)
+    figures["curve_floor_s"] = floor.median
+    return figures
+
+
+def sweep100(ctx: Ctx) -> dict[str, Any]:
+    """100 trivial runs, --jobs 2: wall / (100 x floor / 2)."""
+    ctx.warm()
+    reps = ctx.reps(2, 1)
+    floor = ctx.row("sweep100", Stat("floor: docker run --rm BASE true (interleaved)"))
+    wall_stat = ctx.row("sweep100", Stat("orch sweep, 100 runs, --jobs 2: wall"))
+    ctx.floor(2 if ctx.quick else 4, floor)
+    for rep in range(reps):
+        wall, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=2)
+        wall_stat.add(wall)
+        log(f"sweep100 {rep + 1}/{reps}: {wall:.2f}s")
+        ctx.floor(3 if ctx.quick else 4, floor)
+    ideal = None if floor.median is None else 100 * floor.median / 2
+    return {
+        "sweep100_wall_s": wall_stat.median,
+        "sweep100_floor_s": floor.median,
+        "sweep100_ratio": ratio(wall_stat.median, ideal),
+    }
+
+
+# ------------------------------------------------------------------------ config images
+
+
+def config_image(ctx: Ctx) -> dict[str, Any]:
+    """Materializing 16 run images (compose excluded) vs docker build of FROM code + COPY."""
+    from orchestrator import config as configmod
+    from orchestrator import sweep as sweepmod
+    from orchestrator.image import builder
+    from orchestrator.project import load_project
+
+    ctx.warm()
+    client = ctx.client
+    project = load_project(ctx.project())
+    env = builder.prepare(client, project)
+    builder.thin_archive(client, env, []).load(client)  # the code image is cached
+    reps = ctx.reps(5, 2)
+    builds_per_rep = 2
+    orch_stat = ctx.row("config_image", Stat("orch run_image x16 + one thin load: per image"))
+    build_stat = ctx.row("config_image", Stat("docker build FROM code image + COPY config: per image"))
+    tag_repo = f"{ctx.name}-dockerbuild"
+    ctx.janitor.add("remove docker-build images", lambda: remove_images(f"reference={tag_repo}"))
+    context_dir = ctx.janitor.tempdir("dockerbuild-")
+    (context_dir / "Dockerfile").write_text(
+        f"FROM {env.code_image.image_id}\nCOPY config.yaml /orch/config.yaml\n"
+    )
+    built = 0
+    for rep in range(reps):
+        seed = _seed()
+        args = [*_lr_sweep(16), f"training_settings.seed={seed}"]
+        points = sweepmod.compose_points(project, args)
+        specs = sweepmod.plan(project, env, points, args).runs
+        start = time.perf_counter()
+        images = [
+            builder.run_image(env, spec.run_id, spec.overrides, configmod.to_yaml(spec.config),
+                              configmod.to_json(spec.config))
+            for spec in specs
+        ]
+        builder.thin_archive(client, env, images).load(client)
+        elapsed = time.perf_counter() - start
+        orch_stat.add(elapsed / len(images))
+        for index in range(builds_per_rep):
+            (context_dir / "config.yaml").write_text(configmod.to_yaml(specs[index].config))
+            tag = f"{tag_repo}:{built}"
+            timed = run_timed(ctx.janitor, ["docker", "build", "-q", "--force-rm", "-t", tag,
+                                            str(context_dir)])
+            build_stat.add(timed.seconds)
+            built += 1
+        log(f"config_image {rep + 1}/{reps}: orch {elapsed / len(images) * 1000:.0f} ms/image, "
+            f"docker build {build_stat.samples[-1] * 1000:.0f} ms")
+    remove_images(f"reference={tag_repo}")
+    return {
+        "orch_config_image_s": orch_stat.median,
+        "docker_build_config_image_s": build_stat.median,
+        "config_image_ratio": ratio(orch_stat.median, build_stat.median),
+    }
+
+
+# ------------------------------------------------------------------------ composition
+
+COMPOSE_1K = ["optimizer=SGD,adam", "model=lstm,bi_lstm", "optimizer.lr=range(0,250)"]
+
+
+def compose1k(ctx: Ctx) -> dict[str, Any]:
+    """Composer.compose_many over 1,000 points vs 1,000 hydra compose() calls (100 x 10)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from orchestrator.config import Composer, expand_sweep
+
+    config_dir = REPO / "configs"
+    reps = ctx.reps(3, 1)
+    orch_stat = ctx.row("compose1k", Stat("orch Composer.compose_many, 1,000 points (incl. expand)"))
+    hydra_stat = ctx.row(
+        "compose1k", Stat("hydra compose(), 100 calls x 10 = 1,000 points (scaled)")
+    )
+
+    def orch_once() -> int:
+        composer = Composer(config_dir, "config")
+        return len(composer.compose_many(expand_sweep(COMPOSE_1K, composer)))
+
+    points = expand_sweep(COMPOSE_1K, Composer(config_dir, "config"))
+    if len(points) != 1000:
+        raise BenchError(f"the 1k sweep expanded to {len(points)} points")
+    sample = points[::10]  # 100 points spread over the whole grid
+    orch_once()  # warm: imports, Hydra's plugin scan
+    for _ in range(reps):
+        start = time.perf_counter()
+        count = orch_once()
+        orch_stat.add(time.perf_counter() - start)
+        assert count == 1000
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="bench"):
+        compose(config_name="config", overrides=list(sample[0]))  # warm
+        for _ in range(reps):
+            start = time.perf_counter()
+            for point in sample:
+                compose(config_name="config", overrides=list(point))
+            hydra_stat.add((time.perf_counter() - start) * 10)
+    GlobalHydra.instance().clear()
+    return {
+        "compose1k_orch_s": orch_stat.median,
+        "compose1k_hydra_s": hydra_stat.median,
+        "compose1k_hydra_note": "hydra: 100 compose() calls timed, x10",
+        "compose1k_ratio": ratio(orch_stat.median, hydra_stat.median),
+    }
+
+
+# ------------------------------------------------------------------------ Hydra multirun
+
+_HYDRA_APP = """\
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(config_path="configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    pass
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def hydra_multirun(ctx: Ctx) -> dict[str, Any]:
+    """`python -m app -m ...` with Hydra's basic launcher, 16 jobs, no containers."""
+    root = ctx.janitor.tempdir("hydra-")
+    shutil.copytree(REPO / "configs", root / "configs")
+    (root / "bench_hydra_app.py").write_text(textwrap.dedent(_HYDRA_APP))
+    reps = ctx.reps(3, 1)
+    stat = ctx.row("hydra", Stat("hydra -m (basic launcher, no container), 16 jobs: wall / 16"))
+    for rep in range(reps + 1):  # the first one is a warm-up (bytecode, plugin scan)
+        argv = [sys.executable, "-m", "bench_hydra_app", "-m", "optimizer=SGD,adam",
+                "model=lstm,bi_lstm", "optimizer.lr=0.1,0.2,0.3,0.4",
+                f"hydra.sweep.dir={root / 'multirun' / str(rep)}"]
+        timed = run_timed(ctx.janitor, argv, cwd=root)
+        if "Launching 16 jobs" not in timed.stdout + timed.stderr:
+            raise BenchError(f"hydra multirun did not launch 16 jobs: {timed.stdout[-300:]}")
+        if rep:
+            stat.add(timed.seconds / 16)
+    return {"hydra_multirun_per_job_s": stat.median}
