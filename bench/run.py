@@ -1,0 +1,249 @@
+"""orch benchmarks: ``make bench`` (= ``.venv/bin/python bench/run.py``).
+
+Measures, in one run on this machine, orch against its floors and peers, prints a table
+(min/median/max over repeats) and, as the very last line of stdout, one JSON object of
+ratios and raw medians (seconds). A figure that could not be measured is null, with the
+reason under "notes". Progress goes to stderr. Everything created (temporary projects and
+stores, containers, images other than the shared base, servers, processes) is removed at
+the end, also on an error or Ctrl-C.
+
+    .venv/bin/python bench/run.py                          # everything (< 15 min)
+    .venv/bin/python bench/run.py --only per_run,config_image --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import mlflow_bench  # noqa: E402
+import orch_bench  # noqa: E402
+import ray_runner  # noqa: E402
+import results_bench  # noqa: E402
+from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
+from context import Ctx  # noqa: E402
+
+#: The headline ratios: always in the JSON, null when not measured.
+GOALS: dict[str, tuple[str, float, str]] = {
+    "per_run_overhead_ratio": ("<=", 1.15, "orch per run (16-run sweep, --jobs 1) / docker run floor"),
+    "config_image_ratio": ("<=", 0.1, "orch config image / docker build FROM code + COPY config"),
+    "sweep100_ratio": ("<=", 1.2, "100 runs --jobs 2 / (100 x floor / 2)"),
+    "mlflow_speedup": (">=", 10.0, "MLflow docker_env per run / orch per run"),
+    "ray_overhead_ratio": ("<=", 1.15, "Ray backend / local backend (bench/ray_bench.py)"),
+    "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
+    "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
+}
+
+Section = Callable[[Ctx], dict[str, Any]]
+
+#: Run order: cheap and in-process first, the long external ones last.
+SECTIONS: dict[str, Section] = {
+    "compose1k": orch_bench.compose1k,
+    "hydra": orch_bench.hydra_multirun,
+    "per_run": orch_bench.per_run,
+    "config_image": orch_bench.config_image,
+    "curve": orch_bench.curve,
+    "sweep100": orch_bench.sweep100,
+    "mlflow": mlflow_bench.mlflow,
+    "results10k": results_bench.results10k,
+    "ray": ray_runner.ray,
+}
+#: The ratio keys each section produces (set to null, with a note, when it fails).
+PRODUCES = {
+    "compose1k": ["compose1k_ratio"],
+    "per_run": ["per_run_overhead_ratio"],
+    "config_image": ["config_image_ratio"],
+    "sweep100": ["sweep100_ratio"],
+    "mlflow": ["mlflow_speedup"],
+    "results10k": ["results_10k_ratio"],
+    "ray": ["ray_overhead_ratio"],
+}
+ALIASES = {"results_10k": "results10k", "compose_1k": "compose1k", "sweep_100": "sweep100",
+           "hydra_multirun": "hydra", "per_run_overhead": "per_run", "config": "config_image"}
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "docker": docker or None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def fmt(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    return f"{value:.3g}"
+
+
+def print_table(ctx: Ctx, figures: dict[str, Any]) -> None:
+    print("orch benchmarks" + (" (--quick: fewer repeats)" if ctx.quick else ""))
+    print()
+    head = f"{'section':<13} {'measurement':<62} {'n':>3} {'min':>9} {'median':>9} {'max':>9}"
+    print(head)
+    print("-" * len(head))
+    for row in ctx.rows:
+        s = row.stat
+        print(f"{row.section:<13} {s.name[:62]:<62} {s.n:>3} {fmt(s.min, row.unit):>9} "
+              f"{fmt(s.median, row.unit):>9} {fmt(s.max, row.unit):>9}")
+    print()
+    head = f"{'ratio':<24} {'value':>8}  {'goal':<8} {'':<4} what"
+    print(head)
+    print("-" * 100)
+    for key, (op, goal, what) in GOALS.items():
+        value = figures.get(key)
+        if value is None:
+            verdict, shown = "n/a", "null"
+        else:
+            ok = value <= goal if op == "<=" else value >= goal
+            verdict, shown = ("ok" if ok else "MISS"), f"{value:.3f}"
+        print(f"{key:<24} {shown:>8}  {op + ' ' + format(goal, 'g'):<8} {verdict:<4} {what}")
+    for key, note in ctx.notes.items():
+        print(f"  note: {key}: {note}")
+    if figures.get("compose1k_ratio") is not None:
+        print("  note: compose1k: hydra side = 100 compose() calls timed, scaled x10")
+    print()
+
+
+def plot_python(ctx: Ctx) -> Path:
+    """A Python with matplotlib: the mlflow venv's, else a small venv of the bench's own."""
+    for venv in (BENCH_CACHE / "mlflow-venv", BENCH_CACHE / "plot-venv"):
+        python = venv / "bin" / "python"
+        if python.exists() and subprocess.run([str(python), "-c", "import matplotlib"],
+                                              capture_output=True, check=False).returncode == 0:
+            return python
+    venv = BENCH_CACHE / "plot-venv"
+    log(f"installing matplotlib into {venv} (once; cached)")
+    run_timed(ctx.janitor, [sys.executable, "-m", "venv", "--clear", str(venv)], timeout=120)
+    run_timed(ctx.janitor, [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                            "matplotlib"], timeout=600)
+    return venv / "bin" / "python"
+
+
+def plot(ctx: Ctx, figures: dict[str, Any], out: Path) -> None:
+    data = {**figures, "machine": ctx.cache.get("machine_line", "")}
+    path = ctx.janitor.root / "figures.json"
+    path.write_text(json.dumps(data))
+    run_timed(ctx.janitor, [str(plot_python(ctx)), str(HERE / "plot.py"), str(path), str(out)],
+              timeout=120)
+    log(f"wrote {out}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = ", ".join([*SECTIONS, "plot"])
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated subset of: {names} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (development)")
+    parser.add_argument("--plot", default=None, type=Path,
+                        help="where to write the per-run plot (default: docs/bench_per_run.png "
+                             "on a full run; not written with --quick unless given)")
+    args = parser.parse_args(argv)
+    if args.only:
+        wanted = [ALIASES.get(n.strip(), n.strip()) for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in SECTIONS and n != "plot"]
+        if unknown:
+            parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {names}")
+        args.sections = wanted
+    else:
+        args.sections = [*SECTIONS, "plot"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    janitor = Janitor()
+    janitor.install_signal_handlers()
+    ctx = Ctx(janitor=janitor, quick=args.quick)
+    figures: dict[str, Any] = {key: None for key in GOALS}
+    info = machine()
+    ctx.cache["machine_line"] = (
+        f"{info['cores']} cores, {info['memory_gib']} GiB, Docker {info['docker']}, "
+        f"kernel {info['kernel']}"
+    )
+    loads = {"start": round(loadavg(), 2)}
+    interrupted = False
+    try:
+        for name in [n for n in SECTIONS if n in args.sections]:
+            t0 = time.perf_counter()
+            log(f"== {name} (load average {loadavg():.1f})")
+            try:
+                figures.update(SECTIONS[name](ctx))
+            except BenchError as exc:
+                for key in PRODUCES.get(name, []):
+                    ctx.notes[key] = str(exc)
+                log(f"{name}: not measured: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one broken section must not stop the rest
+                traceback.print_exc(file=sys.stderr)
+                for key in PRODUCES.get(name, []):
+                    ctx.notes[key] = f"{type(exc).__name__}: {exc}"
+            ctx.cache.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 1)
+            log(f"== {name} done in {time.perf_counter() - t0:.1f}s")
+        out = args.plot or (None if args.quick else REPO / "docs" / "bench_per_run.png")
+        if "plot" in args.sections and out is not None:
+            if figures.get("orch_per_run_16_s") is None and figures.get("orch_per_run_1_s") is None:
+                ctx.notes["plot"] = "no sweep-size figures (run the curve section)"
+            else:
+                try:
+                    plot(ctx, figures, out)
+                except BenchError as exc:
+                    ctx.notes["plot"] = str(exc)
+    except (_Interrupted, KeyboardInterrupt) as exc:
+        interrupted = True
+        log(f"interrupted ({exc}): cleaning up")
+    finally:
+        log("cleaning up")
+        janitor.cleanup()
+    if interrupted:
+        return 130
+    loads["end"] = round(loadavg(), 2)
+    print_table(ctx, figures)
+    result = {
+        **{key: _round(figures.get(key)) for key in GOALS},
+        **{key: _round(value) for key, value in figures.items() if key not in GOALS},
+        "notes": ctx.notes,
+        "quick": ctx.quick,
+        "machine": info,
+        "load_average": loads,
+        "section_s": ctx.cache.get("section_s", {}),
+        "bench_wall_s": round(time.perf_counter() - started, 1),
+    }
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=False))
+    return 0
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
