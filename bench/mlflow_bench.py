@@ -75,14 +75,16 @@ def mlflow(ctx: Ctx) -> dict[str, Any]:
         if rep:
             stat.add(timed.seconds)
         log(f"mlflow run {'warm-up' if rep == 0 else rep}: {timed.seconds:.2f}s")
+    figures: dict[str, Any] = {}
     orch = ctx.cache.get("curve16")
-    if orch is None:
+    if orch is None:  # --only mlflow: measure the denominator too
         from orch_bench import per_run
 
-        per_run(ctx)
+        figures.update(per_run(ctx))
         orch = ctx.cache["curve16"]
     runs = stat.samples
     return {
+        **figures,
         "mlflow_version": version,
         "mlflow_per_run_s": stat.median,
         "mlflow_per_run_1_s": stat.median,

@@ -120,7 +120,7 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                 runs.commit_run(item[0], item[1], workers=1)
                 with lock:
                     done[0] += 1
-                    if done[0] % 2000 == 0:
+                    if done[0] % 1000 == 0:
                         log(f"results10k: {done[0]} runs written")
 
             pool = ThreadPoolExecutor(24)

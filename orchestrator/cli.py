@@ -56,11 +56,23 @@ class Context:
 
 
 def _store_options(func: Any) -> Any:
-    func = click.option("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL).")(func)
-    func = click.option("--store", "store_uri", default=None,
-                        help="Store URI: a path, file://PATH or s3://bucket/prefix (default: .orch/ in the project).")(func)
-    func = click.option("-p", "--project", "project_dir", default=None,
-                        help="Project directory holding orch.yaml (default: the current one or a parent).")(func)
+    func = click.option(
+        "--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)."
+    )(func)
+    func = click.option(
+        "--store",
+        "store_uri",
+        default=None,
+        help="Store URI: a path, file://PATH or s3://bucket/prefix (default: .orch/ in the "
+        "project).",
+    )(func)
+    func = click.option(
+        "-p",
+        "--project",
+        "project_dir",
+        default=None,
+        help="Project directory holding orch.yaml (default: the current one or a parent).",
+    )(func)
     return func
 
 
@@ -70,18 +82,27 @@ def _ctx(project_dir: str | None, store_uri: str | None, s3_endpoint: str | None
 
 def _complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
-        runs = _ctx(ctx.params.get("project_dir"), ctx.params.get("store_uri"),
-                    ctx.params.get("s3_endpoint")).runs()
-        return [key.split("/")[1] for key in runs.store.list("runs/")
-                if key.endswith("/run.json") and key.split("/")[1].startswith(incomplete)]
+        runs = _ctx(
+            ctx.params.get("project_dir"),
+            ctx.params.get("store_uri"),
+            ctx.params.get("s3_endpoint"),
+        ).runs()
+        return [
+            key.split("/")[1]
+            for key in runs.store.list("runs/")
+            if key.endswith("/run.json") and key.split("/")[1].startswith(incomplete)
+        ]
     except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
 
 
 def _complete_sweep_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
-        runs = _ctx(ctx.params.get("project_dir"), ctx.params.get("store_uri"),
-                    ctx.params.get("s3_endpoint")).runs()
+        runs = _ctx(
+            ctx.params.get("project_dir"),
+            ctx.params.get("store_uri"),
+            ctx.params.get("s3_endpoint"),
+        ).runs()
         return [s["sweep_id"] for s in runs.list_sweeps() if s["sweep_id"].startswith(incomplete)]
     except Exception:  # noqa: BLE001
         return []
@@ -90,12 +111,22 @@ def _complete_sweep_ids(ctx: click.Context, param: click.Parameter, incomplete: 
 class OrchGroup(click.Group):
     """Runs click in non-standalone mode so every error, ours or click's, is one line."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            return super().main(args=args, prog_name=prog_name or "orch",
-                                complete_var=complete_var, standalone_mode=False, **extra)
+            return super().main(
+                args=args,
+                prog_name=prog_name or "orch",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -153,9 +184,13 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._live = Progress(
-                TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[counts]}"), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
+                TextColumn("[bold]sweep"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[counts]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
             self._task = self._live.add_task("sweep", total=total, counts="")
             self._live.start()
@@ -189,20 +224,50 @@ class _Progress:
 @click.argument("overrides", nargs=-1)
 @_store_options
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option(
+    "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."
+)
 @click.option("--registry", default=None, help="Also push run images to HOST[:PORT]/REPO.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs in parallel (local backend).")
-@click.option("--gpu-ids", default=None, help="GPU device ids to hand out, e.g. 0,1 (local backend).")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs in parallel (local backend).",
+)
+@click.option(
+    "--gpu-ids", default=None, help="GPU device ids to hand out, e.g. 0,1 (local backend)."
+)
 @click.option("--allow-dirty", is_flag=True, help="Bake uncommitted changes (recorded as dirty).")
-@click.option("--allow-unpinned", is_flag=True, help="Accept a base image given by tag (recorded as unpinned).")
-@click.option("--base-image", default=None, help="Use this base instead of orch.yaml's (same pinning rules).")
-@click.option("--dry-run", is_flag=True, help="Compose every point and list them; build and run nothing.")
+@click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    help="Accept a base image given by tag (recorded as unpinned).",
+)
+@click.option(
+    "--base-image", default=None, help="Use this base instead of orch.yaml's (same pinning rules)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Compose every point and list them; build and run nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the runs.")
-def sweep(overrides: tuple[str, ...], project_dir: str | None, store_uri: str | None,
-          s3_endpoint: str | None, backend: str, ray_address: str | None, registry: str | None,
-          jobs: int, gpu_ids: str | None, allow_dirty: bool, allow_unpinned: bool,
-          base_image: str | None, dry_run: bool, as_json: bool) -> None:
+def sweep(
+    overrides: tuple[str, ...],
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    backend: str,
+    ray_address: str | None,
+    registry: str | None,
+    jobs: int,
+    gpu_ids: str | None,
+    allow_dirty: bool,
+    allow_unpinned: bool,
+    base_image: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
     from . import sweep as sweepmod
 
@@ -228,9 +293,16 @@ def sweep(overrides: tuple[str, ...], project_dir: str | None, store_uri: str | 
     engine = _backend(backend, client, runs, jobs, ids, ray_address, context)
     progress = _Progress(len(points), quiet=False)
     try:
-        driver = sweepmod.SweepDriver(project, client, runs, engine, registry=registry,
-                                      allow_dirty=allow_dirty, progress=progress,
-                                      batch=max(8, 2 * jobs))
+        driver = sweepmod.SweepDriver(
+            project,
+            client,
+            runs,
+            engine,
+            registry=registry,
+            allow_dirty=allow_dirty,
+            progress=progress,
+            batch=max(8, 2 * jobs),
+        )
         result = driver.run(overrides, points)
     finally:
         progress.close()
@@ -271,15 +343,25 @@ def _check_registry(registry: str) -> None:
     import re
 
     if not re.match(r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+$", registry):
-        raise UsageError(f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch")
+        raise UsageError(
+            f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch"
+        )
 
 
-def _backend(kind: str, client: Any, runs: Any, jobs: int, gpu_ids: list[str],
-             ray_address: str | None, context: Context) -> Any:
+def _backend(
+    kind: str,
+    client: Any,
+    runs: Any,
+    jobs: int,
+    gpu_ids: list[str],
+    ray_address: str | None,
+    context: Context,
+) -> Any:
     if kind == "ray":
         from .backends.ray import RayBackend
 
-        return RayBackend(runs, address=ray_address, max_in_flight=max(jobs, 1))
+        return RayBackend(runs, address=ray_address, max_in_flight=max(jobs, 1),
+                          s3_endpoint=context.s3_endpoint)
     from .backends.local import LocalBackend
 
     return LocalBackend(client, runs, jobs=jobs, gpu_ids=gpu_ids)
@@ -288,18 +370,29 @@ def _backend(kind: str, client: Any, runs: Any, jobs: int, gpu_ids: list[str],
 @cli.command()
 @click.argument("sweep_id", shell_complete=_complete_sweep_ids)
 @_store_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table"
+)
 @click.option("--sort", default=None, help="Metric to sort by; prefix with - for descending.")
 @click.option("--where", multiple=True, help="Filter, e.g. 'optimizer.name=adam' or 'loss<0.5'.")
-def results(sweep_id: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-            fmt: str, sort: str | None, where: tuple[str, ...]) -> None:
+def results(
+    sweep_id: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    fmt: str,
+    sort: str | None,
+    where: tuple[str, ...],
+) -> None:
     """The runs of a sweep: swept parameters and metrics."""
     from .results import render
 
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
     _check_id(sweep_id, "sweep id")
     records = runs.read_sweep_runs(sweep_id)
-    click.echo(render(records, fmt, sort=sort, where=where, color=sys.stdout.isatty()), nl=fmt != "csv")
+    click.echo(
+        render(records, fmt, sort=sort, where=where, color=sys.stdout.isatty()), nl=fmt != "csv"
+    )
 
 
 @cli.command("runs")
@@ -327,15 +420,22 @@ def _check_id(value: str, what: str) -> None:
     import re
 
     if not re.match(r"^[0-9a-f]{1,64}$", value):
-        raise UsageError(f"{value!r} is not a valid {what}: expected hex characters (see orch runs)")
+        raise UsageError(
+            f"{value!r} is not a valid {what}: expected hex characters (see orch runs)"
+        )
 
 
 @cli.command()
 @click.argument("run_id", shell_complete=_complete_run_ids)
 @_store_options
 @click.option("--json", "as_json", is_flag=True)
-def show(run_id: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-         as_json: bool) -> None:
+def show(
+    run_id: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    as_json: bool,
+) -> None:
     """The whole record of a run."""
     _check_id(run_id, "run id")
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
@@ -353,8 +453,14 @@ def show(run_id: str, project_dir: str | None, store_uri: str | None, s3_endpoin
 @_store_options
 @click.option("-f", "--follow", is_flag=True, help="Wait for a running run and print its logs.")
 @click.option("--stderr/--no-stderr", default=True, help="Include stderr.log.")
-def logs(run_id: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-         follow: bool, stderr: bool) -> None:
+def logs(
+    run_id: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    follow: bool,
+    stderr: bool,
+) -> None:
     """A run's stdout and stderr."""
     _check_id(run_id, "run id")
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
@@ -397,8 +503,13 @@ def _follow(runs: Any, run_id: str) -> None:
 @click.argument("target", shell_complete=_complete_run_ids)
 @_store_options
 @click.option("--json", "as_json", is_flag=True)
-def rerun(target: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-          as_json: bool) -> None:
+def rerun(
+    target: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    as_json: bool,
+) -> None:
     """Run a recorded run again by RUN_ID, sha256:IMAGE_ID or REPO@sha256:DIGEST."""
     from .rerun import rerun as do_rerun
 
@@ -408,8 +519,10 @@ def rerun(target: str, project_dir: str | None, store_uri: str | None, s3_endpoi
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
-        click.echo(f"rerun {result.record['run_id']} of {result.original['run_id']}: "
-                   f"{result.record['status']}, image {result.record['image_id']}")
+        click.echo(
+            f"rerun {result.record['run_id']} of {result.original['run_id']}: "
+            f"{result.record['status']}, image {result.record['image_id']}"
+        )
         if result.identical:
             click.echo("metrics identical")
         else:
@@ -428,8 +541,9 @@ def image() -> None:
 @image.command("verify")
 @click.argument("run_id", shell_complete=_complete_run_ids)
 @_store_options
-def image_verify(run_id: str, project_dir: str | None, store_uri: str | None,
-                 s3_endpoint: str | None) -> None:
+def image_verify(
+    run_id: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None
+) -> None:
     """Rebuild a run's image from its recorded inputs; exit 0 only when the ID is identical."""
     from .verify import verify
 
@@ -459,25 +573,34 @@ def image_ls() -> None:
 @image.command("prune")
 @_store_options
 @click.option("--dry-run", is_flag=True)
-def image_prune(project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-                dry_run: bool) -> None:
-    """Remove orch run images no stored run references (environment and base images stay)."""
+def image_prune(
+    project_dir: str | None, store_uri: str | None, s3_endpoint: str | None, dry_run: bool
+) -> None:
+    """Remove run images of the store's projects that no stored run references.
+
+    Only images of projects that have runs in this store are considered, so other
+    projects' images on the same daemon are never touched.
+    """
     context = _ctx(project_dir, store_uri, s3_endpoint)
     runs = context.runs()
     client = context.docker()
-    keep = set()
-    for key in runs.store.list("runs/"):
-        if key.endswith("/run.json"):
-            keep.add(runs.read_run(key.split("/")[1]).get("image_id"))
+    keep: set[str] = set()
+    projects: set[str] = set()
+    for sweep_doc in runs.list_sweeps():
+        projects.add(sweep_doc.get("project", ""))
+        for record in runs.read_sweep_runs(sweep_doc["sweep_id"]):
+            keep.add(record.get("image_id", ""))
     removed = 0
     for item in client.api.images(filters={"label": "org.orch.run_id"}):
-        if item["Id"] in keep:
+        labels = item.get("Labels") or {}
+        if item["Id"] in keep or labels.get("org.orch.project") not in projects:
             continue
         removed += 1
         click.echo(f"{'would remove' if dry_run else 'removing'} {item['Id']}")
         if not dry_run:
             client.api.remove_image(item["Id"], force=True)
-    click.echo(f"{removed} image(s) {'to remove' if dry_run else 'removed'}; {len(keep)} kept", err=True)
+    verb = "to remove" if dry_run else "removed"
+    click.echo(f"{removed} image(s) {verb}; {len(keep)} referenced kept", err=True)
 
 
 @cli.command()
@@ -485,8 +608,14 @@ def image_prune(project_dir: str | None, store_uri: str | None, s3_endpoint: str
 @click.argument("run_b", shell_complete=_complete_run_ids)
 @_store_options
 @click.option("--json", "as_json", is_flag=True)
-def compare(run_a: str, run_b: str, project_dir: str | None, store_uri: str | None,
-            s3_endpoint: str | None, as_json: bool) -> None:
+def compare(
+    run_a: str,
+    run_b: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    as_json: bool,
+) -> None:
     """Only what differs between two runs: config, metrics, image layers, commit."""
     from .results import compare as do_compare
     from .results import diff_to_json, render_diff
@@ -506,9 +635,16 @@ def compare(run_a: str, run_b: str, project_dir: str | None, store_uri: str | No
 @cli.command()
 @click.argument("sweep_id", shell_complete=_complete_sweep_ids)
 @_store_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-def report(sweep_id: str, project_dir: str | None, store_uri: str | None, s3_endpoint: str | None,
-           output: str) -> None:
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write."
+)
+def report(
+    sweep_id: str,
+    project_dir: str | None,
+    store_uri: str | None,
+    s3_endpoint: str | None,
+    output: str,
+) -> None:
     """One self-contained HTML report of a sweep: table and plots, no network."""
     from .results import write_report
 

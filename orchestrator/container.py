@@ -40,8 +40,16 @@ def device_requests(gpu_ids: list[str]) -> list[Any]:
 
 
 def create_kwargs(
-    *, image_id: str, command: list[str], run_id: str, cpus: float, memory: str | None,
-    network: str, gpu_ids: list[str], env: dict[str, str], name: str,
+    *,
+    image_id: str,
+    command: list[str],
+    run_id: str,
+    cpus: float,
+    memory: str | None,
+    network: str,
+    gpu_ids: list[str],
+    env: dict[str, str],
+    name: str,
 ) -> dict[str, Any]:
     """Arguments of ``containers.create``: unprivileged, no capabilities, argv only."""
     kwargs: dict[str, Any] = {

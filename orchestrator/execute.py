@@ -45,8 +45,10 @@ def parse_metrics(raw: bytes | None) -> tuple[dict[str, float], str | None]:
         return {}, "metrics.json must be a JSON object of numbers"
     metrics: dict[str, float] = {}
     for key, value in sorted(data.items()):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not math.isfinite(value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
         ):
             return {}, f"metrics.json: {key!r} is not a finite number"
         metrics[key] = value
@@ -118,8 +120,12 @@ def execute(
         "reason": reason,
         "image_id": job.image_id,
         "command": list(job.command),
-        "resources": {"cpus": job.cpus, "gpus": job.gpus, "memory": job.memory,
-                      "timeout": job.timeout},
+        "resources": {
+            "cpus": job.cpus,
+            "gpus": job.gpus,
+            "memory": job.memory,
+            "timeout": job.timeout,
+        },
         "exit_code": result.exit_code,
         "started_at": iso(result.started),
         "ended_at": iso(result.ended),
@@ -136,8 +142,9 @@ def execute(
         "stderr.log": result.stderr,
         "metrics.json": json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n",
     }
-    files.update({f"output/{name}": data for name, data in result.outputs.items()
-                  if name != "metrics.json"})
+    files.update(
+        {f"output/{name}": data for name, data in result.outputs.items() if name != "metrics.json"}
+    )
     runs.commit_run(record, files)
     return record
 

@@ -16,8 +16,17 @@ _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _KNOWN = {
-    "name", "base_image", "config_dir", "config_name", "command", "requirements",
-    "resources", "network", "exclude", "timeout", "env",
+    "name",
+    "base_image",
+    "config_dir",
+    "config_name",
+    "command",
+    "requirements",
+    "resources",
+    "network",
+    "exclude",
+    "timeout",
+    "env",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -99,19 +108,27 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
 
     base = data.get("base_image")
     if not isinstance(base, str) or not base:
-        raise _fail(path, "base_image", "required: an image ID (sha256:...) or name@sha256:<digest>")
+        raise _fail(
+            path, "base_image", "required: an image ID (sha256:...) or name@sha256:<digest>"
+        )
     if not is_pinned(base) and not allow_unpinned:
         raise _fail(
-            path, "base_image",
+            path,
+            "base_image",
             f"{base!r} is not pinned: use its image ID (docker inspect --format '{{{{.Id}}}}' "
             f"{base}) or name@sha256:<digest>, or pass --allow-unpinned",
         )
 
     command = data.get("command")
-    if isinstance(command, str) or not isinstance(command, list) or not command or not all(
-        isinstance(part, str) for part in command
+    if (
+        isinstance(command, str)
+        or not isinstance(command, list)
+        or not command
+        or not all(isinstance(part, str) for part in command)
     ):
-        raise _fail(path, "command", 'must be a non-empty list of strings, e.g. ["python3", "train.py"]')
+        raise _fail(
+            path, "command", 'must be a non-empty list of strings, e.g. ["python3", "train.py"]'
+        )
 
     config_dir = data.get("config_dir", "configs")
     config_name = data.get("config_name", "config")

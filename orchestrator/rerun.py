@@ -26,8 +26,19 @@ _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{1,64}$")
 _DYNAMIC = {
-    "status", "reason", "exit_code", "started_at", "ended_at", "duration_s", "host", "node",
-    "gpus", "metrics", "artifacts", "rerun_of", "run_id",
+    "status",
+    "reason",
+    "exit_code",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "host",
+    "node",
+    "gpus",
+    "metrics",
+    "artifacts",
+    "rerun_of",
+    "run_id",
 }
 
 
@@ -93,8 +104,12 @@ def ensure_image(client: Any, runs: RunStore, record: dict[str, Any]) -> str:
     if digest and pull_by_digest(client, digest) == image_id:
         return "registry"
     images = record.get("images") or {}
-    fetch_from_store(client, runs, image_id, [images.get("code", ""), images.get("env", ""),
-                                               images.get("base", "")])
+    fetch_from_store(
+        client,
+        runs,
+        image_id,
+        [images.get("code", ""), images.get("env", ""), images.get("base", "")],
+    )
     return "store"
 
 
@@ -110,8 +125,14 @@ def compare_metrics(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return differences
 
 
-def rerun(client: Any, runs: RunStore, target: str, *, gpu_ids: list[str] | None = None,
-          node: str | None = None) -> RerunResult:
+def rerun(
+    client: Any,
+    runs: RunStore,
+    target: str,
+    *,
+    gpu_ids: list[str] | None = None,
+    node: str | None = None,
+) -> RerunResult:
     original = find_original(runs, client, target)
     ensure_image(client, runs, original)
     run_id = uuid.uuid4().hex[:12]
@@ -135,4 +156,6 @@ def rerun(client: Any, runs: RunStore, target: str, *, gpu_ids: list[str] | None
         files=(("config.yaml", runs.read_file(original["run_id"], "config.yaml")),),
     )
     record = execute(job, client, runs, gpu_ids=gpu_ids, node=node)
-    return RerunResult(original, record, compare_metrics(original.get("metrics", {}), record["metrics"]))
+    return RerunResult(
+        original, record, compare_metrics(original.get("metrics", {}), record["metrics"])
+    )

@@ -41,7 +41,9 @@ class RunSpec:
         gpus: int = 0,
         env: tuple[tuple[str, str], ...] = (),
     ) -> RunSpec:
-        return cls(project, overrides, canonical_bytes(config), env_key, code_key, command, gpus, env)
+        return cls(
+            project, overrides, canonical_bytes(config), env_key, code_key, command, gpus, env
+        )
 
     @property
     def config(self) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from typing import Any
 
 from . import config as configmod
 from .backends.base import Backend, Job
-from .errors import OrchestratorError
 from .execute import LEASE_S, ClaimHeld, iso
 from .image import builder
 from .image.builder import Environment, RunImage
@@ -53,15 +52,21 @@ class SweepResult:
         return {"sweep_id": self.sweep_id, "runs": self.runs}
 
 
-def compose_points(project: Project, args: Sequence[str]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+def compose_points(
+    project: Project, args: Sequence[str]
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     composer = configmod.Composer(project.config_dir, project.config_name)
     points = configmod.expand_sweep(list(args), composer)
     configs = composer.compose_many(points)
     return [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
 
 
-def plan(project: Project, env: Environment, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
-         args: Sequence[str]) -> SweepSpec:
+def plan(
+    project: Project,
+    env: Environment,
+    points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
+    args: Sequence[str],
+) -> SweepSpec:
     specs: dict[str, RunSpec] = {}
     for overrides, cfg in points:
         spec = RunSpec.create(
@@ -112,7 +117,9 @@ class SweepDriver:
         self.batch = batch
         self.owner = uuid.uuid4().hex
 
-    def run(self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]) -> SweepResult:
+    def run(
+        self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+    ) -> SweepResult:
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
         sweep = plan(self.project, env, points, args)
         self.runs.write_sweep(
@@ -146,12 +153,16 @@ class SweepDriver:
                 upload.result()
         ordered = [records[s.run_id] for s in sweep.runs]
         self.runs.write_sweep_index(sweep.sweep_id, ordered)
-        return SweepResult(
-            sweep.sweep_id, [summary(r, statuses.get(r["run_id"])) for r in ordered]
-        )
+        return SweepResult(sweep.sweep_id, [summary(r, statuses.get(r["run_id"])) for r in ordered])
 
-    def _job(self, env: Environment, sweep: SweepSpec, spec: RunSpec, image: RunImage,
-             repo_digest: str | None) -> Job:
+    def _job(
+        self,
+        env: Environment,
+        sweep: SweepSpec,
+        spec: RunSpec,
+        image: RunImage,
+        repo_digest: str | None,
+    ) -> Job:
         cfg = spec.config
         files = {"config.yaml": configmod.to_yaml(cfg).encode()}
         if env.code.dirty and env.code.diff:
@@ -200,8 +211,14 @@ class SweepDriver:
             files=tuple(sorted(files.items())),
         )
 
-    def _prepare_batch(self, env: Environment, sweep: SweepSpec, batch: list[RunSpec],
-                       io: ThreadPoolExecutor, uploads: list[Future[Any]]) -> list[Job]:
+    def _prepare_batch(
+        self,
+        env: Environment,
+        sweep: SweepSpec,
+        batch: list[RunSpec],
+        io: ThreadPoolExecutor,
+        uploads: list[Future[Any]],
+    ) -> list[Job]:
         images = []
         for spec in batch:
             cfg = spec.config
@@ -220,14 +237,22 @@ class SweepDriver:
             jobs.append(self._job(env, sweep, spec, image, digest))
         return jobs
 
-    def _dispatch(self, env: Environment, sweep: SweepSpec, todo: list[RunSpec],
-                  io: ThreadPoolExecutor, uploads: list[Future[Any]]) -> dict[str, dict[str, Any]]:
+    def _dispatch(
+        self,
+        env: Environment,
+        sweep: SweepSpec,
+        todo: list[RunSpec],
+        io: ThreadPoolExecutor,
+        uploads: list[Future[Any]],
+    ) -> dict[str, dict[str, Any]]:
         records: dict[str, dict[str, Any]] = {}
         pending: dict[Future[dict[str, Any]], Job] = {}
         held: dict[str, Job] = {}
         for start in range(0, len(todo), self.batch):
             # Loading the next batch overlaps with the runs of the previous ones.
-            for job in self._prepare_batch(env, sweep, todo[start : start + self.batch], io, uploads):
+            for job in self._prepare_batch(
+                env, sweep, todo[start : start + self.batch], io, uploads
+            ):
                 pending[self.backend.submit(job)] = job
                 self.progress("running", job.run_id, None)
             self._collect(pending, records, held, block=False)
@@ -249,8 +274,13 @@ class SweepDriver:
         age = self.runs.store.age(f"runs/{run_id}/claim.json")
         return age is None or age > LEASE_S
 
-    def _collect(self, pending: dict[Future[dict[str, Any]], Job], records: dict[str, dict[str, Any]],
-                 held: dict[str, Job], block: bool) -> None:
+    def _collect(
+        self,
+        pending: dict[Future[dict[str, Any]], Job],
+        records: dict[str, dict[str, Any]],
+        held: dict[str, Job],
+        block: bool,
+    ) -> None:
         if not pending:
             return
         done, _ = wait(list(pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
@@ -262,8 +292,6 @@ class SweepDriver:
                 held[job.run_id] = job
                 self.progress("waiting", job.run_id, None)
                 continue
-            except OrchestratorError:
-                raise
             records[job.run_id] = record
             self.progress("done", job.run_id, record)
 

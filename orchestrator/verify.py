@@ -55,12 +55,17 @@ def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyRes
             env = builder.prepare(client, project)
             cfg = record["config"]
             image = builder.run_image(
-                env, record["run_id"], tuple(record.get("overrides", [])),
-                configmod.to_yaml(cfg), configmod.to_json(cfg),
+                env,
+                record["run_id"],
+                tuple(record.get("overrides", [])),
+                configmod.to_yaml(cfg),
+                configmod.to_json(cfg),
             )
         finally:
-            subprocess.run(["git", "-C", str(top), "worktree", "remove", "--force", str(worktree)],
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(top), "worktree", "remove", "--force", str(worktree)],
+                capture_output=True,
+            )
     layers = {
         "base": list(env.base.diff_ids),
         "env": env.env_diff_id,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, git_commit_all
 
 # Tests commit into throwaway repositories; give git an identity without touching ~/.gitconfig.
 for _name, _value in {
@@ -39,14 +38,6 @@ def base_image(docker_client: object) -> str:
     image_id = proc.stdout.strip().splitlines()[-1]
     assert image_id.startswith("sha256:")
     return image_id
-
-
-def git_commit_all(root: Path, message: str = "snapshot") -> str:
-    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, capture_output=True)
-    subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", message, "--allow-empty"],
-                   check=True, capture_output=True)
-    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 ProjectFactory = Callable[..., Path]
@@ -107,9 +98,14 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def second_docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second Docker daemon with an empty image cache: a fresh node."""
+    import docker
     from services import second_daemon
 
     with second_daemon(tmp_path_factory.mktemp("dockerd2")) as host:
+        client = docker.DockerClient(base_url=host, timeout=60)
+        assert client.images.list(all=True) == [], "a fresh second daemon must have no image"
+        assert client.containers.list(all=True) == []
+        client.close()
         yield host
 
 

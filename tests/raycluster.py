@@ -126,7 +126,8 @@ def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
     with node.log.open("wb") as out:
         node.proc = subprocess.Popen(
             [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={node.temp_dir}",
-             f"--node-ip-address={NODE_IP}", "--min-worker-port=0", "--max-worker-port=0", *_ports(*_NODE_PORTS), *args],
+             f"--node-ip-address={NODE_IP}", "--min-worker-port=0", "--max-worker-port=0",
+             *_ports(*_NODE_PORTS), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env},
             start_new_session=True,
@@ -149,18 +150,30 @@ print(json.dumps([{"id": n["NodeID"], "store": n["ObjectStoreSocketName"],
 
 
 def _wait_for_nodes(address: str, nodes: list[RayNode], timeout: float) -> None:
-    """Until every node is alive in the cluster; learns each node's id (by its temp dir)."""
-    try:
-        proc = subprocess.run(
+    """Until every node is alive in the cluster; learns each node's id (by its temp dir).
+
+    The probe is a Ray driver in a session of its own, killed with everything it started
+    if it overruns: the wait is bounded even when the machine is overloaded.
+    """
+    out_path = nodes[0].log.with_name("probe.out")
+    with out_path.open("wb") as out:
+        probe = subprocess.Popen(
             [sys.executable, "-c", _PROBE, address, str(len(nodes)), str(timeout)],
-            capture_output=True, text=True, timeout=timeout + 30, check=False,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise ServiceError(f"ray cluster at {address}: probe timed out") from exc
-    if proc.returncode != 0:
-        raise ServiceError(f"ray cluster at {address}: probe failed:\n{proc.stderr[-2000:]}")
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        probe.wait(timeout + 30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(probe.pid, signal.SIGKILL)
+        probe.wait(10)
+    output = out_path.read_text(errors="replace").strip()
+    tails = "\n".join(f"--- {n.name}:\n{n.log_tail()}" for n in nodes)
+    if probe.returncode != 0:
+        raise ServiceError(f"ray cluster at {address}: probe failed ({probe.returncode}):\n"
+                           f"{output[-2000:]}\n{tails}")
+    found = json.loads(output.splitlines()[-1])
     for node in nodes:
         for info in found:
             if info["store"].startswith(str(node.temp_dir)):
@@ -170,7 +183,6 @@ def _wait_for_nodes(address: str, nodes: list[RayNode], timeout: float) -> None:
                                        f"not loopback")
     missing = [n.name for n in nodes if not n.node_id]
     if missing:
-        tails = "\n".join(f"--- {n.name}:\n{n.log_tail()}" for n in nodes if not n.node_id)
         raise ServiceError(f"ray nodes {missing} did not join within {timeout:.0f}s\n{tails}")
 
 
@@ -183,7 +195,7 @@ def ray_cluster(
     cpus: int = 2,
     gpus: int = 2,
     dashboard: bool = False,
-    timeout: float = 120,
+    timeout: float = 180,
 ) -> Iterator[RayCluster]:
     """A head and one worker node, each with ``cpus`` CPUs and ``gpus`` logical GPUs.
 

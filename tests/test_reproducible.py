@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, git_commit_all
+from helpers import REPO, git_commit_all
 
 pytestmark = pytest.mark.docker
 
@@ -60,7 +60,8 @@ def test_layers_change_only_where_inputs_change(make_project, orch) -> None:
     a, b = sweep(orch, root, "optimizer=SGD,adam")["runs"]
     ra, rb = record(root, a["run_id"]), record(root, b["run_id"])
     assert ra["layers"]["base"] == rb["layers"]["base"]
-    assert (ra["layers"]["env"], ra["layers"]["code"]) == (rb["layers"]["env"], rb["layers"]["code"])
+    for shared in ("env", "code"):
+        assert ra["layers"][shared] == rb["layers"][shared]
     assert ra["layers"]["config"] != rb["layers"]["config"]
     (root / "train.py").write_text((root / "train.py").read_text() + "\n# edited\n")
     git_commit_all(root, "edit")

@@ -28,7 +28,7 @@ def s3_sweep(endpoint: str, tmp_path_factory: pytest.TempPathFactory, base_image
              registry_host: str) -> dict:
     import shutil
 
-    from conftest import REPO, git_commit_all
+    from helpers import REPO, git_commit_all
 
     root = tmp_path_factory.mktemp("s3proj") / "s3proj"
     shutil.copytree(REPO / "configs", root / "configs")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git_commit_all
+from helpers import git_commit_all
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +45,7 @@ def demo_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> dic
     import shutil
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     shutil.copytree(REPO / "configs", root / "configs")
@@ -187,3 +189,64 @@ def test_code_change_gives_new_run_ids(make_project, orch) -> None:
     second = json.loads(orch("sweep", "-p", str(root), "optimizer=SGD", "--json").stdout)
     assert first["runs"][0]["run_id"] != second["runs"][0]["run_id"]
     assert second["runs"][0]["status"] == "succeeded"
+
+
+def test_results_formats_and_options(demo_sweep: dict, orch) -> None:
+    root, sweep_id = str(demo_sweep["root"]), demo_sweep["result"]["sweep_id"]
+    table = orch("results", sweep_id, "-p", root, "--sort", "-accuracy")
+    assert table.returncode == 0, table.stderr
+    assert "optimizer.name" in table.stdout and "accuracy" in table.stdout
+    csv_out = orch("results", sweep_id, "-p", root, "--format", "csv", "--sort", "loss")
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert len(rows) == 4 and list(rows[0])[:2] == ["run_id", "status"]
+    losses = [float(row["loss"]) for row in rows]
+    assert losses == sorted(losses)
+    markdown = orch("results", sweep_id, "-p", root, "--format", "markdown",
+                    "--where", "optimizer.name=adam")
+    assert markdown.returncode == 0, markdown.stderr
+    rows = [line for line in markdown.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2  # header, separator, the two adam runs
+    bad = orch("results", sweep_id, "-p", root, "--sort", "nosuchmetric")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+def test_compare_shows_only_differences(demo_sweep: dict, orch) -> None:
+    runs = {tuple(r["overrides"]): r["run_id"] for r in demo_sweep["result"]["runs"]}
+    a = runs[("optimizer=SGD", "model=lstm")]
+    b = runs[("optimizer=adam", "model=lstm")]
+    proc = orch("compare", a, b, "-p", str(demo_sweep["root"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    diff = json.loads(proc.stdout)
+    text = json.dumps(diff)
+    assert "optimizer.name" in text and "model.name" not in text
+    human = orch("compare", a, b, "-p", str(demo_sweep["root"]))
+    assert "optimizer.lr" in human.stdout and "config" in human.stdout
+
+
+def test_report_runs_and_logs(demo_sweep: dict, orch, tmp_path: Path) -> None:
+    root, sweep_id = str(demo_sweep["root"]), demo_sweep["result"]["sweep_id"]
+    out = tmp_path / "report.html"
+    proc = orch("report", sweep_id, "-p", root, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    assert sweep_id in html and "<svg" in html
+    assert "src=\"http" not in html and "href=\"http" not in html
+    listing = orch("runs", "-p", root)
+    assert sweep_id in listing.stdout
+    run_id = demo_sweep["result"]["runs"][0]["run_id"]
+    logs = orch("logs", run_id[:6], "-p", root)
+    assert logs.returncode == 0, logs.stderr
+    stored = (demo_sweep["root"] / ".orch" / "runs" / run_id / "stdout.log").read_text()
+    assert logs.stdout == stored and stored
+
+
+def test_image_ls_and_prune_keep_referenced_images(demo_sweep: dict, orch) -> None:
+    root = str(demo_sweep["root"])
+    listing = orch("image", "ls")
+    assert listing.returncode == 0
+    for run in demo_sweep["result"]["runs"]:
+        assert run["image_id"] in listing.stdout
+    prune = orch("image", "prune", "-p", root, "--dry-run")
+    assert prune.returncode == 0, prune.stderr
+    for run in demo_sweep["result"]["runs"]:
+        assert run["image_id"] not in prune.stdout

@@ -45,8 +45,9 @@ class GpuPool:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, client: Any, runs: RunStore, jobs: int = 1,
-                 gpu_ids: list[str] | None = None) -> None:
+    def __init__(
+        self, client: Any, runs: RunStore, jobs: int = 1, gpu_ids: list[str] | None = None
+    ) -> None:
         self._client = client
         self._runs = runs
         # Twice the threads of the limit: a run's bookkeeping (logs, outputs, commit)

@@ -53,7 +53,7 @@ FAKE_GPUS_ENV = "ORCH_FAKE_GPUS"
 #: Ray retries a task this often when its worker or node dies (never on a run's own error).
 MAX_RETRIES = 3
 #: How long a task waits for the driver's uploads of image blobs to reach the store.
-BLOB_WAIT_S = 600.0
+BLOB_WAIT_S = 300.0
 #: How long a node's run may keep the cluster busy after ``close()`` before it is cancelled.
 CLOSE_GRACE_S = 600.0
 _POLL_S = 0.05
@@ -162,9 +162,10 @@ class RayBackend:
         if any(n.get("CPU", 0) >= job.cpus and n.get("GPU", 0) >= job.gpus for n in self._nodes):
             return None
         gpus = max((n.get("GPU", 0) for n in self._nodes), default=0)
-        return (f"run {job.run_id} asks for {job.cpus:g} CPUs and {job.gpus} GPUs but the Ray "
-                f"started here has {gpus:g} GPUs: pass --ray-address of a cluster with GPU "
-                f"nodes or lower resources in orch.yaml")
+        cpus = max((n.get("CPU", 0) for n in self._nodes), default=0)
+        return (f"run {job.run_id} asks for {job.gpus} GPU(s) and {job.cpus:g} CPU(s) but the "
+                f"Ray started here has {gpus:g} GPU(s) and {cpus:g} CPU(s): pass --ray-address "
+                f"of a cluster with such nodes or lower resources in orch.yaml")
 
     def _launch(self, job: Job, future: Future[dict[str, Any]]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -239,8 +240,28 @@ class RayBackend:
                 self._ray.shutdown()
 
 
+def _messages_to_stderr() -> None:
+    """Ray's driver prints cluster events ("task failed, will be retried", "node marked
+    dead") on stdout, which belongs to orch's results (``--json``): send them to stderr.
+    """
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "orch_to_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.orch_to_stderr = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_stderr
+
+
 def _init(ray: Any, address: str | None) -> None:
     """Start a local Ray (address None) or connect to a cluster; errors name the address."""
+    _messages_to_stderr()
     quiet = {"include_dashboard": False, "log_to_driver": False,
              "logging_level": logging.WARNING, "configure_logging": True}
     if address is None:

@@ -45,7 +45,9 @@ class ThinArchive:
         if all(image.config.image_id != config.image_id for image in self.images):
             self.images.append(ArchiveImage(config, tuple(tags)))
 
-    def add_layer(self, diff_id: str, *, data: bytes | None = None, path: Path | None = None) -> None:
+    def add_layer(
+        self, diff_id: str, *, data: bytes | None = None, path: Path | None = None
+    ) -> None:
         self.layers.setdefault(diff_id, LayerSource(data, path))
 
     def write(self, out: IO[bytes]) -> None:
@@ -73,7 +75,9 @@ class ThinArchive:
                     {
                         "Config": f"{hex_id}.json",
                         "RepoTags": list(image.tags) or None,
-                        "Layers": [f"{d.split(':', 1)[1]}/layer.tar" for d in image.config.diff_ids],
+                        "Layers": [
+                            f"{d.split(':', 1)[1]}/layer.tar" for d in image.config.diff_ids
+                        ],
                     }
                 )
             raw = json.dumps(manifest, sort_keys=True).encode()
@@ -97,7 +101,9 @@ class ThinArchive:
                         raise ImageError(f"docker load failed: {message['error']}")
             except docker.errors.APIError as exc:
                 raise ImageError(f"docker load failed: {describe(exc)}") from exc
-        missing = [i.config.image_id for i in self.images if not has_image(client, i.config.image_id)]
+        missing = [
+            i.config.image_id for i in self.images if not has_image(client, i.config.image_id)
+        ]
         if missing:
             raise ImageError(
                 f"the daemon did not load {missing[0]}: a layer it lacks was not sent "

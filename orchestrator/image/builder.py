@@ -8,7 +8,6 @@ before anything reaches the daemon; a whole sweep then loads in one thin archive
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -49,33 +48,48 @@ class BaseInfo:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """Everything shared by the runs of one sweep."""
+class ImageSettings:
+    """What every image config of a project shares: base, environment, PATH prefix."""
 
-    project: Project
     base: BaseInfo
-    env_key: str
-    env_layer: Path
-    env_diff_id: str
-    code: CodeSnapshot
-    env_image: ImageConfig
-    code_image: ImageConfig
-    image_env: dict[str, str]
+    env: dict[str, str]
     path_prefix: str
 
-    def image_config(
+    def config(
         self, diff_ids: list[str], extra_env: dict[str, str], cmd: list[str], labels: dict[str, str]
     ) -> ImageConfig:
         return make_config(
             architecture=self.base.architecture,
             os_name=self.base.os_name,
             diff_ids=diff_ids,
-            env=merge_env(list(self.base.env), {**self.image_env, **extra_env}, self.path_prefix),
+            env=merge_env(list(self.base.env), {**self.env, **extra_env}, self.path_prefix),
             cmd=cmd,
             working_dir=WORKDIR,
             user=RUN_USER,
             labels=labels,
         )
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Everything shared by the runs of one sweep."""
+
+    project: Project
+    settings: ImageSettings
+    env_key: str
+    env_layer: Path
+    env_diff_id: str
+    code: CodeSnapshot
+    env_image: ImageConfig
+    code_image: ImageConfig
+
+    @property
+    def base(self) -> BaseInfo:
+        return self.settings.base
+
+    @property
+    def image_env(self) -> dict[str, str]:
+        return self.settings.env
 
     @property
     def code_key(self) -> str:
@@ -168,22 +182,22 @@ def prepare(client: Any, project: Project, *, allow_dirty: bool = False) -> Envi
     base = resolve_base(client, project.base_image)
     env_key, env_layer, env_diff_id = _environment_layer(client, project, base)
     code = snapshot(project.root, project.exclude, allow_dirty=allow_dirty)
-    settings = env_image_settings()
-    image_env = dict(item.partition("=")[::2] for item in settings["Env"])
+    layer_settings = env_image_settings()
+    image_env = dict(str(item).partition("=")[::2] for item in layer_settings["Env"])
     image_env.update({"HOME": "/tmp", "ORCH_CONFIG": CONFIG_PATH, "ORCH_OUTPUT": OUTPUT_DIR})
     image_env.update(dict(project.env))
+    settings = ImageSettings(base, image_env, str(layer_settings.get("PathPrefix", "")))
     labels = {"org.orch.project": project.name}
-    partial = Environment(
-        project, base, env_key, env_layer, env_diff_id, code, None, None,  # type: ignore[arg-type]
-        image_env, settings.get("PathPrefix", ""),
-    )
     env_ids = [*base.diff_ids, env_diff_id]
-    return dataclasses.replace(
-        partial,
-        env_image=partial.image_config(env_ids, {}, ["python3"], labels),
-        code_image=partial.image_config(
-            [*env_ids, code.diff_id], {}, list(project.command), labels
-        ),
+    return Environment(
+        project,
+        settings,
+        env_key,
+        env_layer,
+        env_diff_id,
+        code,
+        env_image=settings.config(env_ids, {}, ["python3"], labels),
+        code_image=settings.config([*env_ids, code.diff_id], {}, list(project.command), labels),
     )
 
 
@@ -206,7 +220,7 @@ def run_image(
         "org.orch.run_id": run_id,
         "org.orch.overrides": json.dumps(list(overrides)),
     }
-    image = env.image_config(
+    image = env.settings.config(
         [*env.code_image.diff_ids, diff_id],
         {"ORCH_RUN_ID": run_id},
         list(env.project.command),

@@ -80,12 +80,17 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
 
     sub = root.resolve().relative_to(repo).as_posix()
     sub = "" if sub == "." else sub
-    has_head = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True
-    ).returncode == 0
+    has_head = (
+        subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True
+        ).returncode
+        == 0
+    )
     changed = _changed_files(root, sub, patterns) if has_head else ["(no commit yet)"]
     if changed and not allow_dirty:
-        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        shown = ", ".join(changed[:10]) + (
+            f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+        )
         raise ImageError(
             f"uncommitted changes in {root}: {shown}: commit them, add them to 'exclude' in "
             f"orch.yaml, or pass --allow-dirty"
@@ -102,9 +107,10 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
         untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
         names = [n for n in untracked.decode().split("\0") if n]
         if names:
-            diff += b"\n# untracked files baked into the image:\n" + "".join(
-                f"#   {n}\n" for n in names
-            ).encode()
+            diff += (
+                b"\n# untracked files baked into the image:\n"
+                + "".join(f"#   {n}\n" for n in names).encode()
+            )
     else:
         entries = _head_entries(root, sub, patterns)
         diff = b""
@@ -151,7 +157,9 @@ def _head_entries(root: Path, sub: str, patterns: tuple[str, ...]) -> list[Entry
         if mode == "120000":
             entries.append(Entry(path, "symlink", target=contents[sha].decode(), mode=0o777))
         else:
-            entries.append(Entry(path, data=contents[sha], mode=0o755 if mode == "100755" else 0o644))
+            entries.append(
+                Entry(path, data=contents[sha], mode=0o755 if mode == "100755" else 0o644)
+            )
     return entries
 
 
@@ -185,8 +193,16 @@ def _worktree_entries(root: Path, patterns: tuple[str, ...]) -> list[Entry]:
         if excluded(rel, patterns) or not (full.is_file() or full.is_symlink()):
             continue  # deleted in the working tree, or a submodule dir
         if full.is_symlink():
-            entries.append(Entry(f"{CODE_PREFIX}/{rel}", "symlink", target=str(full.readlink()), mode=0o777))
+            entries.append(
+                Entry(f"{CODE_PREFIX}/{rel}", "symlink", target=str(full.readlink()), mode=0o777)
+            )
         else:
             executable = full.stat().st_mode & 0o111
-            entries.append(Entry(f"{CODE_PREFIX}/{rel}", data=full.read_bytes(), mode=0o755 if executable else 0o644))
+            entries.append(
+                Entry(
+                    f"{CODE_PREFIX}/{rel}",
+                    data=full.read_bytes(),
+                    mode=0o755 if executable else 0o644,
+                )
+            )
     return entries

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from installer import install
 from installer.destinations import WheelDestination
@@ -60,7 +60,7 @@ _SPILL_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 
-def env_image_settings() -> dict[str, object]:
+def env_image_settings() -> dict[str, Any]:
     """What the image config needs for the layer: environment and a PATH prefix."""
     return {
         "Env": [f"PYTHONPATH=/{ENV_PREFIX}/lib", "PYTHONDONTWRITEBYTECODE=1"],

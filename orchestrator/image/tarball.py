@@ -68,7 +68,14 @@ def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
     for entry in entries:
         path = normalize_path(entry.path)
         by_path[path] = Entry(
-            path, entry.kind, entry.data, entry.source, entry.mode, entry.target, entry.uid, entry.gid
+            path,
+            entry.kind,
+            entry.data,
+            entry.source,
+            entry.mode,
+            entry.target,
+            entry.uid,
+            entry.gid,
         )
     for path in list(by_path):
         for parent in PurePosixPath(path).parents:

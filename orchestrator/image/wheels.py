@@ -541,7 +541,7 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
         match = re.search(r"No matching distribution found for (\S+)", line)
         if match and unreachable:
             reason = re.search(
-                r"(\[Errno[^\]]*\][^'\)]*|SSLError\([^)]*|ProxyError)", unreachable[0]
+                r"(\[Errno[^\]]*\][^'\)\"]*|SSLError\([^)]*|ProxyError)", unreachable[0]
             )
             return (
                 f"no wheel for '{match.group(1)}': pip could not reach the index "

