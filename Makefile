@@ -15,8 +15,9 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,ray]'
+	@echo "setup: installing orch into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(VENV)/bin/pip install --upgrade pip && $(VENV)/bin/pip install -e '.[dev,ray]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; exit 1; }
 	@touch $@
 
 docker:

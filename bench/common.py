@@ -26,7 +26,9 @@ VENV_BIN = Path(sys.executable).parent
 ORCH = str(VENV_BIN / "orch")
 BENCH_CACHE = Path(
     os.environ.get("ORCH_BENCH_CACHE")
-    or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "orch-bench")
+    or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "orch-bench"
+    )
 )
 BASE_TAG = "orch/base:bookworm"
 
@@ -99,9 +101,12 @@ class Janitor:
     def __init__(self) -> None:
         self._actions: list[tuple[str, Callable[[], None]]] = []
         self._procs: list[subprocess.Popen[Any]] = []
+        self._grace: dict[int, float] = {}
         self._done = False
         self.root = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-        self.add("remove the scratch directory", lambda: shutil.rmtree(self.root, ignore_errors=True))
+        self.add(
+            "remove the scratch directory", lambda: shutil.rmtree(self.root, ignore_errors=True)
+        )
 
     def add(self, what: str, action: Callable[[], None]) -> None:
         self._actions.append((what, action))
@@ -109,8 +114,11 @@ class Janitor:
     def tempdir(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
 
-    def track(self, proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+    def track(self, proc: subprocess.Popen[Any], grace: float = 5.0) -> subprocess.Popen[Any]:
+        """Kill ``proc`` (and its process group) at cleanup, after ``grace`` seconds of
+        SIGTERM so a child with cleanup of its own can do it."""
         self._procs.append(proc)
+        self._grace[proc.pid] = grace
         return proc
 
     def untrack(self, proc: subprocess.Popen[Any]) -> None:
@@ -132,7 +140,7 @@ class Janitor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         for proc in list(self._procs):
-            kill_tree(proc)
+            kill_tree(proc, self._grace.get(proc.pid, 5.0))
         for what, action in reversed(self._actions):
             try:
                 action()
@@ -140,11 +148,16 @@ class Janitor:
                 log(f"cleanup: could not {what}: {exc}")
 
 
-def kill_tree(proc: subprocess.Popen[Any]) -> None:
-    """Kill a child started with start_new_session=True and everything it started."""
-    if proc.poll() is None:
+def kill_tree(proc: subprocess.Popen[Any], grace: float = 0.0) -> None:
+    """Stop a child started with start_new_session=True, then everything it started:
+    SIGTERM to the child itself, ``grace`` seconds to exit, then SIGKILL to its group."""
+    if grace > 0 and proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         proc.wait(timeout=10)
 
@@ -165,20 +178,27 @@ def run_timed(
     cwd: Path | None = None,
     timeout: float = 600,
     check: bool = True,
+    grace: float = 5.0,
 ) -> Timed:
     """Run ``argv`` in its own session (so a kill takes its children too), timing it."""
     full_env = {**os.environ, **(env or {})}
     start = time.perf_counter()
     proc = janitor.track(
         subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env=full_env, cwd=cwd, start_new_session=True, text=True,
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+            text=True,
         )
     )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_tree(proc)
+        kill_tree(proc, grace)
         raise BenchError(f"{' '.join(argv[:3])} ... timed out after {timeout:.0f}s") from None
     finally:
         janitor.untrack(proc)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from common import (
     BASE_TAG,
     GIT_ENV,
@@ -79,18 +78,25 @@ class Ctx:
         if self._base_id is None:
             proc = subprocess.run(
                 ["docker", "image", "inspect", BASE_TAG, "--format", "{{.Id}}"],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             image_id = proc.stdout.strip()
             if proc.returncode != 0 or not image_id.startswith("sha256:"):
                 log(f"{BASE_TAG} is missing: building it with images/build_base.py")
                 built = subprocess.run(
                     [sys.executable, str(REPO / "images" / "build_base.py")],
-                    capture_output=True, text=True, check=False, cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    cwd=REPO,
                 )
                 lines = built.stdout.strip().splitlines()
                 if built.returncode != 0 or not lines or not lines[-1].startswith("sha256:"):
-                    raise BenchError(f"no base image: images/build_base.py failed: {built.stderr[-500:]}")
+                    raise BenchError(
+                        f"no base image: images/build_base.py failed: {built.stderr[-500:]}"
+                    )
                 image_id = lines[-1]
             self._base_id = image_id
         return self._base_id
@@ -115,7 +121,9 @@ class Ctx:
             env = {**os.environ, **GIT_ENV}
             subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env=env)
             subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
-            subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", "bench"], check=True, env=env)
+            subprocess.run(
+                ["git", "-C", str(root), "commit", "-q", "-m", "bench"], check=True, env=env
+            )
             # Every image orch makes for this project carries its name as a label, and so
             # does every container made from them: that is how the janitor finds them all.
             label = f"label=org.orch.project={self.name}"
@@ -128,12 +136,28 @@ class Ctx:
         """A fresh, empty directory store."""
         return self.janitor.tempdir(f"store-{what}-") / "store"
 
-    def sweep(self, overrides: list[str], *, jobs: int = 1, store: Path | None = None,
-              timeout: float = 600) -> tuple[float, dict[str, Any]]:
+    def sweep(
+        self,
+        overrides: list[str],
+        *,
+        jobs: int = 1,
+        store: Path | None = None,
+        timeout: float = 600,
+    ) -> tuple[float, dict[str, Any]]:
         """``orch sweep`` as a user runs it; (wall seconds, its --json output)."""
         store = store or self.store("sweep")
-        argv = [ORCH, "sweep", "-p", str(self.project()), "--store", str(store), "--jobs",
-                str(jobs), "--json", *overrides]
+        argv = [
+            ORCH,
+            "sweep",
+            "-p",
+            str(self.project()),
+            "--store",
+            str(store),
+            "--jobs",
+            str(jobs),
+            "--json",
+            *overrides,
+        ]
         timed = run_timed(self.janitor, argv, timeout=timeout, check=False)
         if timed.returncode != 0:
             raise BenchError(
@@ -168,7 +192,9 @@ class Ctx:
         statistic and to ``into`` (the section's own, measured interleaved with it)."""
         shared = self.cache.setdefault("floor", Stat("floor: docker run --rm BASE true"))
         for _ in range(count):
-            timed = run_timed(self.janitor, ["docker", "run", "--rm", *self.floor_label(), self.base_id, "true"])
+            timed = run_timed(
+                self.janitor, ["docker", "run", "--rm", *self.floor_label(), self.base_id, "true"]
+            )
             shared.add(timed.seconds)
             if into is not None:
                 into.add(timed.seconds)

@@ -8,7 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import BASE_TAG, BENCH_CACHE, BenchError, Stat, log, ratio, remove_containers, remove_images, run_timed
+from common import (
+    BASE_TAG,
+    BENCH_CACHE,
+    BenchError,
+    Stat,
+    log,
+    ratio,
+    remove_containers,
+    remove_images,
+    run_timed,
+)
 from context import Ctx
 
 MLFLOW_REQUIREMENT = "mlflow>=2.10,<4"
@@ -34,8 +44,9 @@ def mlflow_venv(ctx: Ctx) -> Path:
     venv.parent.mkdir(parents=True, exist_ok=True)
     if not python.exists():
         run_timed(ctx.janitor, [sys.executable, "-m", "venv", "--clear", str(venv)], timeout=120)
-    run_timed(ctx.janitor, [str(python), "-m", "pip", "install", "-q", MLFLOW_REQUIREMENT],
-              timeout=900)
+    run_timed(
+        ctx.janitor, [str(python), "-m", "pip", "install", "-q", MLFLOW_REQUIREMENT], timeout=900
+    )
     run_timed(ctx.janitor, [str(python), "-c", "import mlflow.projects, docker, matplotlib"])
     marker.write_text("ok\n")
     return venv
@@ -46,7 +57,9 @@ def mlflow(ctx: Ctx) -> dict[str, Any]:
     venv = mlflow_venv(ctx)
     version = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import mlflow; print(mlflow.__version__)"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     root = ctx.janitor.tempdir("mlflow-")
     name = f"{ctx.name}-mlflow"  # mlflow tags its image <project name>:latest (no git here)

@@ -108,7 +108,9 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     reps = ctx.reps(5, 2)
     builds_per_rep = 2
     orch_stat = ctx.row("config_image", Stat("orch run_image x16 + one thin load: per image"))
-    build_stat = ctx.row("config_image", Stat("docker build FROM code image + COPY config: per image"))
+    build_stat = ctx.row(
+        "config_image", Stat("docker build FROM code image + COPY config: per image")
+    )
     tag_repo = f"{ctx.name}-dockerbuild"
     ctx.janitor.add("remove docker-build images", lambda: remove_images(f"reference={tag_repo}"))
     context_dir = ctx.janitor.tempdir("dockerbuild-")
@@ -123,8 +125,13 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
         specs = sweepmod.plan(project, env, points, args).runs
         start = time.perf_counter()
         images = [
-            builder.run_image(env, spec.run_id, spec.overrides, configmod.to_yaml(spec.config),
-                              configmod.to_json(spec.config))
+            builder.run_image(
+                env,
+                spec.run_id,
+                spec.overrides,
+                configmod.to_yaml(spec.config),
+                configmod.to_json(spec.config),
+            )
             for spec in specs
         ]
         builder.thin_archive(client, env, images).load(client)
@@ -133,12 +140,15 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
         for index in range(builds_per_rep):
             (context_dir / "config.yaml").write_text(configmod.to_yaml(specs[index].config))
             tag = f"{tag_repo}:{built}"
-            timed = run_timed(ctx.janitor, ["docker", "build", "-q", "--force-rm", "-t", tag,
-                                            str(context_dir)])
+            timed = run_timed(
+                ctx.janitor, ["docker", "build", "-q", "--force-rm", "-t", tag, str(context_dir)]
+            )
             build_stat.add(timed.seconds)
             built += 1
-        log(f"config_image {rep + 1}/{reps}: orch {elapsed / len(images) * 1000:.0f} ms/image, "
-            f"docker build {build_stat.samples[-1] * 1000:.0f} ms")
+        log(
+            f"config_image {rep + 1}/{reps}: orch {elapsed / len(images) * 1000:.0f} ms/image, "
+            f"docker build {build_stat.samples[-1] * 1000:.0f} ms"
+        )
     remove_images(f"reference={tag_repo}")
     return {
         "orch_config_image_s": orch_stat.median,
@@ -161,7 +171,9 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
 
     config_dir = REPO / "configs"
     reps = ctx.reps(3, 1)
-    orch_stat = ctx.row("compose1k", Stat("orch Composer.compose_many, 1,000 points (incl. expand)"))
+    orch_stat = ctx.row(
+        "compose1k", Stat("orch Composer.compose_many, 1,000 points (incl. expand)")
+    )
     hydra_stat = ctx.row(
         "compose1k", Stat("hydra compose(), 100 calls x 10 = 1,000 points (scaled)")
     )
@@ -221,13 +233,19 @@ def hydra_multirun(ctx: Ctx) -> dict[str, Any]:
     (root / "bench_hydra_app.py").write_text(textwrap.dedent(_HYDRA_APP))
     reps = ctx.reps(3, 1)
     stat = ctx.row("hydra", Stat("hydra -m (basic launcher, no container), 16 jobs: wall / 16"))
-    for rep in range(reps + 1):  # the first one is a warm-up (bytecode, plugin scan)
-        argv = [sys.executable, "-m", "bench_hydra_app", "-m", "optimizer=SGD,adam",
-                "model=lstm,bi_lstm", "optimizer.lr=0.1,0.2,0.3,0.4",
-                f"hydra.sweep.dir={root / 'multirun' / str(rep)}"]
+    for rep in range(reps):
+        argv = [
+            sys.executable,
+            "-m",
+            "bench_hydra_app",
+            "-m",
+            "optimizer=SGD,adam",
+            "model=lstm,bi_lstm",
+            "optimizer.lr=0.1,0.2,0.3,0.4",
+            f"hydra.sweep.dir={root / 'multirun' / str(rep)}",
+        ]
         timed = run_timed(ctx.janitor, argv, cwd=root)
         if "Launching 16 jobs" not in timed.stdout + timed.stderr:
             raise BenchError(f"hydra multirun did not launch 16 jobs: {timed.stdout[-300:]}")
-        if rep:
-            stat.add(timed.seconds / 16)
+        stat.add(timed.seconds / 16)
     return {"hydra_multirun_per_job_s": stat.median}

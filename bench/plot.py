@@ -23,32 +23,76 @@ def main(figures_path: str, out_path: str) -> None:
     orch = [(n, data.get(f"orch_per_run_{n}_s")) for n in sizes]
     orch = [(n, v) for n, v in orch if v is not None]
     if orch:
-        ax.plot([n for n, _ in orch], [v for _, v in orch], "o-", color="#1f77b4", lw=2,
-                label="orch sweep, --jobs 1 (measured)")
+        ax.plot(
+            [n for n, _ in orch],
+            [v for _, v in orch],
+            "o-",
+            color="#1f77b4",
+            lw=2,
+            label="orch sweep, --jobs 1 (measured)",
+        )
         for n, v in orch:
-            ax.annotate(f"{v:.2f}s", (n, v), textcoords="offset points", xytext=(0, 8),
-                        ha="center", fontsize=8, color="#1f77b4")
+            ax.annotate(
+                f"{v:.2f}s",
+                (n, v),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+                color="#1f77b4",
+            )
 
     mlflow = [(n, data.get(f"mlflow_per_run_{n}_s")) for n in (1, 4)]
     mlflow = [(n, v) for n, v in mlflow if v is not None]
     if mlflow:
-        ax.plot([n for n, _ in mlflow], [v for _, v in mlflow], "s-", color="#d62728", lw=2,
-                label="MLflow docker_env --build-image (measured)")
+        ax.plot(
+            [n for n, _ in mlflow],
+            [v for _, v in mlflow],
+            "s-",
+            color="#d62728",
+            lw=2,
+            label="MLflow docker_env --build-image (measured)",
+        )
         last = mlflow[-1][1]
-        ax.plot([mlflow[-1][0], 16, 64], [last, last, last], "s--", color="#d62728", lw=1,
-                alpha=0.5, mfc="none", label="MLflow, extrapolated (one process per run)")
+        ax.plot(
+            [mlflow[-1][0], 16, 64],
+            [last, last, last],
+            "s--",
+            color="#d62728",
+            lw=1,
+            alpha=0.5,
+            mfc="none",
+            label="MLflow, extrapolated (one process per run)",
+        )
         for n, v in mlflow:
-            ax.annotate(f"{v:.1f}s", (n, v), textcoords="offset points", xytext=(0, 8),
-                        ha="center", fontsize=8, color="#d62728")
+            ax.annotate(
+                f"{v:.1f}s",
+                (n, v),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+                color="#d62728",
+            )
 
     floor = data.get("curve_floor_s") or data.get("floor_docker_run_s")
     if floor:
-        ax.axhline(floor, color="#555555", ls=":", lw=1.5,
-                   label=f"floor: docker run --rm BASE true ({floor:.2f}s)")
+        ax.axhline(
+            floor,
+            color="#555555",
+            ls=":",
+            lw=1.5,
+            label=f"floor: docker run --rm BASE true ({floor:.2f}s)",
+        )
     hydra = data.get("hydra_multirun_per_job_s")
     if hydra:
-        ax.axhline(hydra, color="#2ca02c", ls="-.", lw=1,
-                   label=f"Hydra multirun, no container ({hydra * 1000:.0f} ms/job)")
+        ax.axhline(
+            hydra,
+            color="#2ca02c",
+            ls="-.",
+            lw=1,
+            label=f"Hydra multirun, no container ({hydra * 1000:.0f} ms/job)",
+        )
 
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

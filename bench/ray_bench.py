@@ -62,11 +62,14 @@ def make_project(root: Path, image: str) -> Path:
 
 
 def sweep(project: Path, store: Path, runs: int, *extra: str) -> tuple[float, dict[str, Any]]:
+    from raycluster import CLUSTER_ENV
+
     started = time.perf_counter()
     proc = subprocess.run(
         [ORCH, "sweep", "-p", str(project), f"i=range(0,{runs})", "--store", str(store),
          "--jobs", str(PARALLELISM), "--json", *extra],
         capture_output=True, text=True, timeout=600,
+        env={**os.environ, **CLUSTER_ENV},
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:

@@ -31,18 +31,25 @@ def ray(ctx: Ctx) -> dict[str, Any]:
         ctx.notes["ray_overhead_ratio"] = "bench/ray_bench.py does not exist (yet)"
         return {"ray_overhead_ratio": None}
     timed = run_timed(
-        ctx.janitor, [sys.executable, "-c", _CALL, str(HERE), "1" if ctx.quick else "0"],
-        timeout=480, check=False,
+        ctx.janitor,
+        [sys.executable, "-c", _CALL, str(HERE), "1" if ctx.quick else "0"],
+        timeout=480,
+        check=False,
+        grace=90.0,  # ray_bench stops its nodes and second daemon itself on SIGTERM
     )
     lines = [line for line in timed.stdout.strip().splitlines() if line.strip()]
     try:
         result = json.loads(lines[-1])
     except (IndexError, ValueError):
         tail = " ".join(timed.stderr.strip().splitlines()[-2:])
-        raise BenchError(f"ray_bench.main() gave no result (exit {timed.returncode}): {tail[-300:]}") from None
+        raise BenchError(
+            f"ray_bench.main() gave no result (exit {timed.returncode}): {tail[-300:]}"
+        ) from None
     if not isinstance(result, dict):
         raise BenchError(f"ray_bench.main() returned {type(result).__name__}, not a dict")
-    figures = {key: value for key, value in result.items() if key.startswith("ray_")}
+    figures = {
+        (key if key.startswith("ray_") else f"ray_{key}"): value for key, value in result.items()
+    }
     figures.setdefault("ray_overhead_ratio", None)
     figures["ray_bench_wall_s"] = round(timed.seconds, 1)
     return figures

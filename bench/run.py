@@ -38,7 +38,11 @@ from context import Ctx  # noqa: E402
 
 #: The headline ratios: always in the JSON, null when not measured.
 GOALS: dict[str, tuple[str, float, str]] = {
-    "per_run_overhead_ratio": ("<=", 1.15, "orch per run (16-run sweep, --jobs 1) / docker run floor"),
+    "per_run_overhead_ratio": (
+        "<=",
+        1.15,
+        "orch per run (16-run sweep, --jobs 1) / docker run floor",
+    ),
     "config_image_ratio": ("<=", 0.1, "orch config image / docker build FROM code + COPY config"),
     "sweep100_ratio": ("<=", 1.2, "100 runs --jobs 2 / (100 x floor / 2)"),
     "mlflow_speedup": (">=", 10.0, "MLflow docker_env per run / orch per run"),
@@ -71,8 +75,14 @@ PRODUCES = {
     "results10k": ["results_10k_ratio"],
     "ray": ["ray_overhead_ratio"],
 }
-ALIASES = {"results_10k": "results10k", "compose_1k": "compose1k", "sweep_100": "sweep100",
-           "hydra_multirun": "hydra", "per_run_overhead": "per_run", "config": "config_image"}
+ALIASES = {
+    "results_10k": "results10k",
+    "compose_1k": "compose1k",
+    "sweep_100": "sweep100",
+    "hydra_multirun": "hydra",
+    "per_run_overhead": "per_run",
+    "config": "config_image",
+}
 
 
 def machine() -> dict[str, Any]:
@@ -83,8 +93,12 @@ def machine() -> dict[str, Any]:
                 mem_kb = int(line.split()[1])
     except OSError:
         pass
-    docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    docker = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
@@ -110,8 +124,10 @@ def print_table(ctx: Ctx, figures: dict[str, Any]) -> None:
     print("-" * len(head))
     for row in ctx.rows:
         s = row.stat
-        print(f"{row.section:<13} {s.name[:62]:<62} {s.n:>3} {fmt(s.min, row.unit):>9} "
-              f"{fmt(s.median, row.unit):>9} {fmt(s.max, row.unit):>9}")
+        print(
+            f"{row.section:<13} {s.name[:62]:<62} {s.n:>3} {fmt(s.min, row.unit):>9} "
+            f"{fmt(s.median, row.unit):>9} {fmt(s.max, row.unit):>9}"
+        )
     print()
     head = f"{'ratio':<24} {'value':>8}  {'goal':<8} {'':<4} what"
     print(head)
@@ -135,14 +151,22 @@ def plot_python(ctx: Ctx) -> Path:
     """A Python with matplotlib: the mlflow venv's, else a small venv of the bench's own."""
     for venv in (BENCH_CACHE / "mlflow-venv", BENCH_CACHE / "plot-venv"):
         python = venv / "bin" / "python"
-        if python.exists() and subprocess.run([str(python), "-c", "import matplotlib"],
-                                              capture_output=True, check=False).returncode == 0:
+        if (
+            python.exists()
+            and subprocess.run(
+                [str(python), "-c", "import matplotlib"], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
             return python
     venv = BENCH_CACHE / "plot-venv"
     log(f"installing matplotlib into {venv} (once; cached)")
     run_timed(ctx.janitor, [sys.executable, "-m", "venv", "--clear", str(venv)], timeout=120)
-    run_timed(ctx.janitor, [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                            "matplotlib"], timeout=600)
+    run_timed(
+        ctx.janitor,
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "matplotlib"],
+        timeout=600,
+    )
     return venv / "bin" / "python"
 
 
@@ -150,21 +174,30 @@ def plot(ctx: Ctx, figures: dict[str, Any], out: Path) -> None:
     data = {**figures, "machine": ctx.cache.get("machine_line", "")}
     path = ctx.janitor.root / "figures.json"
     path.write_text(json.dumps(data))
-    run_timed(ctx.janitor, [str(plot_python(ctx)), str(HERE / "plot.py"), str(path), str(out)],
-              timeout=120)
+    run_timed(
+        ctx.janitor,
+        [str(plot_python(ctx)), str(HERE / "plot.py"), str(path), str(out)],
+        timeout=120,
+    )
     log(f"wrote {out}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     names = ", ".join([*SECTIONS, "plot"])
-    parser.add_argument("--only", default=None,
-                        help=f"comma-separated subset of: {names} (default: all)")
+    parser.add_argument(
+        "--only", default=None, help=f"comma-separated subset of: {names} (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats (development)")
-    parser.add_argument("--plot", default=None, type=Path,
-                        help="where to write the per-run plot (default: docs/bench_per_run.png "
-                             "on a full run; not written with --quick unless given)")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        type=Path,
+        help="where to write the per-run plot (default: docs/bench_per_run.png "
+        "on a full run; not written with --quick unless given)",
+    )
     args = parser.parse_args(argv)
     if args.only:
         wanted = [ALIASES.get(n.strip(), n.strip()) for n in args.only.split(",") if n.strip()]

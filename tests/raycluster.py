@@ -30,6 +30,11 @@ from pathlib import Path
 from services import ServiceError, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
+#: What every process of the cluster, and every driver talking to it, runs with. Ray turns
+#: token authentication on by itself when ``~/.ray/auth_token`` exists (any local
+#: ``ray.init()`` writes one), and then rejects drivers that were not told; this
+#: loopback-only cluster pins it off, so it works the same whatever ``~/.ray`` holds.
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 #: Loopback, but not the one address Ray swaps for the machine's routable one.
 NODE_IP = "127.0.0.2"
 
@@ -129,7 +134,7 @@ def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
              f"--node-ip-address={NODE_IP}", "--min-worker-port=0", "--max-worker-port=0",
              *_ports(*_NODE_PORTS), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env},
+            env={**os.environ, **CLUSTER_ENV, **env},
             start_new_session=True,
         )
 
@@ -160,7 +165,7 @@ def _wait_for_nodes(address: str, nodes: list[RayNode], timeout: float) -> None:
         probe = subprocess.Popen(
             [sys.executable, "-c", _PROBE, address, str(len(nodes)), str(timeout)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True,
+            env={**os.environ, **CLUSTER_ENV}, start_new_session=True,
         )
     try:
         probe.wait(timeout + 30)
@@ -200,8 +205,9 @@ def ray_cluster(
     """A head and one worker node, each with ``cpus`` CPUs and ``gpus`` logical GPUs.
 
     ``head_env``/``worker_env`` are added to each node's environment (what its tasks see:
-    ``DOCKER_HOST``, store credentials, ``ORCH_FAKE_GPUS``). ``dashboard`` also starts the
-    dashboard (needed by Ray Jobs); its address is ``http://127.0.0.1:<port>``.
+    ``DOCKER_HOST``, store credentials, ``ORCH_FAKE_GPUS``). Drivers must run with
+    :data:`CLUSTER_ENV`. ``dashboard`` also starts the dashboard (needed by Ray Jobs);
+    its address is ``http://127.0.0.1:<port>``.
     """
     root = Path(tempfile.mkdtemp(prefix="oray", dir="/tmp"))  # unix sockets: short paths
     log_dir = tmp_path / "ray-logs"

@@ -85,6 +85,18 @@ def ts(text: str) -> float:
 # -- fixtures: real services, started once for the module --------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ray_env() -> Iterator[None]:
+    """Drivers here (in-process and `orch`) talk to the test cluster as it expects, and a
+    local ray.init() neither writes ~/.ray/auth_token nor flips this process's auth mode."""
+    from raycluster import CLUSTER_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CLUSTER_ENV.items():
+            patch.setenv(name, value)
+        yield
+
+
 @pytest.fixture(scope="module")
 def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ray")
