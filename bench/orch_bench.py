@@ -32,7 +32,7 @@ def _lr_sweep(count: int) -> list[str]:
 def per_run(ctx: Ctx) -> dict[str, Any]:
     """16-run sweep, --jobs 1, environment cached, fresh store: wall / 16 vs the floor."""
     ctx.warm()
-    reps = ctx.reps(5, 2)
+    reps = ctx.reps(4, 2)
     floor = ctx.row("per_run", Stat("floor: docker run --rm BASE true (interleaved)"))
     per = ctx.row("per_run", Stat("orch sweep, 16 runs, --jobs 1: wall / 16"))
     ctx.floor(2, floor)
@@ -40,7 +40,7 @@ def per_run(ctx: Ctx) -> dict[str, Any]:
         wall, _ = ctx.sweep([*_lr_sweep(16), f"training_settings.seed={_seed()}"])
         per.add(wall / 16)
         log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for 16 runs ({wall / 16:.3f}s/run)")
-        ctx.floor(max(2, -(-10 // reps)) if not ctx.quick else 3, floor)
+        ctx.floor(3, floor)  # >= 10 floor samples in all, interleaved with the sweeps
     ctx.cache["curve16"] = per
     return {
         "floor_docker_run_s": floor.median,
@@ -52,7 +52,7 @@ def per_run(ctx: Ctx) -> dict[str, Any]:
 def curve(ctx: Ctx) -> dict[str, Any]:
     """Per-run wall at sweep sizes 1, 4, 16, 64 (the plot); 16 is per_run's when measured."""
     ctx.warm()
-    sizes = {1: ctx.reps(3, 2), 4: ctx.reps(3, 1), 16: ctx.reps(2, 1), 64: ctx.reps(1, 0)}
+    sizes = {1: ctx.reps(3, 2), 4: ctx.reps(2, 1), 16: ctx.reps(2, 1), 64: ctx.reps(1, 0)}
     figures: dict[str, Any] = {}
     for size, reps in sizes.items():
         stat = ctx.cache.get("curve16") if size == 16 else None
@@ -76,12 +76,12 @@ def sweep100(ctx: Ctx) -> dict[str, Any]:
     reps = ctx.reps(2, 1)
     floor = ctx.row("sweep100", Stat("floor: docker run --rm BASE true (interleaved)"))
     wall_stat = ctx.row("sweep100", Stat("orch sweep, 100 runs, --jobs 2: wall"))
-    ctx.floor(2 if ctx.quick else 4, floor)
+    ctx.floor(2 if ctx.quick else 3, floor)
     for rep in range(reps):
         wall, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=2)
         wall_stat.add(wall)
         log(f"sweep100 {rep + 1}/{reps}: {wall:.2f}s")
-        ctx.floor(3 if ctx.quick else 4, floor)
+        ctx.floor(3, floor)
     ideal = None if floor.median is None else 100 * floor.median / 2
     return {
         "sweep100_wall_s": wall_stat.median,
@@ -105,7 +105,7 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     project = load_project(ctx.project())
     env = builder.prepare(client, project)
     builder.thin_archive(client, env, []).load(client)  # the code image is cached
-    reps = ctx.reps(5, 2)
+    reps = ctx.reps(4, 2)
     builds_per_rep = 2
     orch_stat = ctx.row("config_image", Stat("orch run_image x16 + one thin load: per image"))
     build_stat = ctx.row(

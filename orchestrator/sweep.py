@@ -263,16 +263,12 @@ class SweepDriver:
                     records[run_id] = self.runs.read_run(run_id)
                     self.progress("done", run_id, records[run_id])
                     del held[run_id]
-                elif self._claim_stale(run_id):
+                elif self.runs.claim_is_stale(run_id, LEASE_S):
                     del held[run_id]
                     pending[self.backend.submit(job)] = job
             if held and not pending:
                 time.sleep(1.0)
         return records
-
-    def _claim_stale(self, run_id: str) -> bool:
-        age = self.runs.store.age(f"runs/{run_id}/claim.json")
-        return age is None or age > LEASE_S
 
     def _collect(
         self,

@@ -127,14 +127,17 @@ _NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-list
 
 
 def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
+    """``ray start --block`` in its own session; this venv's bin first on PATH, as on a
+    node where orch is installed in the environment Ray runs from."""
     node.temp_dir.mkdir(parents=True, exist_ok=True)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with node.log.open("wb") as out:
         node.proc = subprocess.Popen(
             [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={node.temp_dir}",
              f"--node-ip-address={NODE_IP}", "--min-worker-port=0", "--max-worker-port=0",
              *_ports(*_NODE_PORTS), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **CLUSTER_ENV, **env},
+            env={**os.environ, "PATH": path, **CLUSTER_ENV, **env},
             start_new_session=True,
         )
 

@@ -317,6 +317,36 @@ def test_bad_sweep_values_name_the_override(ws: Workspace, override: str) -> Non
 
 
 @pytest.mark.xfail(strict=True, reason=(
+    "bug: no bound on the grid: config.expand_sweep materializes every value of every axis "
+    "(and itertools.product of them) before anything is checked, so range(0,1000000000) "
+    "eats memory until MemoryError ('internal error') and range(0,1e12) never answers. "
+    "Fix: cap the points (e.g. 100000, ORCH_MAX_POINTS), taking at most cap+1 values per "
+    "axis with itertools.islice and checking the product of the axis sizes before expanding; "
+    "refuse with a ConfigError naming the override"))
+def test_huge_sweep_is_refused_quickly(ws: Workspace) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:  # so that the bug costs this test, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    override = "optimizer.lr=range(0,1000000000)"
+    ws.tried += 1
+    before = snapshot(ws.base)
+    try:
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("orch")), "sweep", "--dry-run", "-p", "proj",
+             override], capture_output=True, text=True, timeout=10, preexec_fn=limit_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{override}: no answer within 10 s")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ")
+    assert override in proc.stderr and "internal error" not in proc.stderr
+    assert snapshot(ws.base) == before
+
+
+@pytest.mark.xfail(strict=True, reason=(
     "bug: a config group option is a path that may leave config_dir: model=../../orch "
     "composes the project's orch.yaml (and ../../../../any/file any readable *.yaml on the "
     "host) as the model config. Fix: Composer refuses group options with '..' or a leading "

@@ -31,7 +31,9 @@ from orchestrator.backends.ray import (  # noqa: E402
     FAKE_GPUS_ENV,
     RayBackend,
     SimulatedGpuClient,
+    detached_status,
     memory_bytes,
+    submit_detached,
     task_error,
 )
 from orchestrator.errors import BackendError, ImageError, OrchestratorError  # noqa: E402
@@ -129,7 +131,7 @@ def cluster(services_dir: Path, second_host: str, s3: dict[str, str]) -> Iterato
     from raycluster import ray_cluster
 
     common = {FAKE_GPUS_ENV: "1", **s3}
-    with ray_cluster(services_dir, head_env=common,
+    with ray_cluster(services_dir, head_env=common, dashboard=True,
                      worker_env={**common, "DOCKER_HOST": second_host}) as running:
         yield running
 
@@ -344,12 +346,15 @@ class TestCluster:
             assert len(record["gpus"]) == 1 and record["gpus_simulated"] is True
             shown = (store / "runs" / record["run_id"] / "output" / "gpus.txt").read_text()
             assert shown == ",".join(record["gpus"])
+        overlapping = 0
         for a in found:
             for b in found:
                 overlap = ts(a["started_at"]) < ts(b["ended_at"]) and \
                     ts(b["started_at"]) < ts(a["ended_at"])
                 if a is not b and a["node"] == b["node"] and overlap:
+                    overlapping += 1
                     assert not set(a["gpus"]) & set(b["gpus"]), (a["run_id"], b["run_id"])
+        assert overlapping, "no two runs ever shared a node: the GPU check proved nothing"
         # The worker's daemon started empty: it got its run images by digest from the store.
         import docker
 
@@ -408,12 +413,30 @@ class TestCluster:
         assert {r["node"] for r in found} == {cluster.head.node_id, cluster.worker.node_id}
         assert not (root / ".orch").exists()
 
+    def test_detached_sweep_runs_on_the_cluster_as_a_ray_job(
+        self, tmp_path: Path, base_image: str, cluster: Any
+    ) -> None:
+        root = write_project(tmp_path / "detached", base_image, sleep=1)
+        store = tmp_path / "shared-store"  # every node is this machine: a shared directory
+        job_id = submit_detached(cluster.address, root, ["seed=range(0,4)", "--jobs", "4"],
+                                 str(store))
+        deadline = time.monotonic() + 180
+        while not (state := detached_status(cluster.address, job_id)).done:
+            assert state.status in ("PENDING", "RUNNING"), state
+            assert time.monotonic() < deadline, f"{job_id} still {state.status}"
+            time.sleep(1)
+        assert state.status == "SUCCEEDED", state.message
+        assert state.result is not None
+        assert {r["status"] for r in state.result["runs"]} == {"succeeded"}
+        assert len(records(store)) == 4
+        assert not (root / ".orch").exists()
+
     def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(
         self, tmp_path: Path, base_image: str, cluster: Any, second_host: str
     ) -> None:
         import docker
 
-        root = write_project(tmp_path / "killproj", base_image, sleep=6,
+        root = write_project(tmp_path / "killproj", base_image, sleep=5,
                              resources={"cpus": 1, "gpus": 1})
         exe = Path(sys.executable).with_name("orch")
         sweep = subprocess.Popen(

@@ -31,20 +31,23 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
+import shlex
 import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, ImageError, NotFound, OrchestratorError
+from ..errors import BackendError, ImageError, NotFound, OrchestratorError, UsageError
 from ..store import RunStore
 from .base import Job
 
@@ -263,7 +266,7 @@ def _init(ray: Any, address: str | None) -> None:
     """Start a local Ray (address None) or connect to a cluster; errors name the address."""
     _messages_to_stderr()
     quiet = {"include_dashboard": False, "log_to_driver": False,
-             "logging_level": logging.WARNING, "configure_logging": True}
+             "logging_level": logging.ERROR, "configure_logging": True}
     if address is None:
         try:
             # "local": a new Ray of our own even if a `ray start` cluster runs on this machine.
@@ -490,3 +493,116 @@ class _SimulatedGpuContainers:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._containers, name)
+
+
+# -- detached sweeps: the driver itself runs on the cluster, as a Ray Job ------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DetachedSweep:
+    """Where a detached sweep is: Ray's job status, and the sweep's result once it ended."""
+
+    job_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str
+    #: The ``orch sweep --json`` object of the finished sweep (None before, or if it broke).
+    result: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def _job_client(address: str) -> Any:
+    import_ray()
+    _check_reachable(address)
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(address)
+    except Exception as exc:  # noqa: BLE001 - translated at the boundary
+        raise BackendError(
+            f"cannot reach the Ray Jobs API of the cluster at {address}: {_one_line(exc)} "
+            f"(the head node must run the dashboard: ray start --head --include-dashboard=true)"
+        ) from exc
+
+
+def submit_detached(address: str, project_dir: Path, sweep_args: Sequence[str],
+                    store_uri: str) -> str:
+    """Submit ``orch sweep SWEEP_ARGS`` to the cluster as a Ray Job; returns its id.
+
+    The project directory (git history included; .gitignore'd files left out) is uploaded
+    with the job, and the sweep's driver runs on the head node: it builds the images on
+    the head's Docker daemon, with the head's store credentials, then runs every point as
+    a Ray task like an attached sweep. The store must be one the head and every node can
+    reach; this machine may disconnect as soon as this returns.
+    """
+    uri = shared_store_uri(store_uri)
+    if uri.startswith("file://") and not Path(uri[len("file://"):]).is_absolute():
+        raise UsageError(f"--store {store_uri}: a detached sweep needs an absolute path")
+    job_id = f"orch-sweep-{uuid.uuid4().hex[:12]}"
+    entrypoint = shlex.join(["orch", "sweep", "-p", ".", *sweep_args, "--store", uri,
+                             "--backend", "ray", "--json"])
+    client = _job_client(address)
+    try:
+        with _packaging_keeps_git():
+            client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=job_id,
+                runtime_env={"working_dir": str(project_dir), "excludes": [".orch/"]},
+                metadata={"orch": "sweep", "project_dir": str(project_dir)},
+            )
+    except Exception as exc:  # noqa: BLE001 - translated at the boundary
+        raise BackendError(
+            f"the Ray cluster at {address} refused the sweep job: {_one_line(exc)}"
+        ) from exc
+    return job_id
+
+
+@contextlib.contextmanager
+def _packaging_keeps_git() -> Iterator[None]:
+    """Ray leaves ``.git`` out of uploaded working dirs by default; the sweep's driver
+    needs it (runs are pinned to the commit). Ray's documented switch, for this upload only.
+    """
+    name = "RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES"
+    previous = os.environ.get(name)
+    os.environ[name] = ""
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def detached_status(address: str, job_id: str) -> DetachedSweep:
+    """The state of a sweep submitted with :func:`submit_detached`."""
+    client = _job_client(address)
+    try:
+        info = client.get_job_info(job_id)
+        status = str(getattr(info.status, "value", info.status))
+        logs = client.get_job_logs(job_id) if status in ("SUCCEEDED", "FAILED") else ""
+    except Exception as exc:  # noqa: BLE001 - translated at the boundary
+        if "does not exist" in str(exc) or "404" in str(exc):
+            raise NotFound(f"no sweep job {job_id!r} on the Ray cluster at {address}") from exc
+        raise BackendError(f"cannot read job {job_id} from the Ray cluster at {address}: "
+                           f"{_one_line(exc)}") from exc
+    return DetachedSweep(job_id, status, " ".join(str(info.message or "").split()),
+                         last_json_object(logs))
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The sweep's ``--json`` output (indented, so it starts a line with ``{``) in a log."""
+    decoder = json.JSONDecoder()
+    start = len(text)
+    while (start := text.rfind("{\n", 0, start)) != -1:
+        if start and text[start - 1] != "\n":
+            continue
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "sweep_id" in value:
+            return value
+    return None

@@ -347,6 +347,11 @@ class RunStore:
         self.store.put(key, body)
         return True
 
+    def claim_is_stale(self, run_id: str, lease_s: float) -> bool:
+        """No live claim: none at all, or one not renewed for ``lease_s`` seconds."""
+        age = self.store.age(self._run_key(run_id, _CLAIM))
+        return age is None or age > lease_s
+
     def release(self, run_id: str) -> None:
         """Drop the claim (and the takeover markers of earlier, stale claims)."""
         self.store.delete(self._run_key(run_id, _CLAIM))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -39,7 +40,13 @@ print("run", cfg["x"], "done", flush=True)
 
 def make_project(root: Path, name: str, base_image: str, *, job: str = SLEEPER,
                  config: str = "x: 0\nsleep: 1\n", **settings: Any) -> Path:
-    """A committed git project: configs/config.yaml, job.py, orch.yaml."""
+    """A committed git project: configs/config.yaml, job.py, orch.yaml.
+
+    The name gets a random suffix: run ids hash the project name, so two sessions of this
+    suite on one daemon (make test and make faults at once) never share a run id, and
+    counting or removing containers by run id only ever touches this test's.
+    """
+    name = f"{name}-{secrets.token_hex(4)}"
     (root / "configs").mkdir(parents=True)
     (root / "configs" / "config.yaml").write_text(config)
     (root / "job.py").write_text(job)

@@ -14,13 +14,12 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from faultkit import (
-    StoreView,
     ContainerStarts,
+    StoreView,
     lease_is_configurable,
     make_project,
     orch_env,

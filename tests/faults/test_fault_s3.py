@@ -14,7 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faultkit import ContainerStarts, StoreView, make_project, orch_env, start_orch, wait_for
+from faultkit import (
+    ContainerStarts,
+    StoreView,
+    make_project,
+    orch_env,
+    remove_containers,
+    start_orch,
+    wait_for,
+)
 from seaweed import SeaweedServer, s3_client, s3_env, weed_binary
 
 pytestmark = [pytest.mark.faults, pytest.mark.docker, pytest.mark.s3]
@@ -79,6 +87,4 @@ def test_s3_outage_mid_sweep(tmp_path: Path, base_image: str,
         record_property("faults_survived", 1)
     finally:
         server.stop()
-        from faultkit import remove_containers
-
         remove_containers(plan)
