@@ -37,7 +37,7 @@ test: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 faults: setup
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m faults tests/faults
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m faults tests/faults tests/test_bad_input.py tests/test_security.py
 
 bench: setup
 	$(PY) bench/run.py

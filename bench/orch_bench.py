@@ -10,7 +10,7 @@ import textwrap
 import time
 from typing import Any
 
-from common import REPO, BenchError, Stat, log, ratio, remove_images, run_timed
+from common import ORCH, REPO, BenchError, Stat, log, ratio, remove_images, run_timed
 from context import Ctx
 
 _seeds = itertools.count(1)
@@ -187,15 +187,15 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
         raise BenchError(f"the 1k sweep expanded to {len(points)} points")
     sample = points[::10]  # 100 points spread over the whole grid
     orch_once()  # warm: imports, Hydra's plugin scan
-    for _ in range(reps):
+    for _ in range(reps):  # interleaved: a change of machine load hits both sides
         start = time.perf_counter()
         count = orch_once()
         orch_stat.add(time.perf_counter() - start)
-        assert count == 1000
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="bench"):
-        compose(config_name="config", overrides=list(sample[0]))  # warm
-        for _ in range(reps):
+        if count != 1000:
+            raise BenchError(f"compose_many returned {count} configs for 1,000 points")
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="bench"):
+            compose(config_name="config", overrides=list(sample[0]))  # warm
             start = time.perf_counter()
             for point in sample:
                 compose(config_name="config", overrides=list(point))
@@ -249,3 +249,122 @@ def hydra_multirun(ctx: Ctx) -> dict[str, Any]:
             raise BenchError(f"hydra multirun did not launch 16 jobs: {timed.stdout[-300:]}")
         stat.add(timed.seconds / 16)
     return {"hydra_multirun_per_job_s": stat.median}
+
+
+# ------------------------------------------------------------------------ breakdown (opt-in)
+
+
+def breakdown(ctx: Ctx) -> dict[str, Any]:
+    """Where a run's time goes: each Docker API call of container.run on a real run image
+    (10 runs, interleaved with the floor), the daemon's cost per loaded image (one
+    archive vs two concurrent ones) and the CLI's fixed cost. Not in the default set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator import config as configmod
+    from orchestrator import container
+    from orchestrator import sweep as sweepmod
+    from orchestrator.image import builder
+    from orchestrator.image.archive import ThinArchive
+    from orchestrator.project import load_project
+
+    ctx.warm()
+    client = ctx.client
+    project = load_project(ctx.project())
+    env = builder.prepare(client, project)
+
+    def images(count: int) -> list[Any]:
+        args = [*_lr_sweep(count), f"training_settings.seed={_seed()}"]
+        specs = sweepmod.plan(project, env, sweepmod.compose_points(project, args), args).runs
+        return [
+            builder.run_image(
+                env, s.run_id, s.overrides, configmod.to_yaml(s.config), configmod.to_json(s.config)
+            )
+            for s in specs
+        ]
+
+    def load(batch: list[Any]) -> None:
+        archive = ThinArchive()
+        for image in batch:
+            archive.add_layer(image.diff_id, data=image.layer)
+            archive.add_image(image.config, [image.tag])
+        archive.load(client)
+
+    figures: dict[str, Any] = {}
+    reps = ctx.reps(3, 1)
+    one = ctx.row("breakdown", Stat("docker load: 16 run images, one archive: per image"))
+    two = ctx.row("breakdown", Stat("docker load: 16 run images, 2 concurrent archives: per image"))
+    for _ in range(reps):
+        batch = images(16)
+        start = time.perf_counter()
+        load(batch)
+        one.add((time.perf_counter() - start) / 16)
+        batch = images(16)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(load, [batch[:8], batch[8:]]))
+        two.add((time.perf_counter() - start) / 16)
+    figures["breakdown_load_per_image_s"] = one.median
+    figures["breakdown_load_per_image_2x_s"] = two.median
+
+    (image,) = images(1)
+    load([image])
+    calls = ["create", "start", "wait", "inspect", "logs x2", "get_archive", "remove"]
+    stats = {name: ctx.row("breakdown", Stat(f"container.run: {name}")) for name in calls}
+    total = ctx.row("breakdown", Stat("container.run: all of the above"))
+    floor = ctx.row("breakdown", Stat("floor: docker run --rm BASE true (interleaved)"))
+    for index in range(ctx.reps(10, 4)):
+        kwargs = container.create_kwargs(
+            image_id=image.image_id,
+            command=["python3", "-c", "pass"],
+            run_id=image.run_id,
+            cpus=1,
+            memory=None,
+            network="none",
+            gpu_ids=[],
+            env={},
+            name=f"{ctx.name}-breakdown-{index}",
+        )
+        t0 = time.perf_counter()
+        marks = [t0]
+        made = client.containers.create(**kwargs)
+        marks.append(time.perf_counter())
+        try:
+            made.start()
+            marks.append(time.perf_counter())
+            made.wait()
+            marks.append(time.perf_counter())
+            client.api.inspect_container(made.id)
+            marks.append(time.perf_counter())
+            made.logs(stdout=True, stderr=False)
+            made.logs(stdout=False, stderr=True)
+            marks.append(time.perf_counter())
+            container.collect_outputs(made)
+            marks.append(time.perf_counter())
+        finally:
+            made.remove(force=True)
+            marks.append(time.perf_counter())
+        for name, (a, b) in zip(calls, itertools.pairwise(marks), strict=True):
+            stats[name].add(b - a)
+        total.add(marks[-1] - marks[0])
+        ctx.floor(1, floor)
+    for name in calls:
+        figures[f"breakdown_{name.replace(' ', '_')}_s"] = stats[name].median
+    figures["breakdown_container_run_s"] = total.median
+    figures["breakdown_floor_s"] = floor.median
+
+    store = ctx.store("dry-run")
+    dry = ctx.row("breakdown", Stat("CLI: orch sweep --dry-run, 16 points (imports + compose)"))
+    for _ in range(reps):
+        argv = [
+            ORCH,
+            "sweep",
+            "-p",
+            str(ctx.project()),
+            "--store",
+            str(store),
+            "--dry-run",
+            *_lr_sweep(16),
+        ]
+        dry.add(run_timed(ctx.janitor, argv).seconds)
+    figures["breakdown_cli_dry_run_s"] = dry.median
+    return figures

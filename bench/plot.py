@@ -18,7 +18,7 @@ def main(figures_path: str, out_path: str) -> None:
 
     data = json.load(open(figures_path))
     sizes = [1, 4, 16, 64]
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 5.6), dpi=120)
 
     orch = [(n, data.get(f"orch_per_run_{n}_s")) for n in sizes]
     orch = [(n, v) for n, v in orch if v is not None]
@@ -94,6 +94,9 @@ def main(figures_path: str, out_path: str) -> None:
             label=f"Hydra multirun, no container ({hydra * 1000:.0f} ms/job)",
         )
 
+    values = [v for _, v in orch + mlflow] + [v for v in (floor, hydra) if v]
+    if values:
+        ax.set_ylim(min(values) * 0.6, max(values) * 1.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sizes)
@@ -102,8 +105,10 @@ def main(figures_path: str, out_path: str) -> None:
     ax.set_ylabel("wall time per run (s, log scale)")
     ax.set_title("Per-run wall time vs sweep size (trivial command: python3 -c pass)", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     machine = data.get("machine", "")
+    if isinstance(machine, dict):
+        machine = ", ".join(f"{key} {value}" for key, value in machine.items())
     if machine:
         fig.text(0.01, 0.01, machine, fontsize=7, color="#666666")
     fig.tight_layout(rect=(0, 0.03, 1, 1))

@@ -7,8 +7,9 @@ the local backend, with the same total parallelism (2 nodes x 2 CPUs vs ``--jobs
 Both sweeps start cold in the same way: a fresh store and none of the sweep's run images
 on the driver's daemon (each builds and loads them). The Ray cluster is the test suite's
 (tests/raycluster.py): the head node uses this machine's daemon, the worker node a second
-daemon with an empty image cache, so the Ray figure includes fetching images by digest
-from the store, as on a real cluster. Everything started here is stopped and removed,
+daemon that has only the base image (as a node where `make base-image` ran), so the Ray
+figure includes fetching the environment, code and config layers by digest from the
+store, as on a real cluster. Everything started here is stopped and removed,
 also on an error, Ctrl-C or SIGTERM: the nodes, the second daemon, the temporary project
 and stores, and the images of the benchmark's project (the shared base image stays).
 """
@@ -98,11 +99,12 @@ def remove_project_images() -> None:
 
     client = _docker()
     try:
-        for image in client.images.list():
-            for tag in image.tags or []:
+        # The low-level listing: no per-image inspect to race with others' removals.
+        for image in client.api.images():
+            for tag in image.get("RepoTags") or []:
                 if tag.startswith(f"orch/{PROJECT}"):
                     with contextlib.suppress(docker.errors.APIError):
-                        client.images.remove(tag)
+                        client.api.remove_image(tag)
     finally:
         client.close()
 
@@ -113,10 +115,10 @@ def remove_run_images(run_ids: set[str]) -> None:
 
     client = _docker()
     try:
-        for image in client.images.list(filters={"label": "org.orch.run_id"}):
-            if (image.labels or {}).get("org.orch.run_id") in run_ids:
+        for image in client.api.images(filters={"label": "org.orch.run_id"}):
+            if (image.get("Labels") or {}).get("org.orch.run_id") in run_ids:
                 with contextlib.suppress(docker.errors.APIError):
-                    client.images.remove(image.id, force=True)
+                    client.api.remove_image(image["Id"], force=True)
     finally:
         client.close()
 
@@ -133,30 +135,33 @@ def sigterm_as_exit() -> Iterator[None]:
 
 def main(quick: bool = False) -> dict[str, Any]:
     from raycluster import ray_cluster
-    from services import second_daemon
+    from services import copy_image, second_daemon
 
     runs = 32 if quick else 100
     work = Path(tempfile.mkdtemp(prefix="orch-raybench-"))
     run_ids: set[str] = set()
     try:
         with sigterm_as_exit():
-            project = make_project(work / PROJECT, base_image())
+            image = base_image()
+            project = make_project(work / PROJECT, image)
             log(f"local backend: {runs} runs, --jobs {PARALLELISM}")
             local_s, result = sweep(project, work / "store-local", runs)
             run_ids = {run["run_id"] for run in result["runs"]}
             log(f"local: {local_s:.1f}s; starting a second daemon and a two-node Ray cluster")
             remove_run_images(run_ids)  # the Ray sweep builds and loads them again, as local did
-            with second_daemon(work) as second_host, ray_cluster(
-                work, worker_env={"DOCKER_HOST": second_host}, cpus=2, gpus=0
-            ) as cluster:
-                log(f"ray backend: {runs} runs on {cluster.address}")
-                ray_s, result = sweep(project, work / "store-ray", runs,
-                                      "--backend", "ray", "--ray-address", cluster.address)
-                nodes = {
-                    json.loads((work / "store-ray" / "runs" / r["run_id"] / "run.json")
-                               .read_text())["node"]
-                    for r in result["runs"]
-                }
+            with second_daemon(work) as second_host:
+                copy_image(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+                           second_host, image)
+                with ray_cluster(work, worker_env={"DOCKER_HOST": second_host},
+                                 cpus=2, gpus=0) as cluster:
+                    log(f"ray backend: {runs} runs on {cluster.address}")
+                    ray_s, result = sweep(project, work / "store-ray", runs, "--backend", "ray",
+                                          "--ray-address", cluster.address)
+            nodes = {
+                json.loads((work / "store-ray" / "runs" / r["run_id"] / "run.json")
+                           .read_text())["node"]
+                for r in result["runs"]
+            }
             figures = {
                 "ray_s": round(ray_s, 2),
                 "local_s": round(local_s, 2),

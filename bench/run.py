@@ -64,7 +64,10 @@ SECTIONS: dict[str, Section] = {
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
     "ray": ray_runner.ray,
+    "breakdown": orch_bench.breakdown,
 }
+#: Diagnostics run only when named in --only.
+OPT_IN = {"breakdown"}
 #: The ratio keys each section produces (set to null, with a note, when it fails).
 PRODUCES = {
     "compose1k": ["compose1k_ratio"],
@@ -142,6 +145,12 @@ def print_table(ctx: Ctx, figures: dict[str, Any]) -> None:
         print(f"{key:<24} {shown:>8}  {op + ' ' + format(goal, 'g'):<8} {verdict:<4} {what}")
     for key, note in ctx.notes.items():
         print(f"  note: {key}: {note}")
+    loads = ctx.cache.get("section_load", {})
+    if loads:
+        shown = ", ".join(f"{name} {load:g}" for name, load in loads.items())
+        print(f"  load average at the start of each section ({os.cpu_count()} cores): {shown}")
+        if max(loads.values()) > (os.cpu_count() or 1):
+            print("  note: the machine was busy with other work: expect noisy figures")
     if figures.get("compose1k_ratio") is not None:
         print("  note: compose1k: hydra side = 100 compose() calls timed, scaled x10")
     print()
@@ -206,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {names}")
         args.sections = wanted
     else:
-        args.sections = [*SECTIONS, "plot"]
+        args.sections = [*(n for n in SECTIONS if n not in OPT_IN), "plot"]
     return args
 
 
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in [n for n in SECTIONS if n in args.sections]:
             t0 = time.perf_counter()
+            ctx.cache.setdefault("section_load", {})[name] = round(loadavg(), 2)
             log(f"== {name} (load average {loadavg():.1f})")
             try:
                 figures.update(SECTIONS[name](ctx))
@@ -267,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "load_average": loads,
         "section_s": ctx.cache.get("section_s", {}),
+        "section_load_average": ctx.cache.get("section_load", {}),
         "bench_wall_s": round(time.perf_counter() - started, 1),
     }
     sys.stdout.flush()

@@ -47,7 +47,11 @@ class Context:
             root = Path(self.project_dir or ".")
         else:
             root = self.project_root()
-        return RunStore(open_store(self.store_uri, project_dir=root, s3_endpoint=self.s3_endpoint))
+        try:
+            store = open_store(self.store_uri, project_dir=root, s3_endpoint=self.s3_endpoint)
+        except UsageError as exc:
+            raise UsageError(f"--store: {exc}") from exc
+        return RunStore(store)
 
     def docker(self) -> Any:
         from .docker_api import connect
@@ -211,7 +215,7 @@ class _Progress:
         if self._live is not None:
             self._live.update(self._task, completed=finished, counts=text)
         elif not self.quiet and event in ("done", "skipped", "waiting"):
-            status = record["status"] if record else event
+            status = record["status"] if record and event == "done" else event
             reason = f" ({record['reason']})" if record and record.get("reason") else ""
             click.echo(f"[{finished}/{self.total}] {run_id} {status}{reason}", err=True)
 
@@ -310,10 +314,10 @@ def sweep(
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
-        from .results import render
+        from .results import default_sort, render
 
         records = runs.read_sweep_runs(result.sweep_id)
-        click.echo(render(records, "table"))
+        click.echo(render(records, "table", sort=default_sort(records)))
         click.echo(f"sweep {result.sweep_id}: {_counts(result.runs)}")
     if result.failed:
         sys.exit(EXIT_FAILED)
@@ -342,7 +346,7 @@ def _counts(runs: Sequence[dict[str, Any]]) -> str:
 def _check_registry(registry: str) -> None:
     import re
 
-    if not re.match(r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+$", registry):
+    if not re.match(r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+\Z", registry):
         raise UsageError(
             f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch"
         )
@@ -360,8 +364,9 @@ def _backend(
     if kind == "ray":
         from .backends.ray import RayBackend
 
-        return RayBackend(runs, address=ray_address, max_in_flight=max(jobs, 1),
-                          s3_endpoint=context.s3_endpoint)
+        return RayBackend(
+            runs, address=ray_address, max_in_flight=max(jobs, 1), s3_endpoint=context.s3_endpoint
+        )
     from .backends.local import LocalBackend
 
     return LocalBackend(client, runs, jobs=jobs, gpu_ids=gpu_ids)
@@ -419,7 +424,7 @@ def list_runs(project_dir: str | None, store_uri: str | None, s3_endpoint: str |
 def _check_id(value: str, what: str) -> None:
     import re
 
-    if not re.match(r"^[0-9a-f]{1,64}$", value):
+    if not re.match(r"^[0-9a-f]{1,64}\Z", value):
         raise UsageError(
             f"{value!r} is not a valid {what}: expected hex characters (see orch runs)"
         )

@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
+import os
 import pickle
 import re
 import threading
@@ -245,6 +247,7 @@ class Composer:
     def compose(self, overrides: Sequence[str]) -> dict[str, Any]:
         """One point: Hydra's compose, resolved, as plain containers, without ``hydra:``."""
         overrides = list(overrides)
+        self._check_group_values(overrides)
         with self._session() as loader:
             self._check_not_sweep(self._parse_all(overrides))
             return _finalize(self._compose_hydra(loader, overrides))
@@ -260,6 +263,7 @@ class Composer:
             done: dict[tuple[str, ...], dict[str, Any]] = {}
             for raw_point in points:
                 point = tuple(raw_point)
+                self._check_group_values(point)
                 if point in done:
                     results.append(copy.deepcopy(done[point]))
                     continue
@@ -282,6 +286,20 @@ class Composer:
                 raise self._translate(loader, exc, []) from exc
 
     # -- internals ------------------------------------------------------------------------
+
+    def _check_group_values(self, overrides: Sequence[str]) -> None:
+        """A group option is a file name inside its group: never a path out of config_dir."""
+        for line in overrides:
+            key, sep, value = line.lstrip("+~").partition("=")
+            if not sep or not (self.config_dir / key).is_dir():
+                continue
+            parts = value.strip().strip("'\"").replace("\\", "/").split("/")
+            if value.strip().startswith("/") or ".." in parts:
+                options = ", ".join(self.group_options(key))
+                raise ConfigError(
+                    f"{line}: a group option is a name in group '{key}', not a path "
+                    f"(available: {options})"
+                )
 
     def _parse_all(self, overrides: list[str]) -> list[Override]:
         parsed: list[Override] = []
@@ -540,6 +558,10 @@ def _check_keys(value: Any, path: str) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 
+#: The largest grid a sweep may expand to; a typo such as range(0,1e9) fails at once.
+MAX_POINTS = int(os.environ.get("ORCH_MAX_POINTS") or 100_000)
+
+
 def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str, ...]]:
     """Hydra's sweep syntax to the grid of plain overrides, in BasicSweeper's order.
 
@@ -553,6 +575,7 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
     except OverrideParseException as exc:
         raise ConfigError(_bad_override(exc)) from exc
     axes: dict[str, list[str]] = {}
+    lines: dict[str, str] = {}
     for override in parsed:
         key = override.get_key_element()
         line = override.input_line
@@ -567,11 +590,15 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
             if isinstance(value, (ChoiceSweep, RangeSweep)) and value.shuffle:
                 raise ConfigError(f"{line}: shuffle() is random; list the values in an order")
             try:
-                values = [f"{key}={item}" for item in override.sweep_string_iterator()]
+                # Take at most one value past the cap, so range(0,1e12) stays cheap.
+                items = itertools.islice(override.sweep_string_iterator(), MAX_POINTS + 1)
+                values = [f"{key}={item}" for item in items]
             except ConfigError as exc:
                 raise ConfigError(f"{line}: {exc}") from exc
             except HydraException as exc:
                 raise ConfigError(f"{line}: {_fold(str(exc))}") from exc
+            except (ValueError, ArithmeticError) as exc:
+                raise ConfigError(f"{line}: invalid sweep: {_fold(str(exc))}") from exc
             if not values:
                 raise ConfigError(f"{line}: the sweep has no values")
         elif override.is_delete() and override.value() is None:
@@ -579,6 +606,14 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
         else:
             values = [f"{key}={override.get_value_element_as_str()}"]
         axes[key] = values
+        lines[key] = line
+    size = math.prod(len(values) for values in axes.values())
+    if size > MAX_POINTS:
+        widest = max(axes, key=lambda k: len(axes[k]))
+        raise ConfigError(
+            f"{lines[widest]}: the sweep has more than {MAX_POINTS} points (set "
+            f"ORCH_MAX_POINTS to raise the limit): split it into smaller sweeps"
+        )
     return [tuple(point) for point in itertools.product(*axes.values())]
 
 

@@ -133,7 +133,12 @@ def run(
 
 
 def collect_outputs(container: Any) -> dict[str, bytes]:
-    """Regular files under /orch/output, by relative path; links and odd names refused."""
+    """Regular files under /orch/output, by relative path.
+
+    Links, devices and any name that could not be stored safely (outside ``output/``,
+    ``..``, backslashes, control characters, not UTF-8) are left out: an artifact can
+    never point or land outside its run.
+    """
     import docker.errors
 
     try:
@@ -147,14 +152,30 @@ def collect_outputs(container: Any) -> dict[str, bytes]:
             raise BackendError(f"outputs of {container.name} exceed {MAX_OUTPUT_BYTES} bytes")
     buffer.seek(0)
     outputs: dict[str, bytes] = {}
-    with tarfile.open(fileobj=buffer, mode="r:") as tar:
+    with tarfile.open(fileobj=buffer, mode="r:", encoding="utf-8") as tar:
         for member in tar:
-            if not member.isfile():
-                continue  # symlinks and devices could point outside the run
-            parts = PurePosixPath(member.name).parts[1:]  # drop the leading "output/"
-            if not parts or any(part in ("..", "") for part in parts):
+            name = safe_output_name(member.name)
+            if not member.isfile() or name is None:
                 continue
             handle = tar.extractfile(member)
             if handle is not None:
-                outputs["/".join(parts)] = handle.read()
+                outputs[name] = handle.read()
     return outputs
+
+
+def safe_output_name(member: str) -> str | None:
+    """``output/a/b.txt`` -> ``a/b.txt``; None for anything unsafe to store."""
+    parts = PurePosixPath(member).parts
+    if len(parts) < 2 or parts[0] != "output":
+        return None
+    rest = parts[1:]
+    for part in rest:
+        if part in ("..", ".", "") or "\\" in part:
+            return None
+        if any(ord(c) < 32 or c == "\x7f" for c in part):
+            return None
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return "/".join(rest)

@@ -104,7 +104,7 @@ def execute(
         env=dict(job.runtime_env),
         name=f"orch-{job.run_id}-{job.owner[:8]}-{attempt}",
     )
-    _remove_leftover(client, kwargs["name"])
+    _remove_leftovers(client, job.run_id)
     with _Heartbeat(runs, job.run_id, job.owner):
         result = container.run(client, kwargs, job.timeout, slot)
     metrics_raw = result.outputs.get("metrics.json")
@@ -145,17 +145,24 @@ def execute(
     files.update(
         {f"output/{name}": data for name, data in result.outputs.items() if name != "metrics.json"}
     )
-    runs.commit_run(record, files)
+    try:
+        runs.commit_run(record, files)
+    except BaseException:
+        # Let a re-submission run it at once rather than wait out the lease.
+        runs.release(job.run_id)
+        raise
     return record
 
 
-def _remove_leftover(client: Any, name: str) -> None:
-    """A container of a crashed earlier attempt with the same name would block create."""
+def _remove_leftovers(client: Any, run_id: str) -> None:
+    """Containers of this run left by a submitter that died (it holds no live claim, or we
+    could not have claimed the run): remove them so they cannot write or block a name."""
     import docker.errors
 
     try:
-        client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        for leftover in client.containers.list(
+            all=True, filters={"label": f"org.orch.run_id={run_id}"}
+        ):
+            leftover.remove(force=True)
     except docker.errors.APIError:
         pass  # create will report the real problem

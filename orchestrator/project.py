@@ -12,9 +12,9 @@ import yaml
 from .errors import ProjectError
 
 PROJECT_FILE = "orch.yaml"
-_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
-_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
 _KNOWN = {
     "name",
     "base_image",
@@ -91,6 +91,8 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         raise ProjectError(f"{path} not found: create it (see README, 'Experiment project')")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ProjectError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -209,7 +211,7 @@ def parse_resources(value: Any, where: str) -> Resources:
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise ProjectError(f"{where}: resources.gpus: must be a whole number >= 0")
     if memory is not None and not (
-        isinstance(memory, str) and re.match(r"^[0-9]+[bkmg]?$", memory.lower())
+        isinstance(memory, str) and re.match(r"^[0-9]+[bkmg]?\Z", memory.lower())
     ):
         raise ProjectError(f"{where}: resources.memory: must look like '512m' or '2g'")
     return Resources(cpus=float(cpus), gpus=gpus, memory=memory.lower() if memory else None)

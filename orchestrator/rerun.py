@@ -22,9 +22,9 @@ from .image.imageconfig import ImageConfig
 from .image.transport import fetch_from_store, pull_by_digest
 from .store import RunStore
 
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
-_RUN_ID = re.compile(r"^[0-9a-f]{1,64}$")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_REPO_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
+_RUN_ID = re.compile(r"^[0-9a-f]{1,64}\Z")
 _DYNAMIC = {
     "status",
     "reason",

@@ -175,17 +175,18 @@ class Workspace:
         result = CliRunner().invoke(cli, args, env=env)
         after = snapshot(self.base)
         err = result.stderr
-        shown = f"args={args!r}\nexit={result.exit_code}\nstderr={err!r}\nstdout={result.stdout!r}"
-        assert result.exit_code == 2, shown
-        assert "Traceback" not in err + result.stdout, shown
+        context = (f"args={args!r}\nexit={result.exit_code}\nstderr={err!r}\n"
+                   f"stdout={result.stdout!r}")
+        assert result.exit_code == 2, context
+        assert "Traceback" not in err + result.stdout, context
         lines = err.splitlines()
-        assert len(lines) == 1, shown
+        assert len(lines) == 1, context
         line = lines[0]
-        assert line.startswith("error: "), shown
-        assert "internal error" not in line, shown
+        assert line.startswith("error: "), context
+        assert "internal error" not in line, context
         for fragment in fragments:
-            assert fragment in line, f"{fragment!r} not named in the error\n{shown}"
-        assert after == before, f"the workspace changed\n{shown}"
+            assert fragment in line, f"{fragment!r} not named in the error\n{context}"
+        assert after == before, f"the workspace changed\n{context}"
         return line
 
 
@@ -282,16 +283,9 @@ BAD_SWEEPS = [
 BAD_SWEEPS_BUGGY = [
     pytest.param(
         "optimizer.lr=range(0,1,0)",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "bug: config.expand_sweep lets the ValueError of range(step=0) escape "
-            "sweep_string_iterator(): 'internal error (ValueError: range() arg 3 must not be "
-            "zero)' instead of a ConfigError naming the override")),
     ),
     pytest.param(
         "optimizer.lr=range(0,nan)",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "bug: config.expand_sweep lets decimal.InvalidOperation of range(0,nan) escape: "
-            "'internal error (InvalidOperation ...)' instead of a ConfigError")),
     ),
 ]
 
@@ -316,13 +310,6 @@ def test_bad_sweep_values_name_the_override(ws: Workspace, override: str) -> Non
     ws.refused(["sweep", "--dry-run", "-p", "proj", override], override)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: no bound on the grid: config.expand_sweep materializes every value of every axis "
-    "(and itertools.product of them) before anything is checked, so range(0,1000000000) "
-    "eats memory until MemoryError ('internal error') and range(0,1e12) never answers. "
-    "Fix: cap the points (e.g. 100000, ORCH_MAX_POINTS), taking at most cap+1 values per "
-    "axis with itertools.islice and checking the product of the axis sizes before expanding; "
-    "refuse with a ConfigError naming the override"))
 def test_huge_sweep_is_refused_quickly(ws: Workspace) -> None:
     import resource
     import subprocess
@@ -346,11 +333,6 @@ def test_huge_sweep_is_refused_quickly(ws: Workspace) -> None:
     assert snapshot(ws.base) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a config group option is a path that may leave config_dir: model=../../orch "
-    "composes the project's orch.yaml (and ../../../../any/file any readable *.yaml on the "
-    "host) as the model config. Fix: Composer refuses group options with '..' or a leading "
-    "'/' (ConfigError naming the override) before handing them to Hydra"))
 def test_group_option_cannot_leave_the_config_dir(ws: Workspace) -> None:
     ws.refused(["compose", "-p", "proj", "model=../../orch"], "model=../../orch")
 
@@ -605,20 +587,11 @@ def test_orch_yaml_naming_what_is_missing(ws: Workspace, setting: str, fragment:
     ws.refused(["compose", "-p", "proj"], fragment)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: project.load_project reads orch.yaml with read_text(encoding='utf-8') outside "
-    "its try/except: a non-UTF-8 orch.yaml gives 'internal error (UnicodeDecodeError ...)'. "
-    "Fix: catch UnicodeDecodeError/OSError there and raise ProjectError(f'{path}: not "
-    "UTF-8 text')"))
 def test_non_utf8_orch_yaml(ws: Workspace) -> None:
     ws.write("orch.yaml", b"name: \xff\n" + _OK.encode())
     ws.refused(["compose", "-p", "proj"], "orch.yaml")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the pinning regexes (project._IMAGE_ID/_DIGEST_REF, also cli._check_id, "
-    "records._ID, rerun._IMAGE_ID/_RUN_ID) end in '$', which also matches before a "
-    "trailing newline, so 'sha256:<hex>\\n' passes as pinned. Fix: re.fullmatch or '\\Z'"))
 def test_base_image_with_trailing_newline(ws: Workspace) -> None:
     ws.write("orch.yaml", f"name: proj\nbase_image: \"{IMAGE_ID}\\n\"\n{_CMD}")
     ws.refused(["sweep", "--dry-run", "-p", "proj"], "base_image")
@@ -807,10 +780,6 @@ def test_bad_store_uri(ws: Workspace, uri: str, fragment: str) -> None:
     ws.refused(["runs", "-p", "proj", "--store", uri], fragment)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a NUL in a --store path reaches DirStore: Path.exists() raises ValueError "
-    "('embedded null byte') -> 'internal error'. Fix: open_store refuses NUL (UsageError "
-    "naming the URI)"))
 def test_store_path_with_nul(ws: Workspace) -> None:
     ws.refused(["results", "-p", "proj", "--store", "st\x00ore", SWEEP_ID], "--store")
 
@@ -821,11 +790,6 @@ def test_empty_store_dirs_are_not_created(ws: Workspace) -> None:
         ws.refused(["show", "-p", "proj", "--store", uri, RUN_A], RUN_A)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: store.s3.make_client passes --s3-endpoint to boto3 unchecked; botocore's "
-    "ValueError('Invalid endpoint: not a url') becomes 'internal error (ValueError ...)'. "
-    "Fix: validate the endpoint (http/https scheme and a host) in open_store, or catch "
-    "ValueError around session.client() and raise UsageError naming --s3-endpoint"))
 def test_bad_s3_endpoint(ws: Workspace) -> None:
     env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "x"}
     ws.refused(["results", "-p", "proj", "--store", "s3://bucket/x", "--s3-endpoint",
@@ -1031,21 +995,12 @@ EVIL_MEMBERS = [
 ]
 
 
-_OUTSIDE_OUTPUT = pytest.mark.xfail(strict=True, reason=(
-    "bug (contained, low severity): container.collect_outputs drops the first path "
-    "component of every tar member without checking that it is 'output', so a member "
-    "'../evil' is kept as 'evil' and '/etc/evil' as 'etc/evil' (both still land under the "
-    "run's output/, nothing escapes). Fix: skip members whose parts[0] != 'output'"))
-
-
 def _member_id(member: tuple[str, bytes | None, str | None, bytes]) -> str:
     return f"{member[0]}:{member[1]!r}"
 
 
 @pytest.mark.parametrize("member", [
-    pytest.param(m, marks=_OUTSIDE_OUTPUT, id=_member_id(m))
-    if not m[0].startswith("output/") else pytest.param(m, id=_member_id(m))
-    for m in EVIL_MEMBERS
+    pytest.param(m, id=_member_id(m)) for m in EVIL_MEMBERS
 ])
 def test_tar_members_never_escape(member: tuple[str, bytes | None, str | None, bytes],
                                   record_property: Callable[[str, object], None]) -> None:

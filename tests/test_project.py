@@ -18,7 +18,9 @@ def write(root: Path, text: str) -> Path:
 
 
 def test_minimal_project(tmp_path: Path) -> None:
-    project = load_project(write(tmp_path, f"name: p1\nbase_image: {IMAGE_ID}\ncommand: [python3, t.py]\n"))
+    project = load_project(
+        write(tmp_path, f"name: p1\nbase_image: {IMAGE_ID}\ncommand: [python3, t.py]\n")
+    )
     assert project.name == "p1"
     assert project.command == ("python3", "t.py")
     assert project.config_dir == tmp_path / "configs"
@@ -37,8 +39,14 @@ def test_minimal_project(tmp_path: Path) -> None:
         ("name: p\nbase_image: {id}\ncommand: [x]\nnetwork: host\n", "network: 'host' must be"),
         ("name: p\nbase_image: {id}\ncommand: [x]\nbogus: 1\n", "bogus: unknown key"),
         ("name: p\nbase_image: {id}\ncommand: [x]\nresources: {{gpus: -1}}\n", "resources.gpus"),
-        ("name: p\nbase_image: {id}\ncommand: [x]\nresources: {{tpus: 1}}\n", "resources.tpus: unknown"),
-        ("name: p\nbase_image: {id}\ncommand: [x]\nconfig_dir: ../elsewhere\n", "must be inside the project"),
+        (
+            "name: p\nbase_image: {id}\ncommand: [x]\nresources: {{tpus: 1}}\n",
+            "resources.tpus: unknown",
+        ),
+        (
+            "name: p\nbase_image: {id}\ncommand: [x]\nconfig_dir: ../elsewhere\n",
+            "must be inside the project",
+        ),
         ("name: p\nbase_image: {id}\ncommand: [x]\ntimeout: -5\n", "timeout: must be a positive"),
         ("name: p\nbase_image: {id}\ncommand: [x]\nrequirements: missing.lock\n", "does not exist"),
         ("name: p\nbase_image: {id}\ncommand: [x]\nenv: {{ORCH_X: 1}}\n", "reserved"),

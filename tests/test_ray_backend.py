@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -263,15 +265,25 @@ def test_memory_sizes_become_ray_memory_resources() -> None:
     assert memory_bytes("100") == 100
 
 
+@pytest.fixture
+def ray_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Where a local Ray keeps its session (short: it holds unix sockets); removed after."""
+    root = Path(tempfile.mkdtemp(prefix="orl", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_local_ray_is_started_and_shut_down(tmp_path: Path) -> None:
+def test_local_ray_is_started_and_shut_down(tmp_path: Path, ray_tmpdir: Path) -> None:
     """No address: a Ray of our own, gone (processes and all) after close()."""
     runs = RunStore(open_store(str(tmp_path / "store"), project_dir=tmp_path))
     backend = RayBackend(runs, address=None)
     try:
         assert ray.is_initialized()
         session = ray._private.worker._global_node.get_session_dir_path()
+        assert session.startswith(str(ray_tmpdir))
         assert backend.max_in_flight == os.cpu_count()
         # This Ray has no GPU: a GPU run fails at once instead of waiting forever.
         with pytest.raises(BackendError, match="asks for 1 GPU.* has 0 GPU"):

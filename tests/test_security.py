@@ -413,18 +413,8 @@ json.dump({"ok": 1}, open(os.path.join(out, "metrics.json"), "w"))
 
 
 @pytest.mark.parametrize("mode", [
-    pytest.param("backslash", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: container.collect_outputs keeps an artifact named '..\\\\..\\\\etc\\\\passwd' "
-        "(it only drops '..' path parts), then RunStore.commit_run -> check_key refuses the "
-        "key 'output/..\\\\..' with a UsageError that escapes execute(): the whole sweep "
-        "aborts with exit 2 and the run's claim.json is left behind (a resubmission waits "
-        "out the lease, then fails the same way). Fix: collect_outputs skips (and logs) "
-        "names check_key would refuse; execute releases its claim when commit_run fails"))),
-    pytest.param("badbytes", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: an artifact whose name is not UTF-8 gets a surrogate-escaped name from "
-        "tarfile; its record cannot be encoded (dump_json -> UnicodeEncodeError -> "
-        "StoreError), which escapes execute() and aborts the whole sweep (exit 2), its "
-        "claim.json left behind. Fix: collect_outputs skips names that are not valid UTF-8"))),
+    pytest.param("backslash"),
+    pytest.param("badbytes"),
 ])
 def test_odd_artifact_names_do_not_sink_the_sweep(
         make_project: Callable[..., Path], orch: Orch, mode: str,

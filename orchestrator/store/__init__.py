@@ -23,7 +23,7 @@ from .records import RunStore as RunStore
 __all__ = ["DirStore", "MemoryStore", "RunStore", "Store", "check_key", "open_store"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]\Z")
 _FORMS = "use a directory path, file://PATH or s3://BUCKET[/PREFIX]"
 
 
@@ -43,6 +43,8 @@ def open_store(
     """
     if uri is None or uri == "":
         return DirStore(Path(project_dir) / ".orch")
+    if "\0" in uri:
+        raise UsageError(f"store URI {uri!r} contains a NUL character: {_FORMS}")
     if uri.startswith("s3://"):
         return _open_s3(uri, s3_endpoint, retry_budget_s)
     if uri.startswith("file://"):

@@ -36,8 +36,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 SCHEMA = 1
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})\Z")
 _CLAIM = "claim.json"
 _STALE = "claim.stale-"  # + 16 hex of the stale claim's bytes
 

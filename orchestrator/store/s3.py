@@ -28,7 +28,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ..errors import NotFound, StoreError
+from ..errors import NotFound, StoreError, UsageError
 from .base import check_key, check_prefix, temp_path_beside
 
 T = TypeVar("T")
@@ -94,7 +94,16 @@ def make_client(
         options["s3"] = {"addressing_style": "path"}  # SeaweedFS/MinIO: no bucket DNS names
     session = boto3.session.Session()
     region = session.region_name or "us-east-1"
-    return session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
+    try:
+        return session.client(
+            "s3", endpoint_url=endpoint, region_name=region, config=Config(**options)
+        )
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        shown = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        raise UsageError(
+            f"invalid S3 endpoint {shown!r}: expected http(s)://HOST[:PORT] "
+            f"(--s3-endpoint or AWS_ENDPOINT_URL)"
+        ) from exc
 
 
 def _code(exc: ClientError) -> tuple[str, int]:

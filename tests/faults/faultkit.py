@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,21 +174,6 @@ class StoreView:
     def sweep_plan(self, sweep_id: str) -> list[str]:
         doc = json.loads(self._read(f"sweeps/{sweep_id}.json"))
         return [run["run_id"] for run in doc["runs"]]
-
-
-@dataclass
-class Ledger:
-    """What a fault test found; recorded as user properties for the faults summary."""
-
-    planned: int = 0
-    lost: int = 0
-    duplicated: int = 0
-
-    def check(self, plan: list[str], view: StoreView) -> None:
-        counts = view.count_run_json()
-        self.planned = len(plan)
-        self.lost = sum(1 for run_id in plan if counts[run_id] == 0)
-        self.duplicated += sum(max(0, counts[run_id] - 1) for run_id in plan)
 
 
 # --------------------------------------------------------------------------- docker
