@@ -145,8 +145,16 @@ def _start(node: RayNode, args: list[str], env: Mapping[str, str]) -> None:
 _PROBE = """
 import json, sys, time
 import ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 deadline = time.monotonic() + float(sys.argv[3])
+while True:  # a loaded machine may time out the first connection: retry until the deadline
+    try:
+        ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+        break
+    except Exception:
+        ray.shutdown()
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
 while True:
     nodes = [n for n in ray.nodes() if n["Alive"]]
     if len(nodes) >= int(sys.argv[2]) or time.monotonic() > deadline:
