@@ -79,6 +79,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def paired(values: list[float], groups: list[list[float]]) -> float | None:
+    """Median over repeats of ``values[i] / median(groups[i] + groups[i + 1])``: each
+    repeat against the floor samples taken just before and just after it, which follows
+    the machine's load when it drifts during the run (the plain ratio of medians does not).
+    """
+    ratios = []
+    for index, value in enumerate(values):
+        around = [*groups[index], *(groups[index + 1] if index + 1 < len(groups) else [])]
+        if around and statistics.median(around) > 0:
+            ratios.append(value / statistics.median(around))
+    return statistics.median(ratios) if ratios else None
+
+
 def loadavg() -> float:
     try:
         return os.getloadavg()[0]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import statistics
 import sys
 import textwrap
 import time
 from typing import Any
 
-from common import ORCH, REPO, BenchError, Stat, log, ratio, remove_images, run_timed
+from common import ORCH, REPO, BenchError, Stat, log, paired, ratio, remove_images, run_timed
 from context import Ctx
 
 _seeds = itertools.count(1)
@@ -35,18 +36,27 @@ def per_run(ctx: Ctx) -> dict[str, Any]:
     reps = ctx.reps(4, 2)
     floor = ctx.row("per_run", Stat("floor: docker run --rm BASE true (interleaved)"))
     per = ctx.row("per_run", Stat("orch sweep, 16 runs, --jobs 1: wall / 16"))
-    ctx.floor(2, floor)
+    groups = [_floor_group(ctx, floor, 2)]
     for rep in range(reps):
         wall, _ = ctx.sweep([*_lr_sweep(16), f"training_settings.seed={_seed()}"])
         per.add(wall / 16)
         log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for 16 runs ({wall / 16:.3f}s/run)")
-        ctx.floor(3, floor)  # >= 10 floor samples in all, interleaved with the sweeps
+        # >= 10 floor samples in all, interleaved with the sweeps
+        groups.append(_floor_group(ctx, floor, 3))
     ctx.cache["curve16"] = per
     return {
         "floor_docker_run_s": floor.median,
         "orch_per_run_s": per.median,
         "per_run_overhead_ratio": ratio(per.median, floor.median),
+        "per_run_overhead_ratio_paired": paired(per.samples, groups),
     }
+
+
+def _floor_group(ctx: Ctx, floor: Stat, count: int) -> list[float]:
+    """``count`` more floor samples into ``floor``; returns just these."""
+    before = floor.n
+    ctx.floor(count, floor)
+    return floor.samples[before:]
 
 
 def curve(ctx: Ctx) -> dict[str, Any]:
@@ -76,17 +86,18 @@ def sweep100(ctx: Ctx) -> dict[str, Any]:
     reps = ctx.reps(2, 1)
     floor = ctx.row("sweep100", Stat("floor: docker run --rm BASE true (interleaved)"))
     wall_stat = ctx.row("sweep100", Stat("orch sweep, 100 runs, --jobs 2: wall"))
-    ctx.floor(2 if ctx.quick else 3, floor)
+    groups = [_floor_group(ctx, floor, 2 if ctx.quick else 3)]
     for rep in range(reps):
         wall, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=2)
         wall_stat.add(wall)
         log(f"sweep100 {rep + 1}/{reps}: {wall:.2f}s")
-        ctx.floor(3, floor)
+        groups.append(_floor_group(ctx, floor, 3))
     ideal = None if floor.median is None else 100 * floor.median / 2
     return {
         "sweep100_wall_s": wall_stat.median,
         "sweep100_floor_s": floor.median,
         "sweep100_ratio": ratio(wall_stat.median, ideal),
+        "sweep100_ratio_paired": paired([w / 50 for w in wall_stat.samples], groups),
     }
 
 
@@ -118,6 +129,7 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
         f"FROM {env.code_image.image_id}\nCOPY config.yaml /orch/config.yaml\n"
     )
     built = 0
+    per_rep: list[float] = []
     for rep in range(reps):
         seed = _seed()
         args = [*_lr_sweep(16), f"training_settings.seed={seed}"]
@@ -145,6 +157,8 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
             )
             build_stat.add(timed.seconds)
             built += 1
+        rep_builds = build_stat.samples[-builds_per_rep:]
+        per_rep.append(elapsed / len(images) / statistics.median(rep_builds))
         log(
             f"config_image {rep + 1}/{reps}: orch {elapsed / len(images) * 1000:.0f} ms/image, "
             f"docker build {build_stat.samples[-1] * 1000:.0f} ms"
@@ -154,6 +168,7 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
         "orch_config_image_s": orch_stat.median,
         "docker_build_config_image_s": build_stat.median,
         "config_image_ratio": ratio(orch_stat.median, build_stat.median),
+        "config_image_ratio_paired": statistics.median(per_rep) if per_rep else None,
     }
 
 
@@ -163,7 +178,7 @@ COMPOSE_1K = ["optimizer=SGD,adam", "model=lstm,bi_lstm", "optimizer.lr=range(0,
 
 
 def compose1k(ctx: Ctx) -> dict[str, Any]:
-    """Composer.compose_many over 1,000 points vs 1,000 hydra compose() calls (100 x 10)."""
+    """Composer.compose_many over 1,000 points vs 1,000 hydra compose() calls (50 x 20)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -175,7 +190,7 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
         "compose1k", Stat("orch Composer.compose_many, 1,000 points (incl. expand)")
     )
     hydra_stat = ctx.row(
-        "compose1k", Stat("hydra compose(), 100 calls x 10 = 1,000 points (scaled)")
+        "compose1k", Stat("hydra compose(), 50 calls x 20 = 1,000 points (scaled)")
     )
 
     def orch_once() -> int:
@@ -185,7 +200,7 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
     points = expand_sweep(COMPOSE_1K, Composer(config_dir, "config"))
     if len(points) != 1000:
         raise BenchError(f"the 1k sweep expanded to {len(points)} points")
-    sample = points[::10]  # 100 points spread over the whole grid
+    sample = points[::20]  # 50 points spread over the whole grid
     orch_once()  # warm: imports, Hydra's plugin scan
     for _ in range(reps):  # interleaved: a change of machine load hits both sides
         start = time.perf_counter()
@@ -199,12 +214,12 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
             start = time.perf_counter()
             for point in sample:
                 compose(config_name="config", overrides=list(point))
-            hydra_stat.add((time.perf_counter() - start) * 10)
+            hydra_stat.add((time.perf_counter() - start) * 20)
     GlobalHydra.instance().clear()
     return {
         "compose1k_orch_s": orch_stat.median,
         "compose1k_hydra_s": hydra_stat.median,
-        "compose1k_hydra_note": "hydra: 100 compose() calls timed, x10",
+        "compose1k_hydra_note": "hydra: 50 compose() calls timed, scaled x20",
         "compose1k_ratio": ratio(orch_stat.median, hydra_stat.median),
     }
 
@@ -231,7 +246,7 @@ def hydra_multirun(ctx: Ctx) -> dict[str, Any]:
     root = ctx.janitor.tempdir("hydra-")
     shutil.copytree(REPO / "configs", root / "configs")
     (root / "bench_hydra_app.py").write_text(textwrap.dedent(_HYDRA_APP))
-    reps = ctx.reps(3, 1)
+    reps = ctx.reps(2, 1)
     stat = ctx.row("hydra", Stat("hydra -m (basic launcher, no container), 16 jobs: wall / 16"))
     for rep in range(reps):
         argv = [

@@ -236,9 +236,8 @@ class _Progress:
     "--jobs",
     "-j",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Runs in parallel (local backend).",
+    default=None,
+    help="Runs in parallel (local: default 1; ray: runs in flight, default the cluster's CPUs).",
 )
 @click.option(
     "--gpu-ids", default=None, help="GPU device ids to hand out, e.g. 0,1 (local backend)."
@@ -255,6 +254,11 @@ class _Progress:
 @click.option(
     "--dry-run", is_flag=True, help="Compose every point and list them; build and run nothing."
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Submit the sweep's driver to the Ray cluster (Ray Jobs), print its job id, return.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the runs.")
 def sweep(
     overrides: tuple[str, ...],
@@ -264,12 +268,13 @@ def sweep(
     backend: str,
     ray_address: str | None,
     registry: str | None,
-    jobs: int,
+    jobs: int | None,
     gpu_ids: str | None,
     allow_dirty: bool,
     allow_unpinned: bool,
     base_image: str | None,
     dry_run: bool,
+    detach: bool,
     as_json: bool,
 ) -> None:
     """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
@@ -291,6 +296,22 @@ def sweep(
         return
     if registry is not None:
         _check_registry(registry)
+    if detach:
+        flags = {
+            "--jobs": jobs,
+            "--registry": registry,
+            "--base-image": base_image,
+            "--s3-endpoint": s3_endpoint,
+        }
+        args = [*overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+        args += [
+            f
+            for f, on in (("--allow-dirty", allow_dirty), ("--allow-unpinned", allow_unpinned))
+            if on
+        ]
+        job_id = _submit_detached(backend, ray_address, store_uri, context, args)
+        click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+        return
     runs = context.runs()
     client = context.docker()
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
@@ -305,7 +326,7 @@ def sweep(
             registry=registry,
             allow_dirty=allow_dirty,
             progress=progress,
-            batch=max(8, 2 * jobs),
+            batch=max(8, 2 * (jobs or 1)),
         )
         result = driver.run(overrides, points)
     finally:
@@ -336,6 +357,18 @@ def with_base_image(project: Any, ref: str, allow_unpinned: bool) -> Any:
     return dataclasses.replace(project, base_image=ref)
 
 
+def _submit_detached(
+    backend: str, ray_address: str | None, store_uri: str | None, context: Context, args: list[str]
+) -> str:
+    if backend != "ray" or not ray_address:
+        raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")
+    if not store_uri:
+        raise UsageError("--detach needs --store that every node of the cluster can reach")
+    from .backends.ray import submit_detached
+
+    return submit_detached(ray_address, context.project_root(), args, store_uri)
+
+
 def _counts(runs: Sequence[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for run in runs:
@@ -356,7 +389,7 @@ def _backend(
     kind: str,
     client: Any,
     runs: Any,
-    jobs: int,
+    jobs: int | None,
     gpu_ids: list[str],
     ray_address: str | None,
     context: Context,
@@ -365,11 +398,52 @@ def _backend(
         from .backends.ray import RayBackend
 
         return RayBackend(
-            runs, address=ray_address, max_in_flight=max(jobs, 1), s3_endpoint=context.s3_endpoint
+            runs, address=ray_address, max_in_flight=jobs, s3_endpoint=context.s3_endpoint
         )
     from .backends.local import LocalBackend
 
-    return LocalBackend(client, runs, jobs=jobs, gpu_ids=gpu_ids)
+    return LocalBackend(client, runs, jobs=jobs or 1, gpu_ids=gpu_ids)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    required=True,
+    help="The cluster the sweep was submitted to (or RAY_ADDRESS).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str, ray_address: str, as_json: bool) -> None:
+    """Follow a sweep submitted with --detach: its job state, then its runs."""
+    from .backends.ray import detached_status
+
+    state = detached_status(ray_address, job_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "job_id": job_id,
+                    "status": state.status,
+                    "message": state.message,
+                    "result": state.result,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        click.echo(
+            f"{job_id}: {state.status}"
+            + (f" ({state.message})" if state.message and state.status != "SUCCEEDED" else "")
+        )
+        if state.result:
+            click.echo(f"sweep {state.result['sweep_id']}: {_counts(state.result['runs'])}")
+    failed = state.result is not None and any(
+        r["status"] == "failed" for r in state.result.get("runs", [])
+    )
+    if state.status in ("FAILED", "STOPPED") or failed:
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command()

@@ -606,7 +606,7 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
         else:
             values = [f"{key}={override.get_value_element_as_str()}"]
         axes[key] = values
-        lines[key] = line
+        lines[key] = line or key
     size = math.prod(len(values) for values in axes.values())
     if size > MAX_POINTS:
         widest = max(axes, key=lambda k: len(axes[k]))

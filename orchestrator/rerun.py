@@ -96,7 +96,11 @@ def _run_id_of_image(runs: RunStore, client: Any, image_id: str) -> str:
 
 
 def ensure_image(client: Any, runs: RunStore, record: dict[str, Any]) -> str:
-    """Make the record's image present on this daemon; returns where it came from."""
+    """Make the record's image present on this daemon; returns where it came from.
+
+    From the store, the environment and code images are loaded first, so that of every
+    later run of the same sweep on this daemon only its small config layer travels.
+    """
     image_id = record["image_id"]
     if has_image(client, image_id):
         return "daemon"
@@ -104,12 +108,12 @@ def ensure_image(client: Any, runs: RunStore, record: dict[str, Any]) -> str:
     if digest and pull_by_digest(client, digest) == image_id:
         return "registry"
     images = record.get("images") or {}
-    fetch_from_store(
-        client,
-        runs,
-        image_id,
-        [images.get("code", ""), images.get("env", ""), images.get("base", "")],
-    )
+    known = [images.get("base", "")]
+    for prefix in (images.get("env"), images.get("code")):
+        if prefix and not has_image(client, prefix):
+            fetch_from_store(client, runs, prefix, known)
+        known.insert(0, prefix or "")
+    fetch_from_store(client, runs, image_id, known)
     return "store"
 
 

@@ -250,9 +250,11 @@ class SweepDriver:
         held: dict[str, Job] = {}
         for start in range(0, len(todo), self.batch):
             # Loading the next batch overlaps with the runs of the previous ones.
-            for job in self._prepare_batch(
-                env, sweep, todo[start : start + self.batch], io, uploads
-            ):
+            jobs = self._prepare_batch(env, sweep, todo[start : start + self.batch], io, uploads)
+            if not self.backend.shares_daemon:
+                for upload in uploads:  # other nodes fetch the images from the store
+                    upload.result()
+            for job in jobs:
                 pending[self.backend.submit(job)] = job
                 self.progress("running", job.run_id, None)
             self._collect(pending, records, held, block=False)

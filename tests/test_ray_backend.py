@@ -257,6 +257,26 @@ def test_a_store_only_this_process_sees_is_refused() -> None:
         RayBackend(RunStore(MemoryStore()), address="127.0.0.1:1", max_in_flight=1)
 
 
+def test_nodes_get_a_store_uri_independent_of_the_driver_cwd(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.backends.ray import shared_store_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert shared_store_uri("rel/store") == (tmp_path / "rel" / "store").as_uri()
+    assert shared_store_uri("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert shared_store_uri("file:///srv/orch") == "file:///srv/orch"
+
+
+def test_the_detached_sweep_result_is_found_in_the_job_log() -> None:
+    from orchestrator.backends.ray import last_json_object
+
+    result = {"sweep_id": "5eed", "runs": [{"run_id": "a", "status": "succeeded"}]}
+    log = ("Running entrypoint for job orch-sweep-1: orch sweep ...\n[1/1] a succeeded\n"
+           + json.dumps(result, indent=2) + "\n(raylet) a note on stderr {\n")
+    assert last_json_object(log) == result
+    assert last_json_object("error: no project\n") is None
+
+
 def test_memory_sizes_become_ray_memory_resources() -> None:
     assert memory_bytes(None) is None
     assert memory_bytes("512m") == 512 * 2**20

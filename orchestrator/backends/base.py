@@ -32,6 +32,9 @@ class Job:
 
 class Backend(Protocol):
     name: str
+    #: True when runs use the driver's own Docker daemon (the images it just loaded);
+    #: False when they run elsewhere and fetch images from the store or a registry.
+    shares_daemon: bool
 
     def submit(self, job: Job) -> Future[dict[str, Any]]:
         """Start the job; the future yields its committed record (or raises OrchestratorError)."""

@@ -44,6 +44,7 @@ class GpuPool:
 
 class LocalBackend:
     name = "local"
+    shares_daemon = True
 
     def __init__(
         self, client: Any, runs: RunStore, jobs: int = 1, gpu_ids: list[str] | None = None

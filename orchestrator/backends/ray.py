@@ -81,6 +81,7 @@ class RayBackend:
     """Runs jobs as Ray tasks on a cluster (``address``) or on a Ray started here (None)."""
 
     name = "ray"
+    shares_daemon = False
 
     def __init__(
         self,
@@ -104,8 +105,9 @@ class RayBackend:
             self._nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         except Exception as exc:  # noqa: BLE001 - any failure here means no usable cluster
             self._shutdown()
-            raise BackendError(f"the Ray cluster {self._where()} does not answer: "
-                               f"{_one_line(exc)}") from exc
+            raise BackendError(
+                f"the Ray cluster {self._where()} does not answer: {_one_line(exc)}"
+            ) from exc
         self.max_in_flight = max(1, max_in_flight or int(resources.get("CPU", 1)))
         self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(run_on_node)
         self._max_retries = max_retries
@@ -166,24 +168,32 @@ class RayBackend:
             return None
         gpus = max((n.get("GPU", 0) for n in self._nodes), default=0)
         cpus = max((n.get("CPU", 0) for n in self._nodes), default=0)
-        return (f"run {job.run_id} asks for {job.gpus} GPU(s) and {job.cpus:g} CPU(s) but the "
-                f"Ray started here has {gpus:g} GPU(s) and {cpus:g} CPU(s): pass --ray-address "
-                f"of a cluster with such nodes or lower resources in orch.yaml")
+        return (
+            f"run {job.run_id} asks for {job.gpus} GPU(s) and {job.cpus:g} CPU(s) but the "
+            f"Ray started here has {gpus:g} GPU(s) and {cpus:g} CPU(s): pass --ray-address "
+            f"of a cluster with such nodes or lower resources in orch.yaml"
+        )
 
     def _launch(self, job: Job, future: Future[dict[str, Any]]) -> None:
         if not future.set_running_or_notify_cancel():
             return
-        options: dict[str, Any] = {"num_cpus": job.cpus, "num_gpus": job.gpus,
-                                   "name": f"orch-run-{job.run_id}"}
+        options: dict[str, Any] = {
+            "num_cpus": job.cpus,
+            "num_gpus": job.gpus,
+            "name": f"orch-run-{job.run_id}",
+        }
         memory = memory_bytes(job.memory)
         if memory:
             options["memory"] = memory
         try:
             ref = self._remote.options(**options).remote(job, self._store_uri, self._s3_endpoint)
         except Exception as exc:  # noqa: BLE001 - translated for the driver
-            future.set_exception(BackendError(
-                f"cannot submit run {job.run_id} to the Ray cluster {self._where()}: "
-                f"{_one_line(exc)}"))
+            future.set_exception(
+                BackendError(
+                    f"cannot submit run {job.run_id} to the Ray cluster {self._where()}: "
+                    f"{_one_line(exc)}"
+                )
+            )
             return
         self._in_flight[ref] = (job, future)
 
@@ -265,8 +275,12 @@ def _messages_to_stderr() -> None:
 def _init(ray: Any, address: str | None) -> None:
     """Start a local Ray (address None) or connect to a cluster; errors name the address."""
     _messages_to_stderr()
-    quiet = {"include_dashboard": False, "log_to_driver": False,
-             "logging_level": logging.ERROR, "configure_logging": True}
+    quiet = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "configure_logging": True,
+    }
     if address is None:
         try:
             # "local": a new Ray of our own even if a `ray start` cluster runs on this machine.
@@ -353,8 +367,10 @@ def task_error(exc: BaseException, job: Job, retries: int) -> BaseException:
             return ClaimHeld(job.run_id)
         if isinstance(cause, OrchestratorError):
             return cause
-        return BackendError(f"run {job.run_id} failed on its Ray node: "
-                            f"{_one_line(cause) if cause is not None else 'unknown error'}")
+        return BackendError(
+            f"run {job.run_id} failed on its Ray node: "
+            f"{_one_line(cause) if cause is not None else 'unknown error'}"
+        )
     if isinstance(exc, OrchestratorError):
         return exc
     first = _one_line(exc).split(". ")[0]
@@ -409,13 +425,13 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> dict[str, 
     return execute(job, client, runs, gpu_ids=gpu_ids, node=node)
 
 
-def ensure_run_image(client: Any, runs: RunStore, job: Job, *, wait_s: float = BLOB_WAIT_S,
-                     poll_s: float = 0.5) -> str:
+def ensure_run_image(
+    client: Any, runs: RunStore, job: Job, *, wait_s: float = BLOB_WAIT_S, poll_s: float = 0.5
+) -> str:
     """Put the job's image on this daemon by digest; returns where it came from.
 
-    The environment and code images go first, so that of every later run on this node
-    only its small config layer travels. Blobs the driver is still uploading are waited
-    for (bounded); tasks of one node take turns, so a layer is loaded once per node.
+    Blobs the driver is still uploading are waited for (bounded); tasks of one node take
+    turns, so a layer is loaded once per node.
     """
     from ..image.archive import has_image
     from ..rerun import ensure_image
@@ -423,20 +439,10 @@ def ensure_run_image(client: Any, runs: RunStore, job: Job, *, wait_s: float = B
     if has_image(client, job.image_id):
         return "daemon"
     record = {**job.record, "image_id": job.image_id}
-    images = record.get("images") or {}
-    chain = []
-    if not record.get("repo_digest"):
-        if images.get("env"):
-            chain.append({"image_id": images["env"], "images": {"base": images.get("base")}})
-        if images.get("code"):
-            chain.append({"image_id": images["code"],
-                          "images": {"env": images.get("env"), "base": images.get("base")}})
     deadline = time.monotonic() + wait_s
     with _node_lock(os.environ.get("DOCKER_HOST", "default")):
         while True:
             try:
-                for prefix in chain:
-                    ensure_image(client, runs, prefix)
                 return ensure_image(client, runs, record)
             except (NotFound, ImageError) as exc:
                 missing = isinstance(exc, NotFound) or isinstance(exc.__cause__, NotFound)
@@ -527,8 +533,9 @@ def _job_client(address: str) -> Any:
         ) from exc
 
 
-def submit_detached(address: str, project_dir: Path, sweep_args: Sequence[str],
-                    store_uri: str) -> str:
+def submit_detached(
+    address: str, project_dir: Path, sweep_args: Sequence[str], store_uri: str
+) -> str:
     """Submit ``orch sweep SWEEP_ARGS`` to the cluster as a Ray Job; returns its id.
 
     The project directory (git history included; .gitignore'd files left out) is uploaded
@@ -538,11 +545,12 @@ def submit_detached(address: str, project_dir: Path, sweep_args: Sequence[str],
     reach; this machine may disconnect as soon as this returns.
     """
     uri = shared_store_uri(store_uri)
-    if uri.startswith("file://") and not Path(uri[len("file://"):]).is_absolute():
+    if uri.startswith("file://") and not Path(uri[len("file://") :]).is_absolute():
         raise UsageError(f"--store {store_uri}: a detached sweep needs an absolute path")
     job_id = f"orch-sweep-{uuid.uuid4().hex[:12]}"
-    entrypoint = shlex.join(["orch", "sweep", "-p", ".", *sweep_args, "--store", uri,
-                             "--backend", "ray", "--json"])
+    entrypoint = shlex.join(
+        ["orch", "sweep", "-p", ".", *sweep_args, "--store", uri, "--backend", "ray", "--json"]
+    )
     client = _job_client(address)
     try:
         with _packaging_keeps_git():
@@ -586,10 +594,12 @@ def detached_status(address: str, job_id: str) -> DetachedSweep:
     except Exception as exc:  # noqa: BLE001 - translated at the boundary
         if "does not exist" in str(exc) or "404" in str(exc):
             raise NotFound(f"no sweep job {job_id!r} on the Ray cluster at {address}") from exc
-        raise BackendError(f"cannot read job {job_id} from the Ray cluster at {address}: "
-                           f"{_one_line(exc)}") from exc
-    return DetachedSweep(job_id, status, " ".join(str(info.message or "").split()),
-                         last_json_object(logs))
+        raise BackendError(
+            f"cannot read job {job_id} from the Ray cluster at {address}: {_one_line(exc)}"
+        ) from exc
+    return DetachedSweep(
+        job_id, status, " ".join(str(info.message or "").split()), last_json_object(logs)
+    )
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:
