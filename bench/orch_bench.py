@@ -64,6 +64,7 @@ def curve(ctx: Ctx) -> dict[str, Any]:
     ctx.warm()
     sizes = {1: ctx.reps(3, 2), 4: ctx.reps(2, 1), 16: ctx.reps(2, 1), 64: ctx.reps(1, 0)}
     figures: dict[str, Any] = {}
+    points: list[tuple[int, float]] = []
     for size, reps in sizes.items():
         stat = ctx.cache.get("curve16") if size == 16 else None
         if stat is None:
@@ -73,10 +74,21 @@ def curve(ctx: Ctx) -> dict[str, Any]:
                 stat.add(wall / size)
                 log(f"curve: {size} runs in {wall:.2f}s")
         figures[f"orch_per_run_{size}_s"] = stat.median
+        points.extend((size, per_run * size) for per_run in stat.samples)
+    # wall(N) = fixed + N x marginal, least squares over every sweep measured above
+    if len({n for n, _ in points}) >= 2:
+        mean_n = statistics.fmean(n for n, _ in points)
+        mean_w = statistics.fmean(w for _, w in points)
+        slope = sum((n - mean_n) * (w - mean_w) for n, w in points) / sum(
+            (n - mean_n) ** 2 for n, _ in points
+        )
+        figures["orch_marginal_per_run_s"] = slope
+        figures["orch_fixed_per_sweep_s"] = mean_w - slope * mean_n
     floor = ctx.cache.get("floor")
     if floor is None or floor.n < 3:
         floor = ctx.floor(5)
     figures["curve_floor_s"] = floor.median
+    figures["marginal_per_run_ratio"] = ratio(figures.get("orch_marginal_per_run_s"), floor.median)
     return figures
 
 
