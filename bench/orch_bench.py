@@ -110,6 +110,25 @@ def sweep100(ctx: Ctx) -> dict[str, Any]:
         "sweep100_floor_s": floor.median,
         "sweep100_ratio": ratio(wall_stat.median, ideal),
         "sweep100_ratio_paired": paired([w / 50 for w in wall_stat.samples], groups),
+        **_parallel_floor(ctx, wall_stat),
+    }
+
+
+def _parallel_floor(ctx: Ctx, wall_stat: Stat) -> dict[str, Any]:
+    """What this machine does with two `docker run --rm BASE true` at a time (40 runs,
+    scaled to 100): two containers starting together do not take half the time of one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = 20 if ctx.quick else 40
+    argv = ["docker", "run", "--rm", *ctx.floor_label(), ctx.base_id, "true"]
+    stat = ctx.row("sweep100", Stat(f"{count} x docker run, 2 at a time: wall x {100 / count:g}"))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: run_timed(ctx.janitor, argv), range(count)))
+    stat.add((time.perf_counter() - start) * 100 / count)
+    return {
+        "sweep100_parallel_floor_s": stat.median,
+        "sweep100_ratio_vs_parallel_floor": ratio(wall_stat.median, stat.median),
     }
 
 

@@ -84,16 +84,19 @@ def _ctx(project_dir: str | None, store_uri: str | None, s3_endpoint: str | None
     return Context(project_dir, store_uri, s3_endpoint)
 
 
+def _completion_runs(ctx: click.Context) -> Any:
+    params = ctx.params
+    return _ctx(
+        params.get("project_dir"), params.get("store_uri"), params.get("s3_endpoint")
+    ).runs()
+
+
 def _complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
-        runs = _ctx(
-            ctx.params.get("project_dir"),
-            ctx.params.get("store_uri"),
-            ctx.params.get("s3_endpoint"),
-        ).runs()
+        keys = _completion_runs(ctx).store.list("runs/")
         return [
             key.split("/")[1]
-            for key in runs.store.list("runs/")
+            for key in keys
             if key.endswith("/run.json") and key.split("/")[1].startswith(incomplete)
         ]
     except Exception:  # noqa: BLE001 - completion must never fail loudly
@@ -102,13 +105,9 @@ def _complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: st
 
 def _complete_sweep_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
-        runs = _ctx(
-            ctx.params.get("project_dir"),
-            ctx.params.get("store_uri"),
-            ctx.params.get("s3_endpoint"),
-        ).runs()
-        return [s["sweep_id"] for s in runs.list_sweeps() if s["sweep_id"].startswith(incomplete)]
-    except Exception:  # noqa: BLE001
+        sweeps = _completion_runs(ctx).list_sweeps()
+        return [s["sweep_id"] for s in sweeps if s["sweep_id"].startswith(incomplete)]
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
 
 

@@ -59,7 +59,6 @@ __all__ = [
     "Composer",
     "config_digest",
     "expand_sweep",
-    "flatten",
     "to_json",
     "to_yaml",
 ]
@@ -639,15 +638,3 @@ def config_digest(config: dict[str, Any]) -> str:
         return canonical.digest(config)
     except ValueError as exc:
         raise ConfigError(f"config cannot be hashed: {exc}") from exc
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys (``optimizer.lr``); lists and empty mappings are kept as values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted))
-        else:
-            flat[dotted] = value
-    return flat

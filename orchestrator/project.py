@@ -13,8 +13,8 @@ from .errors import ProjectError
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
 _KNOWN = {
     "name",
     "base_image",
@@ -65,7 +65,7 @@ class Project:
 
 def is_pinned(ref: str) -> bool:
     """An image ID or a ``name@sha256:...`` reference: both name exact content."""
-    return bool(_IMAGE_ID.match(ref) or _DIGEST_REF.match(ref))
+    return bool(IMAGE_ID.match(ref) or DIGEST_REF.match(ref))
 
 
 def find_project(start: Path) -> Path:

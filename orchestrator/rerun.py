@@ -20,10 +20,9 @@ from .execute import execute
 from .image.archive import has_image
 from .image.imageconfig import ImageConfig
 from .image.transport import fetch_from_store, pull_by_digest
+from .project import DIGEST_REF, IMAGE_ID
 from .store import RunStore
 
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-_REPO_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
 _RUN_ID = re.compile(r"^[0-9a-f]{1,64}\Z")
 _DYNAMIC = {
     "status",
@@ -67,9 +66,9 @@ class RerunResult:
 
 def find_original(runs: RunStore, client: Any, target: str) -> dict[str, Any]:
     """The record a target names: a run id (or unique prefix), an image ID, a repo digest."""
-    if _IMAGE_ID.match(target):
+    if IMAGE_ID.match(target):
         return runs.read_run(_run_id_of_image(runs, client, target))
-    if _REPO_DIGEST.match(target):
+    if DIGEST_REF.match(target):
         image_id = pull_by_digest(client, target)
         if image_id is None:
             raise ImageError(f"cannot pull {target}: is the registry running and reachable?")

@@ -21,11 +21,11 @@ from orchestrator.config import (
     Composer,
     config_digest,
     expand_sweep,
-    flatten,
     to_json,
     to_yaml,
 )
 from orchestrator.errors import ConfigError
+from orchestrator.results.table import flatten
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs"

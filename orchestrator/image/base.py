@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ImageError
+from .archive import has_image
 from .tarball import Entry, fixed_mtime, tree_entries, write_layer_file
 
 SUITE = "bookworm"
@@ -380,19 +381,6 @@ def remember_image(image: BaseImage) -> None:
 # --- the daemon --------------------------------------------------------------------------
 
 
-def daemon_has(client: Any, image_ref: str) -> bool:
-    """Whether the daemon knows ``image_ref`` (an ID or a tag)."""
-    import docker.errors
-
-    try:
-        client.images.get(image_ref)
-    except docker.errors.ImageNotFound:
-        return False
-    except docker.errors.DockerException as exc:
-        raise BackendError(f"Docker daemon unreachable: {exc}") from exc
-    return True
-
-
 def ensure_tag(client: Any, image_ref: str, tag: str = TAG) -> None:
     """Point ``tag`` at ``image_ref`` unless it already does."""
     import docker.errors
@@ -448,7 +436,7 @@ def load_archive(client: Any, archive: Path, expected_id: str) -> None:
             client.images.load(handle)
     except docker.errors.DockerException as exc:
         raise ImageError(f"the daemon refused the base image archive: {exc}") from exc
-    if not daemon_has(client, expected_id):
+    if not has_image(client, expected_id):
         raise ImageError(f"loaded the base image but the daemon has no image {expected_id}")
 
 
@@ -470,7 +458,7 @@ def fast_path(client: Any, packages_file: Path) -> BaseImage | None:
     if not packages_file.is_file():
         return None
     image = cached_image(packages_file.read_text(encoding="utf-8"))
-    if image is None or not daemon_has(client, image.image_id):
+    if image is None or not has_image(client, image.image_id):
         return None
     return image
 
@@ -515,7 +503,7 @@ def ensure_base_image(
         debootstrap(rootfs, mirror or apt_mirror(), log=log)
         image, layer = build_image(rootfs, log)
         _record_packages(packages_file, image.packages, frozen, log)
-        if daemon_has(client, image.image_id):
+        if has_image(client, image.image_id):
             log(f"the daemon already has {image.image_id}")
         else:
             log(f"loading {image.image_id} into the daemon")
