@@ -250,3 +250,14 @@ def test_image_ls_and_prune_keep_referenced_images(demo_sweep: dict, orch) -> No
     assert prune.returncode == 0, prune.stderr
     for run in demo_sweep["result"]["runs"]:
         assert run["image_id"] not in prune.stdout
+
+
+def test_shell_completion_offers_commands_and_run_ids(demo_sweep: dict, orch) -> None:
+    run_id = demo_sweep["result"]["runs"][0]["run_id"]
+    words = orch(env={"_ORCH_COMPLETE": "bash_complete", "COMP_WORDS": "orch res",
+                      "COMP_CWORD": "1"})
+    assert "plain,results" in words.stdout.splitlines()
+    ids = orch(cwd=demo_sweep["root"], env={
+        "_ORCH_COMPLETE": "bash_complete", "COMP_WORDS": f"orch show {run_id[:4]}",
+        "COMP_CWORD": "2"})
+    assert f"plain,{run_id}" in ids.stdout.splitlines()
