@@ -99,6 +99,17 @@ def main(figures_path: str, out_path: str) -> None:
         ax.set_ylim(min(values) * 0.6, max(values) * 1.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(
+        [
+            t
+            for t in (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20)
+            if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]
+        ]
+    )
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(n) for n in sizes])
     ax.set_xlabel("runs in the sweep (one at a time)")

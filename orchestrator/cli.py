@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +21,8 @@ from .errors import OrchestratorError, UsageError
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
+#: For start-up work that may overlap (reaching the Docker daemon while composing).
+_background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-cli")
 
 
 class Context:
@@ -283,6 +286,10 @@ def sweep(
     project = context.project(allow_unpinned=allow_unpinned)
     if base_image is not None:
         project = with_base_image(project, base_image, allow_unpinned)
+    # Reaching the daemon overlaps with composing; a config error still comes first.
+    # (Only for a local socket: a remote host that hangs would hold up the exit.)
+    local = os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+    connecting = _background.submit(context.docker) if local and not (dry_run or detach) else None
     points = sweepmod.compose_points(project, overrides)
     if dry_run:
         listing = [{"overrides": list(point)} for point, _ in points]
@@ -312,7 +319,7 @@ def sweep(
         click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
         return
     runs = context.runs()
-    client = context.docker()
+    client = connecting.result() if connecting is not None else context.docker()
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
     engine = _backend(backend, client, runs, jobs, ids, ray_address, context)
     progress = _Progress(len(points), quiet=False)

@@ -248,9 +248,12 @@ class SweepDriver:
         records: dict[str, dict[str, Any]] = {}
         pending: dict[Future[dict[str, Any]], Job] = {}
         held: dict[str, Job] = {}
-        for start in range(0, len(todo), self.batch):
-            # Loading the next batch overlaps with the runs of the previous ones.
-            jobs = self._prepare_batch(env, sweep, todo[start : start + self.batch], io, uploads)
+        start, size = 0, max(1, self.batch // 4)
+        while start < len(todo):
+            # A small first batch gets the first container going at once; loading each
+            # later, larger batch overlaps with the runs of the previous ones.
+            batch, start, size = todo[start : start + size], start + size, min(2 * size, self.batch)
+            jobs = self._prepare_batch(env, sweep, batch, io, uploads)
             if not self.backend.shares_daemon:
                 for upload in uploads:  # other nodes fetch the images from the store
                     upload.result()

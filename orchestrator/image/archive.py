@@ -101,14 +101,22 @@ class ThinArchive:
                         raise ImageError(f"docker load failed: {message['error']}")
             except docker.errors.APIError as exc:
                 raise ImageError(f"docker load failed: {describe(exc)}") from exc
-        missing = [
-            i.config.image_id for i in self.images if not has_image(client, i.config.image_id)
-        ]
+        present = _image_ids(client)  # one call, not one inspect per image
+        missing = [i.config.image_id for i in self.images if i.config.image_id not in present]
         if missing:
             raise ImageError(
                 f"the daemon did not load {missing[0]}: a layer it lacks was not sent "
                 f"(remove stale orch images with 'orch image prune' and retry)"
             )
+
+
+def _image_ids(client: Any) -> set[str]:
+    import docker.errors
+
+    try:
+        return set(client.api.images(all=True, quiet=True))
+    except docker.errors.APIError as exc:
+        raise ImageError(f"cannot list the daemon's images: {describe(exc)}") from exc
 
 
 def has_image(client: Any, image_id: str) -> bool:
