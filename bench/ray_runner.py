@@ -1,4 +1,4 @@
-"""Calls ``bench/ray_bench.py``'s ``main()`` (another engineer's) in a child process, so
+"""Calls ``bench/ray_bench.py``'s ``main()`` in a child process, so
 Ray's processes and global state never leak into the harness; null when it is absent."""
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class StoreView:
 class ContainerStarts:
     """Counts container starts per run id, live, while the block runs.
 
-    The daemon keeps only its last 256 events, and other tests (or engineers) may add
+    The daemon keeps only its last 256 events, and other tests may add
     many, so past events (``docker events --since``) can miss some: listen from the start.
     """
 
