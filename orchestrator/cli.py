@@ -501,6 +501,12 @@ def list_runs(project_dir: str | None, store_uri: str | None, s3_endpoint: str |
     click.echo(runs_table(sweeps, counts))
 
 
+def _read_run(runs: Any, run_id: str) -> dict[str, Any]:
+    """The record of a run named by its id or a unique prefix of it."""
+    _check_id(run_id, "run id")
+    return dict(runs.read_run(runs.resolve_run_id(run_id)))
+
+
 def _check_id(value: str, what: str) -> None:
     import re
 
@@ -522,9 +528,8 @@ def show(
     as_json: bool,
 ) -> None:
     """The whole record of a run."""
-    _check_id(run_id, "run id")
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
-    record = runs.read_run(runs.resolve_run_id(run_id))
+    record = _read_run(runs, run_id)
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -632,10 +637,8 @@ def image_verify(
     """Rebuild a run's image from its recorded inputs; exit 0 only when the ID is identical."""
     from .verify import verify
 
-    _check_id(run_id, "run id")
     context = _ctx(project_dir, store_uri, s3_endpoint)
-    runs = context.runs()
-    record = runs.read_run(runs.resolve_run_id(run_id))
+    record = _read_run(context.runs(), run_id)
     result = verify(context.docker(), context.project_root(), record)
     if result.identical:
         click.echo(f"identical: {result.rebuilt}")
@@ -705,11 +708,8 @@ def compare(
     from .results import compare as do_compare
     from .results import diff_to_json, render_diff
 
-    _check_id(run_a, "run id")
-    _check_id(run_b, "run id")
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
-    a = runs.read_run(runs.resolve_run_id(run_a))
-    b = runs.read_run(runs.resolve_run_id(run_b))
+    a, b = _read_run(runs, run_a), _read_run(runs, run_b)
     diff = do_compare(a, b)
     if as_json:
         click.echo(json.dumps(diff_to_json(diff), indent=2, sort_keys=True))
