@@ -7,9 +7,7 @@ Docker 20.10 loads only this format (not an OCI layout).
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import IO, Any
 from ..docker_api import describe
 from ..errors import ImageError
 from .imageconfig import ImageConfig
-from .tarball import fixed_mtime
+from .tarball import Entry, write_layer
 
 
 @dataclass(frozen=True)
@@ -51,40 +49,25 @@ class ThinArchive:
         self.layers.setdefault(diff_id, LayerSource(data, path))
 
     def write(self, out: IO[bytes]) -> None:
-        mtime = fixed_mtime()
+        """The archive through the same deterministic tar writer as layers: the loader
+        unpacks it whole before reading manifest.json, so member order does not matter."""
+        entries = [
+            Entry(f"{_hex(diff_id)}/layer.tar", data=source.data, source=source.path)
+            for diff_id, source in self.layers.items()
+        ]
         manifest: list[dict[str, Any]] = []
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            for diff_id, source in sorted(self.layers.items()):
-                name = f"{diff_id.split(':', 1)[1]}/layer.tar"
-                info = tarfile.TarInfo(name)
-                info.mtime = mtime
-                if source.data is not None:
-                    info.size = len(source.data)
-                    tar.addfile(info, io.BytesIO(source.data))
-                elif source.path is not None:
-                    info.size = source.path.stat().st_size
-                    with source.path.open("rb") as handle:
-                        tar.addfile(info, handle)
-            for image in self.images:
-                hex_id = image.config.image_id.split(":", 1)[1]
-                info = tarfile.TarInfo(f"{hex_id}.json")
-                info.mtime = mtime
-                info.size = len(image.config.raw)
-                tar.addfile(info, io.BytesIO(image.config.raw))
-                manifest.append(
-                    {
-                        "Config": f"{hex_id}.json",
-                        "RepoTags": list(image.tags) or None,
-                        "Layers": [
-                            f"{d.split(':', 1)[1]}/layer.tar" for d in image.config.diff_ids
-                        ],
-                    }
-                )
-            raw = json.dumps(manifest, sort_keys=True).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.mtime = mtime
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
+        for image in self.images:
+            config_name = f"{_hex(image.config.image_id)}.json"
+            entries.append(Entry(config_name, data=image.config.raw))
+            manifest.append(
+                {
+                    "Config": config_name,
+                    "RepoTags": list(image.tags) or None,
+                    "Layers": [f"{_hex(d)}/layer.tar" for d in image.config.diff_ids],
+                }
+            )
+        entries.append(Entry("manifest.json", data=json.dumps(manifest, sort_keys=True).encode()))
+        write_layer(entries, out)
 
     def load(self, client: Any) -> None:
         """Load into the daemon behind ``client`` in one request."""
@@ -108,6 +91,10 @@ class ThinArchive:
                 f"the daemon did not load {missing[0]}: a layer it lacks was not sent "
                 f"(remove stale orch images with 'orch image prune' and retry)"
             )
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
 
 
 def _image_ids(client: Any) -> set[str]:

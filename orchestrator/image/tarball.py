@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Literal
+from typing import IO, Literal
 
 from ..errors import ImageError
 
@@ -86,7 +86,7 @@ def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
 
 
 class _HashingWriter(io.RawIOBase):
-    def __init__(self, out: BinaryIO | None) -> None:
+    def __init__(self, out: IO[bytes] | None) -> None:
         self._out = out
         self.sha = hashlib.sha256()
         self.size = 0
@@ -102,7 +102,7 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
-def write_layer(entries: Iterable[Entry], out: BinaryIO | None) -> str:
+def write_layer(entries: Iterable[Entry], out: IO[bytes] | None) -> str:
     """Write the layer tar to ``out`` (or only hash it when ``out`` is None).
 
     Returns the diff ID, ``sha256:<hex>`` of the uncompressed tar bytes.
