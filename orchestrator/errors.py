@@ -11,10 +11,14 @@ errors (docker, botocore, ray, yaml, hydra) are translated where they are caught
      |    +-- VerifyMismatch rebuilt image differs from the recorded one
      +-- BackendError        Docker daemon or Ray cluster unreachable or refusing
      +-- StoreError          store unreachable, refused, corrupt
-          +-- NotFound       a key/run/sweep that does not exist
+     |    +-- NotFound       a key/run/sweep that does not exist
+     +-- ResultError         the command worked and its answer is "no" (exit 1)
+          +-- RunsFailed     a sweep has failed runs
+          +-- NotReproduced  a rerun's metrics differ from the original's
 
-Only the CLI turns these into exit codes: every one of them is exit 2 ("error:" line),
-except that a failed run or a non-reproduced rerun is a result, not an exception.
+Each class carries its ``exit_code`` the way click's exceptions do; the CLI maps an
+error to one ``error:`` line and that code (2 for every error, 1 for a result that is
+"no"), so no command decides exit codes by itself.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 class OrchestratorError(Exception):
     """Root of all errors raised by orch. The message is one line meant for the user."""
+
+    exit_code = 2
 
 
 class UsageError(OrchestratorError):
@@ -41,7 +47,9 @@ class ImageError(OrchestratorError):
 
 
 class VerifyMismatch(ImageError):
-    """A rebuilt image does not have the recorded ID."""
+    """A rebuilt image does not have the recorded ID: not reproduced, a result."""
+
+    exit_code = 1
 
 
 class BackendError(OrchestratorError):
@@ -54,3 +62,17 @@ class StoreError(OrchestratorError):
 
 class NotFound(StoreError):
     """A key, run or sweep does not exist in the store."""
+
+
+class ResultError(OrchestratorError):
+    """The command ran and its answer is "no": a run failed, a rerun did not reproduce."""
+
+    exit_code = 1
+
+
+class RunsFailed(ResultError):
+    """A sweep has runs that failed (now or in an earlier submission)."""
+
+
+class NotReproduced(ResultError):
+    """A rerun's metrics differ from the original run's."""

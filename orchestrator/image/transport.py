@@ -131,3 +131,32 @@ def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[s
             archive.add_layer(diff_id, path=path)
         archive.add_image(config)
         archive.load(client)
+
+
+def ensure_image(
+    client: Any,
+    blobs: Any,
+    image_id: str,
+    *,
+    repo_digest: str | None = None,
+    prefixes: tuple[str, str, str] | None = None,
+) -> str:
+    """Make ``image_id`` present on this daemon; returns where it came from.
+
+    Tried in order: the daemon itself, the registry digest recorded with the run, the
+    store's blobs. ``prefixes`` are the (base, env, code) images the run image is built
+    on: from the store they are loaded first, so that of every later run of the same
+    sweep on this daemon only its small config layer travels.
+    """
+    if has_image(client, image_id):
+        return "daemon"
+    if repo_digest and pull_by_digest(client, repo_digest) == image_id:
+        return "registry"
+    base, env, code = prefixes or ("", "", "")
+    known = [base]
+    for prefix in (env, code):
+        if prefix and not has_image(client, prefix):
+            fetch_from_store(client, blobs, prefix, known)
+        known.insert(0, prefix)
+    fetch_from_store(client, blobs, image_id, known)
+    return "store"

@@ -1,0 +1,443 @@
+"""The typed records orch stores: a run's ``run.json`` and a sweep's ``sweeps/<id>.json``.
+
+A :class:`RunPlan` is everything known about a run before it starts (its config, its
+image and the layers that made it, the command, the resources); a :class:`RunRecord` is a
+plan plus what happened (status, exit code, times, node, metrics). The split is what
+keeps a rerun honest: it starts from the original's *plan*, so nothing the original run
+observed (its node, its GPU ids, ``gpus_simulated``) can leak into the rerun's record.
+
+Both serialize to flat JSON objects (the layout of ``docs/records.md``). Reading is
+strict about the type of every known field and lenient about absence (older writers
+left some out), and keeps the fields it does not know (a newer schema) so that a
+rewrite by this version loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Self, TypeVar
+
+from .errors import StoreError
+
+#: The schema number every record this version writes carries.
+SCHEMA = 1
+
+T = TypeVar("T")
+
+
+class RunStatus(StrEnum):
+    """The states of a run (``skipped`` exists only in a sweep's output, not here)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PRUNED = "pruned"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class CorruptRecord(StoreError):
+    """A stored record is not valid JSON or has a field of the wrong type."""
+
+
+def iso(ts: float) -> str:
+    """A UNIX time as the records' ISO 8601 form: UTC, milliseconds, ``Z``."""
+    stamp = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return iso(dt.datetime.now(dt.UTC).timestamp())
+
+
+# -- field readers: one place that knows what a well-formed field is ------------------------
+
+
+class _Fields:
+    """Reads typed fields out of one JSON object, naming the object in every error."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise CorruptRecord(f"corrupt record {where}: expected a JSON object")
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def bad(self, key: str, expected: str) -> CorruptRecord:
+        value = repr(self.data.get(key))
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return CorruptRecord(
+            f"corrupt record {self.where}: field {key!r} should be {expected}, got {shown}; "
+            "repair or delete it"
+        )
+
+    def get(self, key: str, kinds: type | tuple[type, ...], expected: str, default: T) -> Any:
+        self.used.add(key)
+        value = self.data.get(key, default)
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) and bool not in _as_tuple(kinds):
+            raise self.bad(key, expected)
+        if not isinstance(value, kinds):
+            raise self.bad(key, expected)
+        return value
+
+    def required_str(self, key: str) -> str:
+        self.used.add(key)
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.bad(key, "a non-empty string")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> Any:
+        return self.get(key, str, "a string", default)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        return bool(self.get(key, bool, "true or false", default))
+
+    def number(self, key: str, default: float | None = None) -> Any:
+        return self.get(key, (int, float), "a number", default)
+
+    def integer(self, key: str, default: int | None = None) -> Any:
+        return self.get(key, int, "an integer", default)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        return dict(self.get(key, dict, "a JSON object", {}))
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, "a list of strings", [])
+        if not all(isinstance(item, str) for item in value):
+            raise self.bad(key, "a list of strings")
+        return tuple(value)
+
+    def str_map(self, key: str) -> dict[str, str]:
+        value = self.mapping(key)
+        if not all(isinstance(item, str) for item in value.values()):
+            raise self.bad(key, "an object of strings")
+        return value
+
+    def metrics(self, key: str) -> dict[str, float]:
+        value = self.mapping(key)
+        for item in value.values():
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise self.bad(key, "an object of numbers")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise self.bad(key, "an object of finite numbers")
+        return value
+
+    def extra(self) -> dict[str, Any]:
+        return {key: value for key, value in self.data.items() if key not in self.used}
+
+
+def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+# -- the parts of a plan ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """What a run asked for. ``memory`` is a Docker size string such as ``"512m"``."""
+
+    cpus: float = 1.0
+    gpus: int = 0
+    memory: str | None = None
+    timeout: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> RunResources:
+        fields = _Fields(data, where)
+        return cls(
+            cpus=fields.number("cpus", 1.0) or 1.0,
+            gpus=fields.integer("gpus", 0) or 0,
+            memory=fields.text("memory"),
+            timeout=fields.number("timeout"),
+        )
+
+
+@dataclass(frozen=True)
+class PrefixImages:
+    """The image IDs a run image is built on, so a daemon can fetch only what it lacks."""
+
+    base: str
+    env: str
+    code: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> PrefixImages:
+        fields = _Fields(data, where)
+        return cls(fields.text("base", ""), fields.text("env", ""), fields.text("code", ""))
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The diff IDs of a run image's layers, by the part of the image they make."""
+
+    base: tuple[str, ...]
+    env: str
+    code: str
+    config: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": list(self.base), "env": self.env, "code": self.code, "config": self.config}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> Layers:
+        fields = _Fields(data, where)
+        return cls(
+            fields.strings("base"),
+            fields.text("env", ""),
+            fields.text("code", ""),
+            fields.text("config", ""),
+        )
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.base, self.env, self.code, self.config)
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    """What is known of a run before it starts; carried to whichever node runs it.
+
+    The dict fields (``config``, ``env``) are plain JSON values, never mutated.
+    """
+
+    run_id: str
+    sweep_id: str = ""
+    project: str = ""
+    overrides: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    image_id: str = ""
+    repo_digest: str | None = None
+    base_image: str = ""
+    base_ref: str = ""
+    pinned: bool = True
+    images: PrefixImages | None = None
+    layers: Layers | None = None
+    env_key: str = ""
+    code_key: str = ""
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    resources: RunResources = field(default_factory=RunResources)
+    network: str = "none"
+    git_commit: str | None = None
+    git_tree: str | None = None
+    dirty: bool = False
+    rerun_of: str | None = None
+
+    def plan(self) -> RunPlan:
+        """Only the plan's fields: what a rerun starts from."""
+        names = {f.name for f in dataclasses.fields(RunPlan)}
+        return RunPlan(**{name: getattr(self, name) for name in names})
+
+    def _plan_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "sweep_id": self.sweep_id,
+            "project": self.project,
+            "overrides": list(self.overrides),
+            "config": self.config,
+            "image_id": self.image_id,
+            "repo_digest": self.repo_digest,
+            "base_image": self.base_image,
+            "base_ref": self.base_ref,
+            "pinned": self.pinned,
+            "images": self.images.to_json() if self.images else None,
+            "layers": self.layers.to_json() if self.layers else None,
+            "env_key": self.env_key,
+            "code_key": self.code_key,
+            "command": list(self.command),
+            "env": dict(self.env),
+            "resources": self.resources.to_json(),
+            "network": self.network,
+            "git_commit": self.git_commit,
+            "git_tree": self.git_tree,
+            "dirty": self.dirty,
+        }
+        if self.rerun_of is not None:
+            data["rerun_of"] = self.rerun_of
+        return data
+
+    @staticmethod
+    def _plan_fields(fields: _Fields) -> dict[str, Any]:
+        where = fields.where
+        images = fields.get("images", dict, "a JSON object", None)
+        layers = fields.get("layers", dict, "a JSON object", None)
+        resources = fields.get("resources", dict, "a JSON object", {})
+        return {
+            "run_id": fields.required_str("run_id"),
+            "sweep_id": fields.text("sweep_id", "") or "",
+            "project": fields.text("project", "") or "",
+            "overrides": fields.strings("overrides"),
+            "config": fields.mapping("config"),
+            "image_id": fields.text("image_id", "") or "",
+            "repo_digest": fields.text("repo_digest"),
+            "base_image": fields.text("base_image", "") or "",
+            "base_ref": fields.text("base_ref", "") or "",
+            "pinned": fields.flag("pinned", True),
+            "images": PrefixImages.from_json(images, f"{where} (images)") if images else None,
+            "layers": Layers.from_json(layers, f"{where} (layers)") if layers else None,
+            "env_key": fields.text("env_key", "") or "",
+            "code_key": fields.text("code_key", "") or "",
+            "command": fields.strings("command"),
+            "env": fields.str_map("env"),
+            "resources": RunResources.from_json(resources, f"{where} (resources)"),
+            "network": fields.text("network", "none") or "none",
+            "git_commit": fields.text("git_commit"),
+            "git_tree": fields.text("git_tree"),
+            "dirty": fields.flag("dirty", False),
+            "rerun_of": fields.text("rerun_of"),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(RunPlan):
+    """``runs/<run_id>/run.json``: a plan and its outcome. Build with :meth:`finish`."""
+
+    status: RunStatus
+    reason: str | None = None
+    exit_code: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    host: str | None = None
+    node: str | None = None
+    gpus: tuple[str, ...] = ()
+    #: True only when the node ran with ORCH_FAKE_GPUS=1 (no real GPU there).
+    gpus_simulated: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+    schema: int = SCHEMA
+    #: Fields this version does not know (a newer writer's), kept for a faithful rewrite.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def finish(cls, plan: RunPlan, **outcome: Any) -> RunRecord:
+        return cls(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(RunPlan)},
+                   **outcome)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is RunStatus.SUCCEEDED
+
+    def to_json(self) -> dict[str, Any]:
+        data = {**self.extra, **self._plan_json()}
+        data.update(
+            {
+                "schema": self.schema,
+                "status": self.status.value,
+                "reason": self.reason,
+                "exit_code": self.exit_code,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "duration_s": self.duration_s,
+                "host": self.host,
+                "node": self.node,
+                "gpus": list(self.gpus),
+                "metrics": dict(self.metrics),
+                "artifacts": list(self.artifacts),
+            }
+        )
+        if self.gpus_simulated:
+            data["gpus_simulated"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "run.json") -> Self:
+        fields = _Fields(data, where)
+        plan = RunPlan._plan_fields(fields)
+        status = fields.required_str("status")
+        try:
+            run_status = RunStatus(status)
+        except ValueError:
+            raise fields.bad("status", f"one of {', '.join(s.value for s in RunStatus)}") from None
+        return cls(
+            **plan,
+            status=run_status,
+            reason=fields.text("reason"),
+            exit_code=fields.integer("exit_code"),
+            started_at=fields.text("started_at"),
+            ended_at=fields.text("ended_at"),
+            duration_s=fields.number("duration_s"),
+            host=fields.text("host"),
+            node=fields.text("node"),
+            gpus=fields.strings("gpus"),
+            gpus_simulated=fields.flag("gpus_simulated", False),
+            metrics=fields.metrics("metrics"),
+            artifacts=fields.strings("artifacts"),
+            schema=fields.integer("schema", SCHEMA) or SCHEMA,
+            extra=fields.extra(),
+        )
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    run_id: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepDoc:
+    """``sweeps/<sweep_id>.json``: written once, before the sweep's runs start."""
+
+    sweep_id: str
+    project: str = ""
+    created_at: str = ""
+    args: tuple[str, ...] = ()
+    runs: tuple[SweepEntry, ...] = ()
+    schema: int = SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [entry.run_id for entry in self.runs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "schema": self.schema,
+            "sweep_id": self.sweep_id,
+            "project": self.project,
+            "created_at": self.created_at,
+            "args": list(self.args),
+            "runs": [{"run_id": e.run_id, "overrides": list(e.overrides)} for e in self.runs],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "sweep.json") -> Self:
+        fields = _Fields(data, where)
+        entries = []
+        for i, item in enumerate(fields.get("runs", list, "a list of runs", [])):
+            entry = _Fields(item, f"{where} (runs[{i}])")
+            entries.append(SweepEntry(entry.required_str("run_id"), entry.strings("overrides")))
+        return cls(
+            sweep_id=fields.required_str("sweep_id"),
+            project=fields.text("project", "") or "",
+            created_at=fields.text("created_at", "") or "",
+            args=fields.strings("args"),
+            runs=tuple(entries),
+            schema=fields.integer("schema", SCHEMA) or SCHEMA,
+            extra=fields.extra(),
+        )

@@ -1,0 +1,70 @@
+"""orch's settings from the environment, read once by the CLI and passed down.
+
+Nothing below the CLI reads ``os.environ`` for these: a library caller builds a
+:class:`Settings` (or takes the defaults) and hands it in, so two callers in one process
+can use different values, and a bad value is reported once, as a usage error, up front.
+
+=================  =============================================  ===================
+variable           meaning                                        default
+=================  =============================================  ===================
+ORCH_LEASE_S       seconds a run's claim lives without a renewal  60
+ORCH_MAX_POINTS    largest sweep (points) orch will expand        100000
+ORCH_CACHE         the cache root (wheels, layers, base rootfs)   $XDG_CACHE_HOME/orch
+ORCH_DEBUG         tracebacks and third-party warnings shown      unset
+=================  =============================================  ===================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def default_cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("ORCH_CACHE"):
+        return Path(env["ORCH_CACHE"])
+    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "orch"
+
+
+@dataclass(frozen=True)
+class Settings:
+    lease_s: float = 60.0
+    max_points: int = 100_000
+    cache_root: Path = field(default_factory=default_cache_root)
+    debug: bool = False
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often a run's holder renews its claim: several beats per lease."""
+        return self.lease_s / 6
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            lease_s=_positive(env, "ORCH_LEASE_S", 60.0, float),
+            max_points=int(_positive(env, "ORCH_MAX_POINTS", 100_000, int)),
+            cache_root=default_cache_root(env),
+            debug=bool(env.get("ORCH_DEBUG")),
+        )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        what = "a positive whole number" if kind is int else "a positive number of seconds"
+        raise UsageError(f"{name}={raw!r} is not {what}: fix or unset it")
+    return float(value)
