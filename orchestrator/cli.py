@@ -13,11 +13,15 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from .errors import OrchestratorError, UsageError
+
+if TYPE_CHECKING:
+    from .record import RunRecord
+    from .sweep import SweepRun
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -109,7 +113,7 @@ def _complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: st
 def _complete_sweep_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
         sweeps = _completion_runs(ctx).list_sweeps()
-        return [s["sweep_id"] for s in sweeps if s["sweep_id"].startswith(incomplete)]
+        return [s.sweep_id for s in sweeps if s.sweep_id.startswith(incomplete)]
     except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
 
@@ -201,7 +205,7 @@ class _Progress:
             self._task = self._live.add_task("sweep", total=total, counts="")
             self._live.start()
 
-    def __call__(self, event: str, run_id: str, record: dict[str, Any] | None) -> None:
+    def __call__(self, event: str, run_id: str, record: RunRecord | None) -> None:
         if event == "queued":
             self.counts["queued"] += 1
         elif event == "running":
@@ -211,14 +215,14 @@ class _Progress:
             self.counts["skipped"] += 1
         elif event == "done" and record is not None:
             self.counts["running"] = max(0, self.counts["running"] - 1)
-            self.counts[record["status"]] += 1
+            self.counts[record.status.value] = self.counts.get(record.status.value, 0) + 1
         finished = self.counts["succeeded"] + self.counts["failed"] + self.counts["skipped"]
         text = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
         if self._live is not None:
             self._live.update(self._task, completed=finished, counts=text)
         elif not self.quiet and event in ("done", "skipped", "waiting"):
-            status = record["status"] if record and event == "done" else event
-            reason = f" ({record['reason']})" if record and record.get("reason") else ""
+            status = record.status.value if record and event == "done" else event
+            reason = f" ({record.reason})" if record and record.reason else ""
             click.echo(f"[{finished}/{self.total}] {run_id} {status}{reason}", err=True)
 
     def close(self) -> None:
@@ -343,7 +347,7 @@ def sweep(
     else:
         from .results import default_sort, render
 
-        records = runs.read_sweep_runs(result.sweep_id)
+        records = [r.to_json() for r in runs.read_sweep_runs(result.sweep_id)]
         click.echo(render(records, "table", sort=default_sort(records)))
         click.echo(f"sweep {result.sweep_id}: {_counts(result.runs)}")
     if result.failed:
@@ -375,10 +379,10 @@ def _submit_detached(
     return submit_detached(ray_address, context.project_root(), args, store_uri)
 
 
-def _counts(runs: Sequence[dict[str, Any]]) -> str:
+def _counts(runs: Sequence[SweepRun]) -> str:
     counts: dict[str, int] = {}
     for run in runs:
-        counts[run["status"]] = counts.get(run["status"], 0) + 1
+        counts[run.status] = counts.get(run.status, 0) + 1
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
@@ -474,7 +478,7 @@ def results(
 
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
     _check_id(sweep_id, "sweep id")
-    records = runs.read_sweep_runs(sweep_id)
+    records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
     click.echo(
         render(records, fmt, sort=sort, where=where, color=sys.stdout.isatty()), nl=fmt != "csv"
     )
@@ -490,21 +494,22 @@ def list_runs(project_dir: str | None, store_uri: str | None, s3_endpoint: str |
     sweeps = runs.list_sweeps()
     counts = {}
     for sweep_doc in sweeps:
-        records = runs.read_sweep_runs(sweep_doc["sweep_id"])
+        records = runs.read_sweep_runs(sweep_doc.sweep_id)
         tally: dict[str, int] = {}
         for record in records:
-            tally[record["status"]] = tally.get(record["status"], 0) + 1
-        missing = len(sweep_doc.get("runs", [])) - len(records)
+            tally[record.status.value] = tally.get(record.status.value, 0) + 1
+        missing = len(sweep_doc.runs) - len(records)
         if missing:
             tally["incomplete"] = missing
-        counts[sweep_doc["sweep_id"]] = tally
-    click.echo(runs_table(sweeps, counts))
+        counts[sweep_doc.sweep_id] = tally
+    click.echo(runs_table([s.to_json() for s in sweeps], counts))
 
 
-def _read_run(runs: Any, run_id: str) -> dict[str, Any]:
+def _read_run(runs: Any, run_id: str) -> RunRecord:
     """The record of a run named by its id or a unique prefix of it."""
     _check_id(run_id, "run id")
-    return dict(runs.read_run(runs.resolve_run_id(run_id)))
+    record: RunRecord = runs.read_run(runs.resolve_run_id(run_id))
+    return record
 
 
 def _check_id(value: str, what: str) -> None:
@@ -529,7 +534,7 @@ def show(
 ) -> None:
     """The whole record of a run."""
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
-    record = _read_run(runs, run_id)
+    record = _read_run(runs, run_id).to_json()
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -610,14 +615,14 @@ def rerun(
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
         click.echo(
-            f"rerun {result.record['run_id']} of {result.original['run_id']}: "
-            f"{result.record['status']}, image {result.record['image_id']}"
+            f"rerun {result.record.run_id} of {result.original.run_id}: "
+            f"{result.record.status.value}, image {result.record.image_id}"
         )
         if result.identical:
             click.echo("metrics identical")
         else:
             click.echo("metrics NOT identical:")
-            for line in result.differences or [f"status {result.record['status']}"]:
+            for line in result.differences or [f"status {result.record.status.value}"]:
                 click.echo(f"  {line}")
     if not result.identical:
         sys.exit(EXIT_FAILED)
@@ -638,7 +643,7 @@ def image_verify(
     from .verify import verify
 
     context = _ctx(project_dir, store_uri, s3_endpoint)
-    record = _read_run(context.runs(), run_id)
+    record = _read_run(context.runs(), run_id).to_json()
     result = verify(context.docker(), context.project_root(), record)
     if result.identical:
         click.echo(f"identical: {result.rebuilt}")
@@ -675,9 +680,9 @@ def image_prune(
     keep: set[str] = set()
     projects: set[str] = set()
     for sweep_doc in runs.list_sweeps():
-        projects.add(sweep_doc.get("project", ""))
-        for record in runs.read_sweep_runs(sweep_doc["sweep_id"]):
-            keep.add(record.get("image_id", ""))
+        projects.add(sweep_doc.project)
+        for record in runs.read_sweep_runs(sweep_doc.sweep_id):
+            keep.add(record.image_id)
     removed = 0
     for item in client.api.images(filters={"label": "org.orch.run_id"}):
         labels = item.get("Labels") or {}
@@ -710,11 +715,11 @@ def compare(
 
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
     a, b = _read_run(runs, run_a), _read_run(runs, run_b)
-    diff = do_compare(a, b)
+    diff = do_compare(a.to_json(), b.to_json())
     if as_json:
         click.echo(json.dumps(diff_to_json(diff), indent=2, sort_keys=True))
     else:
-        click.echo(render_diff(diff, a["run_id"], b["run_id"]))
+        click.echo(render_diff(diff, a.run_id, b.run_id))
 
 
 @cli.command()
@@ -737,7 +742,7 @@ def report(
     runs = _ctx(project_dir, store_uri, s3_endpoint).runs()
     sweep_doc = runs.read_sweep(sweep_id)
     records = runs.read_sweep_runs(sweep_id)
-    write_report(sweep_doc, records, Path(output))
+    write_report(sweep_doc.to_json(), [r.to_json() for r in records], Path(output))
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)
 
 

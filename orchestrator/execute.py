@@ -8,29 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import threading
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any
 
 from . import container
-from .backends.base import Job
+from .job import Job
+from .record import RunRecord, RunStatus, iso
 from .store import RunStore
-
-#: A claim not renewed for LEASE_S seconds is stale and may be taken over; the holder
-#: renews it every HEARTBEAT_S. ORCH_LEASE_S shortens it (fault tests, small clusters).
-LEASE_S = float(os.environ.get("ORCH_LEASE_S") or 60.0)
-HEARTBEAT_S = LEASE_S / 6
 
 
 class ClaimHeld(Exception):
     """Another submitter holds the run; the driver waits for it instead of running it."""
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_metrics(raw: bytes | None) -> tuple[dict[str, float], str | None]:
@@ -56,16 +46,18 @@ def parse_metrics(raw: bytes | None) -> tuple[dict[str, float], str | None]:
 
 
 class _Heartbeat:
-    def __init__(self, runs: RunStore, run_id: str, owner: str) -> None:
+    """Renews a run's claim several times per lease while its container lives."""
+
+    def __init__(self, runs: RunStore, job: Job) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._beat, args=(runs, run_id, owner), daemon=True, name=f"claim-{run_id}"
+            target=self._beat, args=(runs, job), daemon=True, name=f"claim-{job.run_id}"
         )
 
-    def _beat(self, runs: RunStore, run_id: str, owner: str) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+    def _beat(self, runs: RunStore, job: Job) -> None:
+        while not self._stop.wait(job.lease_s / 6):
             try:
-                runs.claim(run_id, owner, LEASE_S)
+                runs.claims.claim(job.run_id, job.owner, job.lease_s)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
                 pass
 
@@ -84,58 +76,50 @@ def execute(
     *,
     gpu_ids: list[str] | None = None,
     node: str | None = None,
+    gpus_simulated: bool = False,
     attempt: int = 0,
     slot: AbstractContextManager[Any] | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Run ``job`` and commit its record. Raises ClaimHeld when someone else has it."""
     if runs.is_complete(job.run_id):
         return runs.read_run(job.run_id)
-    if not runs.claim(job.run_id, job.owner, LEASE_S):
+    if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
         raise ClaimHeld(job.run_id)
+    plan = job.plan
     gpu_ids = list(gpu_ids or [])
     kwargs = container.create_kwargs(
-        image_id=job.image_id,
-        command=list(job.command),
+        image_id=plan.image_id,
+        command=list(plan.command),
         run_id=job.run_id,
-        cpus=job.cpus,
-        memory=job.memory,
-        network=job.network,
+        cpus=plan.resources.cpus,
+        memory=plan.resources.memory,
+        network=plan.network,
         gpu_ids=gpu_ids,
         env=dict(job.runtime_env),
         name=f"orch-{job.run_id}-{job.owner[:8]}-{attempt}",
     )
     _remove_leftovers(client, job.run_id)
-    with _Heartbeat(runs, job.run_id, job.owner):
-        result = container.run(client, kwargs, job.timeout, slot)
+    with _Heartbeat(runs, job):
+        result = container.run(client, kwargs, plan.resources.timeout, slot)
     metrics_raw = result.outputs.get("metrics.json")
     metrics, metrics_error = parse_metrics(metrics_raw)
     reason = result.reason or metrics_error
-    artifacts = sorted(name for name in result.outputs if name != "metrics.json")
-    record = {
-        **job.record,
-        "schema": 1,
-        "run_id": job.run_id,
-        "sweep_id": job.sweep_id,
-        "status": "succeeded" if reason is None else "failed",
-        "reason": reason,
-        "image_id": job.image_id,
-        "command": list(job.command),
-        "resources": {
-            "cpus": job.cpus,
-            "gpus": job.gpus,
-            "memory": job.memory,
-            "timeout": job.timeout,
-        },
-        "exit_code": result.exit_code,
-        "started_at": iso(result.started),
-        "ended_at": iso(result.ended),
-        "duration_s": round(result.ended - result.started, 3),
-        "host": socket.gethostname(),
-        "node": node,
-        "gpus": gpu_ids,
-        "metrics": metrics,
-        "artifacts": artifacts,
-    }
+    artifacts = tuple(sorted(name for name in result.outputs if name != "metrics.json"))
+    record = RunRecord.finish(
+        plan,
+        status=RunStatus.SUCCEEDED if reason is None else RunStatus.FAILED,
+        reason=reason,
+        exit_code=result.exit_code,
+        started_at=iso(result.started),
+        ended_at=iso(result.ended),
+        duration_s=round(result.ended - result.started, 3),
+        host=socket.gethostname(),
+        node=node,
+        gpus=tuple(gpu_ids),
+        gpus_simulated=gpus_simulated,
+        metrics=metrics,
+        artifacts=artifacts,
+    )
     files: dict[str, bytes] = {
         **dict(job.files),
         "stdout.log": result.stdout,
@@ -149,7 +133,7 @@ def execute(
         runs.commit_run(record, files)
     except BaseException:
         # Let a re-submission run it at once rather than wait out the lease.
-        runs.release(job.run_id)
+        runs.claims.release(job.run_id)
         raise
     return record
 

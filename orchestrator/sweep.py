@@ -15,16 +15,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import config as configmod
-from .backends.base import Backend, Job
-from .execute import LEASE_S, ClaimHeld, iso
+from .backends.base import Backend
+from .execute import ClaimHeld
 from .image import builder
 from .image.builder import Environment, RunImage
 from .image.transport import base_layer_files, push_to_registry
+from .job import Job
 from .project import Project
+from .record import (
+    Layers,
+    PrefixImages,
+    RunPlan,
+    RunRecord,
+    RunResources,
+    RunStatus,
+    SweepDoc,
+    SweepEntry,
+    now_iso,
+)
+from .settings import Settings
 from .spec import RunSpec, SweepSpec
 from .store import RunStore
 
-Progress = Callable[[str, str, dict[str, Any] | None], None]
+Progress = Callable[[str, str, RunRecord | None], None]
 """progress(event, run_id, record): event is queued, skipped, running, done, waiting."""
 
 
@@ -39,17 +52,37 @@ class PlannedRun:
         return self.spec.run_id
 
 
+@dataclass(frozen=True)
+class SweepRun:
+    """One run as the sweep reports it: its record, and ``skipped`` when it had already
+    succeeded before this submission (a failed run stays ``failed`` however often the
+    sweep is re-submitted, so the sweep's exit code keeps saying so)."""
+
+    record: RunRecord
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The run object of ``orch sweep --json``."""
+        return {
+            "run_id": self.record.run_id,
+            "status": self.status,
+            "overrides": list(self.record.overrides),
+            "image_id": self.record.image_id,
+            "metrics": dict(self.record.metrics),
+        }
+
+
 @dataclass
 class SweepResult:
     sweep_id: str
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[SweepRun] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(run["status"] == "failed" for run in self.runs)
+        return any(run.status == RunStatus.FAILED for run in self.runs)
 
     def as_json(self) -> dict[str, Any]:
-        return {"sweep_id": self.sweep_id, "runs": self.runs}
+        return {"sweep_id": self.sweep_id, "runs": [run.to_json() for run in self.runs]}
 
 
 def compose_points(
@@ -83,15 +116,10 @@ def plan(
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
 
 
-def summary(record: dict[str, Any], status: str | None = None) -> dict[str, Any]:
-    """The run object of ``orch sweep --json``."""
-    return {
-        "run_id": record["run_id"],
-        "status": status or record["status"],
-        "overrides": list(record.get("overrides", [])),
-        "image_id": record.get("image_id"),
-        "metrics": record.get("metrics", {}),
-    }
+def _reported_status(record: RunRecord, resubmitted: bool) -> str:
+    if resubmitted and record.succeeded:
+        return "skipped"
+    return record.status.value
 
 
 class SweepDriver:
@@ -106,6 +134,7 @@ class SweepDriver:
         allow_dirty: bool = False,
         progress: Progress | None = None,
         batch: int = 8,
+        settings: Settings | None = None,
     ) -> None:
         self.project = project
         self.client = client
@@ -115,6 +144,7 @@ class SweepDriver:
         self.allow_dirty = allow_dirty
         self.progress = progress or (lambda event, run_id, record: None)
         self.batch = batch
+        self.settings = settings or Settings()
         self.owner = uuid.uuid4().hex
 
     def run(
@@ -123,24 +153,23 @@ class SweepDriver:
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
         sweep = plan(self.project, env, points, args)
         self.runs.write_sweep(
-            {
-                "schema": 1,
-                "sweep_id": sweep.sweep_id,
-                "project": self.project.name,
-                "created_at": iso(time.time()),
-                "args": list(args),
-                "runs": [{"run_id": s.run_id, "overrides": list(s.overrides)} for s in sweep.runs],
-            }
+            SweepDoc(
+                sweep_id=sweep.sweep_id,
+                project=self.project.name,
+                created_at=now_iso(),
+                args=tuple(args),
+                runs=tuple(SweepEntry(s.run_id, tuple(s.overrides)) for s in sweep.runs),
+            )
         )
         with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
             done_flags = list(io.map(lambda s: self.runs.is_complete(s.run_id), sweep.runs))
-            records: dict[str, dict[str, Any]] = {}
-            statuses: dict[str, str] = {}
+            records: dict[str, RunRecord] = {}
+            earlier: set[str] = set()
             todo: list[RunSpec] = []
             for spec, complete in zip(sweep.runs, done_flags, strict=True):
                 if complete:
                     records[spec.run_id] = self.runs.read_run(spec.run_id)
-                    statuses[spec.run_id] = "skipped"
+                    earlier.add(spec.run_id)
                     self.progress("skipped", spec.run_id, records[spec.run_id])
                 else:
                     todo.append(spec)
@@ -153,7 +182,10 @@ class SweepDriver:
                 upload.result()
         ordered = [records[s.run_id] for s in sweep.runs]
         self.runs.write_sweep_index(sweep.sweep_id, ordered)
-        return SweepResult(sweep.sweep_id, [summary(r, statuses.get(r["run_id"])) for r in ordered])
+        return SweepResult(
+            sweep.sweep_id,
+            [SweepRun(r, _reported_status(r, r.run_id in earlier)) for r in ordered],
+        )
 
     def _job(
         self,
@@ -168,46 +200,48 @@ class SweepDriver:
         if env.code.dirty and env.code.diff:
             files["dirty.diff"] = env.code.diff
         project = self.project
-        record = {
-            "project": project.name,
-            "overrides": list(spec.overrides),
-            "config": cfg,
-            "repo_digest": repo_digest,
-            "base_image": env.base.image_id,
-            "base_ref": env.base.ref,
-            "pinned": project.pinned,
-            "layers": {
-                "base": list(env.base.diff_ids),
-                "env": env.env_diff_id,
-                "code": env.code.diff_id,
-                "config": image.diff_id,
-            },
-            "images": {
-                "base": env.base.image_id,
-                "env": env.env_image.image_id,
-                "code": env.code_image.image_id,
-            },
-            "env_key": env.env_key,
-            "code_key": env.code_key,
-            "env": {**env.image_env, "ORCH_RUN_ID": spec.run_id},
-            "network": project.network,
-            "git_commit": env.code.git_commit,
-            "git_tree": env.code.git_tree,
-            "dirty": env.code.dirty,
-        }
-        return Job(
+        plan = RunPlan(
             run_id=spec.run_id,
             sweep_id=sweep.sweep_id,
+            project=project.name,
+            overrides=tuple(spec.overrides),
+            config=cfg,
             image_id=image.image_id,
-            image_tag=image.tag,
-            command=project.command,
-            cpus=project.resources.cpus,
-            gpus=project.resources.gpus,
-            memory=project.resources.memory,
-            timeout=project.timeout,
+            repo_digest=repo_digest,
+            base_image=env.base.image_id,
+            base_ref=env.base.ref,
+            pinned=project.pinned,
+            images=PrefixImages(
+                base=env.base.image_id,
+                env=env.env_image.image_id,
+                code=env.code_image.image_id,
+            ),
+            layers=Layers(
+                base=tuple(env.base.diff_ids),
+                env=env.env_diff_id,
+                code=env.code.diff_id,
+                config=image.diff_id,
+            ),
+            env_key=env.env_key,
+            code_key=env.code_key,
+            command=tuple(project.command),
+            env={**env.image_env, "ORCH_RUN_ID": spec.run_id},
+            resources=RunResources(
+                cpus=project.resources.cpus,
+                gpus=project.resources.gpus,
+                memory=project.resources.memory,
+                timeout=project.timeout,
+            ),
             network=project.network,
+            git_commit=env.code.git_commit,
+            git_tree=env.code.git_tree,
+            dirty=env.code.dirty,
+        )
+        return Job(
+            plan=plan,
             owner=self.owner,
-            record=record,
+            lease_s=self.settings.lease_s,
+            image_tag=image.tag,
             files=tuple(sorted(files.items())),
         )
 
@@ -244,9 +278,9 @@ class SweepDriver:
         todo: list[RunSpec],
         io: ThreadPoolExecutor,
         uploads: list[Future[Any]],
-    ) -> dict[str, dict[str, Any]]:
-        records: dict[str, dict[str, Any]] = {}
-        pending: dict[Future[dict[str, Any]], Job] = {}
+    ) -> dict[str, RunRecord]:
+        records: dict[str, RunRecord] = {}
+        pending: dict[Future[RunRecord], Job] = {}
         held: dict[str, Job] = {}
         start, size = 0, max(1, self.batch // 4)
         while start < len(todo):
@@ -268,7 +302,7 @@ class SweepDriver:
                     records[run_id] = self.runs.read_run(run_id)
                     self.progress("done", run_id, records[run_id])
                     del held[run_id]
-                elif self.runs.claim_is_stale(run_id, LEASE_S):
+                elif self.runs.claims.is_stale(run_id, self.settings.lease_s):
                     del held[run_id]
                     pending[self.backend.submit(job)] = job
             if held and not pending:
@@ -277,8 +311,8 @@ class SweepDriver:
 
     def _collect(
         self,
-        pending: dict[Future[dict[str, Any]], Job],
-        records: dict[str, dict[str, Any]],
+        pending: dict[Future[RunRecord], Job],
+        records: dict[str, RunRecord],
         held: dict[str, Job],
         block: bool,
     ) -> None:
@@ -305,8 +339,8 @@ class SweepDriver:
         blobs[env.env_image.image_id] = env.env_image.raw
         blobs[env.code_image.image_id] = env.code_image.raw
         for digest, source in blobs.items():
-            self.runs.put_blob(digest, source)
+            self.runs.blobs.put(digest, source)
 
     def _upload_run_image(self, image: RunImage) -> None:
-        self.runs.put_blob(image.diff_id, image.layer)
-        self.runs.put_blob(image.image_id, image.config.raw)
+        self.runs.blobs.put(image.diff_id, image.layer)
+        self.runs.blobs.put(image.image_id, image.config.raw)

@@ -415,7 +415,7 @@ class TestCluster:
         store = gpu_sweep["root"] / ".orch"
         runs = RunStore(open_store(str(store), project_dir=gpu_sweep["root"]))
         done = records(store)[0]
-        assert runs.claim("0123456789ab", "another-submitter", 60)
+        assert runs.claims.claim("0123456789ab", "another-submitter", 60)
         job = _job("0123456789ab", image_id=done["image_id"],
                    record={"images": done["images"], "repo_digest": None})
         backend = RayBackend(runs, address=cluster.address, max_in_flight=2)
@@ -424,7 +424,7 @@ class TestCluster:
                 backend.submit(job).result(timeout=120)
         finally:
             backend.close()
-            runs.release("0123456789ab")
+            runs.claims.release("0123456789ab")
         assert not ray.is_initialized()
 
     def test_s3_store_with_credentials_from_each_node(

@@ -16,6 +16,7 @@ import pytest
 from seaweed import SeaweedServer, admin_client, fresh_bucket, s3_client, shared_seaweed
 
 from orchestrator.errors import NotFound, StoreError, UsageError
+from orchestrator.record import RunRecord, SweepDoc
 from orchestrator.store import DirStore, MemoryStore, RunStore, Store
 from orchestrator.store.s3 import S3Store
 
@@ -108,8 +109,8 @@ def race(contenders: int, attempt: Callable[[int], bool]) -> list[int]:
     return [i for i, won in enumerate(results) if won]
 
 
-def record(run_id: str, sweep_id: str = "sweep1", **extra: Any) -> dict[str, Any]:
-    return {
+def record(run_id: str, sweep_id: str = "sweep1", **extra: Any) -> RunRecord:
+    return RunRecord.from_json({
         "schema": 1,
         "run_id": run_id,
         "sweep_id": sweep_id,
@@ -118,18 +119,20 @@ def record(run_id: str, sweep_id: str = "sweep1", **extra: Any) -> dict[str, Any
         "config": {"seed": run_id, "optimizer": {"name": "SGD", "lr": 0.01}},
         "metrics": {"loss": 0.5},
         **extra,
-    }
+    })
 
 
-def sweep(sweep_id: str, run_ids: list[str], created_at: str = "2026-11-27T23:00:00.000Z") -> dict:
-    return {
+def sweep(
+    sweep_id: str, run_ids: list[str], created_at: str = "2026-11-27T23:00:00.000Z"
+) -> SweepDoc:
+    return SweepDoc.from_json({
         "schema": 1,
         "sweep_id": sweep_id,
         "project": "demo",
         "created_at": created_at,
         "args": ["seed=range(0,3)"],
         "runs": [{"run_id": run_id, "overrides": [f"seed={run_id}"]} for run_id in run_ids],
-    }
+    })
 
 
 # -- sweeps -------------------------------------------------------------------------------
@@ -139,9 +142,9 @@ def test_sweeps_roundtrip_and_list_newest_first(runs: RunStore, store: Recording
     runs.write_sweep(sweep("old", ["a"], "2026-01-01T00:00:00.000Z"))
     runs.write_sweep(sweep("new", ["b"], "2026-06-01T00:00:00.000Z"))
     runs.write_sweep(sweep("new", ["changed"], "2027-01-01T00:00:00.000Z"))  # written once
-    assert runs.read_sweep("new")["runs"] == [{"run_id": "b", "overrides": ["seed=b"]}]
+    assert runs.read_sweep("new").to_json()["runs"] == [{"run_id": "b", "overrides": ["seed=b"]}]
     runs.write_sweep_index("new", [])
-    assert [s["sweep_id"] for s in runs.list_sweeps()] == ["new", "old"]
+    assert [s.sweep_id for s in runs.list_sweeps()] == ["new", "old"]
     text = store.get("sweeps/old.json").decode()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
 
@@ -166,9 +169,9 @@ def test_claim_commit_writes_run_json_last(
 ) -> None:
     model = tmp_path / "model.txt"
     model.write_text("weights")
-    assert runs.claim("r1", "owner-a")
+    assert runs.claims.claim("r1", "owner-a")
     assert not runs.is_complete("r1")
-    assert not runs.claim("r1", "owner-b")  # held
+    assert not runs.claims.claim("r1", "owner-b")  # held
     files: dict[str, bytes | Path] = {
         "stdout.log": b"hello\n",
         "stderr.log": b"",
@@ -191,7 +194,7 @@ def test_claim_commit_writes_run_json_last(
     assert runs.list_run_files("r1") == sorted([*files, "run.json"])
     assert runs.read_file("r1", "output/model.txt") == b"weights"
     assert not store.exists("runs/r1/claim.json")
-    assert not runs.claim("r1", "owner-b")  # complete: nothing to claim
+    assert not runs.claims.claim("r1", "owner-b")  # complete: nothing to claim
     with pytest.raises(NotFound, match="has no file 'nope'"):
         runs.read_file("r1", "nope")
 
@@ -208,20 +211,20 @@ def test_two_threads_claiming_one_run(runs: RunStore) -> None:
     for run_id in ("contested0", "contested1", "contested2"):
 
         def attempt(i: int, run_id: str = run_id) -> bool:
-            return runs.claim(run_id, f"owner-{i}", lease_s=60)
+            return runs.claims.claim(run_id, f"owner-{i}", lease_s=60)
 
         wins = race(8, attempt)
         assert len(wins) == 1, wins
 
 
 def test_holder_renews_and_release_frees(runs: RunStore, store: RecordingStore) -> None:
-    assert runs.claim("r3", "a", lease_s=60)
+    assert runs.claims.claim("r3", "a", lease_s=60)
     first = store.get("runs/r3/claim.json")
-    assert runs.claim("r3", "a", lease_s=60)  # a heartbeat
+    assert runs.claims.claim("r3", "a", lease_s=60)  # a heartbeat
     assert store.get("runs/r3/claim.json") != first
     assert json.loads(store.get("runs/r3/claim.json"))["owner"] == "a"
-    runs.release("r3")
-    assert runs.claim("r3", "b", lease_s=60)
+    runs.claims.release("r3")
+    assert runs.claims.claim("r3", "b", lease_s=60)
 
 
 def make_stale(store: RecordingStore, key: str) -> None:
@@ -237,13 +240,13 @@ def make_stale(store: RecordingStore, key: str) -> None:
 
 
 def test_stale_claim_is_taken_over_by_exactly_one(runs: RunStore, store: RecordingStore) -> None:
-    assert runs.claim("r4", "crashed", lease_s=60)
-    assert not runs.claim("r4", "other", lease_s=60)
+    assert runs.claims.claim("r4", "crashed", lease_s=60)
+    assert not runs.claims.claim("r4", "other", lease_s=60)
     make_stale(store, "runs/r4/claim.json")
-    wins = race(6, lambda i: runs.claim("r4", f"taker-{i}", lease_s=1.0))
+    wins = race(6, lambda i: runs.claims.claim("r4", f"taker-{i}", lease_s=1.0))
     assert len(wins) == 1, wins
     assert json.loads(store.get("runs/r4/claim.json"))["owner"] == f"taker-{wins[0]}"
-    assert not runs.claim("r4", "crashed", lease_s=60)  # the old holder lost it
+    assert not runs.claims.claim("r4", "crashed", lease_s=60)  # the old holder lost it
     runs.commit_run(record("r4"), {})
     assert runs.list_run_files("r4") == ["run.json"]
     assert list(store.list("runs/r4/claim")) == []  # takeover markers are gone
@@ -259,7 +262,7 @@ def _populate(runs: RunStore, count: int) -> list[str]:
         list(
             pool.map(
                 lambda run_id: runs.store.put(
-                    f"runs/{run_id}/run.json", json.dumps(record(run_id, "big")).encode()
+                    f"runs/{run_id}/run.json", json.dumps(record(run_id, "big").to_json()).encode()
                 ),
                 run_ids[:-10],
             )
@@ -271,7 +274,7 @@ def test_read_sweep_runs_with_and_without_index(runs: RunStore, store: Recording
     run_ids = _populate(runs, 1000)
     store.ops.clear()
     without = runs.read_sweep_runs("big")
-    assert [r["run_id"] for r in without] == run_ids[:-10]  # sweep order, incomplete left out
+    assert [r.run_id for r in without] == run_ids[:-10]  # sweep order, incomplete left out
     assert store.count("get") == 1 + 1 + 1000  # sweep, missing index, every run.json
 
     runs.write_sweep_index("big", without[:900])
@@ -314,35 +317,35 @@ def test_blobs_are_stored_once_and_verified(
     config = b'{"architecture": "amd64"}'
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
 
-    assert not runs.has_blob(digest)
-    assert runs.put_blob(digest, layer) is True
-    assert runs.put_blob(digest, layer) is False
-    assert runs.put_blob(config_digest, config) is True
-    assert runs.put_blob(config_digest, config) is False
-    assert runs.has_blob(digest)
+    assert not runs.blobs.has(digest)
+    assert runs.blobs.put(digest, layer) is True
+    assert runs.blobs.put(digest, layer) is False
+    assert runs.blobs.put(config_digest, config) is True
+    assert runs.blobs.put(config_digest, config) is False
+    assert runs.blobs.has(digest)
     assert store.count("put") + store.count("create") == 2
-    assert sorted(runs.blob_digests()) == sorted([digest, config_digest])
+    assert sorted(runs.blobs.digests()) == sorted([digest, config_digest])
 
     out = tmp_path / "fetched" / "layer.tar"
-    runs.get_blob_file(digest, out)
+    runs.blobs.get_file(digest, out)
     assert out.read_bytes() == layer.read_bytes()
-    assert runs.get_blob(config_digest) == config
+    assert runs.blobs.get(config_digest) == config
 
     with pytest.raises(StoreError, match="hashes to"):
-        runs.put_blob("sha256:" + "0" * 64, b"not that")
+        runs.blobs.put("sha256:" + "0" * 64, b"not that")
     with pytest.raises(UsageError, match="invalid digest"):
-        runs.has_blob("md5:abc")
+        runs.blobs.has("md5:abc")
     with pytest.raises(NotFound, match="not in store"):
-        runs.get_blob_file("sha256:" + "1" * 64, tmp_path / "x")
+        runs.blobs.get_file("sha256:" + "1" * 64, tmp_path / "x")
 
 
 def test_corrupt_blob_is_detected(runs: RunStore, store: RecordingStore, tmp_path: Path) -> None:
     digest = "sha256:" + hashlib.sha256(b"good").hexdigest()
     store.put(f"blobs/sha256/{digest[7:]}", b"evil")
     with pytest.raises(StoreError, match="corrupt"):
-        runs.get_blob(digest)
+        runs.blobs.get(digest)
     with pytest.raises(StoreError, match="corrupt"):
-        runs.get_blob_file(digest, tmp_path / "blob")
+        runs.blobs.get_file(digest, tmp_path / "blob")
     assert not (tmp_path / "blob").exists()
 
 
@@ -378,7 +381,7 @@ def test_puts_survive_a_10s_outage(tmp_path: Path) -> None:
                 after -= 0 if thread.is_alive() else 1
                 start = time.monotonic()
                 runs.commit_run(record(f"run{i:04d}"), {"stdout.log": f"line {i}\n".encode()})
-                assert runs.claim(f"next{i:04d}", "me")  # conditional creates, too
+                assert runs.claims.claim(f"next{i:04d}", "me")  # conditional creates, too
                 slowest = max(slowest, time.monotonic() - start)
                 written.append(f"run{i:04d}")
                 i += 1
@@ -388,5 +391,5 @@ def test_puts_survive_a_10s_outage(tmp_path: Path) -> None:
         assert len(down) == 2, "the server was not restarted"
         assert slowest >= 8, "no put waited for the outage"
         for run_id in written:
-            assert runs.read_run(run_id)["run_id"] == run_id
+            assert runs.read_run(run_id).run_id == run_id
             assert runs.read_file(run_id, "stdout.log") == f"line {int(run_id[3:])}\n".encode()

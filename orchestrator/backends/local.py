@@ -8,8 +8,9 @@ from typing import Any
 
 from ..errors import BackendError
 from ..execute import execute
+from ..job import Job
+from ..record import RunRecord
 from ..store import RunStore
-from .base import Job
 
 
 class GpuPool:
@@ -57,10 +58,10 @@ class LocalBackend:
         self._pool = ThreadPoolExecutor(max_workers=2 * max(1, jobs), thread_name_prefix="orch-run")
         self._gpus = GpuPool(gpu_ids or [])
 
-    def submit(self, job: Job) -> Future[dict[str, Any]]:
+    def submit(self, job: Job) -> Future[RunRecord]:
         return self._pool.submit(self._run, job)
 
-    def _run(self, job: Job) -> dict[str, Any]:
+    def _run(self, job: Job) -> RunRecord:
         gpus = self._gpus.take(job.gpus) if job.gpus else []
         try:
             return execute(job, self._client, self._runs, gpu_ids=gpus, slot=self._slot)

@@ -100,14 +100,14 @@ def pull_by_digest(client: Any, reference: str) -> str | None:
         return None
 
 
-def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[str]) -> None:
+def fetch_from_store(client: Any, blobs: Any, image_id: str, prefixes: Iterable[str]) -> None:
     """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
 
     ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
     environment, code image): when the daemon has one, its layers are not sent.
     """
     try:
-        raw = runs.get_blob(image_id)
+        raw = blobs.get(image_id)
     except NotFound as exc:
         raise ImageError(
             f"image {image_id} is neither on this daemon nor in the store's blobs"
@@ -127,7 +127,7 @@ def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[s
     with tempfile.TemporaryDirectory() as tmp:
         for diff_id in config.diff_ids[have:]:
             path = Path(tmp) / diff_id.split(":")[1]
-            runs.get_blob_file(diff_id, path)
+            blobs.get_file(diff_id, path)
             archive.add_layer(diff_id, path=path)
         archive.add_image(config)
         archive.load(client)
