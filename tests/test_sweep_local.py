@@ -178,6 +178,39 @@ def test_failed_run_is_recorded_and_sweep_goes_on(make_project, orch) -> None:
                      "run_id": runs[0]["run_id"]}
 
 
+def test_resubmitted_sweep_with_a_failed_run_still_fails(make_project, orch) -> None:
+    root = make_project("refail", files={"probe.py": PROBE, "configs/config.yaml": "x: 1\n"},
+                        command=["python3", "probe.py"])
+    assert orch("sweep", "-p", str(root), "x=1,2", "--json").returncode == 1
+    again = orch("sweep", "-p", str(root), "x=1,2", "--json")
+    assert again.returncode == 1, again.stderr
+    assert [r["status"] for r in json.loads(again.stdout)["runs"]] == ["skipped", "failed"]
+
+
+def test_rerun_of_a_simulated_gpu_run_does_not_inherit_what_it_observed(
+    demo_sweep: dict, orch
+) -> None:
+    """A record written on a node with ORCH_FAKE_GPUS=1 says gpus_simulated; a rerun here
+    ran on no simulated GPU and must not say so (nor inherit the node or GPU ids)."""
+    root = demo_sweep["root"]
+    run_id = demo_sweep["result"]["runs"][2]["run_id"]
+    path = root / ".orch" / "runs" / run_id / "run.json"
+    original = path.read_text()
+    record = json.loads(original)
+    record.update(gpus_simulated=True, gpus=["0"], node="a" * 56)
+    path.write_text(json.dumps(record))
+    try:
+        proc = orch("rerun", run_id, "-p", str(root), "--json")
+    finally:
+        path.write_text(original)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rerun_id = json.loads(proc.stdout)["run_id"]
+    stored = json.loads((root / ".orch" / "runs" / rerun_id / "run.json").read_text())
+    assert stored["rerun_of"] == run_id
+    assert "gpus_simulated" not in stored
+    assert stored["gpus"] == [] and stored["node"] is None
+
+
 def test_code_change_gives_new_run_ids(make_project, orch) -> None:
     root = make_project("codechange")
     first = json.loads(orch("sweep", "-p", str(root), "optimizer=SGD", "--json").stdout)
