@@ -1,0 +1,96 @@
+"""The import graph of ``orchestrator`` runs one way: no module imports a layer above it.
+
+Layers, lowest first (a module may import its own layer and those below)::
+
+    0  errors ids canonical files settings record job docker_api
+    1  spec project config
+    2  store                       (knows nothing of Docker or Ray)
+    3  image                       (takes a store's blobs as a parameter, not a store)
+    4  container execute
+    5  backends                    (never the CLI, never the commands)
+    6  sweep rerun verify housekeeping logs detached results
+    7  cli
+
+Function-level imports count as much as module-level ones: a lazy import is still a
+dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helpers import REPO
+
+PACKAGE = REPO / "orchestrator"
+
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api"], 0
+    ),
+    **dict.fromkeys(["spec", "project", "config"], 1),
+    "store": 2,
+    "image": 3,
+    **dict.fromkeys(["container", "execute"], 4),
+    "backends": 5,
+    **dict.fromkeys(
+        ["sweep", "rerun", "verify", "housekeeping", "images", "logs", "detached", "results"], 6
+    ),
+    "cli": 7,
+    "__init__": 7,
+}
+
+
+def _unit(module: str) -> str:
+    """``orchestrator.store.dir`` -> ``store``; the top-level name under the package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1] if len(parts) > 2 else parts
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("orchestrator"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+                if node.module is None:
+                    found.update(f"{name}.{alias.name}" for alias in node.names)
+                else:
+                    found.add(name)
+            elif node.module and node.module.startswith("orchestrator"):
+                found.add(node.module)
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    units = {_unit(_module_name(p)) for p in PACKAGE.rglob("*.py")}
+    assert units <= set(LAYERS), f"give these a layer: {sorted(units - set(LAYERS))}"
+
+
+def test_no_import_runs_back_up() -> None:
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = _module_name(path)
+        if source == "orchestrator.__init__" or path == PACKAGE / "__init__.py":
+            continue
+        here = LAYERS[_unit(source)]
+        for target in sorted(_imports(path)):
+            unit = _unit(target)
+            if unit in LAYERS and LAYERS[unit] > here and unit != _unit(source):
+                upward.append(f"{source} -> {target}")
+    assert upward == []
