@@ -118,6 +118,21 @@ def _complete_sweep_ids(ctx: click.Context, param: click.Parameter, incomplete: 
         return []
 
 
+def _warnings_to_stderr() -> None:
+    """orch's library warnings (a corrupt record skipped, ...) as ``warning:`` lines."""
+    import logging
+
+    logger = logging.getLogger("orchestrator")
+    if any(getattr(h, "_orch", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler._orch = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 class OrchGroup(click.Group):
     """Runs click in non-standalone mode so every error, ours or click's, is one line."""
 
@@ -129,6 +144,7 @@ class OrchGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        _warnings_to_stderr()
         try:
             return super().main(
                 args=args,

@@ -7,6 +7,7 @@ while earlier batches already run, and waits for runs another submitter is runni
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from .image.transport import base_layer_files, push_to_registry
 from .job import Job
 from .project import Project
 from .record import (
+    CorruptRecord,
     Layers,
     PrefixImages,
     RunPlan,
@@ -36,6 +38,8 @@ from .record import (
 from .settings import Settings
 from .spec import RunSpec, SweepSpec
 from .store import RunStore
+
+log = logging.getLogger("orchestrator.sweep")
 
 Progress = Callable[[str, str, RunRecord | None], None]
 """progress(event, run_id, record): event is queued, skipped, running, done, waiting."""
@@ -167,10 +171,11 @@ class SweepDriver:
             earlier: set[str] = set()
             todo: list[RunSpec] = []
             for spec, complete in zip(sweep.runs, done_flags, strict=True):
-                if complete:
-                    records[spec.run_id] = self.runs.read_run(spec.run_id)
+                earlier_record = self._earlier_record(spec.run_id) if complete else None
+                if earlier_record is not None:
+                    records[spec.run_id] = earlier_record
                     earlier.add(spec.run_id)
-                    self.progress("skipped", spec.run_id, records[spec.run_id])
+                    self.progress("skipped", spec.run_id, earlier_record)
                 else:
                     todo.append(spec)
                     self.progress("queued", spec.run_id, None)
@@ -186,6 +191,16 @@ class SweepDriver:
             sweep.sweep_id,
             [SweepRun(r, _reported_status(r, r.run_id in earlier)) for r in ordered],
         )
+
+    def _earlier_record(self, run_id: str) -> RunRecord | None:
+        """The record a run already has, or None when it is unreadable: then it is set
+        aside (kept, renamed) and the run counts as not done, so this sweep runs it again."""
+        try:
+            return self.runs.read_run(run_id)
+        except CorruptRecord as exc:
+            aside = self.runs.set_aside_corrupt(run_id)
+            log.warning("%s; kept as %s, running the run again", exc, aside)
+            return None
 
     def _job(
         self,

@@ -18,6 +18,7 @@ stopped renewing it for longer than the lease may be taken over by someone else.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,10 @@ from .jsonio import dump_json
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: Readers of many records skip a corrupt one with a warning here instead of failing the
+#: whole command; the CLI prints these as ``warning:`` lines.
+log = logging.getLogger("orchestrator.store")
 
 
 def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
@@ -119,10 +124,16 @@ class RunStore:
             if key.endswith(".json") and not key.endswith(".index.json")
         ]
 
-        def read(key: str) -> SweepDoc:
-            return SweepDoc.from_json(self._parse(key, self.store.get(key)), self.where(key))
+        def read(key: str) -> SweepDoc | None:
+            try:
+                return SweepDoc.from_json(self._parse(key, self.store.get(key)), self.where(key))
+            except NotFound:
+                return None  # deleted while we listed
+            except CorruptRecord as exc:
+                log.warning("skipped %s", exc)
+                return None
 
-        sweeps = _parallel(read, keys, workers)
+        sweeps = [sweep for sweep in _parallel(read, keys, workers) if sweep is not None]
         return sorted(sweeps, key=lambda sweep: sweep.created_at, reverse=True)
 
     def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord]) -> None:
@@ -174,11 +185,27 @@ class RunStore:
         return RunRecord.from_json(data, self.where(key))
 
     def _read_run_or_none(self, run_id: str) -> RunRecord | None:
+        """A reader of many runs skips a corrupt one (with a warning) rather than failing."""
         key = self._run_key(run_id, "run.json")
         try:
             return RunRecord.from_json(self._parse(key, self.store.get(key)), self.where(key))
         except NotFound:
             return None
+        except CorruptRecord as exc:
+            log.warning("skipped %s", exc)
+            return None
+
+    def set_aside_corrupt(self, run_id: str) -> str:
+        """Move an unreadable ``run.json`` to ``run.json.corrupt`` so the run counts as
+        incomplete and a re-submission runs it again; its bytes are kept for a look."""
+        key = self._run_key(run_id, "run.json")
+        aside = self._run_key(run_id, "run.json.corrupt")
+        try:
+            self.store.put(aside, self.store.get(key))
+        except NotFound:
+            return aside
+        self.store.delete(key)
+        return aside
 
     def read_runs(
         self, run_ids: Sequence[str], workers: int = 32, *, sweep_id: str | None = None
