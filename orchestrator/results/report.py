@@ -1,8 +1,9 @@
 """A sweep as one self-contained HTML page: summary, results table, plots.
 
 The page fetches nothing: CSS and a few lines of table-sorting JavaScript are inline
-in ``templates/report.html.j2`` and every chart is inline SVG drawn here. Whatever
-comes from records is escaped, by jinja2's autoescaping in the template and by
+in the template ``orchestrator/templates/report.html.j2`` (package data, read with
+:mod:`importlib.resources`) and every chart is inline SVG drawn here. Whatever comes
+from records is escaped, by jinja2's autoescaping in the template and by
 :func:`markupsafe.escape` in the SVG built below.
 """
 
@@ -12,6 +13,8 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,8 @@ from .table import (
 )
 
 TEMPLATE_NAME = "report.html.j2"
-# The package is installed editable; templates/ sits next to orchestrator/ in the repo.
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+# Package data, so the report works from a wheel as well as from the source tree.
+TEMPLATE_DIR: Traversable = resources.files("orchestrator") / "templates"
 
 UNSET = "(unset)"
 POINT = "#4f5bd5"
@@ -82,14 +85,16 @@ def render_report(
 ) -> str:
     import jinja2
 
-    template_path = TEMPLATE_DIR / TEMPLATE_NAME
-    if not template_path.is_file():
+    template = TEMPLATE_DIR / TEMPLATE_NAME
+    try:
+        source = template.read_text(encoding="utf-8")
+    except OSError as exc:
         raise OrchestratorError(
-            f"report template {template_path} is missing: install orch from its source tree "
-            "(pip install -e .)"
-        )
+            f"report template {template} is missing: the orch installation is incomplete; "
+            "reinstall orch"
+        ) from exc
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.DictLoader({TEMPLATE_NAME: source}),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
