@@ -106,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .store import open_store
 
     try:
-        store = open_store(request.store_uri, project_dir=Path.cwd(),
-                           s3_endpoint=request.s3_endpoint)
+        store = open_store(
+            request.store_uri, project_dir=Path.cwd(), s3_endpoint=request.s3_endpoint
+        )
     except OrchestratorError as exc:  # nowhere to write the outcome: the log says it
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -119,8 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     if not _write(store, outcome):
         return 2
-    print(f"sweep {outcome.sweep_id}: {outcome.status} (outcome in "
-          f"{request.store_uri} requests/{request.request_id}.json)", file=sys.stderr)
+    print(
+        f"sweep {outcome.sweep_id}: {outcome.status} (outcome in "
+        f"{request.store_uri} requests/{request.request_id}.json)",
+        file=sys.stderr,
+    )
     return EXIT_FAILED if outcome.status == "failed" else 0
 
 

@@ -71,7 +71,9 @@ class SweepRequest:
     def new(cls, overrides: Sequence[str], store_uri: str, **options: Any) -> SweepRequest:
         """A request with a fresh id."""
         return cls(
-            request_id=new_request_id(), overrides=tuple(overrides), store_uri=store_uri,
+            request_id=new_request_id(),
+            overrides=tuple(overrides),
+            store_uri=store_uri,
             **options,
         )
 
@@ -147,8 +149,11 @@ class SweepOutcome:
         runs = tuple(dict(run) for run in sweep.get("runs", []))
         failed = any(run.get("status") == "failed" for run in runs)
         return cls(
-            request=request, status="failed" if failed else "succeeded",
-            sweep_id=str(sweep["sweep_id"]), runs=runs, finished_at=now_iso(),
+            request=request,
+            status="failed" if failed else "succeeded",
+            sweep_id=str(sweep["sweep_id"]),
+            runs=runs,
+            finished_at=now_iso(),
         )
 
     @classmethod

@@ -123,8 +123,7 @@ class RayBackend:
         if not self._local:
             return None
         cpus_wanted = job.plan.resources.cpus
-        if any(n.get("CPU", 0) >= cpus_wanted and n.get("GPU", 0) >= job.gpus
-               for n in self._nodes):
+        if any(n.get("CPU", 0) >= cpus_wanted and n.get("GPU", 0) >= job.gpus for n in self._nodes):
             return None
         gpus = max((n.get("GPU", 0) for n in self._nodes), default=0)
         cpus = max((n.get("CPU", 0) for n in self._nodes), default=0)

@@ -106,7 +106,10 @@ def ensure_run_image(
         while True:
             try:
                 return ensure_image(
-                    client, runs, job.image_id, repo_digest=job.plan.repo_digest,
+                    client,
+                    runs,
+                    job.image_id,
+                    repo_digest=job.plan.repo_digest,
                     prefixes=prefixes,
                 )
             except (NotFound, ImageError) as exc:

@@ -32,9 +32,18 @@ def _git_listing(root: Path) -> list[str] | None:
     """Files under ``root`` that git does not ignore, relative to it; None outside git."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
-             "--exclude-standard"],
-            capture_output=True, check=True,
+            [
+                "git",
+                "-C",
+                str(root),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            capture_output=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -69,8 +78,7 @@ def members(root: Path) -> list[str]:
         elif git.is_file():  # a worktree or submodule pointer, as Ray would have sent it
             names.add(".git")
     return sorted(
-        name for name in names
-        if name != f"{_STORE_DIR}/" and not name.startswith(f"{_STORE_DIR}/")
+        name for name in names if name != f"{_STORE_DIR}/" and not name.startswith(f"{_STORE_DIR}/")
     )
 
 
