@@ -28,7 +28,6 @@ from conftest import git_commit_all
 
 ray = pytest.importorskip("ray")
 
-from orchestrator.backends.base import Job  # noqa: E402
 from orchestrator.backends.ray import (  # noqa: E402
     FAKE_GPUS_ENV,
     RayBackend,
@@ -40,6 +39,9 @@ from orchestrator.backends.ray import (  # noqa: E402
 )
 from orchestrator.errors import BackendError, ImageError, OrchestratorError  # noqa: E402
 from orchestrator.execute import ClaimHeld  # noqa: E402
+from orchestrator.job import Job  # noqa: E402
+from orchestrator.record import PrefixImages, RunPlan, RunResources  # noqa: E402
+from orchestrator.request import SweepRequest  # noqa: E402
 from orchestrator.store import MemoryStore, RunStore, open_store  # noqa: E402
 
 cluster_test = [pytest.mark.ray, pytest.mark.docker, pytest.mark.slow]
@@ -204,13 +206,11 @@ def test_simulated_gpus_drop_only_the_device_request() -> None:
     assert client.containers.get("x") == "got x"
 
 
-def _job(run_id: str = "feedfacecafe", **changes: Any) -> Job:
-    fields: dict[str, Any] = dict(
-        run_id=run_id, sweep_id="5eed", image_id="sha256:" + "1" * 64, image_tag="",
-        command=("true",), cpus=1.0, gpus=0, memory=None, timeout=None, network="none",
-        owner="owner-a", record={})
-    fields.update(changes)
-    return Job(**fields)
+def _job(run_id: str = "feedfacecafe", *, gpus: int = 0, image_id: str = "sha256:" + "1" * 64,
+         images: PrefixImages | None = None) -> Job:
+    plan = RunPlan(run_id=run_id, sweep_id="5eed", image_id=image_id, command=("true",),
+                   resources=RunResources(cpus=1.0, gpus=gpus), images=images)
+    return Job(plan=plan, owner="owner-a")
 
 
 def test_task_errors_reach_the_driver_with_their_meaning() -> None:
@@ -267,14 +267,77 @@ def test_nodes_get_a_store_uri_independent_of_the_driver_cwd(tmp_path: Path,
     assert shared_store_uri("file:///srv/orch") == "file:///srv/orch"
 
 
-def test_the_detached_sweep_result_is_found_in_the_job_log() -> None:
-    from orchestrator.backends.ray import last_json_object
+def test_the_detached_sweep_result_is_read_from_the_store() -> None:
+    from orchestrator.request import SweepOutcome, read_outcome, write_outcome
 
-    result = {"sweep_id": "5eed", "runs": [{"run_id": "a", "status": "succeeded"}]}
-    log = ("Running entrypoint for job orch-sweep-1: orch sweep ...\n[1/1] a succeeded\n"
-           + json.dumps(result, indent=2) + "\n(raylet) a note on stderr {\n")
-    assert last_json_object(log) == result
-    assert last_json_object("error: no project\n") is None
+    store = MemoryStore()
+    request = SweepRequest.new(["seed=range(0,2)"], "s3://bucket/prefix", jobs=2)
+    assert read_outcome(store, request.request_id) is None  # not ended yet
+    result = {"sweep_id": "5eed", "runs": [{"run_id": "a", "status": "succeeded"},
+                                           {"run_id": "b", "status": "failed"}]}
+    write_outcome(store, SweepOutcome.of_sweep(request, result))
+    assert store.exists(f"requests/{request.request_id}.json")
+    outcome = read_outcome(store, request.request_id)
+    assert outcome is not None and outcome.request == request
+    assert outcome.status == "failed" and outcome.sweep_json() == result
+
+
+def test_a_sweep_request_travels_as_one_shell_argument() -> None:
+    import shlex
+
+    from orchestrator.backends.ray.jobs import entrypoint
+
+    request = SweepRequest.new(["lr=0.1,0.01", "name='a b'$HOME"], "file:///srv/orch",
+                               registry="127.0.0.1:5000/orch", allow_dirty=True)
+    argv = shlex.split(entrypoint(request))
+    assert argv[:3] == ["python", "-m", "orchestrator.detached"] and len(argv) == 4
+    assert SweepRequest.decode(argv[3]) == request
+    with pytest.raises(OrchestratorError, match="'jobs' should be a positive integer"):
+        SweepRequest.from_json({**request.to_json(), "jobs": 0})
+
+
+def test_a_detached_sweep_that_cannot_start_says_why_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator import detached
+    from orchestrator.request import read_outcome
+
+    store = tmp_path / "store"
+    request = SweepRequest.new(["seed=1"], store.as_uri())
+    monkeypatch.chdir(tmp_path)  # no orch.yaml here
+    assert detached.main([request.encode()]) == 2
+    outcome = read_outcome(open_store(str(store), project_dir=tmp_path), request.request_id)
+    assert outcome is not None and outcome.status == "error" and outcome.sweep_id is None
+    assert outcome.error is not None and "orch.yaml not found" in outcome.error
+
+
+def test_the_uploaded_project_keeps_its_git_history(tmp_path: Path) -> None:
+    import zipfile
+
+    from orchestrator.backends.ray.workdir import zip_project
+
+    root = tmp_path / "proj"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "train.py").write_text("print('hi')\n")
+    (root / ".gitignore").write_text(".orch/\n*.ckpt\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root, "initial")
+    (root / "notes.txt").write_text("untracked, not ignored\n")
+    (root / "big.ckpt").write_text("ignored\n")
+    (root / ".orch" / "runs").mkdir(parents=True)
+    (root / ".orch" / "runs" / "x").write_text("the local store\n")
+    first = zip_project(root, tmp_path / "a.zip")
+    names = zipfile.ZipFile(first).namelist()
+    assert {"src/train.py", ".gitignore", "notes.txt", ".git/HEAD", ".git/refs/"} <= set(names)
+    assert "big.ckpt" not in names and not any(n.startswith(".orch") for n in names)
+    # Unpacked as Ray does, it is the same repository at the same commit.
+    out = tmp_path / "unpacked"
+    zipfile.ZipFile(first).extractall(out)
+    head = ["git", "rev-parse", "HEAD"]
+    assert subprocess.run(head, cwd=out, capture_output=True, text=True, check=True).stdout == \
+        subprocess.run(head, cwd=root, capture_output=True, text=True, check=True).stdout
+    # Same content, same bytes: Ray finds the package it already has.
+    assert zip_project(root, tmp_path / "b.zip").read_bytes() == first.read_bytes()
 
 
 def test_memory_sizes_become_ray_memory_resources() -> None:
@@ -417,7 +480,7 @@ class TestCluster:
         done = records(store)[0]
         assert runs.claims.claim("0123456789ab", "another-submitter", 60)
         job = _job("0123456789ab", image_id=done["image_id"],
-                   record={"images": done["images"], "repo_digest": None})
+                   images=PrefixImages(**done["images"]))
         backend = RayBackend(runs, address=cluster.address, max_in_flight=2)
         try:
             with pytest.raises(ClaimHeld):
@@ -450,10 +513,12 @@ class TestCluster:
     ) -> None:
         root = write_project(tmp_path / "detached", base_image, sleep=1)
         store = tmp_path / "shared-store"  # every node is this machine: a shared directory
-        job_id = submit_detached(cluster.address, root, ["seed=range(0,4)", "--jobs", "4"],
-                                 str(store))
+        request = SweepRequest.new(["seed=range(0,4)"], str(store), jobs=4)
+        job_id = submit_detached(cluster.address, root, request)
+        assert job_id == request.request_id
         deadline = time.monotonic() + 180
-        while not (state := detached_status(cluster.address, job_id)).done:
+        shared = open_store(str(store), project_dir=root)
+        while not (state := detached_status(cluster.address, job_id, shared)).done:
             assert state.status in ("PENDING", "RUNNING"), state
             assert time.monotonic() < deadline, f"{job_id} still {state.status}"
             time.sleep(1)
@@ -462,6 +527,9 @@ class TestCluster:
         assert {r["status"] for r in state.result["runs"]} == {"succeeded"}
         assert len(records(store)) == 4
         assert not (root / ".orch").exists()
+        # The result came from the store, where the sweep's driver left it.
+        outcome = json.loads((store / "requests" / f"{job_id}.json").read_text())
+        assert outcome["sweep_id"] == state.result["sweep_id"] and outcome["status"] == "succeeded"
 
     def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(
         self, tmp_path: Path, base_image: str, cluster: Any, second_host: str
