@@ -4,7 +4,7 @@ Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job docker_api
     1  spec project config
-    2  store                       (knows nothing of Docker or Ray)
+    2  store request               (knows nothing of Docker or Ray)
     3  image                       (takes a store's blobs as a parameter, not a store)
     4  container execute
     5  backends                    (never the CLI, never the commands)
@@ -29,12 +29,12 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api"], 0
     ),
     **dict.fromkeys(["spec", "project", "config"], 1),
-    "store": 2,
+    **dict.fromkeys(["store", "request"], 2),
     "image": 3,
     **dict.fromkeys(["container", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
-        ["sweep", "rerun", "verify", "housekeeping", "images", "logs", "detached", "results"], 6
+        ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results"], 6
     ),
     "cli": 7,
     "__init__": 7,
@@ -63,7 +63,8 @@ def _imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("orchestrator"))
+            names = (alias.name for alias in node.names)
+            found.update(name for name in names if name.startswith("orchestrator"))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
