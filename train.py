@@ -11,7 +11,11 @@ cousin), then classified by a small tanh MLP trained with SGD+momentum or Adam.
 Everything random derives from ``training_settings.seed``; nothing depends on time,
 hash randomization or set iteration order.
 
-Outputs in ``$ORCH_OUTPUT``: ``metrics.json`` (flat numbers) and ``model.json`` (weights).
+Outputs in ``$ORCH_OUTPUT``: ``metrics.json`` (flat numbers), ``model.json`` (weights) and
+``metrics.jsonl`` (one line of step metrics per epoch: the learning curves). After every
+epoch the whole training state goes to ``$ORCH_CHECKPOINT``; a later attempt of the same
+run (after a crash, a cancel, a lost node) starts from there and ends with the same
+metrics as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +245,57 @@ class Optimizer:
                     row[i] -= self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
 
 
+# ------------------------------------------------------------------ curves and checkpoints
+
+
+class History:
+    """``metrics.jsonl``: one JSON object of numbers per line, appended as training goes."""
+
+    def __init__(self, path: Path, earlier: list[str]) -> None:
+        self.path = path
+        self.lines = list(earlier)
+        path.write_text("".join(line + "\n" for line in earlier))  # a resumed run's past
+
+    def log(self, values: dict[str, float]) -> None:
+        line = json.dumps(values, sort_keys=True)
+        self.lines.append(line)
+        with self.path.open("a") as handle:
+            handle.write(line + "\n")
+
+
+def open_history(output: Path, earlier: list[str]) -> History:
+    return History(output / "metrics.jsonl", earlier)
+
+
+class Checkpoint:
+    """The whole training state after an epoch, written atomically to $ORCH_CHECKPOINT."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.path = directory / "state.json" if directory else None
+
+    @classmethod
+    def from_env(cls) -> Checkpoint:
+        directory = os.environ.get("ORCH_CHECKPOINT")
+        return cls(Path(directory) if directory else None)
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        return json.loads(self.path.read_text())
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.path)  # a kill mid-write leaves the previous epoch's state
+
+
+def _rng_state(saved: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -294,7 +350,21 @@ def train(config: dict[str, Any], output: Path) -> dict[str, float]:
     )
 
     order = list(range(len(train_set)))
-    for epoch in range(1, epochs + 1):
+    checkpoint = Checkpoint.from_env()
+    first = 1
+    state = checkpoint.load()
+    if state is not None:
+        first = state["epoch"] + 1
+        for row, saved in zip(params, state["params"], strict=True):
+            row[:] = saved
+        optimizer.state1, optimizer.state2 = state["state1"], state["state2"]
+        optimizer.steps = state["steps"]
+        order = state["order"]
+        train_rng.setstate(_rng_state(state["rng"]))
+        print(f"resumed after epoch {state['epoch']} from {checkpoint.path}")
+    history = open_history(output, state["history"] if state else [])
+    pause = number(config, "training_settings.epoch_sleep", 0.0)
+    for epoch in range(first, epochs + 1):
         epoch_loss = 0.0
         if shuffle:
             train_rng.shuffle(order)
@@ -313,7 +383,17 @@ def train(config: dict[str, Any], output: Path) -> dict[str, float]:
             optimizer.step(params, [[g * scale for g in row] for row in total])
         if epoch == 1 or epoch == epochs or epoch % 10 == 0:
             # the running loss of the epoch (with dropout); a full evaluation costs a pass
-            print(f"epoch {epoch}/{epochs}: loss={epoch_loss / len(order):.4f}")
+            print(f"epoch {epoch}/{epochs}: loss={epoch_loss / len(order):.4f}", flush=True)
+        _, held_out = evaluate(model, test)
+        history.log({"step": epoch, "epoch": epoch, "train_loss": epoch_loss / len(order),
+                     "test_accuracy": held_out})
+        checkpoint.save({
+            "epoch": epoch, "params": params, "state1": optimizer.state1,
+            "state2": optimizer.state2, "steps": optimizer.steps, "order": order,
+            "rng": train_rng.getstate(), "history": history.lines,
+        })
+        if pause:
+            time.sleep(pause)
 
     loss, accuracy = evaluate(model, train_set)
     print(f"train: loss={loss:.4f} accuracy={accuracy:.4f}")

@@ -163,7 +163,7 @@ def write_runs(uri: str, endpoint: str, name: str, sweep_id: str, start: int, st
 
 
 def _iso(ts: float) -> str:
-    from orchestrator.execute import iso
+    from orchestrator.record import iso
 
     return iso(ts)
 

@@ -1,33 +1,88 @@
-"""Running one run image as a container, and collecting what it leaves behind."""
+"""Running one run image as a container, and collecting what it leaves behind.
+
+A run's writable directories are host directories bind-mounted into the container
+(:class:`RunDirs`): ``/orch/output`` and ``/orch/checkpoint``. So outputs and logs go
+from disk to the store in bounded chunks whatever their size, the driver can follow
+``metrics.jsonl`` while the run writes it, and a checkpoint can be restored before the
+container starts and saved while it runs. Nothing else of the host is mounted. The
+directories must be on the Docker host's filesystem (the node that runs the run);
+``ORCH_WORK_DIR`` moves them (e.g. to a path Docker Desktop shares).
+"""
 
 from __future__ import annotations
 
-import io
-import tarfile
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from .docker_api import describe
 from .errors import BackendError
 
-RUN_USER = "65534:65534"
+RUN_UID = 65534
+RUN_USER = f"{RUN_UID}:{RUN_UID}"
 OUTPUT_DIR = "/orch/output"
-#: Outputs larger than this in total are refused rather than loaded into memory.
-MAX_OUTPUT_BYTES = 2 << 30
+CHECKPOINT_DIR = "/orch/checkpoint"
+#: Seconds a cancelled run gets to exit after SIGTERM before it is killed.
+STOP_GRACE_S = 10
+#: Logs are copied from Docker in chunks of this size: memory does not grow with a log.
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """The host side of one attempt's writable directories; removed after its commit."""
+
+    root: Path
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @classmethod
+    def create(cls, work_root: Path, name: str) -> RunDirs:
+        work_root.mkdir(parents=True, exist_ok=True)
+        dirs = cls(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work_root)))
+        dirs.logs.mkdir()
+        for path in (dirs.output, dirs.checkpoint):
+            path.mkdir()
+            # The run is uid 65534, never root: its two directories are its own.
+            with contextlib.suppress(PermissionError):
+                os.chown(path, RUN_UID, RUN_UID)
+            path.chmod(0o755)
+        return dirs
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
 class ContainerResult:
     exit_code: int | None
-    stdout: bytes
-    stderr: bytes
-    outputs: dict[str, bytes] = field(default_factory=dict)
+    stdout: Path
+    stderr: Path
     started: float = 0.0
     ended: float = 0.0
     reason: str | None = None
+    cancelled: bool = False
+    #: The run's claim was taken over while it ran: the attempt is not committed.
+    lost: bool = False
 
 
 def device_requests(gpu_ids: list[str]) -> list[Any]:
@@ -50,8 +105,13 @@ def create_kwargs(
     gpu_ids: list[str],
     env: dict[str, str],
     name: str,
+    dirs: RunDirs | None = None,
 ) -> dict[str, Any]:
-    """Arguments of ``containers.create``: unprivileged, no capabilities, argv only."""
+    """Arguments of ``containers.create``: unprivileged, no capabilities, argv only.
+
+    With ``dirs``, the run's output and checkpoint directories are bind-mounted (and
+    nothing else of the host).
+    """
     kwargs: dict[str, Any] = {
         "image": image_id,
         "command": command,
@@ -66,6 +126,14 @@ def create_kwargs(
         "name": name,
         "detach": True,
     }
+    if dirs is not None:
+        from docker.types import Mount
+
+        kwargs["mounts"] = [
+            Mount(OUTPUT_DIR, str(dirs.output), type="bind"),
+            Mount(CHECKPOINT_DIR, str(dirs.checkpoint), type="bind"),
+        ]
+        kwargs["environment"] = {**env, "ORCH_CHECKPOINT": CHECKPOINT_DIR}
     if memory:
         kwargs["mem_limit"] = memory
         kwargs["memswap_limit"] = memory  # no swap: over the limit means the OOM killer
@@ -75,21 +143,23 @@ def create_kwargs(
     return kwargs
 
 
-def run(
-    client: Any,
-    kwargs: dict[str, Any],
-    timeout: float | None,
-    slot: AbstractContextManager[Any] | None = None,
-) -> ContainerResult:
-    """Create, start and wait for the container; collect what it left; always remove it.
+class Running:
+    """A created, started container: wait for it, stop it, collect its logs, remove it."""
 
-    Only create/start/wait happen inside ``slot`` (the backend's parallelism limit):
-    collecting logs and outputs of one run overlaps with the start of the next.
-    """
-    import docker.errors
-    import requests.exceptions
+    def __init__(self, client: Any, container: Any, started: float) -> None:
+        self._client = client
+        self._container = container
+        self.started = started
+        self.reason: str | None = None
+        self.exit_code: int | None = None
+        self.cancelled = False
+        self.lost = False
+        self._stopping = threading.Lock()
 
-    with slot or nullcontext():
+    @classmethod
+    def start(cls, client: Any, kwargs: dict[str, Any]) -> Running:
+        import docker.errors
+
         try:
             container = client.containers.create(**kwargs)
         except docker.errors.ImageNotFound as exc:
@@ -98,78 +168,156 @@ def run(
             ) from exc
         except docker.errors.APIError as exc:
             raise BackendError(f"cannot create the container: {describe(exc)}") from exc
-        started = time.time()
-        reason = None
-        exit_code: int | None = None
+        running = cls(client, container, time.time())
         try:
             container.start()
-            status = container.wait(timeout=timeout) if timeout else container.wait()
-            exit_code = int(status.get("StatusCode", -1))
         except docker.errors.APIError as exc:
-            reason = f"could not start: {describe(exc)}"
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            container.kill()
-            container.wait()
-            reason = f"timeout after {timeout:g}s"
-        ended = time.time()
-    try:
-        if reason is None:
-            state = client.api.inspect_container(container.id)["State"]
-            if state.get("OOMKilled"):
-                reason = "killed: out of memory"
-            elif exit_code != 0:
-                reason = f"exit code {exit_code}"
-        stdout = container.logs(stdout=True, stderr=False)
-        stderr = container.logs(stdout=False, stderr=True)
-        if reason is not None and reason.startswith("could not start"):
-            stderr += reason.encode() + b"\n"
-        outputs = collect_outputs(container)
-        return ContainerResult(exit_code, stdout, stderr, outputs, started, ended, reason)
-    finally:
+            running.reason = f"could not start: {describe(exc)}"
+        return running
+
+    def stop(self, *, cancelled: bool = False, lost: bool = False) -> None:
+        """SIGTERM, a grace period, then SIGKILL; safe from any thread, more than once."""
+        import docker.errors
+
+        self.cancelled = self.cancelled or cancelled
+        self.lost = self.lost or lost
+        if not self._stopping.acquire(blocking=False):
+            return
+        with contextlib.suppress(docker.errors.APIError):
+            self._container.stop(timeout=STOP_GRACE_S)
+
+    def wait(self, timeout: float | None) -> None:
+        import docker.errors
+        import requests.exceptions
+
+        if self.reason is not None:
+            return
         try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass  # already gone; nothing of the run depends on it
+            status = self._container.wait(timeout=timeout) if timeout else self._container.wait()
+            self.exit_code = int(status.get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            with contextlib.suppress(docker.errors.APIError):
+                self._container.kill()
+                self._container.wait()
+            self.reason = f"timeout after {timeout:g}s"
+        except docker.errors.APIError as exc:
+            self.reason = f"lost the container: {describe(exc)}"
+        if self.lost and self.reason is None:
+            self.reason = "its claim was taken over by another submitter"
+        elif self.cancelled and self.reason is None:
+            self.reason = "cancelled"
+        elif self.reason is None:
+            state = self._client.api.inspect_container(self._container.id)["State"]
+            if state.get("OOMKilled"):
+                self.reason = "killed: out of memory"
+            elif self.exit_code != 0:
+                self.reason = f"exit code {self.exit_code}"
+
+    def collect(self, dirs: RunDirs) -> ContainerResult:
+        """Copy the logs to files (in chunks) and remove the container, whatever happens."""
+        import docker.errors
+
+        ended = time.time()
+        stdout, stderr = dirs.logs / "stdout.log", dirs.logs / "stderr.log"
+        try:
+            _copy_log(self._container, stdout, stdout=True)
+            _copy_log(self._container, stderr, stdout=False)
+            if self.reason is not None and self.reason.startswith("could not start"):
+                with stderr.open("ab") as handle:
+                    handle.write(self.reason.encode() + b"\n")
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                self._container.remove(force=True)
+        return ContainerResult(
+            self.exit_code, stdout, stderr, self.started, ended, self.reason, self.cancelled,
+            self.lost,
+        )
 
 
-def collect_outputs(container: Any) -> dict[str, bytes]:
-    """Regular files under /orch/output, by relative path.
-
-    Links, devices and any name that could not be stored safely (outside ``output/``,
-    ``..``, backslashes, control characters, not UTF-8) are left out: an artifact can
-    never point or land outside its run.
-    """
+def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:
     import docker.errors
 
-    try:
-        stream, _ = container.get_archive(OUTPUT_DIR)
-    except docker.errors.NotFound:
-        return {}
-    buffer = io.BytesIO()
-    for chunk in stream:
-        buffer.write(chunk)
-        if buffer.tell() > MAX_OUTPUT_BYTES:
-            raise BackendError(f"outputs of {container.name} exceed {MAX_OUTPUT_BYTES} bytes")
-    buffer.seek(0)
-    outputs: dict[str, bytes] = {}
-    with tarfile.open(fileobj=buffer, mode="r:", encoding="utf-8") as tar:
-        for member in tar:
-            name = safe_output_name(member.name)
-            if not member.isfile() or name is None:
+    with path.open("wb") as handle:
+        try:
+            for chunk in container.logs(stdout=stdout, stderr=not stdout, stream=True):
+                handle.write(chunk)
+        except docker.errors.APIError:
+            pass  # the container is gone: what was copied is what there is
+
+
+def run(
+    client: Any,
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    dirs: RunDirs,
+    slot: AbstractContextManager[Any] | None = None,
+    *,
+    before_start: Callable[[], None] | None = None,
+    while_running: Callable[[Running], AbstractContextManager[Any]] | None = None,
+) -> ContainerResult:
+    """Create, start and wait for the container inside ``slot`` (the backend's limit on
+    parallel runs); collecting its logs overlaps with the start of the next run.
+
+    ``before_start`` runs once the slot is held (a claim is taken there, so no run holds
+    a claim while it only waits for a slot); ``while_running`` wraps the wait (heartbeat,
+    metrics follower, cancel hook).
+    """
+    with slot or nullcontext():
+        if before_start is not None:
+            before_start()
+        running = Running.start(client, kwargs)
+        with while_running(running) if while_running else nullcontext():
+            running.wait(timeout)
+    return running.collect(dirs)
+
+
+@dataclass
+class Outputs:
+    """The regular files a run left under ``/orch/output``, by relative path."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    total_bytes: int = 0
+    #: ``name: why`` for every entry not kept (links, devices, unsafe names).
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+def collect_outputs(root: Path) -> Outputs:
+    """Walk the output directory without following links; keep regular files only.
+
+    Links, devices, FIFOs and any name that could not be stored safely (backslashes,
+    control characters, not UTF-8) are left out and listed: an artifact can never point
+    or land outside its run.
+    """
+    outputs = Outputs()
+    for directory, subdirs, names in os.walk(root, followlinks=False):
+        base = Path(directory)
+        for name in sorted(subdirs):
+            if (base / name).is_symlink():
+                outputs.dropped[_rel(root, base / name)] = "a link"
+        for name in sorted(names):
+            path = base / name
+            rel = _rel(root, path)
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                outputs.dropped[rel] = "a link" if stat.S_ISLNK(info.st_mode) else "not a file"
                 continue
-            handle = tar.extractfile(member)
-            if handle is not None:
-                outputs[name] = handle.read()
+            safe = safe_output_name(rel)
+            if safe is None:
+                outputs.dropped[rel.encode("utf-8", "backslashreplace").decode()] = "unsafe name"
+                continue
+            outputs.files[safe] = path
+            outputs.total_bytes += info.st_size
     return outputs
 
 
-def safe_output_name(member: str) -> str | None:
-    """``output/a/b.txt`` -> ``a/b.txt``; None for anything unsafe to store."""
-    parts = PurePosixPath(member).parts
-    if len(parts) < 2 or parts[0] != "output":
-        return None
-    rest = parts[1:]
-    for part in rest:
+def _rel(root: Path, path: Path) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def safe_output_name(rel: str) -> str | None:
+    """``a/b.txt`` as given; None for anything unsafe to store as a key."""
+    parts = rel.split("/")
+    for part in parts:
         if part in ("..", ".", "") or "\\" in part:
             return None
         if any(ord(c) < 32 or c == "\x7f" for c in part):
@@ -178,4 +326,4 @@ def safe_output_name(member: str) -> str | None:
             part.encode("utf-8")
         except UnicodeEncodeError:
             return None
-    return "/".join(rest)
+    return "/".join(parts)

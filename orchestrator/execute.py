@@ -1,30 +1,56 @@
-"""One run, start to finish, on whatever node it landed: claim, run, commit.
+"""One attempt of one run, start to finish, on whatever node it landed: claim, run, commit.
 
-This is the only code that writes a run's record, whichever backend called it, so
-the store commit protocol holds everywhere: outputs and logs first, ``run.json`` last.
+This is the only code that writes a run's record, whichever backend called it, so the
+store commit protocol holds everywhere: outputs and logs first, ``run.json`` last.
+
+The claim is taken only once the backend has a slot for the container, so a run that
+merely waits for its turn holds no claim. While the container runs, its claim is renewed,
+its step metrics are published (``live.json``), its checkpoint is saved at an interval,
+and a cancel of the sweep stops it; however it ends, what it left is committed and its
+host directories are removed.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import logging
 import socket
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
-from . import container
+from . import checkpoint, container
+from .container import RUN_UID, Outputs, RunDirs, Running
 from .job import Job
-from .record import RunRecord, RunStatus, iso
+from .live import MAX_KEYS, StepMetrics, number
+from .record import RunRecord, RunStatus, iso, now_iso
+from .settings import Settings
+from .stopping import Stop
 from .store import RunStore
+
+log = logging.getLogger("orchestrator.execute")
+
+#: A metrics.json larger than this is not read (it is kept as an artifact).
+MAX_METRICS_BYTES = 16 << 20
 
 
 class ClaimHeld(Exception):
     """Another submitter holds the run; the driver waits for it instead of running it."""
 
 
+class ClaimLost(ClaimHeld):
+    """The claim was taken over while the run ran (its submitter was paused past the
+    lease): the run is left to its new owner, nothing of this attempt is committed."""
+
+
+class NotStarted(Exception):
+    """The sweep was stopped before this run got a container: it stays queued."""
+
+
 def parse_metrics(raw: bytes | None) -> tuple[dict[str, float], str | None]:
-    """metrics.json must be a flat JSON object of numbers."""
+    """metrics.json must be a flat JSON object of finite numbers, at most MAX_KEYS."""
     if raw is None:
         return {}, None
     try:
@@ -33,33 +59,35 @@ def parse_metrics(raw: bytes | None) -> tuple[dict[str, float], str | None]:
         return {}, f"metrics.json is not valid JSON: {exc}"
     if not isinstance(data, dict):
         return {}, "metrics.json must be a JSON object of numbers"
+    if len(data) > MAX_KEYS:
+        return {}, f"metrics.json has {len(data)} keys, over the limit of {MAX_KEYS}"
     metrics: dict[str, float] = {}
     for key, value in sorted(data.items()):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not math.isfinite(value))
-        ):
+        checked = number(value)
+        if checked is None:
             return {}, f"metrics.json: {key!r} is not a finite number"
-        metrics[key] = value
+        metrics[key] = checked
     return metrics, None
 
 
 class _Heartbeat:
-    """Renews a run's claim several times per lease while its container lives."""
+    """Renews the claim several times per lease; stops the run if the claim was lost."""
 
-    def __init__(self, runs: RunStore, job: Job) -> None:
+    def __init__(self, runs: RunStore, job: Job, running: Running) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._beat, args=(runs, job), daemon=True, name=f"claim-{job.run_id}"
+            target=self._beat, args=(runs, job, running), daemon=True, name=f"claim-{job.run_id}"
         )
 
-    def _beat(self, runs: RunStore, job: Job) -> None:
+    def _beat(self, runs: RunStore, job: Job, running: Running) -> None:
         while not self._stop.wait(job.lease_s / 6):
             try:
-                runs.claims.claim(job.run_id, job.owner, job.lease_s)
+                held = runs.claims.claim(job.run_id, job.owner, job.lease_s)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
-                pass
+                continue
+            if not held and not runs.is_complete(job.run_id):
+                running.stop(lost=True)
+                return
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -67,6 +95,52 @@ class _Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+
+
+class _LivePublisher:
+    """Follows ``metrics.jsonl`` and publishes the run's latest state at a bounded rate."""
+
+    def __init__(self, runs: RunStore, job: Job, steps: StepMetrics, started: float,
+                 node: str | None) -> None:
+        self._runs, self._job, self._steps = runs, job, steps
+        self._base = {
+            "run_id": job.run_id,
+            "sweep_id": job.sweep_id,
+            "status": RunStatus.RUNNING.value,
+            "attempt": job.attempt,
+            "started_at": iso(started),
+            "host": socket.gethostname(),
+            "node": node,
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"live-{job.run_id}")
+
+    def publish(self) -> None:
+        live = {
+            **self._base,
+            "updated_at": now_iso(),
+            "step": self._steps.step,
+            "lines": self._steps.lines,
+            "metrics": dict(self._steps.latest),
+        }
+        try:
+            self._runs.write_live(self._job.run_id, live)
+        except Exception:  # noqa: BLE001 - live state is best effort; the record is not
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._job.live_s):
+            if self._steps.poll():
+                self.publish()
+
+    def __enter__(self) -> _LivePublisher:
+        self.publish()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def execute(
@@ -77,37 +151,126 @@ def execute(
     gpu_ids: list[str] | None = None,
     node: str | None = None,
     gpus_simulated: bool = False,
-    attempt: int = 0,
     slot: AbstractContextManager[Any] | None = None,
+    stop: Stop | None = None,
+    work_root: Path | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> RunRecord:
-    """Run ``job`` and commit its record. Raises ClaimHeld when someone else has it."""
+    """Run one attempt of ``job`` and commit its record.
+
+    Raises ClaimHeld when someone else has the run, NotStarted when the sweep stopped
+    before the run got its container.
+    """
     if runs.is_complete(job.run_id):
         return runs.read_run(job.run_id)
-    if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
-        raise ClaimHeld(job.run_id)
+    stop = stop or Stop()
+    if stop.draining:
+        raise NotStarted(job.run_id)
     plan = job.plan
     gpu_ids = list(gpu_ids or [])
-    kwargs = container.create_kwargs(
-        image_id=plan.image_id,
-        command=list(plan.command),
-        run_id=job.run_id,
-        cpus=plan.resources.cpus,
-        memory=plan.resources.memory,
-        network=plan.network,
-        gpu_ids=gpu_ids,
-        env=dict(job.runtime_env),
-        name=f"orch-{job.run_id}-{job.owner[:8]}-{attempt}",
-    )
-    _remove_leftovers(client, job.run_id)
-    with _Heartbeat(runs, job):
-        result = container.run(client, kwargs, plan.resources.timeout, slot)
-    metrics_raw = result.outputs.get("metrics.json")
-    metrics, metrics_error = parse_metrics(metrics_raw)
-    reason = result.reason or metrics_error
-    artifacts = tuple(sorted(name for name in result.outputs if name != "metrics.json"))
+    dirs = RunDirs.create(work_root or Settings().work_root, f"orch-{job.run_id}-{job.attempt}")
+    resumed: list[int | None] = [None]
+    try:
+        kwargs = container.create_kwargs(
+            image_id=plan.image_id,
+            command=list(plan.command),
+            run_id=job.run_id,
+            cpus=plan.resources.cpus,
+            memory=plan.resources.memory,
+            network=plan.network,
+            gpu_ids=gpu_ids,
+            env={**dict(job.runtime_env), "ORCH_ATTEMPT": str(job.attempt)},
+            name=f"orch-{job.run_id}-{job.owner[:8]}-{job.attempt}",
+            dirs=dirs,
+        )
+        steps = StepMetrics(dirs.output / "metrics.jsonl")
+
+        def before_start() -> None:
+            if stop.draining:
+                raise NotStarted(job.run_id)
+            if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+                raise ClaimHeld(job.run_id)
+            _remove_leftovers(client, job.run_id)
+            resumed[0] = checkpoint.restore(runs, job.run_id, dirs.checkpoint, RUN_UID)
+            if on_start is not None:
+                on_start()
+
+        @contextmanager
+        def while_running(running: Running) -> Iterator[None]:
+            with ExitStack() as stack:
+                stack.enter_context(stop.on_cancel(lambda: running.stop(cancelled=True)))
+                stack.enter_context(_Heartbeat(runs, job, running))
+                stack.enter_context(_LivePublisher(runs, job, steps, running.started, node))
+                stack.enter_context(
+                    checkpoint.Saver(runs, job.run_id, dirs.checkpoint, job.attempt,
+                                     job.checkpoint_s)
+                )
+                yield
+                if running.lost:
+                    log.warning(
+                        "run %s: another submitter took its claim over (this one was paused "
+                        "past the lease?); leaving the run to it", job.run_id,
+                    )
+
+        result = container.run(
+            client, kwargs, plan.resources.timeout, dirs, slot,
+            before_start=before_start, while_running=while_running,
+        )
+        if result.lost:
+            raise ClaimLost(job.run_id)
+        record, files = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
+                                 resumed[0])
+        try:
+            runs.commit_run(record, files)
+            runs.delete_live(job.run_id)
+        except BaseException:
+            # Let a re-submission run it at once rather than wait out the lease.
+            runs.claims.release(job.run_id)
+            raise
+        return record
+    finally:
+        dirs.remove()
+
+
+def _outcome(
+    job: Job,
+    result: container.ContainerResult,
+    dirs: RunDirs,
+    steps: StepMetrics,
+    node: str | None,
+    gpu_ids: list[str],
+    gpus_simulated: bool,
+    resumed: int | None,
+) -> tuple[RunRecord, dict[str, bytes | Path]]:
+    outputs = container.collect_outputs(dirs.output)
+    reason = result.reason
+    files: dict[str, bytes | Path] = {"stdout.log": result.stdout, "stderr.log": result.stderr}
+    files.update(dict(job.files))
+    metrics_path = outputs.files.pop("metrics.json", None)
+    jsonl = outputs.files.pop("metrics.jsonl", None)
+    if outputs.total_bytes > job.max_output_bytes:
+        over = (
+            f"outputs total {outputs.total_bytes} bytes, over the limit of "
+            f"{job.max_output_bytes} (ORCH_MAX_OUTPUT_BYTES): none were stored"
+        )
+        reason = reason or over
+        outputs = Outputs(dropped=outputs.dropped)
+        metrics_path = jsonl = None
+    metrics, metrics_error = _metrics(metrics_path, steps)
+    if metrics_error is not None and metrics_path is not None:
+        outputs.files["metrics.json"] = metrics_path  # the user's file, kept as it was
+    reason = reason or metrics_error
+    if jsonl is not None:
+        files["metrics.jsonl"] = jsonl
+    files["metrics.json"] = json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n"
+    files.update({f"output/{name}": path for name, path in outputs.files.items()})
+    if result.cancelled:
+        status = RunStatus.CANCELLED
+    else:
+        status = RunStatus.SUCCEEDED if reason is None else RunStatus.FAILED
     record = RunRecord.finish(
-        plan,
-        status=RunStatus.SUCCEEDED if reason is None else RunStatus.FAILED,
+        job.plan,
+        status=status,
         reason=reason,
         exit_code=result.exit_code,
         started_at=iso(result.started),
@@ -118,24 +281,22 @@ def execute(
         gpus=tuple(gpu_ids),
         gpus_simulated=gpus_simulated,
         metrics=metrics,
-        artifacts=artifacts,
+        artifacts=tuple(sorted(outputs.files)),
+        attempt=job.attempt,
+        resumed_from_attempt=resumed,
+        dropped_outputs=outputs.dropped,
     )
-    files: dict[str, bytes] = {
-        **dict(job.files),
-        "stdout.log": result.stdout,
-        "stderr.log": result.stderr,
-        "metrics.json": json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n",
-    }
-    files.update(
-        {f"output/{name}": data for name, data in result.outputs.items() if name != "metrics.json"}
-    )
-    try:
-        runs.commit_run(record, files)
-    except BaseException:
-        # Let a re-submission run it at once rather than wait out the lease.
-        runs.claims.release(job.run_id)
-        raise
-    return record
+    return record, files
+
+
+def _metrics(path: Path | None, steps: StepMetrics) -> tuple[dict[str, float], str | None]:
+    """metrics.json when the run wrote one, else the last value of each step metric."""
+    if path is None:
+        return steps.final(), None
+    size = path.stat().st_size
+    if size > MAX_METRICS_BYTES:
+        return {}, f"metrics.json is {size} bytes, over the limit of {MAX_METRICS_BYTES}"
+    return parse_metrics(path.read_bytes())
 
 
 def _remove_leftovers(client: Any, run_id: str) -> None:

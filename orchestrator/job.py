@@ -22,6 +22,12 @@ class Job:
     files: tuple[tuple[str, bytes], ...] = ()
     #: Extra runtime environment (never baked, never recorded): none by default.
     runtime_env: tuple[tuple[str, str], ...] = ()
+    #: 1 for a run's first attempt; a re-submission retrying it makes the next one.
+    attempt: int = 1
+    #: The submitter's limits, so every node applies the same ones.
+    max_output_bytes: int = 10 << 30
+    checkpoint_s: float = 30.0
+    live_s: float = 1.0
 
     @property
     def run_id(self) -> str:

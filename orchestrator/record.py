@@ -326,6 +326,13 @@ class RunRecord(RunPlan):
     gpus_simulated: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    #: Which attempt of the run this is: 1, then one more each time a re-submission
+    #: retries a failed or cancelled run (earlier attempts are kept beside it).
+    attempt: int = 1
+    #: The attempt whose checkpoint this one started from, if any.
+    resumed_from_attempt: int | None = None
+    #: Entries of the output directory not stored, each with why (links, unsafe names).
+    dropped_outputs: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
     #: Fields this version does not know (a newer writer's), kept for a faithful rewrite.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -355,10 +362,15 @@ class RunRecord(RunPlan):
                 "gpus": list(self.gpus),
                 "metrics": dict(self.metrics),
                 "artifacts": list(self.artifacts),
+                "attempt": self.attempt,
             }
         )
         if self.gpus_simulated:
             data["gpus_simulated"] = True
+        if self.resumed_from_attempt is not None:
+            data["resumed_from_attempt"] = self.resumed_from_attempt
+        if self.dropped_outputs:
+            data["dropped_outputs"] = dict(self.dropped_outputs)
         return data
 
     @classmethod
@@ -384,6 +396,9 @@ class RunRecord(RunPlan):
             gpus_simulated=fields.flag("gpus_simulated", False),
             metrics=fields.metrics("metrics"),
             artifacts=fields.strings("artifacts"),
+            attempt=fields.integer("attempt", 1) or 1,
+            resumed_from_attempt=fields.integer("resumed_from_attempt"),
+            dropped_outputs=fields.str_map("dropped_outputs"),
             schema=fields.integer("schema", SCHEMA) or SCHEMA,
             extra=fields.extra(),
         )

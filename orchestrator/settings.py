@@ -4,14 +4,15 @@ Nothing below the CLI reads ``os.environ`` for these: a library caller builds a
 :class:`Settings` (or takes the defaults) and hands it in, so two callers in one process
 can use different values, and a bad value is reported once, as a usage error, up front.
 
-=================  =============================================  ===================
-variable           meaning                                        default
-=================  =============================================  ===================
-ORCH_LEASE_S       seconds a run's claim lives without a renewal  60
-ORCH_MAX_POINTS    largest sweep (points) orch will expand        100000
-ORCH_CACHE         the cache root (wheels, layers, base rootfs)   $XDG_CACHE_HOME/orch
-ORCH_DEBUG         tracebacks and third-party warnings shown      unset
-=================  =============================================  ===================
+- ``ORCH_LEASE_S``: seconds a run's claim lives without a renewal (60)
+- ``ORCH_MAX_POINTS``: the largest sweep, in points, orch will expand (100000)
+- ``ORCH_CACHE``: the cache root: wheels, layers, base rootfs (``$XDG_CACHE_HOME/orch``)
+- ``ORCH_WORK_DIR``: where a run's output and checkpoint directories are made, on the
+  Docker host (``<cache>/work``)
+- ``ORCH_MAX_OUTPUT_BYTES``: the largest total of one run's outputs (10 GiB)
+- ``ORCH_CHECKPOINT_S``: seconds between saves of a running run's checkpoint (30)
+- ``ORCH_LIVE_S``: seconds between publications of a running run's step metrics (1)
+- ``ORCH_DEBUG``: show tracebacks and third-party warnings (unset)
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ class Settings:
     lease_s: float = 60.0
     max_points: int = 100_000
     cache_root: Path = field(default_factory=default_cache_root)
+    work_dir: Path | None = None
+    max_output_bytes: int = 10 << 30
+    checkpoint_s: float = 30.0
+    live_s: float = 1.0
     debug: bool = False
+
+    @property
+    def work_root(self) -> Path:
+        """Where each attempt's host directories are made (on the Docker host)."""
+        return self.work_dir or self.cache_root / "work"
 
     @property
     def heartbeat_s(self) -> float:
@@ -52,6 +62,10 @@ class Settings:
             lease_s=_positive(env, "ORCH_LEASE_S", 60.0, float),
             max_points=int(_positive(env, "ORCH_MAX_POINTS", 100_000, int)),
             cache_root=default_cache_root(env),
+            work_dir=Path(env["ORCH_WORK_DIR"]) if env.get("ORCH_WORK_DIR") else None,
+            max_output_bytes=int(_positive(env, "ORCH_MAX_OUTPUT_BYTES", 10 << 30, int)),
+            checkpoint_s=_positive(env, "ORCH_CHECKPOINT_S", 30.0, float),
+            live_s=_positive(env, "ORCH_LIVE_S", 1.0, float),
             debug=bool(env.get("ORCH_DEBUG")),
         )
 

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from . import config as configmod
 from .backends.base import Backend
-from .execute import ClaimHeld
+from .execute import ClaimHeld, NotStarted
 from .image import builder
 from .image.builder import Environment, RunImage
 from .image.transport import base_layer_files, push_to_registry
@@ -37,9 +37,12 @@ from .record import (
 )
 from .settings import Settings
 from .spec import RunSpec, SweepSpec
+from .stopping import Stop
 from .store import RunStore
 
 log = logging.getLogger("orchestrator.sweep")
+
+Retry = Literal["failed", "none"]
 
 Progress = Callable[[str, str, RunRecord | None], None]
 """progress(event, run_id, record): event is queued, skipped, running, done, waiting."""
@@ -59,8 +62,9 @@ class PlannedRun:
 @dataclass(frozen=True)
 class SweepRun:
     """One run as the sweep reports it: its record, and ``skipped`` when it had already
-    succeeded before this submission (a failed run stays ``failed`` however often the
-    sweep is re-submitted, so the sweep's exit code keeps saying so)."""
+    succeeded before this submission (a failed run kept with ``--retry none`` stays
+    ``failed``, so the sweep's exit code keeps saying so; a run the sweep was stopped
+    before starting is ``queued``, with no record in the store)."""
 
     record: RunRecord
     status: str
@@ -80,6 +84,8 @@ class SweepRun:
 class SweepResult:
     sweep_id: str
     runs: list[SweepRun] = field(default_factory=list)
+    #: The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) before it finished.
+    stopped: bool = False
 
     @property
     def failed(self) -> bool:
@@ -120,6 +126,13 @@ def plan(
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
 
 
+def _queued(sweep_id: str, spec: RunSpec) -> RunRecord:
+    """What the sweep reports of a run it never started (nothing of it is stored)."""
+    plan = RunPlan(run_id=spec.run_id, sweep_id=sweep_id, project=spec.project,
+                   overrides=tuple(spec.overrides), config=spec.config)
+    return RunRecord.finish(plan, status=RunStatus.QUEUED)
+
+
 def _reported_status(record: RunRecord, resubmitted: bool) -> str:
     if resubmitted and record.succeeded:
         return "skipped"
@@ -139,6 +152,8 @@ class SweepDriver:
         progress: Progress | None = None,
         batch: int = 8,
         settings: Settings | None = None,
+        stop: Stop | None = None,
+        retry: Retry = "failed",
     ) -> None:
         self.project = project
         self.client = client
@@ -149,7 +164,11 @@ class SweepDriver:
         self.progress = progress or (lambda event, run_id, record: None)
         self.batch = batch
         self.settings = settings or Settings()
+        self.stop = stop or Stop()
+        self.retry = retry
         self.owner = uuid.uuid4().hex
+        #: The attempt each run of this submission makes (1 unless retried).
+        self._attempts: dict[str, int] = {}
 
     def run(
         self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
@@ -172,6 +191,10 @@ class SweepDriver:
             todo: list[RunSpec] = []
             for spec, complete in zip(sweep.runs, done_flags, strict=True):
                 earlier_record = self._earlier_record(spec.run_id) if complete else None
+                if earlier_record is not None and self._retries(earlier_record):
+                    self._attempts[spec.run_id] = earlier_record.attempt + 1
+                    self.progress("retrying", spec.run_id, earlier_record)
+                    earlier_record = None
                 if earlier_record is not None:
                     records[spec.run_id] = earlier_record
                     earlier.add(spec.run_id)
@@ -185,12 +208,23 @@ class SweepDriver:
                 records.update(self._dispatch(env, sweep, todo, io, uploads))
             for upload in uploads:
                 upload.result()
-        ordered = [records[s.run_id] for s in sweep.runs]
-        self.runs.write_sweep_index(sweep.sweep_id, ordered)
-        return SweepResult(
-            sweep.sweep_id,
-            [SweepRun(r, _reported_status(r, r.run_id in earlier)) for r in ordered],
-        )
+        stored = [records[s.run_id] for s in sweep.runs if s.run_id in records]
+        self.runs.write_sweep_index(sweep.sweep_id, stored)
+        reported = [
+            SweepRun(records[s.run_id], _reported_status(records[s.run_id], s.run_id in earlier))
+            if s.run_id in records
+            else SweepRun(_queued(sweep.sweep_id, s), RunStatus.QUEUED.value)
+            for s in sweep.runs
+        ]
+        return SweepResult(sweep.sweep_id, reported, stopped=self.stop.draining)
+
+    def _retries(self, record: RunRecord) -> bool:
+        """Set a failed or cancelled run's record aside to run it again (``--retry``)."""
+        if self.retry == "none" or record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            return False
+        # False: another submitter set it aside first and runs it; this one then waits.
+        self.runs.set_aside_attempt(record)
+        return True
 
     def _earlier_record(self, run_id: str) -> RunRecord | None:
         """The record a run already has, or None when it is unreadable: then it is set
@@ -252,12 +286,17 @@ class SweepDriver:
             git_tree=env.code.git_tree,
             dirty=env.code.dirty,
         )
+        settings = self.settings
         return Job(
             plan=plan,
             owner=self.owner,
-            lease_s=self.settings.lease_s,
+            lease_s=settings.lease_s,
             image_tag=image.tag,
             files=tuple(sorted(files.items())),
+            attempt=self._attempts.get(spec.run_id, 1),
+            max_output_bytes=settings.max_output_bytes,
+            checkpoint_s=settings.checkpoint_s,
+            live_s=settings.live_s,
         )
 
     def _prepare_batch(
@@ -298,7 +337,7 @@ class SweepDriver:
         pending: dict[Future[RunRecord], Job] = {}
         held: dict[str, Job] = {}
         start, size = 0, max(1, self.batch // 4)
-        while start < len(todo):
+        while start < len(todo) and not self.stop.draining:
             # A small first batch gets the first container going at once; loading each
             # later, larger batch overlaps with the runs of the previous ones.
             batch, start, size = todo[start : start + size], start + size, min(2 * size, self.batch)
@@ -307,11 +346,12 @@ class SweepDriver:
                 for upload in uploads:  # other nodes fetch the images from the store
                     upload.result()
             for job in jobs:
-                pending[self.backend.submit(job)] = job
-                self.progress("running", job.run_id, None)
+                pending[self.backend.submit(job, self._started(job.run_id))] = job
             self._collect(pending, records, held, block=False)
         while pending or held:
             self._collect(pending, records, held, block=True)
+            if self.stop.draining:
+                held.clear()  # other submitters' runs: theirs to finish, not ours to wait for
             for run_id, job in list(held.items()):
                 if self.runs.is_complete(run_id):
                     records[run_id] = self.runs.read_run(run_id)
@@ -319,10 +359,13 @@ class SweepDriver:
                     del held[run_id]
                 elif self.runs.claims.is_stale(run_id, self.settings.lease_s):
                     del held[run_id]
-                    pending[self.backend.submit(job)] = job
+                    pending[self.backend.submit(job, self._started(run_id))] = job
             if held and not pending:
                 time.sleep(1.0)
         return records
+
+    def _started(self, run_id: str) -> Callable[[], None]:
+        return lambda: self.progress("running", run_id, None)
 
     def _collect(
         self,
@@ -338,6 +381,9 @@ class SweepDriver:
             job = pending.pop(future)
             try:
                 record = future.result()
+            except NotStarted:
+                self.progress("not started", job.run_id, None)
+                continue
             except ClaimHeld:
                 held[job.run_id] = job
                 self.progress("waiting", job.run_id, None)

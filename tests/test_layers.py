@@ -2,11 +2,11 @@
 
 Layers, lowest first (a module may import its own layer and those below)::
 
-    0  errors ids canonical files settings record job docker_api
+    0  errors ids canonical files settings record job docker_api stopping live
     1  spec project config
     2  store request               (knows nothing of Docker or Ray)
     3  image                       (takes a store's blobs as a parameter, not a store)
-    4  container execute
+    4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
     6  sweep rerun verify housekeeping logs detached results
     7  cli
@@ -26,12 +26,13 @@ PACKAGE = REPO / "orchestrator"
 
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api"], 0
+        ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
+         "stopping", "live"], 0
     ),
     **dict.fromkeys(["spec", "project", "config"], 1),
     **dict.fromkeys(["store", "request"], 2),
     "image": 3,
-    **dict.fromkeys(["container", "execute"], 4),
+    **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
         ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results"], 6

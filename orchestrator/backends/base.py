@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -15,8 +16,12 @@ class Backend(Protocol):
     #: False when they run elsewhere and fetch images from the store or a registry.
     shares_daemon: bool
 
-    def submit(self, job: Job) -> Future[RunRecord]:
-        """Start the job; the future yields its committed record (or raises OrchestratorError)."""
+    def submit(self, job: Job, on_start: Callable[[], None] | None = None) -> Future[RunRecord]:
+        """Start the job; the future yields its committed record (or raises OrchestratorError).
+
+        ``on_start`` is called when the run's container is about to start (a backend that
+        cannot tell calls it when the job is handed to the cluster).
+        """
         ...
 
     def close(self) -> None: ...

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
 from ..execute import execute
 from ..job import Job
 from ..record import RunRecord
+from ..stopping import Stop
 from ..store import RunStore
 
 
@@ -48,23 +51,35 @@ class LocalBackend:
     shares_daemon = True
 
     def __init__(
-        self, client: Any, runs: RunStore, jobs: int = 1, gpu_ids: list[str] | None = None
+        self,
+        client: Any,
+        runs: RunStore,
+        jobs: int = 1,
+        gpu_ids: list[str] | None = None,
+        *,
+        stop: Stop | None = None,
+        work_root: Path | None = None,
     ) -> None:
         self._client = client
         self._runs = runs
+        self._stop = stop or Stop()
+        self._work_root = work_root
         # Twice the threads of the limit: a run's bookkeeping (logs, outputs, commit)
         # overlaps with the next run's container, which alone holds a slot.
         self._slot = threading.BoundedSemaphore(max(1, jobs))
         self._pool = ThreadPoolExecutor(max_workers=2 * max(1, jobs), thread_name_prefix="orch-run")
         self._gpus = GpuPool(gpu_ids or [])
 
-    def submit(self, job: Job) -> Future[RunRecord]:
-        return self._pool.submit(self._run, job)
+    def submit(self, job: Job, on_start: Callable[[], None] | None = None) -> Future[RunRecord]:
+        return self._pool.submit(self._run, job, on_start)
 
-    def _run(self, job: Job) -> RunRecord:
+    def _run(self, job: Job, on_start: Callable[[], None] | None) -> RunRecord:
         gpus = self._gpus.take(job.gpus) if job.gpus else []
         try:
-            return execute(job, self._client, self._runs, gpu_ids=gpus, slot=self._slot)
+            return execute(
+                job, self._client, self._runs, gpu_ids=gpus, slot=self._slot,
+                stop=self._stop, work_root=self._work_root, on_start=on_start,
+            )
         finally:
             self._gpus.give(gpus)
 

@@ -8,6 +8,11 @@
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
     runs/<run_id>/run.json              written last: its presence means "complete"
+    runs/<run_id>/live.json             a running attempt's latest step metrics (removed
+                                        when it commits)
+    runs/<run_id>/checkpoint.tar        the last saved $ORCH_CHECKPOINT, then
+    runs/<run_id>/checkpoint.json       naming the attempt that saved it
+    runs/<run_id>/attempts/<n>/...      an earlier attempt's run.json and logs
     blobs/sha256/<hex>                  image layers and configs, each stored once (``blobs``)
 
 The commit protocol: ``claim`` -> run -> ``commit_run`` (files, then ``run.json``, then
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -283,3 +289,68 @@ class RunStore:
             raise NotFound(
                 f"run {run_id!r} has no file {name!r} in store {self.store.uri}"
             ) from None
+
+    # -- live state, checkpoints, earlier attempts ---------------------------------------
+
+    def write_live(self, run_id: str, live: Mapping[str, Any]) -> None:
+        """A running attempt's latest state (overwritten at a bounded rate)."""
+        key = self._run_key(run_id, "live.json")
+        self.store.put(key, self._dump(key, dict(live), compact=True))
+
+    def read_live(self, run_id: str) -> dict[str, Any] | None:
+        key = self._run_key(run_id, "live.json")
+        try:
+            return self._parse(key, self.store.get(key))
+        except (NotFound, CorruptRecord):
+            return None  # not running, or caught mid-write by a store without atomic puts
+
+    def delete_live(self, run_id: str) -> None:
+        self.store.delete(self._run_key(run_id, "live.json"))
+
+    def put_checkpoint(self, run_id: str, tar: Path, attempt: int) -> None:
+        self.store.put_file(self._run_key(run_id, "checkpoint.tar"), tar)
+        key = self._run_key(run_id, "checkpoint.json")
+        self.store.put(key, self._dump(key, {"attempt": attempt, "saved_at": now_iso()}))
+
+    def get_checkpoint(self, run_id: str, target: Path) -> int | None:
+        """Download the run's last checkpoint to ``target``; the attempt that saved it."""
+        key = self._run_key(run_id, "checkpoint.json")
+        try:
+            meta = self._parse(key, self.store.get(key))
+            self.store.get_file(self._run_key(run_id, "checkpoint.tar"), target)
+        except NotFound:
+            return None
+        attempt = meta.get("attempt")
+        return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+
+    def set_aside_attempt(self, record: RunRecord) -> bool:
+        """Keep a finished attempt under ``attempts/<n>/`` and remove its ``run.json``, so
+        the run can be claimed and run again as attempt n+1. False when another submitter
+        did it first (the conditional create of the kept record decides)."""
+        base = f"attempts/{record.attempt}/"
+        kept = self._run_key(record.run_id, base + "run.json")
+        if not self.store.create(kept, self._dump(kept, record.to_json())):
+            return False
+        with tempfile.TemporaryDirectory(prefix="orch-attempt-") as tmp:
+            for name in ("stdout.log", "stderr.log", "metrics.jsonl"):
+                spool = Path(tmp) / name  # logs can be large: through a file, not memory
+                try:
+                    self.store.get_file(self._run_key(record.run_id, name), spool)
+                except NotFound:
+                    continue
+                self.store.put_file(self._run_key(record.run_id, base + name), spool)
+        self.store.delete(self._run_key(record.run_id, "run.json"))
+        return True
+
+    def read_attempts(self, run_id: str) -> list[RunRecord]:
+        """The earlier attempts of a run, oldest first."""
+        prefix = self._run_key(run_id, "attempts/")
+        keys = [k for k in self.store.list(prefix) if k.endswith("/run.json")]
+        records = []
+        for key in keys:
+            try:
+                records.append(RunRecord.from_json(self._parse(key, self.store.get(key)),
+                                                   self.where(key)))
+            except (NotFound, CorruptRecord) as exc:
+                log.warning("skipped %s", exc)
+        return sorted(records, key=lambda r: r.attempt)

@@ -263,9 +263,9 @@ def remove_containers(run_ids: Iterable[str]) -> None:
 
 
 def lease_is_configurable() -> bool:
-    """Whether this orch reads ORCH_LEASE_S (execute.LEASE_S from the environment)."""
+    """Whether this orch reads ORCH_LEASE_S (in its settings, from the environment)."""
     import inspect
 
-    from orchestrator import execute
+    from orchestrator import settings
 
-    return "ORCH_LEASE_S" in inspect.getsource(execute)
+    return "ORCH_LEASE_S" in inspect.getsource(settings)

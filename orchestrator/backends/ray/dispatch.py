@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -72,6 +73,7 @@ class RayBackend:
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._in_flight: dict[Any, _Entry] = {}  # keyed by Ray's ObjectRef
+        self._on_start: dict[Future[RunRecord], Callable[[], None]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._dispatch, name="orch-ray", daemon=True)
         self._thread.start()
@@ -81,9 +83,12 @@ class RayBackend:
 
     # -- the Backend interface ----------------------------------------------------------
 
-    def submit(self, job: Job) -> Future[RunRecord]:
-        """Queue ``job``; it becomes a Ray task once fewer than ``max_in_flight`` run."""
+    def submit(self, job: Job, on_start: Callable[[], None] | None = None) -> Future[RunRecord]:
+        """Queue ``job``; it becomes a Ray task once fewer than ``max_in_flight`` run
+        (``on_start`` is called then: the driver cannot see the node's container start)."""
         future: Future[RunRecord] = Future()
+        if on_start is not None:
+            self._on_start[future] = on_start
         problem = self._infeasible(job)
         if problem:
             future.set_exception(BackendError(problem))
@@ -134,8 +139,11 @@ class RayBackend:
         )
 
     def _launch(self, job: Job, future: Future[RunRecord]) -> None:
+        on_start = self._on_start.pop(future, None)
         if not future.set_running_or_notify_cancel():
             return
+        if on_start is not None:
+            on_start()
         resources = job.plan.resources
         options: dict[str, Any] = {
             "num_cpus": resources.cpus,
