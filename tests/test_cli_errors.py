@@ -187,6 +187,21 @@ def test_result_errors_exit_1_after_one_error_line(project: Path, monkeypatch) -
     assert err.strip().splitlines() == ["error: rerun 1234 did not reproduce abcd: metrics differ"]
 
 
+def test_ctrl_c_exits_130(project: Path, monkeypatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("orchestrator.project.load_project", interrupted)
+    code, _, err = run(["compose", "-p", str(project)])
+    assert code == 130
+    assert err.strip().splitlines() == ["error: interrupted"]
+
+
+def test_bad_settings_are_a_usage_error_up_front(project: Path) -> None:
+    code, _, err = run(["sweep", "-p", str(project), "--dry-run"], env={"ORCH_LEASE_S": "soon"})
+    assert_error(code, err, "ORCH_LEASE_S")
+
+
 # --------------------------------------------------------------------------- third-party noise
 
 NOISY = """

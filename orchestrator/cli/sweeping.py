@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ..errors import RunsFailed, UsageError
+from ..errors import BackendError, RunsFailed, UsageError
 from .context import Context, with_context
 from .progress import Progress
 
@@ -212,7 +212,7 @@ def check_options(
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise UsageError("--backend ray needs Ray: pip install 'orch[ray]'")
+            raise BackendError("--backend ray needs Ray: pip install 'orch[ray]'")
     if detach:
         if backend != "ray" or not ray_address:
             raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")
