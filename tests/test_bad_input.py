@@ -89,19 +89,21 @@ def populate_store(root: Path) -> None:
     """A small but complete store: one sweep with two finished runs."""
     from orchestrator.store import DirStore, RunStore
 
+    from orchestrator.record import RunRecord, SweepDoc
+
     runs = RunStore(DirStore(root))
     records = [
-        _record(RUN_A, ["optimizer=SGD"], 0.1, 0.75),
-        _record(RUN_B, ["optimizer=adam"], 0.01, 0.5),
+        RunRecord.from_json(_record(RUN_A, ["optimizer=SGD"], 0.1, 0.75)),
+        RunRecord.from_json(_record(RUN_B, ["optimizer=adam"], 0.01, 0.5)),
     ]
-    runs.write_sweep({
+    runs.write_sweep(SweepDoc.from_json({
         "schema": 1, "sweep_id": SWEEP_ID, "project": "proj",
         "created_at": "2026-01-01T00:00:00.000Z", "args": ["optimizer=SGD,adam"],
-        "runs": [{"run_id": r["run_id"], "overrides": r["overrides"]} for r in records],
-    })
+        "runs": [{"run_id": r.run_id, "overrides": list(r.overrides)} for r in records],
+    }))
     for record in records:
         runs.commit_run(record, {
-            "config.yaml": yaml.safe_dump(record["config"]).encode(),
+            "config.yaml": yaml.safe_dump(record.config).encode(),
             "stdout.log": b"ok\n", "stderr.log": b"",
             "metrics.json": b"{}\n", "output/model.json": b"{}\n",
         })
@@ -940,10 +942,11 @@ def test_generated_keys_stay_under_the_root(tmp_path: Path,
 def test_run_files_never_escape(tmp_path: Path, name: str,
                                 record_property: Callable[[str, object], None]) -> None:
     from orchestrator.errors import UsageError
+    from orchestrator.record import RunRecord
     from orchestrator.store import DirStore, RunStore
 
     runs = RunStore(DirStore(tmp_path / "store"))
-    record = _record(RUN_A, ["optimizer=SGD"], 0.1, 0.5)
+    record = RunRecord.from_json(_record(RUN_A, ["optimizer=SGD"], 0.1, 0.5))
     with pytest.raises(UsageError):
         runs.commit_run(record, {name: b"x"})
     if name not in ("run.json", "claim.json"):  # reserved for writing, fine to read

@@ -128,3 +128,123 @@ def test_usage_errors_are_one_line(project: Path, args: list[str]) -> None:
 def test_bad_base_image_option(project: Path) -> None:
     code, _, err = run(["sweep", "-p", str(project), "--base-image", "debian:12", "x=1"])
     assert_error(code, err, "--base-image")
+
+
+# --------------------------------------------------------------------------- dry runs
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--store", "ftp://x/y"], "ftp://x/y"),
+        (["--registry", "not a registry"], "--registry"),
+        (["--detach"], "--detach"),
+        (["--detach", "--backend", "ray", "--ray-address", "127.0.0.1:1"], "--store"),
+    ],
+)
+def test_dry_run_checks_every_option(project: Path, args: list[str], fragment: str) -> None:
+    code, _, err = run(["sweep", "-p", str(project), "optimizer=SGD", "--dry-run", *args])
+    assert_error(code, err, fragment)
+    assert not (project / ".orch").exists()
+
+
+def test_image_help_names_its_commands(project: Path) -> None:
+    code, out, err = run(["image", "--help"])
+    assert code == 0, err
+    assert "verify, ls, prune" in out
+
+
+# --------------------------------------------------------------------------- programmatic use
+
+
+def test_programmatic_callers_get_the_exception(project: Path) -> None:
+    from orchestrator.cli import main
+    from orchestrator.errors import ProjectError, UsageError
+
+    args = ["results", "abc123", "-p", str(project), "--store", "ftp://host/x"]
+    with pytest.raises(UsageError, match="ftp://host/x"):
+        cli.main(args, standalone_mode=False)
+    with pytest.raises(UsageError, match="ftp://host/x"):
+        main(args, standalone_mode=False)
+    with pytest.raises(ProjectError) as raised:
+        main(["compose", "-p", str(project.parent)], standalone_mode=False)
+    assert raised.value.exit_code == 2
+    import click
+
+    with pytest.raises(click.UsageError):
+        main(["nosuchcommand"], standalone_mode=False)
+
+
+def test_result_errors_exit_1_after_one_error_line(project: Path, monkeypatch) -> None:
+    from orchestrator.errors import NotReproduced
+
+    def no(*args: object, **kwargs: object) -> None:
+        raise NotReproduced("rerun 1234 did not reproduce abcd: metrics differ")
+
+    monkeypatch.setattr("orchestrator.project.load_project", no)
+    code, _, err = run(["compose", "-p", str(project)])
+    assert code == 1
+    assert err.strip().splitlines() == ["error: rerun 1234 did not reproduce abcd: metrics differ"]
+
+
+def test_ctrl_c_exits_130(project: Path, monkeypatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("orchestrator.project.load_project", interrupted)
+    code, _, err = run(["compose", "-p", str(project)])
+    assert code == 130
+    assert err.strip().splitlines() == ["error: interrupted"]
+
+
+def test_bad_settings_are_a_usage_error_up_front(project: Path) -> None:
+    code, _, err = run(["sweep", "-p", str(project), "--dry-run"], env={"ORCH_LEASE_S": "soon"})
+    assert_error(code, err, "ORCH_LEASE_S")
+
+
+# --------------------------------------------------------------------------- third-party noise
+
+NOISY = """
+import sys
+import orchestrator.project as project
+
+real = project.find_project
+
+
+def noisy(start):
+    exec("import logging, warnings\\n"
+         "warnings.warn('noise from a library')\\n"
+         "logging.getLogger('somelib').warning('log noise from a library')",
+         {"__name__": "somelib"})
+    # installer.install warns with stacklevel=2: the warning names its caller, our module.
+    exec("import warnings\\n"
+         "warnings.warn('Skip installing x/__pycache__/y.pyc from x.', RuntimeWarning)",
+         {"__name__": "orchestrator.image.envlayer"})
+    return real(start)
+
+
+project.find_project = noisy
+from orchestrator.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_third_party_warnings_stay_off_the_terminal(project: Path, debug: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ORCH_DEBUG"}
+    if debug:
+        env["ORCH_DEBUG"] = "1"
+    proc = subprocess.run([sys.executable, "-c", NOISY, "compose", "-p", str(project)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "optimizer" in proc.stdout
+    noises = ("noise from a library", "log noise from a library", "Skip installing")
+    if debug:
+        assert all(noise in proc.stderr for noise in noises), proc.stderr
+    else:
+        assert proc.stderr == ""

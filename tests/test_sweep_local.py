@@ -275,7 +275,7 @@ def test_report_runs_and_logs(demo_sweep: dict, orch, tmp_path: Path) -> None:
 
 def test_image_ls_and_prune_keep_referenced_images(demo_sweep: dict, orch) -> None:
     root = str(demo_sweep["root"])
-    listing = orch("image", "ls")
+    listing = orch("image", "ls", "-p", root)
     assert listing.returncode == 0
     for run in demo_sweep["result"]["runs"]:
         assert run["image_id"] in listing.stdout
@@ -283,6 +283,58 @@ def test_image_ls_and_prune_keep_referenced_images(demo_sweep: dict, orch) -> No
     assert prune.returncode == 0, prune.stderr
     for run in demo_sweep["result"]["runs"]:
         assert run["image_id"] not in prune.stdout
+
+
+def test_image_ls_lists_the_projects_images_or_all(demo_sweep: dict, make_project, orch) -> None:
+    other = make_project("lsother")
+    proc = orch("sweep", "-p", str(other), "optimizer=SGD", "model=lstm", "--json")
+    assert proc.returncode == 0, proc.stderr
+    other_image = json.loads(proc.stdout)["runs"][0]["image_id"]
+    demo_images = [run["image_id"] for run in demo_sweep["result"]["runs"]]
+    mine = orch("image", "ls", "-p", str(other))
+    assert mine.returncode == 0, mine.stderr
+    assert other_image in mine.stdout
+    assert not any(image in mine.stdout for image in demo_images)
+    every = orch("image", "ls", "--all", "-p", str(other))
+    assert every.returncode == 0, every.stderr
+    assert all(image in every.stdout for image in [other_image, *demo_images])
+
+
+SLOW = """
+import json, os, time
+time.sleep(8)
+json.dump({"slept": 8}, open(os.path.join(os.environ["ORCH_OUTPUT"], "metrics.json"), "w"))
+"""
+
+
+def test_runs_counts_a_running_run(make_project, orch) -> None:
+    import sys
+    import time
+
+    root = make_project("slow", files={"slow.py": SLOW}, command=["python3", "slow.py"])
+    exe = Path(sys.executable).with_name("orch")
+    sweeping = subprocess.Popen([str(exe), "sweep", "-p", str(root), "optimizer=SGD", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((root / ".orch" / "runs").glob("*/claim.json")):
+            assert sweeping.poll() is None, sweeping.communicate()
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.1)
+        listing = orch("runs", "-p", str(root))
+        assert listing.returncode == 0, listing.stderr
+        header, row = listing.stdout.splitlines()
+        assert header.split()[-4:] == ["OK", "FAILED", "RUNNING", "ARGS"]
+        assert row.split()[-4:] == ["0", "0", "1", "optimizer=SGD"], listing.stdout
+        out, err = sweeping.communicate(timeout=60)
+    finally:
+        if sweeping.poll() is None:
+            sweeping.kill()
+            sweeping.communicate()
+    assert sweeping.returncode == 0, err
+    assert json.loads(out)["runs"][0]["metrics"] == {"slept": 8}
+    done = orch("runs", "-p", str(root)).stdout.splitlines()[1]
+    assert done.split()[-4:] == ["1", "0", "0", "optimizer=SGD"]
 
 
 def test_shell_completion_offers_commands_and_run_ids(demo_sweep: dict, orch) -> None:

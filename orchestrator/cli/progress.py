@@ -1,0 +1,62 @@
+"""A sweep's live progress on stderr: a bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ..record import RunRecord
+
+
+class Progress:
+    """The sweep driver's ``progress(event, run_id, record)`` callback."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total = total
+        self.counts = {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, "skipped": 0}
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self._live: Any = None
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self._live = Bar(
+                TextColumn("[bold]sweep"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[counts]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._live.add_task("sweep", total=total, counts="")
+            self._live.start()
+
+    def __call__(self, event: str, run_id: str, record: RunRecord | None) -> None:
+        if event == "queued":
+            self.counts["queued"] += 1
+        elif event == "running":
+            self.counts["queued"] -= 1
+            self.counts["running"] += 1
+        elif event == "skipped":
+            self.counts["skipped"] += 1
+        elif event == "done" and record is not None:
+            self.counts["running"] = max(0, self.counts["running"] - 1)
+            self.counts[record.status.value] = self.counts.get(record.status.value, 0) + 1
+        finished = self.counts["succeeded"] + self.counts["failed"] + self.counts["skipped"]
+        text = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        if self._live is not None:
+            self._live.update(self._task, completed=finished, counts=text)
+        elif not self.quiet and event in ("done", "skipped", "waiting"):
+            status = record.status.value if record and event == "done" else event
+            reason = f" ({record.reason})" if record and record.reason else ""
+            click.echo(f"[{finished}/{self.total}] {run_id} {status}{reason}", err=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()

@@ -1,0 +1,313 @@
+"""``orch compose``, ``orch sweep`` and ``orch status`` (of a detached sweep)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from ..errors import BackendError, RunsFailed, UsageError
+from .context import Context, with_context
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..project import Project
+    from ..settings import Settings
+
+Point = tuple[tuple[str, ...], dict[str, Any]]
+
+
+@click.command()
+@click.argument("overrides", nargs=-1)
+@with_context(store=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Print the composed config of one point."""
+    from .. import config as configmod
+
+    project = context.project(allow_unpinned=True)
+    composer = configmod.Composer(project.config_dir, project.config_name)
+    cfg = composer.compose(list(overrides))
+    click.echo(configmod.to_json(cfg) if as_json else configmod.to_yaml(cfg), nl=False)
+
+
+@click.command()
+@click.argument("overrides", nargs=-1)
+@with_context()
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."
+)
+@click.option("--registry", default=None, help="Also push run images to HOST[:PORT]/REPO.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs in parallel (local: default 1; ray: runs in flight, default the cluster's CPUs).",
+)
+@click.option(
+    "--gpu-ids", default=None, help="GPU device ids to hand out, e.g. 0,1 (local backend)."
+)
+@click.option("--allow-dirty", is_flag=True, help="Bake uncommitted changes (recorded as dirty).")
+@click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    help="Accept a base image given by tag (recorded as unpinned).",
+)
+@click.option(
+    "--base-image", default=None, help="Use this base instead of orch.yaml's (same pinning rules)."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Compose every point, check every option, list the points; build and run nothing.",
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Submit the sweep's driver to the Ray cluster (Ray Jobs), print its job id, return.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the runs.")
+def sweep(
+    context: Context,
+    overrides: tuple[str, ...],
+    backend: str,
+    ray_address: str | None,
+    registry: str | None,
+    jobs: int | None,
+    gpu_ids: str | None,
+    allow_dirty: bool,
+    allow_unpinned: bool,
+    base_image: str | None,
+    dry_run: bool,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
+    settings = context.settings
+    project = context.project(allow_unpinned=allow_unpinned)
+    if base_image is not None:
+        project = with_base_image(project, base_image, allow_unpinned)
+    check_options(context, backend, ray_address, registry, detach)
+    with _background() as background:
+        # Reaching the daemon overlaps with composing; a config error still comes first.
+        # (Only for a local socket: a remote host that hangs would hold up the exit.)
+        local = os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+        connecting: Future[Any] | None = None
+        if local and not (dry_run or detach):
+            connecting = background.submit(context.docker)
+        points = compose_points(project, overrides, settings)
+        if dry_run:
+            if not detach:
+                context.runs()  # a store URI that cannot be opened fails here, as it would
+            _print_points(points, as_json)
+            return
+        if detach:
+            job_id = _submit_detached(
+                context,
+                backend,
+                ray_address,
+                overrides,
+                flags={
+                    "--jobs": jobs,
+                    "--registry": registry,
+                    "--base-image": base_image,
+                    "--s3-endpoint": context.s3_endpoint,
+                },
+                switches={"--allow-dirty": allow_dirty, "--allow-unpinned": allow_unpinned},
+            )
+            click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+            return
+        runs = context.runs()
+        client = connecting.result() if connecting is not None else context.docker()
+    ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
+    engine = _backend(backend, client, context, jobs, ids, ray_address)
+    progress = Progress(len(points))
+    from ..sweep import SweepDriver
+
+    try:
+        driver = SweepDriver(
+            project,
+            client,
+            runs,
+            engine,
+            registry=registry,
+            allow_dirty=allow_dirty,
+            progress=progress,
+            batch=max(8, 2 * (jobs or 1)),
+            settings=settings,
+        )
+        result = driver.run(overrides, points)
+    finally:
+        progress.close()
+        engine.close()
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
+    else:
+        from ..results import default_sort, render
+
+        records = [r.to_json() for r in runs.read_sweep_runs(result.sweep_id)]
+        click.echo(render(records, "table", sort=default_sort(records)))
+        click.echo(f"sweep {result.sweep_id}: {counts_text(r.status for r in result.runs)}")
+    if result.failed:
+        failed = sum(run.status == "failed" for run in result.runs)
+        raise RunsFailed(
+            f"sweep {result.sweep_id}: {failed} of {len(result.runs)} run(s) failed "
+            f"(orch results {result.sweep_id} --where status=failed; orch logs RUN_ID)"
+        )
+
+
+@contextmanager
+def _background() -> Iterator[ThreadPoolExecutor]:
+    """A worker for start-up work that may overlap (reaching the daemon while composing).
+    Not waited for on the way out: after an error its result is of no use."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-cli")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def compose_points(project: Project, overrides: Sequence[str], settings: Settings) -> list[Point]:
+    """Every point of the sweep, composed.
+
+    ``settings.max_points`` is meant to bound the grid here; config.expand_sweep still
+    reads ORCH_MAX_POINTS itself until it takes the limit as a parameter (then pass
+    ``max_points=settings.max_points`` on to it through sweep.compose_points).
+    """
+    from .. import sweep as sweepmod
+
+    return sweepmod.compose_points(project, overrides)
+
+
+def _print_points(points: Sequence[Point], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"points": [{"overrides": list(p)} for p, _ in points]}, indent=2))
+        return
+    for index, (point, _) in enumerate(points, 1):
+        click.echo(f"{index:4d}  {' '.join(point) or '(defaults)'}")
+    click.echo(f"{len(points)} point(s); nothing built or run (--dry-run)", err=True)
+
+
+def check_options(
+    context: Context, backend: str, ray_address: str | None, registry: str | None, detach: bool
+) -> None:
+    """Every option that can be checked without building or running: a dry run says
+    now what the real run would refuse later."""
+    if registry is not None and not re.match(
+        r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+\Z", registry
+    ):
+        raise UsageError(
+            f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch"
+        )
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise BackendError("--backend ray needs Ray: pip install 'orch[ray]'")
+    if detach:
+        if backend != "ray" or not ray_address:
+            raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")
+        if not context.store_uri:
+            raise UsageError("--detach needs --store that every node of the cluster can reach")
+
+
+def with_base_image(project: Project, ref: str, allow_unpinned: bool) -> Project:
+    import dataclasses
+
+    from ..project import is_pinned
+
+    if not ref or (not is_pinned(ref) and not allow_unpinned):
+        raise UsageError(
+            f"--base-image {ref!r} is not pinned: pass an image ID (sha256:...) or "
+            f"name@sha256:<digest>, or add --allow-unpinned"
+        )
+    return dataclasses.replace(project, base_image=ref)
+
+
+def _submit_detached(
+    context: Context,
+    backend: str,
+    ray_address: str | None,
+    overrides: Sequence[str],
+    flags: Mapping[str, object],
+    switches: Mapping[str, bool],
+) -> str:
+    from ..backends.ray import submit_detached
+
+    assert ray_address is not None and context.store_uri is not None  # check_options
+    args = [*overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    args += [flag for flag, on in switches.items() if on]
+    return submit_detached(ray_address, context.project_root(), args, context.store_uri)
+
+
+def _backend(
+    kind: str,
+    client: Any,
+    context: Context,
+    jobs: int | None,
+    gpu_ids: list[str],
+    ray_address: str | None,
+) -> Backend:
+    if kind == "ray":
+        from ..backends.ray import RayBackend
+
+        ray = RayBackend(
+            context.runs(), address=ray_address, max_in_flight=jobs, s3_endpoint=context.s3_endpoint
+        )
+        # A cast, not a check: backends/ray.py is moving to typed records (Future[RunRecord]).
+        return cast("Backend", ray)
+    from ..backends.local import LocalBackend
+
+    return LocalBackend(client, context.runs(), jobs=jobs or 1, gpu_ids=gpu_ids)
+
+
+def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    required=True,
+    help="The cluster the sweep was submitted to (or RAY_ADDRESS).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str, ray_address: str, as_json: bool) -> None:
+    """Follow a sweep submitted with --detach: its job state, then its runs."""
+    from ..backends.ray import detached_status
+
+    state = detached_status(ray_address, job_id)
+    runs = state.result.get("runs", []) if state.result else []
+    if as_json:
+        body = {
+            "job_id": job_id,
+            "status": state.status,
+            "message": state.message,
+            "result": state.result,
+        }
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        shown = state.message and state.status != "SUCCEEDED"
+        click.echo(f"{job_id}: {state.status}" + (f" ({state.message})" if shown else ""))
+        if state.result:
+            text = counts_text([r["status"] for r in runs])
+            click.echo(f"sweep {state.result['sweep_id']}: {text}")
+    failed = sum(r["status"] == "failed" for r in runs)
+    if state.status in ("FAILED", "STOPPED"):
+        raise RunsFailed(f"job {job_id} ended {state.status}")
+    if failed:
+        raise RunsFailed(f"job {job_id}: {failed} run(s) failed")

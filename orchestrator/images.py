@@ -1,0 +1,82 @@
+"""The run images orch leaves on a Docker daemon: listing them and pruning unused ones.
+
+Every image orch builds carries the label ``org.orch.project`` (run images also
+``org.orch.run_id``), so one project's images are told apart from another's on a shared
+daemon, and nothing orch did not build is ever touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .docker_api import describe
+from .errors import ImageError
+from .store import RunStore
+
+PROJECT_LABEL = "org.orch.project"
+RUN_LABEL = "org.orch.run_id"
+
+
+@dataclass(frozen=True)
+class DaemonImage:
+    image_id: str
+    tags: tuple[str, ...]
+    size: int
+    project: str | None
+    run_id: str | None
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> DaemonImage:
+        labels = item.get("Labels") or {}
+        tags = tuple(t for t in item.get("RepoTags") or () if t != "<none>:<none>")
+        return cls(
+            image_id=str(item["Id"]),
+            tags=tags,
+            size=int(item.get("Size") or 0),
+            project=labels.get(PROJECT_LABEL),
+            run_id=labels.get(RUN_LABEL),
+        )
+
+
+def list_images(client: Any, project: str | None = None) -> list[DaemonImage]:
+    """orch's images on the daemon: of ``project``, or of every project when None."""
+    label = PROJECT_LABEL if project is None else f"{PROJECT_LABEL}={project}"
+    images = [DaemonImage.from_api(item) for item in client.api.images(filters={"label": label})]
+    return sorted(images, key=lambda image: (image.tags[:1] or ("",))[0])
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    remove: tuple[DaemonImage, ...]
+    referenced: frozenset[str]
+
+
+def prune_plan(client: Any, runs: RunStore) -> PrunePlan:
+    """Run images of the store's projects that no stored run references.
+
+    Only projects that have sweeps in this store are considered, so other projects'
+    images on the same daemon are never touched.
+    """
+    keep: set[str] = set()
+    projects: set[str] = set()
+    for sweep in runs.list_sweeps():
+        projects.add(sweep.project)
+        records = runs.read_runs(sweep.run_ids, sweep_id=sweep.sweep_id)
+        keep.update(record.image_id for record in records if record is not None)
+    remove = tuple(
+        image
+        for image in map(DaemonImage.from_api, client.api.images(filters={"label": RUN_LABEL}))
+        if image.image_id not in keep and image.project in projects
+    )
+    return PrunePlan(remove=remove, referenced=frozenset(keep))
+
+
+def remove_image(client: Any, image_id: str) -> None:
+    import docker.errors
+
+    try:
+        client.api.remove_image(image_id, force=True)
+    except docker.errors.APIError as exc:
+        raise ImageError(f"cannot remove image {image_id}: {describe(exc)}") from exc
