@@ -12,6 +12,7 @@ errors (docker, botocore, ray, yaml, hydra) are translated where they are caught
      +-- BackendError        Docker daemon or Ray cluster unreachable or refusing
      +-- StoreError          store unreachable, refused, corrupt
      |    +-- NotFound       a key/run/sweep that does not exist
+     +-- Interrupted         stopped by Ctrl-C, SIGTERM or SIGHUP (exit 130)
      +-- ResultError         the command worked and its answer is "no" (exit 1)
           +-- RunsFailed     a sweep has failed runs
           +-- NotReproduced  a rerun's metrics differ from the original's
@@ -76,3 +77,9 @@ class RunsFailed(ResultError):
 
 class NotReproduced(ResultError):
     """A rerun's metrics differ from the original run's."""
+
+
+class Interrupted(OrchestratorError):
+    """The user stopped the command (Ctrl-C, SIGTERM, SIGHUP); what finished is kept."""
+
+    exit_code = 130

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -381,7 +381,7 @@ class SweepDriver:
             job = pending.pop(future)
             try:
                 record = future.result()
-            except NotStarted:
+            except (NotStarted, CancelledError):
                 self.progress("not started", job.run_id, None)
                 continue
             except ClaimHeld:

@@ -87,9 +87,8 @@ def _record(run_id: str, overrides: list[str], lr: float, accuracy: float) -> di
 
 def populate_store(root: Path) -> None:
     """A small but complete store: one sweep with two finished runs."""
-    from orchestrator.store import DirStore, RunStore
-
     from orchestrator.record import RunRecord, SweepDoc
+    from orchestrator.store import DirStore, RunStore
 
     runs = RunStore(DirStore(root))
     records = [

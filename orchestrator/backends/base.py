@@ -24,4 +24,9 @@ class Backend(Protocol):
         """
         ...
 
+    def cancel(self) -> None:
+        """The sweep is cancelled: start nothing more, stop what runs (their records say
+        ``cancelled``); the futures still resolve."""
+        ...
+
     def close(self) -> None: ...

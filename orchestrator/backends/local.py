@@ -83,5 +83,8 @@ class LocalBackend:
         finally:
             self._gpus.give(gpus)
 
+    def cancel(self) -> None:
+        """Nothing to do here: every run watches the shared :class:`Stop` itself."""
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

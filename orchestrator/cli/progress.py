@@ -16,7 +16,10 @@ class Progress:
 
     def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
-        self.counts = {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, "skipped": 0}
+        self.counts = {
+            "queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 0,
+        }
+        self.retried = 0
         self.quiet = quiet
         self.tty = sys.stderr.isatty() and not quiet
         self._live: Any = None
@@ -45,17 +48,31 @@ class Progress:
             self.counts["running"] += 1
         elif event == "skipped":
             self.counts["skipped"] += 1
+        elif event == "retrying":
+            self.retried += 1
         elif event == "done" and record is not None:
             self.counts["running"] = max(0, self.counts["running"] - 1)
             self.counts[record.status.value] = self.counts.get(record.status.value, 0) + 1
-        finished = self.counts["succeeded"] + self.counts["failed"] + self.counts["skipped"]
+        finished = sum(self.counts[k] for k in ("succeeded", "failed", "cancelled", "skipped"))
         text = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
         if self._live is not None:
             self._live.update(self._task, completed=finished, counts=text)
-        elif not self.quiet and event in ("done", "skipped", "waiting"):
+        elif not self.quiet and event in ("done", "skipped", "waiting", "retrying"):
             status = record.status.value if record and event == "done" else event
+            if event == "retrying" and record is not None:
+                status = f"retrying its {record.status.value} attempt {record.attempt}"
             reason = f" ({record.reason})" if record and record.reason else ""
             click.echo(f"[{finished}/{self.total}] {run_id} {status}{reason}", err=True)
+
+    def running(self) -> int:
+        return self.counts["running"]
+
+    def say(self, message: str) -> None:
+        """A line for the user that the live bar does not swallow."""
+        if self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
+        else:
+            click.echo(message, err=True)
 
     def close(self) -> None:
         if self._live is not None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import BackendError, RunsFailed, UsageError
+from ..errors import BackendError, Interrupted, RunsFailed, UsageError
+from ..stopping import Stop, terminal_signals
 from .context import Context, with_context
 from .progress import Progress
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..project import Project
     from ..settings import Settings
+    from ..sweep import Retry
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -75,6 +77,13 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
     is_flag=True,
     help="Submit the sweep's driver to the Ray cluster (Ray Jobs), print its job id, return.",
 )
+@click.option(
+    "--retry",
+    type=click.Choice(["failed", "none"]),
+    default="failed",
+    show_default=True,
+    help="Run failed and cancelled runs again (as a new attempt), or keep their records.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the runs.")
 def sweep(
     context: Context,
@@ -89,6 +98,7 @@ def sweep(
     base_image: str | None,
     dry_run: bool,
     detach: bool,
+    retry: Retry,
     as_json: bool,
 ) -> None:
     """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
@@ -111,25 +121,28 @@ def sweep(
             _print_points(points, as_json)
             return
         if detach:
-            job_id = _submit_detached(
-                context,
-                backend,
-                ray_address,
+            from ..backends.ray import submit_detached
+            from ..request import SweepRequest
+
+            assert ray_address is not None and context.store_uri is not None  # check_options
+            request = SweepRequest.new(
                 overrides,
-                flags={
-                    "--jobs": jobs,
-                    "--registry": registry,
-                    "--base-image": base_image,
-                    "--s3-endpoint": context.s3_endpoint,
-                },
-                switches={"--allow-dirty": allow_dirty, "--allow-unpinned": allow_unpinned},
+                context.store_uri,
+                s3_endpoint=context.s3_endpoint,
+                registry=registry,
+                jobs=jobs,
+                allow_dirty=allow_dirty,
+                allow_unpinned=allow_unpinned,
+                base_image=base_image,
             )
+            job_id = submit_detached(ray_address, context.project_root(), request)
             click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
             return
         runs = context.runs()
         client = connecting.result() if connecting is not None else context.docker()
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
-    engine = _backend(backend, client, context, jobs, ids, ray_address)
+    stop = Stop()
+    engine = _backend(backend, client, context, jobs, ids, ray_address, stop)
     progress = Progress(len(points))
     from ..sweep import SweepDriver
 
@@ -144,8 +157,12 @@ def sweep(
             progress=progress,
             batch=max(8, 2 * (jobs or 1)),
             settings=settings,
+            stop=stop,
+            retry=retry,
         )
-        result = driver.run(overrides, points)
+        say = progress.say
+        with terminal_signals(stop, say, progress.running), stop.on_cancel(engine.cancel):
+            result = driver.run(overrides, points)
     finally:
         progress.close()
         engine.close()
@@ -157,6 +174,12 @@ def sweep(
         records = [r.to_json() for r in runs.read_sweep_runs(result.sweep_id)]
         click.echo(render(records, "table", sort=default_sort(records)))
         click.echo(f"sweep {result.sweep_id}: {counts_text(r.status for r in result.runs)}")
+    if result.stopped:
+        left = sum(run.status == "queued" for run in result.runs)
+        raise Interrupted(
+            f"sweep {result.sweep_id} stopped: finished runs are committed, {left} not started; "
+            "re-submit the same sweep to run what is left"
+        )
     if result.failed:
         failed = sum(run.status == "failed" for run in result.runs)
         raise RunsFailed(
@@ -233,22 +256,6 @@ def with_base_image(project: Project, ref: str, allow_unpinned: bool) -> Project
     return dataclasses.replace(project, base_image=ref)
 
 
-def _submit_detached(
-    context: Context,
-    backend: str,
-    ray_address: str | None,
-    overrides: Sequence[str],
-    flags: Mapping[str, object],
-    switches: Mapping[str, bool],
-) -> str:
-    from ..backends.ray import submit_detached
-
-    assert ray_address is not None and context.store_uri is not None  # check_options
-    args = [*overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-    args += [flag for flag, on in switches.items() if on]
-    return submit_detached(ray_address, context.project_root(), args, context.store_uri)
-
-
 def _backend(
     kind: str,
     client: Any,
@@ -256,18 +263,20 @@ def _backend(
     jobs: int | None,
     gpu_ids: list[str],
     ray_address: str | None,
+    stop: Stop,
 ) -> Backend:
     if kind == "ray":
         from ..backends.ray import RayBackend
 
-        ray = RayBackend(
+        return RayBackend(
             context.runs(), address=ray_address, max_in_flight=jobs, s3_endpoint=context.s3_endpoint
         )
-        # A cast, not a check: backends/ray.py is moving to typed records (Future[RunRecord]).
-        return cast("Backend", ray)
     from ..backends.local import LocalBackend
 
-    return LocalBackend(client, context.runs(), jobs=jobs or 1, gpu_ids=gpu_ids)
+    return LocalBackend(
+        client, context.runs(), jobs=jobs or 1, gpu_ids=gpu_ids, stop=stop,
+        work_root=context.settings.work_root,
+    )
 
 
 def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
@@ -279,6 +288,7 @@ def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
 
 @click.command()
 @click.argument("job_id")
+@with_context()
 @click.option(
     "--ray-address",
     envvar="RAY_ADDRESS",
@@ -286,11 +296,13 @@ def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
     help="The cluster the sweep was submitted to (or RAY_ADDRESS).",
 )
 @click.option("--json", "as_json", is_flag=True)
-def status(job_id: str, ray_address: str, as_json: bool) -> None:
+def status(context: Context, job_id: str, ray_address: str, as_json: bool) -> None:
     """Follow a sweep submitted with --detach: its job state, then its runs."""
     from ..backends.ray import detached_status
 
-    state = detached_status(ray_address, job_id)
+    if not context.store_uri:
+        raise UsageError("orch status needs --store: the store the sweep was submitted with")
+    state = detached_status(ray_address, job_id, context.runs().store)
     runs = state.result.get("runs", []) if state.result else []
     if as_json:
         body = {

@@ -100,6 +100,22 @@ class RayBackend:
             self._cond.notify_all()
         return future
 
+    def cancel(self) -> None:
+        """The sweep is cancelled: queued jobs never start, running tasks are interrupted.
+
+        A task's interrupt stops its container, which commits a ``cancelled`` record; its
+        future then yields that record like any other (a lost task fails as usual).
+        """
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            left = list(self._in_flight)
+        for _, future in queued:
+            future.cancel()
+        for ref in left:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref)  # not forced: the task gets KeyboardInterrupt
+
     def close(self) -> None:
         """Drop queued jobs, let running ones commit (cancel them if interrupted), disconnect."""
         with self._cond:

@@ -25,12 +25,14 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ...errors import ImageError, NotFound
 from ...job import Job
 from ...record import RunRecord
+from ...stopping import Stop
 from ...store import RunStore
 from .gpusim import SimulatedGpuClient, simulates_gpus
 
@@ -83,7 +85,19 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     if simulated:
         client = SimulatedGpuClient(client, gpu_ids)
     node = ray.get_runtime_context().get_node_id()
-    return execute(job, client, runs, gpu_ids=gpu_ids, node=node, gpus_simulated=simulated)
+    stop = Stop()
+    # The run goes on in a thread so that Ray's cancel (KeyboardInterrupt in this, the
+    # task's main thread) becomes an orderly stop: container stopped, record committed.
+    with ThreadPoolExecutor(1, thread_name_prefix="orch-node-run") as pool:
+        attempt = pool.submit(
+            execute, job, client, runs, gpu_ids=gpu_ids, node=node, gpus_simulated=simulated,
+            stop=stop,
+        )
+        while True:
+            try:
+                return attempt.result()
+            except KeyboardInterrupt:
+                stop.cancel()
 
 
 def ensure_run_image(
