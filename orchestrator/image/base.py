@@ -19,8 +19,6 @@ import platform
 import re
 import shutil
 import subprocess
-import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ImageError
-from .archive import has_image
+from ..files import atomic_write
+from . import cache
+from .archive import ThinArchive, has_image
+from .imageconfig import ImageConfig
 from .tarball import Entry, fixed_mtime, tree_entries, write_layer_file
 
 SUITE = "bookworm"
@@ -65,28 +66,26 @@ class BaseImage:
 # --- where things live -------------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/orch`` (default ``~/.cache/orch``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "orch"
+# Every function below that touches the cache takes ``cache_root`` (None: the default root,
+# see .cache), so the base build and the run-image build share one cache.
 
 
-def base_cache_dir(suite: str = SUITE) -> Path:
+def base_cache_dir(suite: str = SUITE, cache_root: Path | None = None) -> Path:
     """The rootfs and the cached image IDs of one suite."""
-    return cache_root() / "base" / suite
+    return cache.base(suite, cache_root)
 
 
-def layer_cache_dir() -> Path:
+def layer_cache_dir(cache_root: Path | None = None) -> Path:
     """Layer tars, named ``<hex of the diff id>.tar``."""
-    return cache_root() / "layers"
+    return cache.layers(cache_root)
 
 
-def base_layer_path(diff_id: str) -> Path | None:
+def base_layer_path(diff_id: str, cache_root: Path | None = None) -> Path | None:
     """The cached layer tar with this diff ID, or None when it is not (or no longer) cached."""
     hex_id = diff_id.removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", hex_id):
         raise ImageError(f"invalid diff id {diff_id!r}: expected sha256:<64 hex digits>")
-    path = layer_cache_dir() / f"{hex_id}.tar"
+    path = layer_cache_dir(cache_root) / f"{hex_id}.tar"
     return path if path.is_file() else None
 
 
@@ -153,7 +152,8 @@ def debootstrap(rootfs: Path, mirror: str, suite: str = SUITE, log: Log = _quiet
     """Create ``rootfs`` with debootstrap unless it is already there.
 
     Debootstrap runs into a sibling directory that is renamed at the end, so a rootfs that
-    exists is complete.
+    exists is complete. (A directory, so not :func:`~orchestrator.files.atomic_writer`,
+    which publishes one file.)
     """
     if rootfs.is_dir():
         return
@@ -309,10 +309,11 @@ def rootfs_entries(rootfs: Path) -> list[Entry]:
     return entries
 
 
-def write_rootfs_layer(rootfs: Path) -> tuple[str, Path]:
+def write_rootfs_layer(rootfs: Path, cache_root: Path | None = None) -> tuple[str, Path]:
     """Write the layer of ``rootfs`` into the layer cache; returns (diff_id, path)."""
-    directory = layer_cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = layer_cache_dir(cache_root)
+    # The final name is the layer's digest, known only once every byte is written: the tar
+    # goes (atomically, synced) to a scratch name first, then is renamed to its digest.
     tmp = directory / f"incoming-{os.getpid()}.tar"
     try:
         diff_id = write_layer_file(rootfs_entries(rootfs), tmp)
@@ -353,14 +354,15 @@ def image_id(config: bytes) -> str:
 # --- the cached ID -----------------------------------------------------------------------
 
 
-def _id_cache_file(key: str) -> Path:
-    return base_cache_dir() / "ids" / f"{key}.json"
+def _id_cache_file(key: str, cache_root: Path | None) -> Path:
+    return base_cache_dir(cache_root=cache_root) / "ids" / f"{key}.json"
 
 
-def cached_image(packages: str) -> BaseImage | None:
+def cached_image(packages: str, cache_root: Path | None = None) -> BaseImage | None:
     """The image built earlier from this package set, if this machine remembers it."""
+    path = _id_cache_file(packages_key(packages), cache_root)
     try:
-        record = json.loads(_id_cache_file(packages_key(packages)).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
         config = record["config"].encode()
     except (OSError, ValueError, KeyError, AttributeError):
         return None
@@ -369,13 +371,10 @@ def cached_image(packages: str) -> BaseImage | None:
     return BaseImage(record["image_id"], record["diff_id"], config, packages)
 
 
-def remember_image(image: BaseImage) -> None:
-    path = _id_cache_file(packages_key(image.packages))
-    path.parent.mkdir(parents=True, exist_ok=True)
+def remember_image(image: BaseImage, cache_root: Path | None = None) -> None:
+    path = _id_cache_file(packages_key(image.packages), cache_root)
     record = {"image_id": image.image_id, "diff_id": image.diff_id, "config": image.config.decode()}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, sort_keys=True, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(record, sort_keys=True, indent=1) + "\n").encode())
 
 
 # --- the daemon --------------------------------------------------------------------------
@@ -403,80 +402,56 @@ def _tag_target(client: Any, tag: str) -> str | None:
         return None
 
 
-def write_archive(image: BaseImage, layer: Path, out: Path, tag: str = TAG) -> None:
-    """A docker-archive (``docker save`` format) holding the config and the one layer."""
-    config_hex = image.image_id.removeprefix("sha256:")
-    layer_name = f"{image.diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [tag], "Layers": [layer_name]}]
-    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
-        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
-        _add_bytes(tar, f"{config_hex}.json", image.config)
-        info = tarfile.TarInfo(layer_name)
-        info.size = layer.stat().st_size
-        info.mode = 0o644
-        with layer.open("rb") as handle:
-            tar.addfile(info, handle)
+def base_archive(image: BaseImage, layer: Path, tag: str = TAG) -> ThinArchive:
+    """The docker-archive that loads ``image`` (its config and its one layer) as ``tag``.
 
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def load_archive(client: Any, archive: Path, expected_id: str) -> None:
-    """Stream ``archive`` into the daemon and check the ID it reports."""
-    import docker.errors
-
-    try:
-        with archive.open("rb") as handle:
-            client.images.load(handle)
-    except docker.errors.DockerException as exc:
-        raise ImageError(f"the daemon refused the base image archive: {exc}") from exc
-    if not has_image(client, expected_id):
-        raise ImageError(f"loaded the base image but the daemon has no image {expected_id}")
+    Written by the same deterministic writer as the run images' thin archives.
+    """
+    archive = ThinArchive()
+    archive.add_layer(image.diff_id, path=layer)
+    archive.add_image(ImageConfig(image.config), [tag])
+    return archive
 
 
 # --- the whole build ---------------------------------------------------------------------
 
 
 @contextmanager
-def _build_lock() -> Iterator[None]:
+def _build_lock(cache_root: Path | None) -> Iterator[None]:
     """One build at a time per cache (make setup and a test run may race)."""
-    directory = base_cache_dir()
+    directory = base_cache_dir(cache_root=cache_root)
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
-def fast_path(client: Any, packages_file: Path) -> BaseImage | None:
+def fast_path(client: Any, packages_file: Path, cache_root: Path | None = None) -> BaseImage | None:
     """The image for the recorded package set when the daemon already has it (no rootfs)."""
     if not packages_file.is_file():
         return None
-    image = cached_image(packages_file.read_text(encoding="utf-8"))
+    image = cached_image(packages_file.read_text(encoding="utf-8"), cache_root)
     if image is None or not has_image(client, image.image_id):
         return None
     return image
 
 
-def build_image(rootfs: Path, log: Log = _quiet) -> tuple[BaseImage, Path]:
+def build_image(
+    rootfs: Path, log: Log = _quiet, cache_root: Path | None = None
+) -> tuple[BaseImage, Path]:
     """Normalize ``rootfs`` and make (or reuse) its layer; returns the image and the layer."""
     normalize_rootfs(rootfs)
     packages = read_packages(rootfs)
-    cached = cached_image(packages)
+    cached = cached_image(packages, cache_root)
     if cached is not None:
-        layer = base_layer_path(cached.diff_id)
+        layer = base_layer_path(cached.diff_id, cache_root)
         if layer is not None:
             return cached, layer
     log("writing the base layer")
-    diff_id, layer = write_rootfs_layer(rootfs)
+    diff_id, layer = write_rootfs_layer(rootfs, cache_root)
     config = image_config(diff_id, packages, docker_arch())
     image = BaseImage(image_id(config), diff_id, config, packages)
-    remember_image(image)
+    remember_image(image, cache_root)
     return image, layer
 
 
@@ -488,41 +463,43 @@ def ensure_base_image(
     rootfs: Path | None = None,
     frozen: bool = False,
     log: Log = _quiet,
+    cache_root: Path | None = None,
 ) -> BaseImage:
     """Make sure the daemon behind ``client`` has the base image, tagged :data:`TAG`.
 
     ``packages_file`` records the package set the image was built from; it is rewritten when
     a fresh debootstrap brings other versions, unless ``frozen``, where that is an error.
+    The rootfs, the layer and the cached ID live under ``cache_root`` (see :mod:`.cache`).
     """
-    image = fast_path(client, packages_file)
+    image = fast_path(client, packages_file, cache_root)
     if image is not None:
         ensure_tag(client, image.image_id)
         return image
-    with _build_lock():
-        rootfs = rootfs or base_cache_dir() / "rootfs"
+    with _build_lock(cache_root):
+        rootfs = rootfs or base_cache_dir(cache_root=cache_root) / "rootfs"
         debootstrap(rootfs, mirror or apt_mirror(), log=log)
-        image, layer = build_image(rootfs, log)
-        _record_packages(packages_file, image.packages, frozen, log)
+        image, layer = build_image(rootfs, log, cache_root)
+        _record_packages(packages_file, image.packages, frozen, log, cache_root)
         if has_image(client, image.image_id):
             log(f"the daemon already has {image.image_id}")
         else:
             log(f"loading {image.image_id} into the daemon")
-            with tempfile.TemporaryDirectory(dir=layer_cache_dir()) as tmp:
-                archive = Path(tmp) / "image.tar"
-                write_archive(image, layer, archive)
-                load_archive(client, archive, image.image_id)
+            base_archive(image, layer).load(client)
         ensure_tag(client, image.image_id)
     return image
 
 
-def _record_packages(path: Path, packages: str, frozen: bool, log: Log) -> None:
+def _record_packages(
+    path: Path, packages: str, frozen: bool, log: Log, cache_root: Path | None
+) -> None:
     old = _read(path) if path.is_file() else None
     if old == packages:
         return
     if frozen:
         raise ImageError(
             f"the debootstrapped package set differs from {path}: the base image would change "
-            f"(remove the cached rootfs under {base_cache_dir()} or build without --frozen)"
+            f"(remove the cached rootfs under {base_cache_dir(cache_root=cache_root)} or build "
+            "without --frozen)"
         )
     if old is not None:
         log(f"package set changed: rewriting {path} (the base image ID changes)")

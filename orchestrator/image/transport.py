@@ -6,36 +6,35 @@ layer tars. A daemon that lacks a run image gets exactly the layers it is missin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..docker_api import describe
 from ..errors import ImageError, NotFound
+from ..files import atomic_writer
+from . import cache
 from .archive import ThinArchive, has_image
 from .imageconfig import ImageConfig
 
 
-def layer_cache() -> Path:
-    from .builder import cache_dir
-
-    return cache_dir() / "layers"
-
-
-def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dict[str, Path]:
+def base_layer_files(
+    client: Any, image_id: str, diff_ids: Iterable[str], *, cache_root: Path | None = None
+) -> dict[str, Path]:
     """Cached tars of an image's layers, exported once with ``docker save`` if missing."""
     wanted = list(diff_ids)
-    cache = layer_cache()
-    paths = {d: cache / f"{d.split(':')[1]}.tar" for d in wanted}
+    layers = cache.layers(cache_root)
+    paths = {d: layers / f"{d.split(':')[1]}.tar" for d in wanted}
     if all(p.is_file() for p in paths.values()):
         return paths
-    cache.mkdir(parents=True, exist_ok=True)
+    layers.mkdir(parents=True, exist_ok=True)
     import docker.errors
 
-    with tempfile.TemporaryFile(dir=cache) as spool:
+    with tempfile.TemporaryFile(dir=layers) as spool:
         try:
             for chunk in client.api.get_image(image_id):
                 spool.write(chunk)
@@ -56,19 +55,15 @@ def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dic
     return paths
 
 
-def _copy_verified(source: Any, target: Path, diff_id: str) -> None:
-    import hashlib
-
+def _copy_verified(source: IO[bytes], target: Path, diff_id: str) -> None:
     sha = hashlib.sha256()
-    tmp = target.with_name(target.name + ".part")
-    with tmp.open("wb") as out:
+    # Raising inside the writer discards the copy: a wrong layer never gets the name.
+    with atomic_writer(target) as out:
         while chunk := source.read(1 << 20):
             sha.update(chunk)
             out.write(chunk)
-    if "sha256:" + sha.hexdigest() != diff_id:
-        tmp.unlink()
-        raise ImageError(f"layer {diff_id} exported with different content")
-    tmp.replace(target)
+        if "sha256:" + sha.hexdigest() != diff_id:
+            raise ImageError(f"layer {diff_id} exported with different content")
 
 
 def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> str:

@@ -14,7 +14,6 @@ be on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..canonical import digest
 from ..errors import ImageError
+from ..files import atomic_write, sha256_file
 
 #: Debian 12 (the base image) has glibc 2.36: any manylinux wheel up to 2.36 runs there.
 DEFAULT_PLATFORM = "manylinux_2_36_x86_64"
@@ -493,7 +493,7 @@ def _download(
             req = by_name.get(name)
             if req is None:
                 raise ImageError(f"pip download returned {path.name}, which the lock does not pin")
-            actual = "sha256:" + _sha256_file(path)
+            actual = "sha256:" + sha256_file(path)
             if actual not in req.hashes:
                 raise ImageError(
                     f"hash mismatch for '{req.pin()}': the lock expects "
@@ -503,9 +503,10 @@ def _download(
             target = cache_dir / "sha256" / actual.removeprefix("sha256:") / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-            _write_json(
+            choice = {"sha256": actual.removeprefix("sha256:"), "filename": path.name}
+            atomic_write(
                 _resolution_path(req, cache_dir, python_version, platforms),
-                {"sha256": actual.removeprefix("sha256:"), "filename": path.name},
+                json.dumps(choice, sort_keys=True).encode(),
             )
             fetched[name] = target
     absent = sorted(set(by_name) - set(fetched))
@@ -578,18 +579,3 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
     last = errors[-1] if errors else (lines[-1] if lines else "no output")
     names = ", ".join(r.pin() for r in reqs)
     return f"pip download failed for {names}: {last.removeprefix('ERROR: ')}"
-
-
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)

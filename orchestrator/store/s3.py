@@ -29,7 +29,8 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..errors import NotFound, StoreError, UsageError
-from .base import check_key, check_prefix, temp_path_beside
+from ..files import atomic_writer
+from .base import check_key, check_prefix
 
 T = TypeVar("T")
 
@@ -264,14 +265,11 @@ class S3Store:
 
         def fetch() -> None:
             response = self.client.get_object(Bucket=self.bucket, Key=full)
-            tmp = temp_path_beside(target)
-            try:
-                with tmp.open("wb") as handle:
-                    for chunk in response["Body"].iter_chunks(1024 * 1024):
-                        handle.write(chunk)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # A copy out of the store, not synced (see DirStore.get_file); a failed attempt
+            # leaves nothing behind, and the next one starts a fresh file.
+            with atomic_writer(target, fsync=False) as handle:
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    handle.write(chunk)
 
         try:
             self._call("get", key, fetch)
