@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as configmod
+from .docker_api import DockerClient
 from .errors import ImageError
 from .git import git, git_text, git_try
 from .image import builder
@@ -29,7 +30,7 @@ class VerifyResult:
         return self.recorded == self.rebuilt
 
 
-def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyResult:
+def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> VerifyResult:
     if record.get("dirty"):
         raise ImageError(
             f"run {record['run_id']} was built from uncommitted changes (dirty): its code "

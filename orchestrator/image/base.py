@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..docker_api import DockerClient
 from ..errors import BackendError, ImageError
 from ..files import atomic_write
 from . import cache
@@ -380,7 +381,7 @@ def remember_image(image: BaseImage, cache_root: Path | None = None) -> None:
 # --- the daemon --------------------------------------------------------------------------
 
 
-def ensure_tag(client: Any, image_ref: str, tag: str = TAG) -> None:
+def ensure_tag(client: DockerClient, image_ref: str, tag: str = TAG) -> None:
     """Point ``tag`` at ``image_ref`` unless it already does."""
     import docker.errors
 
@@ -393,7 +394,7 @@ def ensure_tag(client: Any, image_ref: str, tag: str = TAG) -> None:
         raise BackendError(f"cannot tag {image_ref} as {tag}: {exc}") from exc
 
 
-def _tag_target(client: Any, tag: str) -> str | None:
+def _tag_target(client: DockerClient, tag: str) -> str | None:
     import docker.errors
 
     try:
@@ -426,7 +427,9 @@ def _build_lock(cache_root: Path | None) -> Iterator[None]:
         yield
 
 
-def fast_path(client: Any, packages_file: Path, cache_root: Path | None = None) -> BaseImage | None:
+def fast_path(
+    client: DockerClient, packages_file: Path, cache_root: Path | None = None
+) -> BaseImage | None:
     """The image for the recorded package set when the daemon already has it (no rootfs)."""
     if not packages_file.is_file():
         return None
@@ -456,7 +459,7 @@ def build_image(
 
 
 def ensure_base_image(
-    client: Any,
+    client: DockerClient,
     packages_file: Path,
     *,
     mirror: str | None = None,

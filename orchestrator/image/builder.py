@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..canonical import digest
+from ..docker_api import DockerClient
 from ..errors import ImageError
 from ..files import atomic_write
 from ..project import Project
@@ -107,7 +107,7 @@ class RunImage:
         return self.config.image_id
 
 
-def resolve_base(client: Any, ref: str) -> BaseInfo:
+def resolve_base(client: DockerClient, ref: str) -> BaseInfo:
     """Inspect the pinned base image, pulling ``name@sha256:...`` when absent."""
     import docker.errors
 
@@ -137,7 +137,7 @@ def resolve_base(client: Any, ref: str) -> BaseInfo:
     )
 
 
-def _python_version(client: Any, base: BaseInfo, cache_root: Path) -> str:
+def _python_version(client: DockerClient, base: BaseInfo, cache_root: Path) -> str:
     marker = cache.python_versions(cache_root) / base.image_id.split(":")[1]
     if marker.is_file():
         return marker.read_text().strip()
@@ -153,7 +153,7 @@ def _python_version(client: Any, base: BaseInfo, cache_root: Path) -> str:
 
 
 def _environment_layer(
-    client: Any, project: Project, base: BaseInfo, cache_root: Path
+    client: DockerClient, project: Project, base: BaseInfo, cache_root: Path
 ) -> tuple[str, Path, str]:
     from . import envlayer, wheels
 
@@ -173,7 +173,11 @@ def _environment_layer(
 
 
 def prepare(
-    client: Any, project: Project, *, allow_dirty: bool = False, cache_root: Path | None = None
+    client: DockerClient,
+    project: Project,
+    *,
+    allow_dirty: bool = False,
+    cache_root: Path | None = None,
 ) -> Environment:
     """Resolve the base, build (or reuse) the environment layer, snapshot the code.
 
@@ -233,7 +237,7 @@ def run_image(
     return RunImage(run_id, image, layer, diff_id, env.tag("run", run_id))
 
 
-def thin_archive(client: Any, env: Environment, images: list[RunImage]) -> ThinArchive:
+def thin_archive(client: DockerClient, env: Environment, images: list[RunImage]) -> ThinArchive:
     """An archive with the run images and exactly the layers the daemon lacks."""
     archive = ThinArchive()
     if not has_image(client, env.code_image.image_id):

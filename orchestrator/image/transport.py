@@ -12,9 +12,9 @@ import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Protocol
 
-from ..docker_api import describe
+from ..docker_api import DockerClient, describe
 from ..errors import ImageError, NotFound
 from ..files import atomic_writer
 from . import cache
@@ -22,8 +22,19 @@ from .archive import ThinArchive, has_image
 from .imageconfig import ImageConfig
 
 
+class Blobs(Protocol):
+    """Where image blobs are read from: the store's ``blobs/sha256/`` (a ``RunStore``).
+
+    Both raise :class:`~orchestrator.errors.NotFound` for a blob that is not there.
+    """
+
+    def get_blob(self, digest: str) -> bytes: ...
+
+    def get_blob_file(self, digest: str, path: Path) -> None: ...
+
+
 def base_layer_files(
-    client: Any, image_id: str, diff_ids: Iterable[str], *, cache_root: Path | None = None
+    client: DockerClient, image_id: str, diff_ids: Iterable[str], *, cache_root: Path | None = None
 ) -> dict[str, Path]:
     """Cached tars of an image's layers, exported once with ``docker save`` if missing."""
     wanted = list(diff_ids)
@@ -66,7 +77,7 @@ def _copy_verified(source: IO[bytes], target: Path, diff_id: str) -> None:
             raise ImageError(f"layer {diff_id} exported with different content")
 
 
-def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> str:
+def push_to_registry(client: DockerClient, image_id: str, repository: str, tag: str) -> str:
     """Push and return ``repository@sha256:<manifest digest>``."""
     import docker.errors
 
@@ -84,7 +95,7 @@ def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> s
     raise ImageError(f"{repository}:{tag} pushed but the daemon reports no digest for it")
 
 
-def pull_by_digest(client: Any, reference: str) -> str | None:
+def pull_by_digest(client: DockerClient, reference: str) -> str | None:
     """Pull ``repo@sha256:...``; the image ID, or None if the registry cannot serve it."""
     import docker.errors
 
@@ -95,7 +106,9 @@ def pull_by_digest(client: Any, reference: str) -> str | None:
         return None
 
 
-def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[str]) -> None:
+def fetch_from_store(
+    client: DockerClient, runs: Blobs, image_id: str, prefixes: Iterable[str]
+) -> None:
     """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
 
     ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
@@ -129,8 +142,8 @@ def fetch_from_store(client: Any, runs: Any, image_id: str, prefixes: Iterable[s
 
 
 def ensure_image(
-    client: Any,
-    blobs: Any,
+    client: DockerClient,
+    blobs: Blobs,
     image_id: str,
     *,
     repo_digest: str | None = None,
