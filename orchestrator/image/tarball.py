@@ -95,6 +95,7 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    # RawIOBase.write accepts any buffer; tarfile only ever hands it bytes.
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self.sha.update(data)
         self.size += len(data)

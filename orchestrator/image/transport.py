@@ -53,7 +53,10 @@ def base_layer_files(
             raise ImageError(f"cannot export {image_id}: {describe(exc)}") from exc
         spool.seek(0)
         with tarfile.open(fileobj=spool, mode="r:") as tar:
-            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            manifest_file = tar.extractfile("manifest.json")
+            if manifest_file is None:
+                raise ImageError(f"{image_id}: docker save output has no manifest.json")
+            manifest = json.load(manifest_file)
             layer_names = manifest[0]["Layers"]
             for diff_id, name in zip(wanted, layer_names, strict=True):
                 target = paths[diff_id]
