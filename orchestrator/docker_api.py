@@ -1,14 +1,191 @@
-"""The one place a Docker client is made, and Docker's errors become ours."""
+"""The one place a Docker client is made, the shape orch needs of it, and Docker's errors.
+
+:class:`DockerClient` is a :class:`typing.Protocol` of exactly the calls orch makes on a
+docker SDK client (``docker.DockerClient``), nothing more: its low-level API (``.api``),
+its image and container collections, and the container objects those return. Code below
+the CLI is typed against it, so mypy checks every call against one list (and, with the
+SDK's stubs installed, checks the real client against the list in :func:`connect`), and a
+unit test can pass a small fake instead of a daemon::
+
+    DockerClient
+      .ping()
+      .api         DockerAPI       inspect_image, images, get_image, load_image, tag, push,
+                                   remove_image, inspect_container
+      .images      ImageCollection get, load, pull                     -> Image
+      .containers  ContainerCollection create, list, run               -> Container
+                   Container       id, name, labels, start, wait, kill, logs, get_archive,
+                                   remove
+
+A new call on the client means a new member here first.
+"""
 
 from __future__ import annotations
 
+import builtins
 import os
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .errors import BackendError
 
+if TYPE_CHECKING:
+    from docker.types import DeviceRequest
 
-def connect(docker_host: str | None = None, timeout: int = 120) -> Any:
+
+class Image(Protocol):
+    """An image of :attr:`DockerClient.images` (``docker.models.images.Image``)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def labels(self) -> dict[str, Any]: ...
+
+    attrs: dict[str, Any]
+
+
+class Container(Protocol):
+    """A container of :attr:`DockerClient.containers` (``docker.models.containers.Container``)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def labels(self) -> dict[str, str]: ...
+
+    def start(self) -> None: ...
+
+    def wait(self, *, timeout: float | None = None) -> Mapping[str, Any]: ...
+
+    def kill(self) -> None: ...
+
+    @overload
+    def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: Literal[True],
+        follow: bool | None = None,
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: Literal[False] = False,
+        follow: bool | None = None,
+    ) -> bytes: ...
+
+    def get_archive(self, path: str, /) -> tuple[Iterator[bytes], dict[str, Any] | None]: ...
+
+    def remove(self, *, force: bool = False) -> None: ...
+
+
+class DockerAPI(Protocol):
+    """The low-level API (``docker.APIClient``): calls that answer with plain JSON."""
+
+    def inspect_image(self, image: str, /) -> dict[str, Any]: ...
+
+    def images(
+        self, *, quiet: bool = False, all: bool = False, filters: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Image summaries (dicts), or only their IDs (str) when ``quiet``."""
+        ...
+
+    def get_image(self, image: str, /) -> Iterable[bytes]:
+        """``docker save`` of ``image``: a tar stream in chunks."""
+        ...
+
+    def load_image(self, data: IO[bytes], /, quiet: bool | None = None) -> Iterable[Any]:
+        """``docker load``: the daemon's progress messages (dicts)."""
+        ...
+
+    def tag(self, image: str, repository: str, tag: str | None = None, /) -> bool: ...
+
+    def push(
+        self,
+        repository: str,
+        /,
+        tag: str | None = None,
+        *,
+        stream: bool = False,
+        decode: bool = False,
+    ) -> Any:
+        """With ``stream`` and ``decode``: the daemon's progress messages (dicts)."""
+        ...
+
+    def remove_image(self, image: str, /, force: bool = False) -> Any: ...
+
+    def inspect_container(self, container: str, /) -> dict[str, Any]: ...
+
+
+class ImageCollection(Protocol):
+    def get(self, name: str, /) -> Image: ...
+
+    def load(self, data: bytes | IO[bytes], /) -> Sequence[Image]: ...
+
+    def pull(self, repository: str, /) -> Image: ...
+
+
+class ContainerCollection(Protocol):
+    def create(
+        self,
+        image: str,
+        command: list[str] | None = None,
+        *,
+        cap_drop: list[str] | None = None,
+        detach: bool = False,
+        device_requests: list[DeviceRequest] | None = None,
+        environment: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        mem_limit: str | int | None = None,
+        memswap_limit: str | int | None = None,
+        name: str | None = None,
+        nano_cpus: int | None = None,
+        network_mode: str | None = None,
+        privileged: bool = False,
+        security_opt: list[str] | None = None,
+        user: str | None = None,
+    ) -> Container: ...
+
+    def list(
+        self, *, all: bool = False, filters: dict[str, str | list[str] | bool] | None = None
+    ) -> Sequence[Container]: ...
+
+    def run(
+        self,
+        image: str,
+        command: builtins.list[str] | None = None,  # .list shadows the builtin here
+        *,
+        remove: bool = False,
+        network_mode: str | None = None,
+    ) -> bytes:
+        """Run to the end (not detached) and answer with the container's stdout."""
+        ...
+
+
+class DockerClient(Protocol):
+    """What orch uses of a docker SDK client; see the module docstring."""
+
+    @property
+    def api(self) -> DockerAPI: ...
+
+    @property
+    def images(self) -> ImageCollection: ...
+
+    @property
+    def containers(self) -> ContainerCollection: ...
+
+    def ping(self) -> bool: ...
+
+
+def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
     """A docker SDK client for ``docker_host`` (default: DOCKER_HOST or the local socket).
 
     Raises BackendError with how to start a daemon when none answers.
@@ -18,7 +195,9 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> Any:
 
     host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        client = docker.DockerClient(base_url=host, timeout=timeout)
+        # Declared, not cast: with the SDK's stubs (types-docker) mypy checks here that the
+        # real client has every member of the protocol.
+        client: DockerClient = docker.DockerClient(base_url=host, timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise BackendError(

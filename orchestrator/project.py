@@ -10,11 +10,11 @@ from typing import Any
 import yaml
 
 from .errors import ProjectError
+from .ids import DIGEST_REF as DIGEST_REF
+from .ids import IMAGE_ID as IMAGE_ID
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
-IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
 _KNOWN = {
     "name",
     "base_image",
@@ -210,8 +210,36 @@ def parse_resources(value: Any, where: str) -> Resources:
         raise ProjectError(f"{where}: resources.cpus: must be a positive number")
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise ProjectError(f"{where}: resources.gpus: must be a whole number >= 0")
-    if memory is not None and not (
-        isinstance(memory, str) and re.match(r"^[0-9]+[bkmg]?\Z", memory.lower())
-    ):
-        raise ProjectError(f"{where}: resources.memory: must look like '512m' or '2g'")
-    return Resources(cpus=float(cpus), gpus=gpus, memory=memory.lower() if memory else None)
+    if memory is not None:
+        try:
+            if not isinstance(memory, str):
+                raise ValueError(memory)
+            memory_bytes(memory)
+        except ValueError:
+            raise ProjectError(
+                f"{where}: resources.memory: must look like '512m' or '2g'"
+            ) from None
+        memory = memory.strip().lower()
+    return Resources(cpus=float(cpus), gpus=gpus, memory=memory or None)
+
+
+def memory_bytes(text: str) -> int:
+    """A Docker size string (``"512m"``, ``"2g"``, ``"1.5g"``, ``"100"``) in bytes.
+
+    The grammar is the Docker SDK's own (``docker.utils.parse_bytes``), the one that turns
+    ``mem_limit`` into bytes when the container is created, so what a project may write is
+    exactly what Docker will take; negative and non-finite sizes are refused here on top.
+    Raises ValueError for anything else.
+    """
+    import docker.errors
+    import docker.utils
+
+    stripped = text.strip()
+    # parse_bytes takes "-5m" and lets float() read "nan"/"inf": only digits may lead.
+    if not stripped[:1].isdigit():
+        raise ValueError(f"not a size: {text!r}")
+    try:
+        value = docker.utils.parse_bytes(stripped)
+    except (docker.errors.DockerException, ValueError, OverflowError) as exc:
+        raise ValueError(f"not a size: {text!r}") from exc
+    return int(value)

@@ -6,14 +6,15 @@ rebuild goes through exactly the code path of the original build.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import config as configmod
+from .docker_api import DockerClient
 from .errors import ImageError
+from .git import git, git_text, git_try
 from .image import builder
 from .project import load_project
 
@@ -29,14 +30,7 @@ class VerifyResult:
         return self.recorded == self.rebuilt
 
 
-def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ImageError(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1:]}")
-    return proc.stdout.strip()
-
-
-def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyResult:
+def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> VerifyResult:
     if record.get("dirty"):
         raise ImageError(
             f"run {record['run_id']} was built from uncommitted changes (dirty): its code "
@@ -45,11 +39,11 @@ def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyRes
     commit = record.get("git_commit")
     if not commit:
         raise ImageError(f"run {record['run_id']} records no git commit to rebuild from")
-    top = Path(_git(project_root, "rev-parse", "--show-toplevel"))
+    top = Path(git_text(project_root, "rev-parse", "--show-toplevel"))
     sub = project_root.resolve().relative_to(top.resolve())
     with tempfile.TemporaryDirectory(prefix="orch-verify-") as tmp:
         worktree = Path(tmp) / "tree"
-        _git(top, "worktree", "add", "--detach", str(worktree), commit)
+        git(top, "worktree", "add", "--detach", str(worktree), commit)
         try:
             project = load_project(worktree / sub, allow_unpinned=not record.get("pinned", True))
             env = builder.prepare(client, project)
@@ -62,10 +56,7 @@ def verify(client: Any, project_root: Path, record: dict[str, Any]) -> VerifyRes
                 configmod.to_json(cfg),
             )
         finally:
-            subprocess.run(
-                ["git", "-C", str(top), "worktree", "remove", "--force", str(worktree)],
-                capture_output=True,
-            )
+            git_try(top, "worktree", "remove", "--force", str(worktree))  # best effort
     layers = {
         "base": list(env.base.diff_ids),
         "env": env.env_diff_id,

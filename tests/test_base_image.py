@@ -133,6 +133,7 @@ def test_layer_entries_keep_owners(tmp_path: Path) -> None:
 
 
 def test_base_layer_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ORCH_CACHE", raising=False)  # it would take precedence
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert base.layer_cache_dir() == tmp_path / "orch" / "layers"
     assert base.base_layer_path(DIFF_ID) is None

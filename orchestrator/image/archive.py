@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..docker_api import describe
+from ..docker_api import DockerClient, describe
 from ..errors import ImageError
 from .imageconfig import ImageConfig
 from .tarball import Entry, write_layer
@@ -69,7 +69,7 @@ class ThinArchive:
         entries.append(Entry("manifest.json", data=json.dumps(manifest, sort_keys=True).encode()))
         write_layer(entries, out)
 
-    def load(self, client: Any) -> None:
+    def load(self, client: DockerClient) -> None:
         """Load into the daemon behind ``client`` in one request."""
         if not self.images:
             return
@@ -97,7 +97,7 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
-def _image_ids(client: Any) -> set[str]:
+def _image_ids(client: DockerClient) -> set[str]:
     import docker.errors
 
     try:
@@ -106,7 +106,7 @@ def _image_ids(client: Any) -> set[str]:
         raise ImageError(f"cannot list the daemon's images: {describe(exc)}") from exc
 
 
-def has_image(client: Any, image_id: str) -> bool:
+def has_image(client: DockerClient, image_id: str) -> bool:
     import docker.errors
 
     try:

@@ -9,14 +9,15 @@ before anything reaches the daemon; a whole sweep then loads in one thin archive
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..canonical import digest
+from ..docker_api import DockerClient
 from ..errors import ImageError
+from ..files import atomic_write
 from ..project import Project
+from . import cache
 from .archive import ThinArchive, has_image
 from .code import CodeSnapshot, snapshot
 from .imageconfig import ImageConfig, make_config, merge_env
@@ -28,13 +29,6 @@ CONFIG_PATH = "/orch/config.yaml"
 OUTPUT_DIR = "/orch/output"
 #: Bumped whenever the environment layer's layout changes, so old caches are not reused.
 ENV_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("ORCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "orch"
-    )
-    return Path(root)
 
 
 @dataclass(frozen=True)
@@ -113,7 +107,7 @@ class RunImage:
         return self.config.image_id
 
 
-def resolve_base(client: Any, ref: str) -> BaseInfo:
+def resolve_base(client: DockerClient, ref: str) -> BaseInfo:
     """Inspect the pinned base image, pulling ``name@sha256:...`` when absent."""
     import docker.errors
 
@@ -143,8 +137,8 @@ def resolve_base(client: Any, ref: str) -> BaseInfo:
     )
 
 
-def _python_version(client: Any, base: BaseInfo) -> str:
-    marker = cache_dir() / "python-version" / base.image_id.split(":")[1]
+def _python_version(client: DockerClient, base: BaseInfo, cache_root: Path) -> str:
+    marker = cache.python_versions(cache_root) / base.image_id.split(":")[1]
     if marker.is_file():
         return marker.read_text().strip()
     out = client.containers.run(
@@ -154,12 +148,13 @@ def _python_version(client: Any, base: BaseInfo) -> str:
         network_mode="none",
     )
     version = out.decode().strip()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(version)
+    atomic_write(marker, version.encode())
     return version
 
 
-def _environment_layer(client: Any, project: Project, base: BaseInfo) -> tuple[str, Path, str]:
+def _environment_layer(
+    client: DockerClient, project: Project, base: BaseInfo, cache_root: Path
+) -> tuple[str, Path, str]:
     from . import envlayer, wheels
 
     reqs = wheels.parse_lock(project.requirements) if project.requirements else []
@@ -167,20 +162,33 @@ def _environment_layer(client: Any, project: Project, base: BaseInfo) -> tuple[s
         {"base": base.image_id, "lock": wheels.lock_digest(reqs), "format": ENV_FORMAT}
     )
     wheel_files = (
-        wheels.ensure_wheels(reqs, cache_dir() / "wheels", _python_version(client, base))
+        wheels.ensure_wheels(
+            reqs, cache.wheels(cache_root), _python_version(client, base, cache_root)
+        )
         if reqs
         else []
     )
-    path, diff_id = envlayer.write_env_layer(wheel_files, cache_dir(), env_key)
+    path, diff_id = envlayer.write_env_layer(wheel_files, cache_root, env_key)
     return env_key, path, diff_id
 
 
-def prepare(client: Any, project: Project, *, allow_dirty: bool = False) -> Environment:
-    """Resolve the base, build (or reuse) the environment layer, snapshot the code."""
+def prepare(
+    client: DockerClient,
+    project: Project,
+    *,
+    allow_dirty: bool = False,
+    cache_root: Path | None = None,
+) -> Environment:
+    """Resolve the base, build (or reuse) the environment layer, snapshot the code.
+
+    ``cache_root`` is where wheels and layers are kept (see :mod:`.cache`).
+    """
     from .envlayer import env_image_settings
 
     base = resolve_base(client, project.base_image)
-    env_key, env_layer, env_diff_id = _environment_layer(client, project, base)
+    env_key, env_layer, env_diff_id = _environment_layer(
+        client, project, base, cache.root(cache_root)
+    )
     code = snapshot(project.root, project.exclude, allow_dirty=allow_dirty)
     layer_settings = env_image_settings()
     image_env = dict(str(item).partition("=")[::2] for item in layer_settings["Env"])
@@ -229,7 +237,7 @@ def run_image(
     return RunImage(run_id, image, layer, diff_id, env.tag("run", run_id))
 
 
-def thin_archive(client: Any, env: Environment, images: list[RunImage]) -> ThinArchive:
+def thin_archive(client: DockerClient, env: Environment, images: list[RunImage]) -> ThinArchive:
     """An archive with the run images and exactly the layers the daemon lacks."""
     archive = ThinArchive()
     if not has_image(client, env.code_image.image_id):

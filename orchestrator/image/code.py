@@ -7,12 +7,12 @@ says ``dirty: true`` and the diff is kept next to the run.
 from __future__ import annotations
 
 import fnmatch
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
+from ..git import git, git_text, git_try
 from .tarball import Entry, layer_bytes, tree_entries
 
 CODE_PREFIX = "orch/code"
@@ -43,24 +43,9 @@ def excluded(path: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-def _git(root: Path, *args: str, check: bool = True) -> bytes:
-    try:
-        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=False)
-    except FileNotFoundError as exc:
-        raise ImageError("git is not installed: install it (apt-get install git)") from exc
-    if check and proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ImageError(f"git {' '.join(args)} failed in {root}: {message[-1] if message else ''}")
-    return proc.stdout
-
-
 def _repo_root(root: Path) -> Path | None:
-    proc = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, check=False
-    )
-    if proc.returncode != 0:
-        return None
-    return Path(proc.stdout.decode().strip()).resolve()
+    top = git_try(root, "rev-parse", "--show-toplevel")
+    return None if top is None else Path(top).resolve()
 
 
 def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False) -> CodeSnapshot:
@@ -80,12 +65,7 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
 
     sub = root.resolve().relative_to(repo).as_posix()
     sub = "" if sub == "." else sub
-    has_head = (
-        subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True
-        ).returncode
-        == 0
-    )
+    has_head = git_try(root, "rev-parse", "--verify", "-q", "HEAD") is not None
     changed = _changed_files(root, sub, patterns) if has_head else ["(no commit yet)"]
     if changed and not allow_dirty:
         shown = ", ".join(changed[:10]) + (
@@ -95,16 +75,13 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
             f"uncommitted changes in {root}: {shown}: commit them, add them to 'exclude' in "
             f"orch.yaml, or pass --allow-dirty"
         )
-    commit = _git(root, "rev-parse", "HEAD").decode().strip() if has_head else None
-    tree = (
-        _git(root, "rev-parse", f"HEAD:{sub}" if sub else "HEAD^{tree}").decode().strip()
-        if has_head
-        else None
-    )
+    commit = git_text(root, "rev-parse", "HEAD") if has_head else None
+    tree_ref = f"HEAD:{sub}" if sub else "HEAD^{tree}"
+    tree = git_text(root, "rev-parse", tree_ref) if has_head else None
     if changed:
         entries = _worktree_entries(root, patterns)
-        diff = _git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""
-        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
+        diff = git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""
+        untracked = git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
         names = [n for n in untracked.decode().split("\0") if n]
         if names:
             diff += (
@@ -120,7 +97,7 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
 
 
 def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]:
-    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
+    out = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
     changed = []
     records = out.decode(errors="replace").split("\0")
     index = 0
@@ -139,7 +116,7 @@ def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]
 
 
 def _head_entries(root: Path, sub: str, patterns: tuple[str, ...]) -> list[Entry]:
-    listing = _git(root, "ls-tree", "-r", "-z", "--full-tree", "HEAD", "--", sub or ".")
+    listing = git(root, "ls-tree", "-r", "-z", "--full-tree", "HEAD", "--", sub or ".")
     wanted: list[tuple[str, str, str]] = []
     for record in listing.decode().split("\0"):
         if not record:
@@ -167,13 +144,7 @@ def _cat_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
     if not shas:
         return {}
     unique = sorted(set(shas))
-    proc = subprocess.run(
-        ["git", "-C", str(root), "cat-file", "--batch"],
-        input="".join(f"{sha}\n" for sha in unique).encode(),
-        capture_output=True,
-        check=True,
-    )
-    out = proc.stdout
+    out = git(root, "cat-file", "--batch", input="".join(f"{sha}\n" for sha in unique).encode())
     result: dict[str, bytes] = {}
     pos = 0
     for _ in unique:
@@ -186,7 +157,7 @@ def _cat_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
 
 
 def _worktree_entries(root: Path, patterns: tuple[str, ...]) -> list[Entry]:
-    listing = _git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", ".")
+    listing = git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", ".")
     entries = []
     for rel in sorted(set(n for n in listing.decode().split("\0") if n)):
         full = root / rel

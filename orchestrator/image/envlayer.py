@@ -37,6 +37,8 @@ from installer.utils import Scheme, construct_record_file, fix_shebang
 
 from ..canonical import digest
 from ..errors import ImageError
+from ..files import atomic_write, sha256_file
+from . import cache
 from .tarball import Entry, fixed_mtime, write_layer_file
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def env_layer_key(wheels: Sequence[Path]) -> str:
         if folder.parent.name == "sha256" and re.fullmatch(r"[0-9a-f]{64}", folder.name):
             hexdigest = folder.name
         else:
-            hexdigest = _sha256_file(wheel)
+            hexdigest = sha256_file(wheel)
         ids.append([wheel.name, hexdigest])
     return digest(
         {
@@ -97,8 +99,8 @@ def env_layer_key(wheels: Sequence[Path]) -> str:
     )
 
 
-def write_env_layer(wheels: Sequence[Path], cache_dir: Path, key: str) -> tuple[Path, str]:
-    """Write (or reuse) ``cache_dir/layers/env-<key>.tar``; return its path and diff ID.
+def write_env_layer(wheels: Sequence[Path], cache_root: Path, key: str) -> tuple[Path, str]:
+    """Write (or reuse) ``<cache_root>/layers/env-<key>.tar``; return its path and diff ID.
 
     ``key`` must change whenever the wheels do (see :func:`env_layer_key`). The diff
     ID is kept in ``env-<key>.json`` beside the tar, so a warm call hashes nothing.
@@ -106,7 +108,7 @@ def write_env_layer(wheels: Sequence[Path], cache_dir: Path, key: str) -> tuple[
     hexkey = key.removeprefix("sha256:")
     if not re.fullmatch(r"[0-9A-Za-z_.-]{1,128}", hexkey):
         raise ImageError(f"invalid env layer key {key!r}: use a digest such as env_layer_key()")
-    layers = cache_dir / "layers"
+    layers = cache.layers(cache_root)
     tar = layers / f"env-{hexkey}.tar"
     meta = layers / f"env-{hexkey}.json"
     known = _read_meta(meta, tar)
@@ -121,9 +123,7 @@ def write_env_layer(wheels: Sequence[Path], cache_dir: Path, key: str) -> tuple[
         "mtime": fixed_mtime(),
         "format": ENV_LAYER_FORMAT,
     }
-    tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    os.replace(tmp, meta)
+    atomic_write(meta, json.dumps(record, sort_keys=True).encode())
     return tar, diff_id
 
 
@@ -268,11 +268,3 @@ class _LayerDestination(WheelDestination):
         if spill_path is not None:
             return Entry(layer_path, "file", source=spill_path, mode=mode), sha
         return Entry(layer_path, "file", data=b"".join(chunks), mode=mode), sha
-
-
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            sha.update(block)
-    return sha.hexdigest()

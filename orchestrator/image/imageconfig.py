@@ -23,7 +23,8 @@ class ImageConfig:
 
     @property
     def data(self) -> dict[str, Any]:
-        return json.loads(self.raw)
+        document: dict[str, Any] = json.loads(self.raw)
+        return document
 
     @property
     def diff_ids(self) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from ..errors import ImageError
+from ..files import atomic_writer
 
 #: 2000-01-01T00:00:00Z: a constant, because an mtime of 0 confuses some tools.
 DEFAULT_MTIME = 946684800
@@ -94,6 +95,7 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    # RawIOBase.write accepts any buffer; tarfile only ever hands it bytes.
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self.sha.update(data)
         self.size += len(data)
@@ -145,12 +147,8 @@ def layer_bytes(entries: Iterable[Entry]) -> tuple[bytes, str]:
 
 def write_layer_file(entries: Iterable[Entry], path: Path) -> str:
     """Write the layer atomically to ``path`` and return its diff ID."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("wb") as handle:
-        diff_id = write_layer(entries, handle)
-    os.replace(tmp, path)
-    return diff_id
+    with atomic_writer(path) as handle:
+        return write_layer(entries, handle)
 
 
 def tree_entries(

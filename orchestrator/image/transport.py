@@ -6,36 +6,46 @@ layer tars. A daemon that lacks a run image gets exactly the layers it is missin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Protocol
 
-from ..docker_api import describe
+from ..docker_api import DockerClient, describe
 from ..errors import ImageError, NotFound
+from ..files import atomic_writer
+from . import cache
 from .archive import ThinArchive, has_image
 from .imageconfig import ImageConfig
 
 
-def layer_cache() -> Path:
-    from .builder import cache_dir
+class Blobs(Protocol):
+    """Where image blobs are read from: the store's ``blobs/sha256/`` (``RunStore.blobs``).
 
-    return cache_dir() / "layers"
+    Both raise :class:`~orchestrator.errors.NotFound` for a blob that is not there.
+    """
+
+    def get(self, digest: str) -> bytes: ...
+
+    def get_file(self, digest: str, path: Path) -> None: ...
 
 
-def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dict[str, Path]:
+def base_layer_files(
+    client: DockerClient, image_id: str, diff_ids: Iterable[str], *, cache_root: Path | None = None
+) -> dict[str, Path]:
     """Cached tars of an image's layers, exported once with ``docker save`` if missing."""
     wanted = list(diff_ids)
-    cache = layer_cache()
-    paths = {d: cache / f"{d.split(':')[1]}.tar" for d in wanted}
+    layers = cache.layers(cache_root)
+    paths = {d: layers / f"{d.split(':')[1]}.tar" for d in wanted}
     if all(p.is_file() for p in paths.values()):
         return paths
-    cache.mkdir(parents=True, exist_ok=True)
+    layers.mkdir(parents=True, exist_ok=True)
     import docker.errors
 
-    with tempfile.TemporaryFile(dir=cache) as spool:
+    with tempfile.TemporaryFile(dir=layers) as spool:
         try:
             for chunk in client.api.get_image(image_id):
                 spool.write(chunk)
@@ -43,7 +53,10 @@ def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dic
             raise ImageError(f"cannot export {image_id}: {describe(exc)}") from exc
         spool.seek(0)
         with tarfile.open(fileobj=spool, mode="r:") as tar:
-            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            manifest_file = tar.extractfile("manifest.json")
+            if manifest_file is None:
+                raise ImageError(f"{image_id}: docker save output has no manifest.json")
+            manifest = json.load(manifest_file)
             layer_names = manifest[0]["Layers"]
             for diff_id, name in zip(wanted, layer_names, strict=True):
                 target = paths[diff_id]
@@ -56,22 +69,18 @@ def base_layer_files(client: Any, image_id: str, diff_ids: Iterable[str]) -> dic
     return paths
 
 
-def _copy_verified(source: Any, target: Path, diff_id: str) -> None:
-    import hashlib
-
+def _copy_verified(source: IO[bytes], target: Path, diff_id: str) -> None:
     sha = hashlib.sha256()
-    tmp = target.with_name(target.name + ".part")
-    with tmp.open("wb") as out:
+    # Raising inside the writer discards the copy: a wrong layer never gets the name.
+    with atomic_writer(target) as out:
         while chunk := source.read(1 << 20):
             sha.update(chunk)
             out.write(chunk)
-    if "sha256:" + sha.hexdigest() != diff_id:
-        tmp.unlink()
-        raise ImageError(f"layer {diff_id} exported with different content")
-    tmp.replace(target)
+        if "sha256:" + sha.hexdigest() != diff_id:
+            raise ImageError(f"layer {diff_id} exported with different content")
 
 
-def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> str:
+def push_to_registry(client: DockerClient, image_id: str, repository: str, tag: str) -> str:
     """Push and return ``repository@sha256:<manifest digest>``."""
     import docker.errors
 
@@ -89,7 +98,7 @@ def push_to_registry(client: Any, image_id: str, repository: str, tag: str) -> s
     raise ImageError(f"{repository}:{tag} pushed but the daemon reports no digest for it")
 
 
-def pull_by_digest(client: Any, reference: str) -> str | None:
+def pull_by_digest(client: DockerClient, reference: str) -> str | None:
     """Pull ``repo@sha256:...``; the image ID, or None if the registry cannot serve it."""
     import docker.errors
 
@@ -100,7 +109,9 @@ def pull_by_digest(client: Any, reference: str) -> str | None:
         return None
 
 
-def fetch_from_store(client: Any, blobs: Any, image_id: str, prefixes: Iterable[str]) -> None:
+def fetch_from_store(
+    client: DockerClient, blobs: Blobs, image_id: str, prefixes: Iterable[str]
+) -> None:
     """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
 
     ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
@@ -134,8 +145,8 @@ def fetch_from_store(client: Any, blobs: Any, image_id: str, prefixes: Iterable[
 
 
 def ensure_image(
-    client: Any,
-    blobs: Any,
+    client: DockerClient,
+    blobs: Blobs,
     image_id: str,
     *,
     repo_digest: str | None = None,

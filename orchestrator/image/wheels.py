@@ -1,10 +1,9 @@
-"""Pinned dependencies: the lock file, its digest, and a content-addressed wheelhouse.
+"""The wheelhouse: a lock's wheels for the target, content-addressed and fetched once.
 
-A lock is a pip requirements file in ``--require-hashes`` form: every line is
-``name==version --hash=sha256:...``. Wheels are fetched on the host (containers
-cannot reach the index) by one ``pip download`` for the target interpreter and
-platform, checked against the lock, and kept under ``cache_dir/sha256/<hex>/``
-so that a warm build touches no network.
+A lock (:mod:`.lock`) pins every package with its hashes. Wheels are fetched on the
+host (containers cannot reach the index) by one ``pip download`` for the target
+interpreter and platform (:mod:`.target`), checked against the lock, and kept under
+``cache_dir/sha256/<hex>/`` so that a warm build touches no network.
 
 Which wheel a requirement resolves to, when its hashes name several compatible
 ones, is decided by pip once and recorded under ``cache_dir/resolved/``: a warm
@@ -14,369 +13,32 @@ be on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from packaging.markers import InvalidMarker, Marker, UndefinedComparison
-from packaging.requirements import InvalidRequirement
-from packaging.requirements import Requirement as _PkgRequirement
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from ..canonical import digest
 from ..errors import ImageError
+from ..files import atomic_write, sha256_file
 
-#: Debian 12 (the base image) has glibc 2.36: any manylinux wheel up to 2.36 runs there.
-DEFAULT_PLATFORM = "manylinux_2_36_x86_64"
-DEFAULT_PYTHON = "3.11"
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_(\w+)")
-_LEGACY_MANYLINUX = {
-    "manylinux1": (2, 5),
-    "manylinux2010": (2, 12),
-    "manylinux2014": (2, 17),
-}
-_LEGACY_BY_GLIBC = {glibc: name for name, glibc in _LEGACY_MANYLINUX.items()}
-# pip's "#" comment rule: at line start or after whitespace.
-_COMMENT = re.compile(r"(^|\s+)#.*$")
-# Marker variables whose target value orch cannot know from "3.11" and a platform tag.
-_PATCH_MARKERS = ("python_full_version", "implementation_version")
-_HOST_MARKERS = ("platform_release", "platform_version")
-_OPTION_HINTS = {
-    "-e": "editable requirements cannot be locked: build a wheel and pin it with its hash",
-    "--editable": "editable requirements cannot be locked: build a wheel and pin it with its hash",
-    "-r": "includes are not supported: flatten everything into one lock file",
-    "--requirement": "includes are not supported: flatten everything into one lock file",
-    "-c": "constraint files are not supported: pin every package in the lock itself",
-    "--constraint": "constraint files are not supported: pin every package in the lock itself",
-}
-_INDEX_OPTIONS = {
-    "-i",
-    "--index-url",
-    "--extra-index-url",
-    "--no-index",
-    "-f",
-    "--find-links",
-    "--trusted-host",
-}
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """One pinned package of a lock: PEP 503 name, exact version, sorted sha256 hashes."""
-
-    name: str
-    version: str
-    hashes: tuple[str, ...]  # "sha256:<hex>", sorted
-
-    def pin(self) -> str:
-        return f"{self.name}=={self.version}"
-
-    def hex_digests(self) -> list[str]:
-        return [h.removeprefix("sha256:") for h in self.hashes]
-
-
-# -- the lock file -----------------------------------------------------------------
-
-
-def parse_lock(
-    path: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM
-) -> list[Requirement]:
-    """Parse a hash-pinned requirements file for the target ``python_version``.
-
-    Requirements whose environment marker is false for the target (Linux, CPython,
-    ``python_version``, the machine of ``platform``) are left out. Anything pip's
-    ``--require-hashes`` mode would refuse, and anything that would make the result
-    depend on more than the file (includes, URLs, index options), raises
-    :class:`ImageError` naming the line.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ImageError(
-            f"lock file {path} not found: create it (pip-compile --generate-hashes)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImageError(f"cannot read lock file {path}: {exc}") from exc
-    environment = _marker_environment(python_version, platform)
-    seen: dict[str, tuple[int, Requirement]] = {}
-    for number, line in _logical_lines(text):
-        where = f"{path}:{number}"
-        req = _parse_line(line, where, environment, python_version)
-        if req is None:
-            continue
-        if req.name in seen:
-            first = seen[req.name][0]
-            raise ImageError(
-                f"{where}: '{req.name}' is listed twice (also line {first}): keep one pin"
-            )
-        seen[req.name] = (number, req)
-    return sorted((req for _, req in seen.values()), key=lambda r: r.name)
-
-
-def lock_digest(reqs: Iterable[Requirement]) -> str:
-    """``sha256:<hex>`` of the parsed lock: comments, order and spelling do not count."""
-    return digest(
-        [
-            {"name": r.name, "version": r.version, "hashes": sorted(r.hashes)}
-            for r in sorted(reqs, key=lambda r: r.name)
-        ]
-    )
-
-
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Lines with backslash continuations joined and comments removed, as pip reads them."""
-    pending: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        is_comment = raw.lstrip().startswith("#")
-        if raw.endswith("\\") and not is_comment:
-            if not pending:
-                start = number
-            pending.append(raw[:-1])
-            continue
-        if pending:
-            # A comment line ends a continuation, as in pip.
-            pending.append("" if is_comment else raw)
-            line, number_ = "".join(pending), start
-            pending = []
-        else:
-            line, number_ = raw, number
-        line = _COMMENT.sub("", line).strip()
-        if line:
-            yield number_, line
-    if pending:
-        line = _COMMENT.sub("", "".join(pending)).strip()
-        if line:
-            yield start, line
-
-
-def _parse_line(
-    line: str, where: str, environment: dict[str, str], python_version: str
-) -> Requirement | None:
-    if "${" in line:
-        raise ImageError(
-            f"{where}: environment variables are not allowed in a lock: write the value"
-        )
-    if line.startswith("-"):
-        _check_global_option(line, where)
-        return None
-    tokens = line.split()
-    split = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
-    spec, options = " ".join(tokens[:split]), " ".join(tokens[split:])
-    try:
-        parsed = _PkgRequirement(spec)
-    except InvalidRequirement as exc:
-        raise ImageError(
-            f"{where}: cannot parse {spec!r} ({exc}): "
-            "a lock line must read 'name==version --hash=sha256:...'"
-        ) from exc
-    name = canonicalize_name(parsed.name)
-    if parsed.url:
-        raise ImageError(
-            f"{where}: '{name}' is a direct URL requirement: pin '{name}==<version>' from an index"
-        )
-    if parsed.marker is not None and not _marker_applies(
-        parsed.marker, where, environment, python_version
-    ):
-        return None
-    specs = list(parsed.specifier)
-    if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
-        shown = f"{name}{parsed.specifier}" if specs else name
-        raise ImageError(f"{where}: '{shown}' is not pinned: use '{name}==<version>' with --hash")
-    try:
-        version = str(Version(specs[0].version))
-    except InvalidVersion as exc:
-        raise ImageError(f"{where}: '{name}' has an invalid version {specs[0].version!r}") from exc
-    hashes = _parse_hashes(options, name, where)
-    if not hashes:
-        raise ImageError(
-            f"{where}: '{name}' has no --hash: pin it with hashes "
-            "(pip-compile --generate-hashes / pip hash)"
-        )
-    return Requirement(name, version, tuple(sorted(set(hashes))))
-
-
-def _check_global_option(line: str, where: str) -> None:
-    option = line.split()[0].split("=")[0]
-    if option == "--require-hashes":
-        return  # orch always checks hashes
-    if option in _OPTION_HINTS:
-        raise ImageError(f"{where}: {option}: {_OPTION_HINTS[option]}")
-    if option in _INDEX_OPTIONS:
-        raise ImageError(
-            f"{where}: {option} is not supported in a lock: "
-            "configure the index in pip's config (pip.conf, PIP_INDEX_URL)"
-        )
-    if option == "--hash":
-        raise ImageError(f"{where}: --hash must follow a requirement on the same (continued) line")
-    raise ImageError(f"{where}: option {option} is not supported in a lock")
-
-
-def _parse_hashes(options: str, name: str, where: str) -> list[str]:
-    try:
-        words = shlex.split(options)
-    except ValueError as exc:
-        raise ImageError(f"{where}: cannot parse options of '{name}': {exc}") from exc
-    hashes: list[str] = []
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word == "--hash" and index + 1 < len(words):
-            value, index = words[index + 1], index + 2
-        elif word.startswith("--hash="):
-            value, index = word[len("--hash=") :], index + 1
-        else:
-            raise ImageError(
-                f"{where}: option {word.split('=')[0]!r} on '{name}' is not supported: "
-                "only --hash is allowed after a requirement"
-            )
-        algorithm, _, hexdigest = value.partition(":")
-        hexdigest = hexdigest.lower()
-        if algorithm != "sha256":
-            raise ImageError(
-                f"{where}: '{name}' has a {algorithm or 'malformed'} hash: "
-                "orch needs sha256 hashes (pip hash -a sha256)"
-            )
-        if not _HEX64.fullmatch(hexdigest):
-            raise ImageError(f"{where}: '{name}' has a malformed sha256 hash {value!r}")
-        hashes.append(f"sha256:{hexdigest}")
-    return hashes
-
-
-# -- markers and tags for the target -----------------------------------------------
-
-
-def _split_platform(platform: str) -> tuple[tuple[int, int] | None, str]:
-    """(glibc version, arch) of a manylinux platform tag; (None, arch) for others."""
-    match = _MANYLINUX.fullmatch(platform)
-    if match:
-        return (int(match.group(1)), int(match.group(2))), match.group(3)
-    legacy, _, arch = platform.partition("_")
-    if legacy in _LEGACY_MANYLINUX and arch:
-        return _LEGACY_MANYLINUX[legacy], arch
-    _, _, arch = platform.partition("_")
-    return None, arch or platform
-
-
-def target_platforms(platform: str) -> list[str]:
-    """Every platform tag a target ``platform`` accepts, best first.
-
-    pip takes ``--platform`` literally (``manylinux_2_36`` does not imply
-    ``manylinux_2_17``), so a glibc target is spelled out down to manylinux_2_5,
-    with the legacy aliases (manylinux2014/2010/1) next to their PEP 600 names.
-    """
-    glibc, arch = _split_platform(platform)
-    if glibc is None or glibc[0] != 2:
-        return [platform]
-    result: list[str] = []
-    for minor in range(glibc[1], 4, -1):
-        result.append(f"manylinux_2_{minor}_{arch}")
-        if (2, minor) in _LEGACY_BY_GLIBC:
-            result.append(f"{_LEGACY_BY_GLIBC[(2, minor)]}_{arch}")
-    return result
-
-
-def _python_tuple(python_version: str) -> tuple[int, int]:
-    match = re.fullmatch(r"3\.(\d+)(\.\d+)?", python_version)
-    if not match:
-        raise ImageError(
-            f"unsupported target Python version {python_version!r}: use e.g. '3.11' or '3.11.2'"
-        )
-    return 3, int(match.group(1))
-
-
-def _marker_environment(python_version: str, platform: str) -> dict[str, str]:
-    major, minor = _python_tuple(python_version)
-    full = python_version if python_version.count(".") == 2 else f"{major}.{minor}.0"
-    _, arch = _split_platform(platform)
-    # Every key is given so that nothing of the host leaks into the evaluation.
-    return {
-        "python_version": f"{major}.{minor}",
-        "python_full_version": full,
-        "implementation_version": full,
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "os_name": "posix",
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "platform_machine": arch,
-        "platform_release": "",
-        "platform_version": "",
-        "extra": "",
-    }
-
-
-def _marker_applies(
-    marker: Marker, where: str, environment: dict[str, str], python_version: str
-) -> bool:
-    text = str(marker)
-    unknown = list(_HOST_MARKERS)
-    if python_version.count(".") < 2:
-        unknown += _PATCH_MARKERS
-    for variable in unknown:
-        if re.search(rf"\b{variable}\b", text):
-            raise ImageError(
-                f"{where}: marker '{text}' uses {variable}, which orch cannot know for the "
-                "target: use python_version, sys_platform or platform_machine markers"
-            )
-    try:
-        return marker.evaluate(environment)
-    except (InvalidMarker, UndefinedComparison, ValueError) as exc:
-        raise ImageError(f"{where}: cannot evaluate marker '{text}': {exc}") from exc
-
-
-def _supported_tags(python_version: str, platform: str) -> list[Tag]:
-    version = _python_tuple(python_version)
-    abi = f"cp{version[0]}{version[1]}"
-    platforms = target_platforms(platform)
-    return [
-        *cpython_tags(version, abis=[abi], platforms=platforms),
-        *compatible_tags(version, interpreter=abi, platforms=platforms),
-    ]
-
-
-def _tag_ranks(python_version: str, platform: str) -> dict[Tag, int]:
-    """Each supported tag with its preference (0 is best), as pip ranks them."""
-    ranks: dict[Tag, int] = {}
-    for rank, tag in enumerate(_supported_tags(python_version, platform)):
-        ranks.setdefault(tag, rank)
-    return ranks
-
-
-def pip_download_args(
-    python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM
-) -> list[str]:
-    """The target flags of ``pip download``: binary only, no resolution, hashes checked."""
-    major, minor = _python_tuple(python_version)
-    args = [
-        "--no-deps",
-        "--only-binary=:all:",
-        "--require-hashes",
-        "--python-version",
-        f"{major}.{minor}",
-        "--implementation",
-        "cp",
-        "--abi",
-        f"cp{major}{minor}",
-    ]
-    for tag in target_platforms(platform):
-        args += ["--platform", tag]
-    return args
-
-
-# -- the wheelhouse ----------------------------------------------------------------
+# Re-exported: whoever fetches wheels also parses the lock and names the target.
+from .lock import Requirement as Requirement
+from .lock import lock_digest as lock_digest
+from .lock import parse_lock as parse_lock
+from .target import DEFAULT_PLATFORM as DEFAULT_PLATFORM
+from .target import DEFAULT_PYTHON as DEFAULT_PYTHON
+from .target import pip_download_args as pip_download_args
+from .target import tag_ranks
+from .target import target_platforms as target_platforms
 
 
 def ensure_wheels(
@@ -389,7 +51,7 @@ def ensure_wheels(
 
     Returns the cached wheel paths (``cache_dir/sha256/<hex>/<file>``) sorted by name.
     """
-    tags = _tag_ranks(python_version, platform)
+    tags = tag_ranks(python_version, platform)
     platforms = target_platforms(platform)
     found: dict[str, Path] = {}
     missing: list[Requirement] = []
@@ -493,7 +155,7 @@ def _download(
             req = by_name.get(name)
             if req is None:
                 raise ImageError(f"pip download returned {path.name}, which the lock does not pin")
-            actual = "sha256:" + _sha256_file(path)
+            actual = "sha256:" + sha256_file(path)
             if actual not in req.hashes:
                 raise ImageError(
                     f"hash mismatch for '{req.pin()}': the lock expects "
@@ -503,9 +165,10 @@ def _download(
             target = cache_dir / "sha256" / actual.removeprefix("sha256:") / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-            _write_json(
+            choice = {"sha256": actual.removeprefix("sha256:"), "filename": path.name}
+            atomic_write(
                 _resolution_path(req, cache_dir, python_version, platforms),
-                {"sha256": actual.removeprefix("sha256:"), "filename": path.name},
+                json.dumps(choice, sort_keys=True).encode(),
             )
             fetched[name] = target
     absent = sorted(set(by_name) - set(fetched))
@@ -578,18 +241,3 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
     last = errors[-1] if errors else (lines[-1] if lines else "no output")
     names = ", ".join(r.pin() for r in reqs)
     return f"pip download failed for {names}: {last.removeprefix('ERROR: ')}"
-
-
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)

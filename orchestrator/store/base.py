@@ -9,8 +9,6 @@ absolute, so a key cannot escape the store root whatever the store.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -91,22 +89,3 @@ def check_prefix(prefix: str) -> str:
         return prefix
     check_key(prefix[:-1] if prefix.endswith("/") and len(prefix) > 1 else prefix)
     return prefix
-
-
-def temp_path_beside(path: Path) -> Path:
-    """A fresh, hidden name in ``path``'s directory, so a rename onto ``path`` is atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
-    tmp = temp_path_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -3,7 +3,15 @@
 Writes go to ``<root>/.tmp/`` first and are renamed into place, so readers never see a
 partial file. Conditional create links a complete temporary file to the key, which fails
 if the key exists: atomic and exclusive even across processes and NFS clients.
-Files are not fsync'ed: a rename is atomic for readers, not durable across a power cut.
+A file's bytes are fsync'ed before the rename or link that publishes it, so a power cut
+leaves the old object or the complete new one, never an empty ``run.json``; the directory
+is not synced, so the newest rename may be lost with the cut (the run then reads as not
+finished, and is run again).
+
+Why not :func:`orchestrator.files.atomic_writer`: its temporary file sits beside the
+target, inside the key space, where :meth:`DirStore.list` would show it and a crashed
+writer would leave it; the scratch directory keeps both out of every listing, and
+:meth:`DirStore.create` needs a link, not a rename, to be exclusive.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import NotFound, StoreError, UsageError
+from ..files import atomic_writer
 from .base import check_key, check_prefix
 
 _TMP = ".tmp"
+_CHUNK = 1 << 20
 
 
 class DirStore:
@@ -43,6 +53,13 @@ class DirStore:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tmp_dir / uuid.uuid4().hex
 
+    @staticmethod
+    def _write_synced(tmp: Path, data: bytes) -> None:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def _fail(self, action: str, key: str, exc: OSError) -> StoreError:
         reason = exc.strerror or str(exc)
         return StoreError(f"cannot {action} {key!r} in {self.root}: {reason}; check the path")
@@ -52,7 +69,7 @@ class DirStore:
         try:
             tmp = self._tmp()
             try:
-                tmp.write_bytes(data)
+                self._write_synced(tmp, data)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, path)
             finally:
@@ -77,6 +94,7 @@ class DirStore:
                     if exc.errno == errno.ENOENT:
                         raise
                     shutil.copyfile(source, tmp)
+                _fsync_path(tmp)  # a linked source may not be on disk yet either
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, dest)
             finally:
@@ -103,13 +121,9 @@ class DirStore:
         if not source.is_file():
             raise NotFound(f"no such key {key!r} in {self.uri}")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-            try:
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # A copy out of the store, not synced: the store holds the durable one.
+            with source.open("rb") as src, atomic_writer(target, fsync=False) as out:
+                shutil.copyfileobj(src, out, _CHUNK)
         except FileNotFoundError:
             raise NotFound(f"no such key {key!r} in {self.uri}") from None
         except OSError as exc:
@@ -140,7 +154,7 @@ class DirStore:
         try:
             tmp = self._tmp()
             try:
-                tmp.write_bytes(data)
+                self._write_synced(tmp, data)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(tmp, path)
@@ -157,6 +171,8 @@ class DirStore:
                     return False
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
                 return True
             finally:
                 tmp.unlink(missing_ok=True)
@@ -178,3 +194,11 @@ class DirStore:
             if path.is_file():
                 return max(0.0, time.time() - path.stat().st_mtime)
         return None
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

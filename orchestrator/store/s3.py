@@ -13,9 +13,9 @@ import datetime as dt
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import (
@@ -29,7 +29,11 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..errors import NotFound, StoreError, UsageError
-from .base import check_key, check_prefix, temp_path_beside
+from ..files import atomic_writer
+from .base import check_key, check_prefix
+
+if TYPE_CHECKING:  # boto3-stubs[s3] (a dev dependency); without it, Any
+    from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
 
@@ -71,7 +75,7 @@ def make_client(
     connect_timeout: float = 2.0,
     read_timeout: float = 20.0,
     max_pool_connections: int = 64,
-) -> Any:
+) -> S3Client:
     """A boto3 S3 client; credentials and region come from boto3's usual chain.
 
     ``endpoint`` None lets boto3 read ``AWS_ENDPOINT_URL`` itself (else AWS). Each call
@@ -132,7 +136,7 @@ class S3Store:
 
     def __init__(
         self,
-        client: Any,
+        client: S3Client,
         bucket: str,
         prefix: str = "",
         *,
@@ -264,24 +268,21 @@ class S3Store:
 
         def fetch() -> None:
             response = self.client.get_object(Bucket=self.bucket, Key=full)
-            tmp = temp_path_beside(target)
-            try:
-                with tmp.open("wb") as handle:
-                    for chunk in response["Body"].iter_chunks(1024 * 1024):
-                        handle.write(chunk)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # A copy out of the store, not synced (see DirStore.get_file); a failed attempt
+            # leaves nothing behind, and the next one starts a fresh file.
+            with atomic_writer(target, fsync=False) as handle:
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    handle.write(chunk)
 
         try:
             self._call("get", key, fetch)
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
-    def _head(self, key: str) -> dict[str, Any] | None:
+    def _head(self, key: str) -> Mapping[str, Any] | None:
         full = self._full(key)
         try:
-            head: dict[str, Any] = self._call(
+            head: Mapping[str, Any] = self._call(
                 "head", key, lambda: self.client.head_object(Bucket=self.bucket, Key=full)
             )
         except NotFound:

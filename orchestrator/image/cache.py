@@ -1,0 +1,41 @@
+"""The build cache: everything orch can rebuild, under one root.
+
+::
+
+    <root>/layers/<hex>.tar              layer tars by diff ID (base rootfs, exported bases)
+    <root>/layers/env-<key>.tar, .json   environment layers and their diff IDs (envlayer)
+    <root>/wheels/                       the wheelhouse (wheels)
+    <root>/python-version/<hex>          the Python version of a base image, by image ID
+    <root>/base/<suite>/                 the base rootfs, its cached image IDs, a build lock
+
+Functions that touch the cache take the root as ``cache_root``; None means
+:func:`orchestrator.settings.default_cache_root` (ORCH_CACHE, else $XDG_CACHE_HOME/orch,
+else ~/.cache/orch), read when called. The CLI passes :attr:`Settings.cache_root
+<orchestrator.settings.Settings.cache_root>`, so only one place decides where the cache is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import default_cache_root
+
+
+def root(cache_root: Path | None = None) -> Path:
+    return default_cache_root() if cache_root is None else Path(cache_root)
+
+
+def layers(cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "layers"
+
+
+def wheels(cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "wheels"
+
+
+def python_versions(cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "python-version"
+
+
+def base(suite: str, cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "base" / suite
