@@ -125,6 +125,9 @@ def create_kwargs(
         "environment": env,
         "name": name,
         "detach": True,
+        # A tiny init as PID 1 forwards SIGTERM to the run (a process that is PID 1 itself
+        # ignores it, so a cancel would wait out the grace period) and reaps zombies.
+        "init": True,
     }
     if dirs is not None:
         from docker.types import Mount

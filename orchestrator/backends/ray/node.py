@@ -121,7 +121,7 @@ def ensure_run_image(
             try:
                 return ensure_image(
                     client,
-                    runs,
+                    runs.blobs,
                     job.image_id,
                     repo_digest=job.plan.repo_digest,
                     prefixes=prefixes,
