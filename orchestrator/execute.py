@@ -222,11 +222,19 @@ def execute(
                                  resumed[0])
         try:
             runs.commit_run(record, files)
-            runs.delete_live(job.run_id)
         except BaseException:
-            # Let a re-submission run it at once rather than wait out the lease.
-            runs.claims.release(job.run_id)
+            # Let a re-submission run it at once rather than wait out the lease; if even
+            # that fails (a store turned read-only), the failed commit is what to report.
+            try:
+                runs.claims.release(job.run_id)
+            except Exception as cleanup:  # noqa: BLE001 - secondary to the error raised
+                log.warning("run %s: could not release its claim either: %s", job.run_id,
+                            cleanup)
             raise
+        try:
+            runs.delete_live(job.run_id)
+        except Exception:  # noqa: BLE001 - a stale live.json is ignored once run.json exists
+            pass
         return record
     finally:
         dirs.remove()

@@ -24,6 +24,7 @@ LABELS = {
     "faults_survived": "faults survived",
     "runs_lost": "runs lost",
     "runs_duplicated": "runs duplicated",
+    "peak_rss_mb": "peak RSS of orch sweep under big outputs (MB)",
 }
 
 

@@ -50,7 +50,14 @@ JOB = """\
 import json, os, time
 with open("/orch/config.json") as f:
     cfg = json.load(f)
-time.sleep(cfg["sleep"])
+# Sleep in tenths, counting them in $ORCH_CHECKPOINT: a run whose node died resumes there.
+state = os.path.join(os.environ["ORCH_CHECKPOINT"], "tenths")
+done = int(open(state).read()) if os.path.exists(state) else 0
+for tenth in range(done, int(cfg["sleep"] * 10)):
+    time.sleep(0.1)
+    with open(state + ".tmp", "w") as f:
+        f.write(str(tenth + 1))
+    os.replace(state + ".tmp", state)
 out = os.environ["ORCH_OUTPUT"]
 with open(os.path.join(out, "gpus.txt"), "w") as f:
     f.write(os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
@@ -505,7 +512,7 @@ class TestCluster:
             monkeypatch.setenv(name, value)
         runs = RunStore(open_store("s3://orch-ray/e2e", project_dir=root))
         found = [runs.read_run(r["run_id"]) for r in result["runs"]]
-        assert {r["node"] for r in found} == {cluster.head.node_id, cluster.worker.node_id}
+        assert {r.node for r in found} == {cluster.head.node_id, cluster.worker.node_id}
         assert not (root / ".orch").exists()
 
     def test_detached_sweep_runs_on_the_cluster_as_a_ray_job(
@@ -542,7 +549,8 @@ class TestCluster:
         sweep = subprocess.Popen(
             [str(exe), "sweep", "-p", str(root), "seed=range(0,8)", "--backend", "ray",
              "--ray-address", cluster.address, "--jobs", "4", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "ORCH_CHECKPOINT_S": "0.5"})
         worker_daemon = docker.DockerClient(base_url=second_host)
         try:
             deadline = time.monotonic() + 120
@@ -551,6 +559,7 @@ class TestCluster:
                 assert sweep.poll() is None, sweep.communicate()
                 assert time.monotonic() < deadline, "no run started on the worker node"
                 time.sleep(0.2)
+            time.sleep(2.0)  # some progress, saved as the runs' checkpoints
             cluster.worker.kill()
             out, err = sweep.communicate(timeout=240)
         finally:
@@ -567,4 +576,7 @@ class TestCluster:
         sweep_doc = json.loads(
             (root / ".orch" / "sweeps" / f"{result['sweep_id']}.json").read_text())
         assert sorted(r["run_id"] for r in sweep_doc["runs"]) == sorted(ids)
+        # The runs the dead node was running went on from their checkpoints elsewhere.
+        resumed = [json.loads(p.read_text()) for p in run_files]
+        assert any(r.get("resumed_from_attempt") == 1 for r in resumed)
 

@@ -182,9 +182,19 @@ def test_resubmitted_sweep_with_a_failed_run_still_fails(make_project, orch) -> 
     root = make_project("refail", files={"probe.py": PROBE, "configs/config.yaml": "x: 1\n"},
                         command=["python3", "probe.py"])
     assert orch("sweep", "-p", str(root), "x=1,2", "--json").returncode == 1
-    again = orch("sweep", "-p", str(root), "x=1,2", "--json")
-    assert again.returncode == 1, again.stderr
-    assert [r["status"] for r in json.loads(again.stdout)["runs"]] == ["skipped", "failed"]
+    kept = orch("sweep", "-p", str(root), "x=1,2", "--json", "--retry", "none")
+    assert kept.returncode == 1, kept.stderr
+    assert [r["status"] for r in json.loads(kept.stdout)["runs"]] == ["skipped", "failed"]
+    retried = orch("sweep", "-p", str(root), "x=1,2", "--json")  # --retry failed: the default
+    assert retried.returncode == 1, retried.stderr
+    assert [r["status"] for r in json.loads(retried.stdout)["runs"]] == ["skipped", "failed"]
+    assert "retrying its failed attempt 1" in retried.stderr
+    failed_id = json.loads(retried.stdout)["runs"][1]["run_id"]
+    record = json.loads((root / ".orch" / "runs" / failed_id / "run.json").read_text())
+    assert record["attempt"] == 2
+    first = root / ".orch" / "runs" / failed_id / "attempts" / "1"
+    assert json.loads((first / "run.json").read_text())["status"] == "failed"
+    assert "boom" in (first / "stderr.log").read_text()
 
 
 def test_rerun_of_a_simulated_gpu_run_does_not_inherit_what_it_observed(

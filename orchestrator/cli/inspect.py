@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from .context import (
     read_run,
     with_context,
 )
+
+if TYPE_CHECKING:
+    from ..store import RunStore
 
 
 @click.command()
@@ -85,9 +89,23 @@ def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
 
         follow_run(runs, context.docker, run_id, write)
     full = runs.resolve_run_id(run_id)
-    click.echo(runs.read_file(full, "stdout.log").decode(errors="replace"), nl=False)
+    _stream(runs, full, "stdout.log", err=False)
     if stderr:
-        click.echo(runs.read_file(full, "stderr.log").decode(errors="replace"), nl=False, err=True)
+        _stream(runs, full, "stderr.log", err=True)
+
+
+def _stream(runs: RunStore, run_id: str, name: str, *, err: bool) -> None:
+    """A stored log to the terminal through a file, in chunks: memory stays flat."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="orch-logs-") as tmp:
+        path = Path(tmp) / name
+        runs.fetch_file(run_id, name, path)
+        stream = sys.stderr.buffer if err else sys.stdout.buffer
+        with path.open("rb") as handle:
+            shutil.copyfileobj(handle, stream, 1 << 20)
+        stream.flush()
 
 
 @click.command()

@@ -281,6 +281,16 @@ class RunStore:
         names = (key[len(base) :] for key in self.store.list(base))
         return [name for name in names if not Claims.is_claim_file(name)]
 
+    def fetch_file(self, run_id: str, name: str, target: Path) -> None:
+        """Copy a run's file to ``target`` in chunks (a log can be larger than memory)."""
+        key = self._run_key(run_id, check_key(name))
+        try:
+            self.store.get_file(key, target)
+        except NotFound:
+            raise NotFound(
+                f"run {run_id!r} has no file {name!r} in store {self.store.uri}"
+            ) from None
+
     def read_file(self, run_id: str, name: str) -> bytes:
         key = self._run_key(run_id, check_key(name))
         try:

@@ -8,6 +8,8 @@ globals, so the numbers also add up under xdist and from tests outside this dire
     faults_survived    injected faults after which nothing was lost or duplicated
     runs_lost          runs of a sweep with no run.json after the sweep (re)completed
     runs_duplicated    runs executed again after being recorded, or twice at once
+    peak_rss_mb        the largest peak RSS of `orch sweep` in the big-output cases
+                       (a maximum, not a sum: reported as ``peak_rss_mb_<case>``)
 
 At the end of the session they are summed over every test, written as JSON to
 ``$ORCH_FAULTS_SUMMARY`` (else ``<basetemp>/faults-summary.json``, which
@@ -30,6 +32,7 @@ COUNTERS = {
     "faults_survived": "faults survived",
     "runs_lost": "runs lost",
     "runs_duplicated": "runs duplicated",
+    "peak_rss_mb": "peak RSS of orch sweep under big outputs (MB)",
 }
 SUMMARY_ENV = "ORCH_FAULTS_SUMMARY"
 SUMMARY_NAME = "faults-summary.json"
@@ -53,7 +56,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             if getattr(report, "when", None) != "teardown":
                 continue
             for name, value in getattr(report, "user_properties", ()):
-                if name in totals:
+                if name.startswith("peak_rss_mb"):
+                    totals["peak_rss_mb"] = max(totals["peak_rss_mb"], int(value))
+                elif name in totals:
                     totals[name] += int(value)
                     seen = True
     if not seen:

@@ -92,6 +92,8 @@ def test_first_ctrl_c_lets_running_runs_finish_and_starts_nothing(
     proc = start_sweep(root, env, tmp_path, steps=6)
     wait_for(lambda: len(list((root / ".orch" / "runs").glob("*/live.json"))) == 2, 60,
              "two runs in flight")
+    # two more runs wait for a slot (--jobs 2): they hold no claim while they wait
+    assert len(claims(root)) == 2
     _signal(proc, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     err = (tmp_path / "err").read_text()

@@ -1,0 +1,95 @@
+"""Runs that print or write a lot: memory stays flat, a limit is a clear failure.
+
+Logs and outputs go from the run's bind-mounted directory (and Docker's log stream) to
+the store through files, in chunks; nothing of their size is held in memory. A run whose
+outputs exceed ``ORCH_MAX_OUTPUT_BYTES`` is recorded as failed with that reason, its
+claim released, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from faultkit import ORCH, StoreView, make_project, orch_env
+
+pytestmark = [pytest.mark.faults, pytest.mark.docker]
+
+#: Peak RSS of `orch sweep`, whatever a run prints or writes (the issue's goal).
+RSS_LIMIT_MB = 300
+
+JOB = """\
+import json, os, sys
+cfg = json.load(open("/orch/config.json"))
+out = os.environ["ORCH_OUTPUT"]
+mb = cfg["mb"]
+if cfg["mode"] == "stdout":
+    line = b"x" * 1023 + b"\\n"
+    for _ in range(mb * 1024):
+        sys.stdout.buffer.write(line)
+elif cfg["mode"] == "artifact":
+    with open(os.path.join(out, "big.bin"), "wb") as f:
+        f.truncate(mb << 20)  # sparse: the size is real to every reader, the disk is spared
+json.dump({"mb": mb}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def sweep_rss(root: Path, env: dict[str, str], *overrides: str) -> tuple[int, int, str]:
+    """(exit code, peak RSS in MB of the `orch sweep` process, stderr)."""
+    err_path = root.parent / "err.txt"
+    with err_path.open("wb") as err:
+        proc = subprocess.Popen([ORCH, "sweep", "-p", str(root), *overrides, "--json"],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss // 1024, err_path.read_text()
+
+
+@pytest.mark.parametrize(("mode", "mb"), [("stdout", 500), ("artifact", 1900)])
+def test_memory_does_not_grow_with_what_a_run_produces(
+    tmp_path: Path, base_image: str, mode: str, mb: int,
+    record_property: Callable[[str, object], None],
+) -> None:
+    root = make_project(tmp_path / "proj", f"big-{mode}", base_image, job=JOB,
+                        config="mode: none\nmb: 0\n")
+    code, rss_mb, err = sweep_rss(root, orch_env(), f"mode={mode}", f"mb={mb}")
+    assert code == 0, err
+    (record,) = StoreView.directory(root / ".orch").recorded().values()
+    run_dir = root / ".orch" / "runs" / record["run_id"]
+    if mode == "stdout":
+        assert (run_dir / "stdout.log").stat().st_size == mb << 20
+    else:
+        assert (run_dir / "output" / "big.bin").stat().st_size == mb << 20
+    print(f"peak RSS of orch sweep, {mb} MB of {mode}: {rss_mb} MB")
+    record_property(f"peak_rss_mb_{mode}_{mb}mb", rss_mb)
+    assert rss_mb <= RSS_LIMIT_MB
+    record_property("faults_survived", 1)
+
+
+def test_outputs_over_the_limit_fail_the_run_and_the_sweep_goes_on(
+    tmp_path: Path, base_image: str, record_property: Callable[[str, object], None],
+) -> None:
+    root = make_project(tmp_path / "proj", "big-limit", base_image, job=JOB,
+                        config="mode: artifact\nmb: 1\n")
+    env = orch_env(ORCH_MAX_OUTPUT_BYTES=str(2 << 30))
+    code, _, err = sweep_rss(root, env, "mb=1,3072")
+    assert code == 1, err
+    records = StoreView.directory(root / ".orch").recorded()
+    by_mb = {rec["config"]["mb"]: rec for rec in records.values()}
+    assert by_mb[1]["status"] == "succeeded"
+    over = by_mb[3072]
+    assert over["status"] == "failed"
+    assert "over the limit of 2147483648 (ORCH_MAX_OUTPUT_BYTES)" in over["reason"]
+    assert over["artifacts"] == []
+    run_dir = root / ".orch" / "runs" / over["run_id"]
+    assert not (run_dir / "claim.json").exists()
+    assert not (run_dir / "output").exists()
+    # the re-submission is not wedged: it retries the run, which fails the same way
+    code, _, err = sweep_rss(root, env, "mb=1,3072")
+    assert code == 1, err
+    assert json.loads((run_dir / "run.json").read_text())["attempt"] == 2
+    record_property("faults_survived", 1)
