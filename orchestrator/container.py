@@ -210,7 +210,11 @@ class Running:
         elif self.cancelled and self.reason is None:
             self.reason = "cancelled"
         elif self.reason is None:
-            state = self._client.api.inspect_container(self._container.id)["State"]
+            try:
+                state = self._client.api.inspect_container(self._container.id)["State"]
+            except docker.errors.APIError as exc:  # removed under us (a takeover, a prune)
+                self.reason = f"lost the container: {describe(exc)}"
+                return
             if state.get("OOMKilled"):
                 self.reason = "killed: out of memory"
             elif self.exit_code != 0:

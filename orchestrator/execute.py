@@ -206,17 +206,18 @@ def execute(
                                      job.checkpoint_s)
                 )
                 yield
-                if running.lost:
-                    log.warning(
-                        "run %s: another submitter took its claim over (this one was paused "
-                        "past the lease?); leaving the run to it", job.run_id,
-                    )
 
         result = container.run(
             client, kwargs, plan.resources.timeout, dirs, slot,
             before_start=before_start, while_running=while_running,
         )
-        if result.lost:
+        # Still ours? A submitter paused past its lease (Ctrl-Z) finds its run taken over,
+        # perhaps finished by the new owner: it must not commit over that.
+        if result.lost or not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+            log.warning(
+                "run %s: another submitter took its claim over (was this one paused past "
+                "the lease?); leaving the run to it", job.run_id,
+            )
             raise ClaimLost(job.run_id)
         record, files = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
                                  resumed[0])
