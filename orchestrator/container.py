@@ -33,6 +33,8 @@ OUTPUT_DIR = "/orch/output"
 CHECKPOINT_DIR = "/orch/checkpoint"
 #: Seconds a cancelled run gets to exit after SIGTERM before it is killed.
 STOP_GRACE_S = 10
+#: How long a run waits for a Docker daemon that went away to come back.
+DAEMON_RETRY_S = 30.0
 #: Logs are copied from Docker in chunks of this size: memory does not grow with a log.
 _CHUNK = 1 << 20
 
@@ -162,9 +164,12 @@ class Running:
     @classmethod
     def start(cls, client: Any, kwargs: dict[str, Any]) -> Running:
         import docker.errors
+        import requests.exceptions
 
         try:
             container = client.containers.create(**kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            raise daemon_lost(client, exc) from exc
         except docker.errors.ImageNotFound as exc:
             raise BackendError(
                 f"image {kwargs['image']} is not on the daemon: {describe(exc)}"
@@ -176,6 +181,8 @@ class Running:
             container.start()
         except docker.errors.APIError as exc:
             running.reason = f"could not start: {describe(exc)}"
+        except requests.exceptions.ConnectionError as exc:
+            raise daemon_lost(client, exc) from exc
         return running
 
     def stop(self, *, cancelled: bool = False, lost: bool = False) -> None:
@@ -198,11 +205,15 @@ class Running:
         try:
             status = self._container.wait(timeout=timeout) if timeout else self._container.wait()
             self.exit_code = int(status.get("StatusCode", -1))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            with contextlib.suppress(docker.errors.APIError):
+        except requests.exceptions.ReadTimeout:
+            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
                 self._container.kill()
                 self._container.wait()
-            self.reason = f"timeout after {timeout:g}s"
+            self.reason = f"timeout after {timeout:g}s" if timeout else "timeout"
+        except requests.exceptions.ConnectionError as exc:
+            self._daemon_came_back(exc)
+            self.reason = "the Docker daemon went away during the run"
+            return
         except docker.errors.APIError as exc:
             self.reason = f"lost the container: {describe(exc)}"
         if self.lost and self.reason is None:
@@ -220,9 +231,24 @@ class Running:
             elif self.exit_code != 0:
                 self.reason = f"exit code {self.exit_code}"
 
+    def _daemon_came_back(self, exc: Exception) -> None:
+        """Wait (bounded) for a daemon that went away; BackendError if it stays away."""
+        import requests.exceptions
+
+        deadline = time.monotonic() + DAEMON_RETRY_S
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                self._client.ping()
+                return
+            except requests.exceptions.RequestException:
+                continue
+        raise daemon_lost(self._client, exc)
+
     def collect(self, dirs: RunDirs) -> ContainerResult:
         """Copy the logs to files (in chunks) and remove the container, whatever happens."""
         import docker.errors
+        import requests.exceptions
 
         ended = time.time()
         stdout, stderr = dirs.logs / "stdout.log", dirs.logs / "stderr.log"
@@ -233,7 +259,7 @@ class Running:
                 with stderr.open("ab") as handle:
                     handle.write(self.reason.encode() + b"\n")
         finally:
-            with contextlib.suppress(docker.errors.APIError):
+            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
                 self._container.remove(force=True)
         return ContainerResult(
             self.exit_code, stdout, stderr, self.started, ended, self.reason, self.cancelled,
@@ -243,13 +269,22 @@ class Running:
 
 def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:
     import docker.errors
+    import requests.exceptions
 
     with path.open("wb") as handle:
         try:
             for chunk in container.logs(stdout=stdout, stderr=not stdout, stream=True):
                 handle.write(chunk)
-        except docker.errors.APIError:
-            pass  # the container is gone: what was copied is what there is
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            pass  # the container (or its daemon) is gone: what was copied is what there is
+
+
+def daemon_lost(client: Any, exc: Exception) -> BackendError:
+    where = getattr(getattr(client, "api", None), "base_url", "the Docker daemon")
+    return BackendError(
+        f"lost the Docker daemon at {where} ({type(exc).__name__}): is it running? "
+        "(make setup starts it); re-submit the sweep once it is back"
+    )
 
 
 def run(

@@ -170,6 +170,7 @@ def execute(
     gpu_ids = list(gpu_ids or [])
     dirs = RunDirs.create(work_root or Settings().work_root, f"orch-{job.run_id}-{job.attempt}")
     resumed: list[int | None] = [None]
+    claimed = [False]
     try:
         kwargs = container.create_kwargs(
             image_id=plan.image_id,
@@ -190,6 +191,7 @@ def execute(
                 raise NotStarted(job.run_id)
             if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
                 raise ClaimHeld(job.run_id)
+            claimed[0] = True
             _remove_leftovers(client, job.run_id)
             resumed[0] = checkpoint.restore(runs, job.run_id, dirs.checkpoint, RUN_UID)
             if on_start is not None:
@@ -207,10 +209,15 @@ def execute(
                 )
                 yield
 
-        result = container.run(
-            client, kwargs, plan.resources.timeout, dirs, slot,
-            before_start=before_start, while_running=while_running,
-        )
+        try:
+            result = container.run(
+                client, kwargs, plan.resources.timeout, dirs, slot,
+                before_start=before_start, while_running=while_running,
+            )
+        except BaseException:
+            if claimed[0]:  # ours, and nothing to commit: free it for a re-submission now
+                _release(runs, job)
+            raise
         # Still ours? A submitter paused past its lease (Ctrl-Z) finds its run taken over,
         # perhaps finished by the new owner: it must not commit over that.
         if result.lost or not runs.claims.claim(job.run_id, job.owner, job.lease_s):
@@ -226,11 +233,7 @@ def execute(
         except BaseException:
             # Let a re-submission run it at once rather than wait out the lease; if even
             # that fails (a store turned read-only), the failed commit is what to report.
-            try:
-                runs.claims.release(job.run_id)
-            except Exception as cleanup:  # noqa: BLE001 - secondary to the error raised
-                log.warning("run %s: could not release its claim either: %s", job.run_id,
-                            cleanup)
+            _release(runs, job)
             raise
         try:
             runs.delete_live(job.run_id)
@@ -239,6 +242,15 @@ def execute(
         return record
     finally:
         dirs.remove()
+
+
+def _release(runs: RunStore, job: Job) -> None:
+    """Drop the claim after a failure; if even that fails (a store turned read-only), the
+    failure being raised is the one to report."""
+    try:
+        runs.claims.release(job.run_id)
+    except Exception as cleanup:  # noqa: BLE001 - secondary to the error raised
+        log.warning("run %s: could not release its claim either: %s", job.run_id, cleanup)
 
 
 def _outcome(

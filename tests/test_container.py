@@ -1,0 +1,79 @@
+"""The container adapter without a daemon: what orch does when Docker goes away, and the
+output walk that decides what of a run's directory is stored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests.exceptions
+
+from orchestrator import container
+from orchestrator.container import Running, collect_outputs
+from orchestrator.errors import BackendError
+
+
+class _GoneAPI:
+    base_url = "http+docker://localhost"
+
+
+class _GoneClient:
+    """A client whose daemon stopped answering."""
+
+    api = _GoneAPI()
+
+    class containers:  # noqa: N801 - the docker SDK's attribute name
+        @staticmethod
+        def create(**kwargs: Any) -> Any:
+            raise requests.exceptions.ConnectionError("connection refused")
+
+    def ping(self) -> bool:
+        raise requests.exceptions.ConnectionError("connection refused")
+
+
+class _WaitDies:
+    id = "c1"
+
+    def wait(self, timeout: float | None = None) -> dict[str, int]:
+        raise requests.exceptions.ConnectionError("connection aborted")
+
+
+def test_a_daemon_gone_at_create_is_one_clear_error() -> None:
+    with pytest.raises(BackendError, match="lost the Docker daemon at http\\+docker://localhost"):
+        Running.start(_GoneClient(), {"image": "sha256:" + "0" * 64})
+
+
+def test_a_daemon_gone_mid_run_is_waited_for_then_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(container, "DAEMON_RETRY_S", 1.5)
+    running = Running(_GoneClient(), _WaitDies(), started=0.0)
+    with pytest.raises(BackendError, match="lost the Docker daemon"):
+        running.wait(timeout=None)
+
+
+def test_a_daemon_that_comes_back_fails_only_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Back(_GoneClient):
+        def ping(self) -> bool:
+            return True
+
+    monkeypatch.setattr(container, "DAEMON_RETRY_S", 5)
+    running = Running(Back(), _WaitDies(), started=0.0)
+    running.wait(timeout=None)
+    assert running.reason == "the Docker daemon went away during the run"
+
+
+def test_outputs_keep_regular_files_and_list_what_was_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "output"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.txt").write_text("fine")
+    (root / "sub" / "deep.txt").write_text("deep")
+    (root / "link").symlink_to("/etc/passwd")
+    (root / "dirlink").symlink_to("/etc")
+    os.mkfifo(root / "fifo")
+    (root / "bad\nname").write_text("x")
+    outputs = collect_outputs(root)
+    assert sorted(outputs.files) == ["ok.txt", "sub/deep.txt"]
+    assert outputs.dropped == {"dirlink": "a link", "link": "a link", "fifo": "not a file",
+                               "bad\nname": "unsafe name"}
+    assert outputs.total_bytes == 8
