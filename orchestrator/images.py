@@ -51,32 +51,55 @@ def list_images(client: Any, project: str | None = None) -> list[DaemonImage]:
 class PrunePlan:
     remove: tuple[DaemonImage, ...]
     referenced: frozenset[str]
+    #: Images not removed although no record references them, each with why.
+    spared: Mapping[str, str]
 
 
-def prune_plan(client: Any, runs: RunStore) -> PrunePlan:
-    """Run images of the store's projects that no stored run references.
+def prune_plan(
+    client: Any, runs: RunStore, lease_s: float, *, foreign: bool = False
+) -> PrunePlan:
+    """Run images of the store's projects that no stored run references and no run needs.
 
-    Only projects that have sweeps in this store are considered, so other projects'
-    images on the same daemon are never touched.
+    Spared: images a container uses; images of runs of a sweep still going (one of its
+    runs holds a live claim: its queued runs' images are loaded before they start); and,
+    unless ``foreign``, images of runs this store does not know (another store's runs of
+    the same project). Other projects' images are never touched.
     """
     keep: set[str] = set()
     projects: set[str] = set()
+    live_sweep_runs: set[str] = set()
+    known_runs: set[str] = set()
     for sweep in runs.list_sweeps():
         projects.add(sweep.project)
+        known_runs.update(sweep.run_ids)
         records = runs.read_runs(sweep.run_ids, sweep_id=sweep.sweep_id)
         keep.update(record.image_id for record in records if record is not None)
-    remove = tuple(
-        image
-        for image in map(DaemonImage.from_api, client.api.images(filters={"label": RUN_LABEL}))
-        if image.image_id not in keep and image.project in projects
-    )
-    return PrunePlan(remove=remove, referenced=frozenset(keep))
+        unfinished = [rid for rid, rec in zip(sweep.run_ids, records, strict=True) if rec is None]
+        if any(runs.claims.is_live(run_id, lease_s) for run_id in unfinished):
+            live_sweep_runs.update(unfinished)
+    in_use = {str(c.attrs.get("Image", "")) for c in client.containers.list(all=True)}
+    remove: list[DaemonImage] = []
+    spared: dict[str, str] = {}
+    for image in map(DaemonImage.from_api, client.api.images(filters={"label": RUN_LABEL})):
+        if image.image_id in keep or image.project not in projects:
+            continue
+        if image.image_id in in_use:
+            spared[image.image_id] = "a container uses it"
+        elif image.run_id in live_sweep_runs:
+            spared[image.image_id] = "its sweep is running"
+        elif image.run_id not in known_runs and not foreign:
+            spared[image.image_id] = "a run this store does not know (--foreign removes it)"
+        else:
+            remove.append(image)
+    return PrunePlan(remove=tuple(remove), referenced=frozenset(keep), spared=spared)
 
 
 def remove_image(client: Any, image_id: str) -> None:
     import docker.errors
 
     try:
-        client.api.remove_image(image_id, force=True)
+        client.api.remove_image(image_id)  # never forced: an image in use stays
+    except docker.errors.NotFound:
+        pass  # gone already: what prune wanted
     except docker.errors.APIError as exc:
         raise ImageError(f"cannot remove image {image_id}: {describe(exc)}") from exc

@@ -83,22 +83,30 @@ def image_ls(context: Context, all_projects: bool) -> None:
 @image.command("prune")
 @with_context()
 @click.option("--dry-run", is_flag=True)
-def image_prune(context: Context, dry_run: bool) -> None:
+@click.option(
+    "--foreign", is_flag=True, help="Also remove images of runs this store does not know."
+)
+def image_prune(context: Context, dry_run: bool, foreign: bool) -> None:
     """Remove run images of the store's projects that no stored run references.
 
     Only images of projects that have runs in this store are considered, so other
-    projects' images on the same daemon are never touched.
+    projects' images on the same daemon are never touched; images a container or a
+    running sweep needs are spared, and so are other stores' runs unless --foreign.
     """
     from ..images import prune_plan, remove_image
 
     runs = context.runs()
     client = context.docker()
-    plan = prune_plan(client, runs)
+    plan = prune_plan(client, runs, context.settings.lease_s, foreign=foreign)
     for item in plan.remove:
         click.echo(f"{'would remove' if dry_run else 'removing'} {item.image_id}")
         if not dry_run:
             remove_image(client, item.image_id)
+    for image_id, why in sorted(plan.spared.items()):
+        click.echo(f"sparing {image_id}: {why}", err=True)
     verb = "to remove" if dry_run else "removed"
     click.echo(
-        f"{len(plan.remove)} image(s) {verb}; {len(plan.referenced)} referenced kept", err=True
+        f"{len(plan.remove)} image(s) {verb}; {len(plan.referenced)} referenced kept, "
+        f"{len(plan.spared)} spared",
+        err=True,
     )
