@@ -120,3 +120,27 @@ def test_second_empty_daemon_builds_identical_images(
     ]
     assert all(r["status"] == "succeeded" for r in first["runs"] + second["runs"])
     assert {r["metrics"]["six_major"] for r in second["runs"]} == {1}
+
+
+LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+    "size 12345\n"
+)
+
+
+def test_git_lfs_files_are_refused_not_baked_as_pointers(make_project, orch) -> None:
+    attributes = "*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    root = make_project("lfs", files={".gitattributes": attributes,
+                                      "data/weights.bin": LFS_POINTER})
+    proc = orch("sweep", "-p", str(root), "optimizer=SGD")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: data/weights.bin: tracked by git-lfs")
+    assert "inputs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_exclude_that_leaves_no_code_is_refused(make_project, orch) -> None:
+    root = make_project("noexclude", exclude=["*"])
+    proc = orch("sweep", "-p", str(root), "optimizer=SGD")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: orch.yaml exclude ['*'] leaves no file")

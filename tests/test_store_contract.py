@@ -350,3 +350,29 @@ def test_s3_endpoint_that_is_not_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         server.shutdown()
         server.server_close()
     assert "does not look like an S3 server" in message and endpoint in message
+
+
+def test_a_directory_store_keeps_itself_out_of_git_and_cleans_old_scratch(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import time
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    scratch = project / ".orch" / ".tmp"
+    scratch.mkdir(parents=True)
+    old = scratch / "killed-writer"
+    old.write_bytes(b"partial")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    fresh = scratch / "live-writer"
+    fresh.write_bytes(b"partial")
+    store = DirStore(project / ".orch")
+    store.put("runs/a/run.json", b"{}")
+    status = subprocess.run(["git", "-C", str(project), "status", "--porcelain",
+                             "--untracked-files=all"], capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+    assert not old.exists() and fresh.exists()
+    assert list(store.list("")) == ["runs/a/run.json"]

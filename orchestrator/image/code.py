@@ -91,9 +91,30 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
     else:
         entries = _head_entries(root, sub, patterns)
         diff = b""
-    data, diff_id = layer_bytes(entries)
     files = tuple(e.path for e in entries if e.kind != "dir")
+    _check_files(root, files, patterns)
+    data, diff_id = layer_bytes(entries)
     return CodeSnapshot(data, diff_id, commit, tree, bool(changed), diff, files)
+
+
+def _check_files(root: Path, files: tuple[str, ...], patterns: tuple[str, ...]) -> None:
+    """Refuse what would bake something other than the user's code without a word."""
+    if not files and patterns:
+        raise ImageError(
+            f"orch.yaml exclude {list(patterns)!r} leaves no file of {root} in the code "
+            "layer: exclude less (the command's script must be in the image)"
+        )
+    rels = [f[len(CODE_PREFIX) + 1 :] for f in files]
+    out = git(root, "check-attr", "-z", "--stdin", "filter", input="\0".join(rels).encode())
+    fields = out.decode(errors="replace").split("\0")
+    lfs = sorted({fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == "lfs"})
+    if lfs:
+        shown = ", ".join(lfs[:5]) + (" ..." if len(lfs) > 5 else "")
+        raise ImageError(
+            f"{shown}: tracked by git-lfs, whose files are pointers in the git tree (and "
+            "their content only in a working copy), so a run would not be pinned to what "
+            "it read: declare such data as an input in orch.yaml (inputs:) or exclude it"
+        )
 
 
 def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]:

@@ -30,6 +30,9 @@ from ..files import atomic_writer
 from .base import check_key, check_prefix
 
 _TMP = ".tmp"
+_GITIGNORE = ".gitignore"
+#: Scratch files older than this are a killed writer's; removed when a process opens the store.
+_STALE_TMP_S = 24 * 3600
 _CHUNK = 1 << 20
 
 
@@ -39,6 +42,7 @@ class DirStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().absolute()
         self.uri = self.root.as_uri()
+        self._prepared = False
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"store {self.root} is not a directory: pass a directory path")
 
@@ -50,8 +54,25 @@ class DirStore:
 
     def _tmp(self) -> Path:
         tmp_dir = self.root / _TMP
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not self._prepared:
+            self._prepare(tmp_dir)
+            self._prepared = True
         return tmp_dir / uuid.uuid4().hex
+
+    def _prepare(self, tmp_dir: Path) -> None:
+        """Make the store's directory: kept out of git (a store inside a project would
+        otherwise show in ``git status``, and make every sweep's dirty check walk it),
+        and rid of the scratch files a killed writer left behind."""
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.root / _GITIGNORE
+        if not ignore.exists():
+            with contextlib.suppress(OSError):
+                ignore.write_text("# orch's result store: not part of the project's code\n*\n")
+        cutoff = time.time() - _STALE_TMP_S
+        for leftover in tmp_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     @staticmethod
     def _write_synced(tmp: Path, data: bytes) -> None:
@@ -143,6 +164,7 @@ class DirStore:
             if rel_dir == ".":
                 rel_dir = ""
                 dirnames[:] = [name for name in dirnames if name != _TMP]
+                filenames = [name for name in filenames if name != _GITIGNORE]
             for name in filenames:
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if key.startswith(prefix):
