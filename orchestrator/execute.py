@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -180,7 +181,8 @@ def execute(
             memory=plan.resources.memory,
             network=plan.network,
             gpu_ids=gpu_ids,
-            env={**dict(job.runtime_env), "ORCH_ATTEMPT": str(job.attempt)},
+            env={**_passed(plan.pass_env), **dict(job.runtime_env),
+                 "ORCH_ATTEMPT": str(job.attempt)},
             name=f"orch-{job.run_id}-{job.owner[:8]}-{job.attempt}",
             dirs=dirs,
         )
@@ -242,6 +244,12 @@ def execute(
         return record
     finally:
         dirs.remove()
+
+
+def _passed(names: tuple[str, ...]) -> dict[str, str]:
+    """orch.yaml's pass_env: values from this process's (the node's) environment, read
+    here at run time, so they reach the container and nothing else."""
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def _release(runs: RunStore, job: Job) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,10 @@ from .ids import IMAGE_ID as IMAGE_ID
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
+log = logging.getLogger("orchestrator.project")
+#: Names that usually hold credentials (AWS_SECRET_ACCESS_KEY, HF_TOKEN, DB_PASSWORD, ...).
+_SECRET = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_KEY)", re.I)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _KNOWN = {
     "name",
     "base_image",
@@ -27,6 +32,7 @@ _KNOWN = {
     "exclude",
     "timeout",
     "env",
+    "pass_env",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -57,6 +63,9 @@ class Project:
     exclude: tuple[str, ...] = ()
     timeout: float | None = None
     env: tuple[tuple[str, str], ...] = ()
+    #: Names of variables passed to every run from the environment of whoever runs it
+    #: (the submitter, a Ray node), at run time only: never baked, never recorded.
+    pass_env: tuple[str, ...] = ()
 
     @property
     def pinned(self) -> bool:
@@ -169,6 +178,18 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         raise _fail(path, "env", "must be a mapping of NAME: value")
     if any(k.startswith("ORCH_") for k in env):
         raise _fail(path, "env", "names starting with ORCH_ are reserved")
+    for variable in sorted(env):
+        if _SECRET.search(variable):
+            log.warning(
+                "%s: env.%s looks like a secret: env values are baked into every run image "
+                "and record; list it under pass_env: to give runs the value from the "
+                "environment at run time, never stored", path, variable,
+            )
+    pass_env = data.get("pass_env", [])
+    if not isinstance(pass_env, list) or not all(
+        isinstance(n, str) and _ENV_NAME.match(n) and not n.startswith("ORCH_") for n in pass_env
+    ):
+        raise _fail(path, "pass_env", "must be a list of variable names (not ORCH_*)")
 
     return Project(
         root=root,
@@ -183,6 +204,7 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         exclude=tuple(exclude),
         timeout=float(timeout) if timeout is not None else None,
         env=tuple(sorted((k, str(v)) for k, v in env.items())),
+        pass_env=tuple(sorted(set(pass_env))),
     )
 
 

@@ -243,6 +243,9 @@ class RunPlan:
     git_tree: str | None = None
     dirty: bool = False
     rerun_of: str | None = None
+    #: Names of variables each node passes from its own environment at run time (the
+    #: names only: their values are never recorded).
+    pass_env: tuple[str, ...] = ()
 
     def plan(self) -> RunPlan:
         """Only the plan's fields: what a rerun starts from."""
@@ -275,6 +278,8 @@ class RunPlan:
         }
         if self.rerun_of is not None:
             data["rerun_of"] = self.rerun_of
+        if self.pass_env:
+            data["pass_env"] = list(self.pass_env)
         return data
 
     @staticmethod
@@ -306,6 +311,7 @@ class RunPlan:
             "git_tree": fields.text("git_tree"),
             "dirty": fields.flag("dirty", False),
             "rerun_of": fields.text("rerun_of"),
+            "pass_env": fields.strings("pass_env"),
         }
 
 

@@ -285,6 +285,7 @@ class SweepDriver:
             git_commit=env.code.git_commit,
             git_tree=env.code.git_tree,
             dirty=env.code.dirty,
+            pass_env=project.pass_env,
         )
         settings = self.settings
         return Job(

@@ -433,3 +433,28 @@ def test_odd_artifact_names_do_not_sink_the_sweep(
     assert (output / "fine.txt").read_text() == "fine"
     for path in _all_entries(store):
         assert "\\" not in path.name and "passwd" not in path.name, path
+
+
+PASS_ENV_PROBE = """
+import json, os
+value = os.environ.get("MY_SERVICE_TOKEN", "")
+json.dump({"seen": float(value == "s3cr3t-value-42")},
+          open(os.path.join(os.environ["ORCH_OUTPUT"], "metrics.json"), "w"))
+"""
+
+
+def test_pass_env_reaches_the_run_and_nothing_stores_it(make_project, orch) -> None:
+    root = make_project("passenv", files={"probe.py": PASS_ENV_PROBE,
+                                          "configs/config.yaml": "x: 1\n"},
+                        command=["python3", "probe.py"], pass_env=["MY_SERVICE_TOKEN"],
+                        env={"HF_TOKEN": "baked-on-purpose"})
+    proc = orch("sweep", "-p", str(root), "--json", env={"MY_SERVICE_TOKEN": "s3cr3t-value-42"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["runs"][0]["metrics"] == {"seen": 1.0}
+    warning = [line for line in proc.stderr.splitlines() if "env.HF_TOKEN looks like" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: ")
+    for path in (root / ".orch").rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t-value-42" not in path.read_bytes(), path
+    record = next((root / ".orch" / "runs").glob("*/run.json")).read_text()
+    assert json.loads(record)["pass_env"] == ["MY_SERVICE_TOKEN"]
