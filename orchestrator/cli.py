@@ -170,7 +170,9 @@ def compose(overrides: tuple[str, ...], project_dir: str | None, as_json: bool) 
     from . import config as configmod
 
     project = _ctx(project_dir, None, None).project(allow_unpinned=True)
-    composer = configmod.Composer(project.config_dir, project.config_name)
+    composer = configmod.Composer(
+        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+    )
     cfg = composer.compose(list(overrides))
     click.echo(configmod.to_json(cfg) if as_json else configmod.to_yaml(cfg), nl=False)
 
