@@ -1026,6 +1026,17 @@ for _first, _resolvers in _OmegaConfLoader.yaml_implicit_resolvers.items():
         if (_tag, _regexp) not in yaml.SafeDumper.yaml_implicit_resolvers.get(_first, []):
             _RunYamlDumper.add_implicit_resolver(_tag, _regexp, [_first])
 
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # PyYAML writes the Unicode line breaks (NEL, LS, PS) raw inside single quotes, and its
+    # reader then folds them into spaces: double quotes escape them.
+    style = '"' if any(ch in text for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_RunYamlDumper.add_representer(str, _represent_str)
+
 _INTERPOLATION = re.compile(r"(\\*)\$\{")
 
 
