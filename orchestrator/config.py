@@ -409,6 +409,7 @@ class Composer:
         the hydra node is not part of a run's config; an option chosen by an override is
         the user's explicit choice and stays an error when it is absent.
         """
+        self._check_not_placeholder(overrides)
         for _ in range(_MAX_PLACEHOLDERS):
             try:
                 return action()
@@ -419,6 +420,27 @@ class Composer:
                 self._placeholders.add(placeholder)
                 self._undo_stack[-1].append(self._store_placeholder(*placeholder))
         return action()
+
+    def _check_not_placeholder(self, overrides: Sequence[str]) -> None:
+        """An override choosing an option that is only a stand-in: absent, as it was before
+        a defaults list needed the stand-in."""
+        for line in overrides:
+            try:
+                override = self._parser.parse_overrides([line])[0]
+            except OverrideParseException:
+                continue  # hydra reports it
+            group, option = override.key_or_group, override.value()
+            if isinstance(option, str) and (group, option) in self._placeholders:
+                try:
+                    loader = GlobalHydra.instance().config_loader()
+                    options = loader.get_group_options(group)
+                except _COMPOSE_ERRORS:
+                    options = []
+                real = [o for o in options if (group, o) not in self._placeholders]
+                raise ConfigError(
+                    f"{line}: no option '{option}' in group '{group}' "
+                    f"(available: {', '.join(real) or 'none'})"
+                )
 
     def _placeholder_for(
         self, exc: MissingConfigException, overrides: Sequence[str]

@@ -410,3 +410,16 @@ def test_max_points_is_a_parameter(tree: TreeFactory, monkeypatch: pytest.Monkey
         "x=range(5): the sweep has more than 4 points (set ORCH_MAX_POINTS to raise the "
         "limit): split it into smaller sweeps"
     )
+
+
+def test_a_stand_in_is_not_an_option_for_overrides(tree: TreeFactory) -> None:
+    composer = Composer(tree(COLORLOG))
+    composer.compose([])  # the defaults needed the stand-in: it is remembered
+    message = error_of(lambda: composer.compose(["hydra/job_logging=colorlog"]))
+    assert message.startswith(
+        "hydra/job_logging=colorlog: no option 'colorlog' in group 'hydra/job_logging' "
+        "(available: default, disabled, none, stdout)"
+    ), message
+    # the same answer as from a composer that never needed the stand-in
+    fresh = Composer(composer.config_dir)
+    assert error_of(lambda: fresh.compose_many([["hydra/job_logging=colorlog"]])) == message
