@@ -244,7 +244,8 @@ class _GroupLister:
 
 
 class _Base:
-    """A composed defaults list (hydra node included), copied once per point.
+    """A composed defaults list, copied once per point: with its hydra node, and without it
+    for points whose config never reads it.
 
     Unpickling is ~10x faster than ``copy.deepcopy`` on a DictConfig and, like it, keeps
     flags (struct), node types and metadata; unpicklable configs fall back to deepcopy.
@@ -252,25 +253,36 @@ class _Base:
 
     def __init__(self, cfg: DictConfig) -> None:
         self._cfg = cfg
-        try:
-            self._pickled: bytes | None = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - any pickling failure only costs speed
-            self._pickled = None
-        # Whether anything outside the hydra node can read it: if not, the point is resolved
-        # without it (cheaper), and value overrides never see the difference.
-        task = {key: cfg._get_node(key) for key in cfg.keys() if key != "hydra"}
-        self.reads_hydra = "hydra" in OmegaConf.to_yaml(OmegaConf.create(task))
+        self._pickled = _pickled(cfg)
+        self.job = _JobSettings.of(cfg.hydra)
+        task = _copy_config(cfg, self._pickled)
+        with open_dict(task):
+            del task["hydra"]
+        self._task = task
+        self._task_pickled = _pickled(task)
+        # Whether anything outside the hydra node can read it: if not, the point is applied
+        # and resolved without it (cheaper), and no value override can see the difference.
+        self.reads_hydra = "hydra" in OmegaConf.to_yaml(task)
 
     def copy(self) -> DictConfig:
         return _copy_config(self._cfg, self._pickled)
 
+    def copy_task(self) -> DictConfig:
+        return _copy_config(self._task, self._task_pickled)
+
+
+def _pickled(cfg: DictConfig) -> bytes | None:
+    try:
+        return pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - any pickling failure only costs speed
+        return None
+
 
 def _copy_config(cfg: DictConfig, pickled: bytes | None = None) -> DictConfig:
     if pickled is None:
-        try:
-            pickled = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - any pickling failure only costs speed
-            return copy.deepcopy(cfg)
+        pickled = _pickled(cfg)
+    if pickled is None:
+        return copy.deepcopy(cfg)
     return cast(DictConfig, pickle.loads(pickled))  # noqa: S301 - our own bytes
 
 
@@ -661,14 +673,12 @@ class Composer:
                 # +key and ~key=VALUE read the current value first; when that may read the
                 # hydra node, only a full compose reads it in the state Hydra has then
                 return None, False
-            cfg = base.copy()
+            cfg = base.copy() if reads_hydra else base.copy_task()
             # the step hydra runs right after composing the defaults list, on the same cfg
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
             if reads_hydra:
                 return self._finalize_point(cfg, parsed, num), False
-            hydra_values = _set_job(cfg, parsed, num)
-            with open_dict(cfg):
-                del cfg["hydra"]
+            _, hydra_values = base.job.values(parsed, num)
             return Composed(_finalize(cfg), hydra_values), True
         except Exception:  # noqa: BLE001 - whatever went wrong, a full compose decides
             return None, False
@@ -837,32 +847,60 @@ def _hydra_spelling(override: Override) -> str:
     return f"{override.get_key_element()}={override.get_value_element_as_str()}"
 
 
+@dataclass(frozen=True)
+class _JobSettings:
+    """What the job fields of a point depend on besides its overrides (from the hydra node
+    of its defaults list)."""
+
+    name: Any
+    kv_sep: str
+    item_sep: str
+    exclude_keys: frozenset[str]
+    choices: dict[str, Any]
+
+    @classmethod
+    def of(cls, hydra: DictConfig) -> _JobSettings:
+        dirname = hydra.job.config.override_dirname
+        return cls(
+            name=OmegaConf.select(hydra, "job.name", throw_on_missing=False),
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=frozenset(dirname.exclude_keys),
+            choices=cast(dict[str, Any], OmegaConf.to_container(hydra.runtime.choices)),
+        )
+
+    def values(self, parsed: Sequence[Override], num: int) -> tuple[list[str], dict[str, Any]]:
+        """The task overrides as job ``num`` receives them, and the mapped hydra values."""
+        task = [o for o in parsed if not o.is_hydra_override()]
+        lines = [_hydra_spelling(o) for o in task]
+        # hydra's get_overrides_dirname, on the lines as the job receives them
+        named = sorted(
+            line for o, line in zip(task, lines, strict=True)
+            if o.key_or_group not in self.exclude_keys
+        )
+        values: dict[str, Any] = {f"hydra.{key}": value for key, value in HYDRA_RUNTIME.items()}
+        values["hydra.job.name"] = self.name
+        values["hydra.job.num"] = num
+        values["hydra.job.id"] = str(num)
+        values["hydra.job.override_dirname"] = re.sub(
+            "[=]", self.kv_sep, self.item_sep.join(named)
+        )
+        values["hydra.runtime.choices"] = dict(self.choices)
+        return lines, values
+
+
 def _set_job(cfg: DictConfig, parsed: Sequence[Override], num: int) -> dict[str, Any]:
-    """Set what Hydra sets for job ``num`` of a multirun; return the mapped values."""
+    """Set what Hydra's launcher sets for job ``num`` of a multirun; return the values."""
     hydra = cfg.hydra
-    task = [o for o in parsed if not o.is_hydra_override()]
-    task_lines = [_hydra_spelling(o) for o in task]
-    dirname_conf = hydra.job.config.override_dirname
-    # hydra's get_overrides_dirname, on the lines as the job receives them
-    exclude = set(dirname_conf.exclude_keys)
-    dirname_lines = sorted(
-        line for o, line in zip(task, task_lines, strict=True) if o.key_or_group not in exclude
-    )
-    override_dirname = re.sub("[=]", dirname_conf.kv_sep, dirname_conf.item_sep.join(dirname_lines))
+    lines, values = _JobSettings.of(hydra).values(parsed, num)
     with open_dict(hydra), read_write(hydra):
         for key, value in HYDRA_RUNTIME.items():
             OmegaConf.update(hydra, key, value, force_add=True)
         hydra.mode = RunMode.MULTIRUN
         hydra.job.num = num
         hydra.job.id = num
-        hydra.overrides.task = task_lines
-        hydra.job.override_dirname = override_dirname
-    values: dict[str, Any] = {f"hydra.{key}": value for key, value in HYDRA_RUNTIME.items()}
-    values["hydra.job.name"] = OmegaConf.select(hydra, "job.name", throw_on_missing=False)
-    values["hydra.job.num"] = num
-    values["hydra.job.id"] = str(num)
-    values["hydra.job.override_dirname"] = hydra.job.override_dirname
-    values["hydra.runtime.choices"] = OmegaConf.to_container(hydra.runtime.choices)
+        hydra.overrides.task = lines
+        hydra.job.override_dirname = values["hydra.job.override_dirname"]
     return values
 
 
