@@ -4,17 +4,28 @@ Composition is delegated to hydra-core (``initialize_config_dir`` + ``compose`` 
 override parser) so that defaults lists, groups, ``_self_``, ``@package``, interpolation
 and the ``+``/``++``/``~`` override prefixes mean exactly what they mean in Hydra.
 
-Two things are added on top:
+What is added on top:
 
 * errors: every hydra/omegaconf/yaml error is translated into one :class:`ConfigError`
-  line that points at the input (file:line:col, the override, the key);
+  line that points at the input (file:line:col, the override, the key). A file is checked
+  when composition loads it, as Hydra reads it (OmegaConf's YAML loader), never before:
+  a broken file no config uses does not stop the tree, as it does not stop Hydra;
+* ``${hydra:...}``: a run under orch is one job of a Hydra multirun, so the hydra node is
+  composed with every point and ``${hydra:...}`` reads it, with the values of
+  :data:`HYDRA_RUNTIME` (the run's directories inside its container) and the job fields
+  Hydra's launcher sets (``job.num``, ``job.id``, ``job.override_dirname``, ...). The
+  node itself is not part of a run's config, exactly as in a ``@hydra.main`` task;
+* plugins: a ``hydra/<group>`` option that only Hydra's own defaults name (a logging
+  plugin such as hydra-colorlog, installed where the runs train, not beside orch) stands
+  in as an empty config, since it only shapes the hydra node;
 * speed: :meth:`Composer.compose_many` composes each distinct *defaults list* once with
   Hydra and applies the plain value overrides of every point on a copy with Hydra's own
   ``ConfigLoaderImpl._apply_overrides_to_config`` - the very function Hydra calls at that
-  step - so the result is identical to a full compose at a fraction of the cost.
+  step, on a config that has its hydra node as in Hydra - so the result is identical to a
+  full compose at a fraction of the cost.
 
-Hydra's ``GlobalHydra`` is a process-wide singleton; every use goes through one lock and
-leaves whatever state it found behind.
+Hydra's ``GlobalHydra``, ``HydraConfig``, ``ConfigStore`` and sources registry are
+process-wide; every use goes through one lock and leaves whatever state it found behind.
 """
 
 from __future__ import annotations
@@ -28,16 +39,21 @@ import pickle
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra._internal.sources_registry import SourcesRegistry
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override, RangeSweep
@@ -48,17 +64,24 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.plugins.config_source import ConfigResult
+from hydra.types import RunMode
 from hydra.version import VersionBase
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import get_yaml_loader
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from . import canonical
 from .errors import ConfigError
 
 __all__ = [
+    "DEFAULT_MAX_POINTS",
+    "HYDRA_RUNTIME",
+    "Composed",
     "Composer",
     "config_digest",
     "expand_sweep",
+    "job_name_for",
     "to_json",
     "to_yaml",
 ]
@@ -67,10 +90,31 @@ __all__ = [
 _HYDRA_LOCK = threading.RLock()
 
 # Errors hydra-core lets escape from composition; anything else is a bug and propagates.
+# TypeError and AssertionError are hydra's answers to some malformed inputs (a group chosen
+# with a list of numbers, an ``override`` whose value is a list): only hydra_compose and
+# the loader calls are wrapped with them.
 _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError, OSError)
+_HYDRA_INPUT_ERRORS = (*_COMPOSE_ERRORS, TypeError, AssertionError)
 
 _CARET_LINE = re.compile(r"^(\s*)\^\s*$")
 _DOC_LINK = re.compile(r"^See https://hydra\.cc/\S+ for details$")
+
+#: What a run's ``${hydra:...}`` reads for the run's own directories: the container's paths
+#: (see the README's "Hydra compatibility"). ``hydra.sweep.dir``/``subdir`` are set so that
+#: ``output_dir`` is ``sweep.dir/sweep.subdir``, as for every job of a Hydra multirun.
+HYDRA_RUNTIME: dict[str, str] = {
+    "runtime.output_dir": "/orch/output",
+    "run.dir": "/orch/output",
+    "sweep.dir": "/orch",
+    "sweep.subdir": "output",
+    "runtime.cwd": "/orch/code",
+}
+
+#: The largest grid a sweep expands to unless the caller says otherwise (ORCH_MAX_POINTS).
+DEFAULT_MAX_POINTS = 100_000
+
+#: How many absent ``hydra/`` plugin options one composition may stand in for.
+_MAX_PLACEHOLDERS = 32
 
 
 # --------------------------------------------------------------------------- helpers
@@ -99,8 +143,13 @@ def _omegaconf_message(exc: OmegaConfBaseException) -> str:
     return f"{key}: {first}" if key else first
 
 
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a duplicate key is an error (as in OmegaConf's own loader)."""
+# OmegaConf's own reading of YAML (no timestamps, 1e-3 is a float), plus orch's message for
+# a duplicate key. Hydra loads every config file with OmegaConf, so this is what it sees.
+_OmegaConfLoader = cast(type[yaml.SafeLoader], get_yaml_loader())
+
+
+class _UniqueKeyLoader(_OmegaConfLoader):  # type: ignore[misc,valid-type]
+    """OmegaConf's YAML loader; a duplicate key names the key and its line."""
 
 
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
@@ -116,7 +165,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
     return loader.construct_mapping(node)
 
 
-_UniqueKeySafeLoader.add_constructor(
+_UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
 )
 
@@ -136,7 +185,50 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{where}: {detail} (fix the YAML)")
 
 
-# --------------------------------------------------------------------------- composer
+def _check_config_file(path: Path, shown: str) -> None:
+    """The file is UTF-8 YAML that OmegaConf reads as a mapping (or an empty file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read it ({exc.strerror})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise _yaml_error(shown, exc) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"{shown}: a config must be a mapping of keys, got a {type(data).__name__}"
+        )
+
+
+class _CheckedFileSource(FileConfigSource):
+    """Hydra's ``file://`` config source; each file is checked the moment it is loaded.
+
+    A subclass per :class:`Composer` carries its cache of checked files (path -> mtime and
+    size, so an edited file is checked again) and the trail of files one composition
+    loaded, which names the file when hydra fails without saying where.
+    """
+
+    checked: dict[str, tuple[int, int]] = {}
+    trail: list[str] = []
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        relative = self._normalize_file_name(config_path)
+        full = Path(os.path.realpath(os.path.join(self.path, relative)))
+        shown = (Path(Path(self.path).name) / relative).as_posix()
+        try:
+            stat = full.stat()
+        except OSError:
+            stat = None  # hydra's own "not found" follows
+        if stat is not None:
+            type(self).trail.append(shown)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if self.checked.get(str(full)) != stamp:
+                _check_config_file(full, shown)
+                self.checked[str(full)] = stamp
+        return super().load_config(config_path)
 
 
 class _GroupLister:
@@ -152,7 +244,8 @@ class _GroupLister:
 
 
 class _Base:
-    """A composed defaults list, copied once per point.
+    """A composed defaults list, copied once per point: with its hydra node, and without it
+    for points whose config never reads it.
 
     Unpickling is ~10x faster than ``copy.deepcopy`` on a DictConfig and, like it, keeps
     flags (struct), node types and metadata; unpicklable configs fall back to deepcopy.
@@ -160,26 +253,82 @@ class _Base:
 
     def __init__(self, cfg: DictConfig) -> None:
         self._cfg = cfg
-        try:
-            self._pickled: bytes | None = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - any pickling failure only costs speed
-            self._pickled = None
+        self._pickled = _pickled(cfg)
+        self.job = _JobSettings.of(cfg.hydra)
+        task = _copy_config(cfg, self._pickled)
+        with open_dict(task):
+            del task["hydra"]
+        self._task = task
+        self._task_pickled = _pickled(task)
+        # Whether anything outside the hydra node can read it: if not, the point is applied
+        # and resolved without it (cheaper), and no value override can see the difference.
+        self.reads_hydra = "hydra" in OmegaConf.to_yaml(task)
 
     def copy(self) -> DictConfig:
-        if self._pickled is not None:
-            return cast(DictConfig, pickle.loads(self._pickled))  # noqa: S301 - our own bytes
-        return copy.deepcopy(self._cfg)
+        return _copy_config(self._cfg, self._pickled)
+
+    def copy_task(self) -> DictConfig:
+        return _copy_config(self._task, self._task_pickled)
+
+
+def _pickled(cfg: DictConfig) -> bytes | None:
+    try:
+        return pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - any pickling failure only costs speed
+        return None
+
+
+def _copy_config(cfg: DictConfig, pickled: bytes | None = None) -> DictConfig:
+    if pickled is None:
+        pickled = _pickled(cfg)
+    if pickled is None:
+        return copy.deepcopy(cfg)
+    return cast(DictConfig, pickle.loads(pickled))  # noqa: S301 - our own bytes
+
+
+@dataclass(frozen=True)
+class Composed:
+    """One composed point: the run's config and what its ``${hydra:...}`` read.
+
+    ``hydra`` holds the documented mapping for this point (dotted keys under ``hydra.``):
+    the values a record keeps to say what Hydra-shaped code inside the run saw.
+    """
+
+    config: dict[str, Any]
+    hydra: dict[str, Any] = field(default_factory=dict)
+
+
+_R = TypeVar("_R")
+
+
+# --------------------------------------------------------------------------- composer
 
 
 class Composer:
-    """Composes configs from a Hydra config tree (``config_dir/config_name.yaml`` + groups)."""
+    """Composes configs from a Hydra config tree (``config_dir/config_name.yaml`` + groups).
 
-    def __init__(self, config_dir: Path, config_name: str = "config") -> None:
+    ``job_name`` is ``hydra.job.name`` unless the config sets it: Hydra derives it from the
+    script that holds ``@hydra.main`` (see :func:`job_name_for`).
+    """
+
+    def __init__(
+        self, config_dir: Path, config_name: str = "config", job_name: str = "app"
+    ) -> None:
         self.config_dir = Path(config_dir).resolve()
         self.config_name = config_name
+        self.job_name = job_name
         # paths in messages are shown relative to the config dir's parent: configs/model/x.yaml
         self._shown_root = Path(Path(config_dir).resolve().name)
         self._parser = OverridesParser.create()
+        # named as hydra's class: hydra's plugin scan re-registers "file" only by that name
+        self._source = cast(
+            type[_CheckedFileSource],
+            type("FileConfigSource", (_CheckedFileSource,), {"checked": {}, "trail": []}),
+        )
+        # hydra/<group>/<option> configs named by Hydra's defaults but not installed here
+        self._placeholders: set[tuple[str, str]] = set()
+        # per open session (they nest), how to take its placeholders out of the ConfigStore
+        self._undo_stack: list[list[Callable[[], None]]] = []
         self.validate()
 
     # -- validation ---------------------------------------------------------------------
@@ -188,7 +337,11 @@ class Composer:
         return (self._shown_root / path.relative_to(self.config_dir)).as_posix()
 
     def validate(self) -> None:
-        """Check the tree: the primary config exists and every ``*.yaml`` parses to a mapping."""
+        """Check the tree's root: the config dir and the primary config exist.
+
+        Files are checked when composition loads them: Hydra never reads a file no config
+        uses, so such a file, broken or not, does not stop the tree here either.
+        """
         if not self.config_dir.is_dir():
             raise ConfigError(
                 f"config directory {self.config_dir} does not exist: create it with a "
@@ -200,24 +353,6 @@ class Composer:
                 f"no primary config {self._shown(primary)}: create it "
                 f"(a YAML mapping, usually with a 'defaults:' list)"
             )
-        for path in sorted(self.config_dir.rglob("*.yaml")):
-            if not path.is_file():
-                continue
-            shown = self._shown(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
-            except OSError as exc:
-                raise ConfigError(f"{shown}: cannot read it ({exc.strerror})") from exc
-            try:
-                data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader
-            except yaml.YAMLError as exc:
-                raise _yaml_error(shown, exc) from exc
-            if data is not None and not isinstance(data, dict):
-                raise ConfigError(
-                    f"{shown}: a config must be a mapping of keys, got a {type(data).__name__}"
-                )
 
     # -- hydra session --------------------------------------------------------------------
 
@@ -228,49 +363,157 @@ class Composer:
             # hydra warns (e.g. about a missing _self_) on stderr; orch prints nothing here
             warnings.simplefilter("ignore")
             saved = Singleton._instances.pop(GlobalHydra, None)
+            saved_hydra_config = Singleton._instances.pop(HydraConfig, None)
             saved_base = VersionBase.instance().version_base
+            registry = SourcesRegistry.instance()
+            saved_file_source = registry.types.get("file")
+            registry.types["file"] = self._source
+            undo_placeholders = [self._store_placeholder(*p) for p in sorted(self._placeholders)]
+            self._undo_stack.append(undo_placeholders)
             try:
                 with initialize_config_dir(
-                    config_dir=str(self.config_dir), job_name="orch", version_base=None
+                    config_dir=str(self.config_dir), job_name=self.job_name, version_base=None
                 ):
                     yield cast(ConfigLoaderImpl, GlobalHydra.instance().config_loader())
             finally:
+                self._undo_stack.pop()
+                for undo in reversed(undo_placeholders):
+                    undo()
+                if saved_file_source is not None:
+                    registry.types["file"] = saved_file_source
                 VersionBase.instance().version_base = saved_base
-                if saved is not None:
-                    Singleton._instances[GlobalHydra] = saved
-                else:
-                    Singleton._instances.pop(GlobalHydra, None)
+                for key, value in ((GlobalHydra, saved), (HydraConfig, saved_hydra_config)):
+                    if value is not None:
+                        Singleton._instances[key] = value
+                    else:
+                        Singleton._instances.pop(key, None)
+
+    @staticmethod
+    def _store_placeholder(group: str, option: str) -> Callable[[], None]:
+        """An empty ``group/option`` in Hydra's ConfigStore; returns how to take it out."""
+        store = ConfigStore.instance()
+        created: list[tuple[dict[str, Any], str]] = []
+        node: dict[str, Any] = store.repo
+        for part in group.split("/"):
+            if part not in node:
+                node[part] = {}
+                created.append((node, part))
+            node = node[part]
+        name = f"{option}.yaml"
+        if name in node:  # installed after all, or stored by the user's code: keep theirs
+            return lambda: None
+        store.store(name=option, node={}, group=group, provider="orch")
+
+        def undo() -> None:
+            node.pop(name, None)
+            for parent, part in reversed(created):
+                if not parent.get(part):
+                    parent.pop(part, None)
+
+        return undo
+
+    def _with_placeholders(
+        self, overrides: Sequence[str], action: Callable[[], _R]
+    ) -> _R:
+        """``action()``, standing in for ``hydra/`` options only Hydra's defaults name.
+
+        Such an option shapes the hydra node alone (logging, launcher, sweeper plugins), and
+        the hydra node is not part of a run's config; an option chosen by an override is
+        the user's explicit choice and stays an error when it is absent.
+        """
+        self._check_not_placeholder(overrides)
+        for _ in range(_MAX_PLACEHOLDERS):
+            try:
+                return action()
+            except MissingConfigException as exc:
+                placeholder = self._placeholder_for(exc, overrides)
+                if placeholder is None or placeholder in self._placeholders:
+                    raise
+                self._placeholders.add(placeholder)
+                self._undo_stack[-1].append(self._store_placeholder(*placeholder))
+        return action()
+
+    def _check_not_placeholder(self, overrides: Sequence[str]) -> None:
+        """An override choosing an option that is only a stand-in: absent, as it was before
+        a defaults list needed the stand-in."""
+        for line in overrides:
+            try:
+                override = self._parser.parse_overrides([line])[0]
+            except OverrideParseException:
+                continue  # hydra reports it
+            group, option = override.key_or_group, override.value()
+            if isinstance(option, str) and (group, option) in self._placeholders:
+                try:
+                    loader = GlobalHydra.instance().config_loader()
+                    options = loader.get_group_options(group)
+                except _COMPOSE_ERRORS:
+                    options = []
+                real = [o for o in options if (group, o) not in self._placeholders]
+                raise ConfigError(
+                    f"{line}: no option '{option}' in group '{group}' "
+                    f"(available: {', '.join(real) or 'none'})"
+                )
+
+    def _placeholder_for(
+        self, exc: MissingConfigException, overrides: Sequence[str]
+    ) -> tuple[str, str] | None:
+        missing = exc.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        if not group.startswith("hydra/") or not option or exc.options is None:
+            return None
+        for line in overrides:
+            try:
+                if self._parser.parse_overrides([line])[0].key_or_group == group:
+                    return None
+            except OverrideParseException:
+                continue
+        return group, option
 
     # -- public API -----------------------------------------------------------------------
 
     def compose(self, overrides: Sequence[str]) -> dict[str, Any]:
-        """One point: Hydra's compose, resolved, as plain containers, without ``hydra:``."""
+        """One point: Hydra's compose, resolved, as plain containers, without ``hydra:``.
+
+        The point is job 0 of a multirun, the same config ``orch sweep`` gives it alone.
+        """
         overrides = list(overrides)
         self._check_group_values(overrides)
         with self._session() as loader:
-            self._check_not_sweep(self._parse_all(overrides))
-            return _finalize(self._compose_hydra(loader, overrides))
+            parsed = self._parse_all(overrides)
+            self._check_not_sweep(parsed)
+            cfg = self._compose_hydra(loader, overrides)
+            return self._finalize_point(cfg, parsed, 0).config
 
     def compose_many(self, points: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-        """Many points, each equal to ``compose(point)``; the defaults list is composed once
-        per distinct combination of group choices."""
-        results: list[dict[str, Any]] = []
+        """Many points, each equal to ``compose(point)`` as job ``i`` of one multirun; the
+        defaults list is composed once per distinct combination of group choices."""
+        return [composed.config for composed in self.compose_points(points)]
+
+    def compose_points(self, points: Sequence[Sequence[str]]) -> list[Composed]:
+        """:meth:`compose_many`, with each point's ``${hydra:...}`` values alongside."""
+        results: list[Composed] = []
         with self._session() as loader:
             groups = self._group_repository(loader)
             bases: dict[tuple[str, ...], _Base] = {}
             parsed_cache: dict[str, Override] = {}
-            done: dict[tuple[str, ...], dict[str, Any]] = {}
-            for raw_point in points:
+            done: dict[tuple[str, ...], Composed] = {}
+            for num, raw_point in enumerate(points):
                 point = tuple(raw_point)
                 self._check_group_values(point)
                 if point in done:
                     results.append(copy.deepcopy(done[point]))
                     continue
-                result = self._compose_fast(loader, groups, bases, parsed_cache, point)
+                result, reusable = self._compose_fast(
+                    loader, groups, bases, parsed_cache, point, num
+                )
                 if result is None:  # not provably equivalent, or an error: let Hydra decide
-                    self._check_not_sweep(self._parse_all(list(point)))
-                    result = _finalize(self._compose_hydra(loader, list(point)))
-                done[point] = result
+                    parsed = self._parse_all(list(point))
+                    self._check_not_sweep(parsed)
+                    cfg = self._compose_hydra(loader, list(point))
+                    result = self._finalize_point(cfg, parsed, num)
+                    reusable = False
+                if reusable:  # nothing in it depends on the job's number
+                    done[point] = result
                 results.append(result)
         return results
 
@@ -283,6 +526,22 @@ class Composer:
                 return self._options(loader, group)
             except _COMPOSE_ERRORS as exc:
                 raise self._translate(loader, exc, []) from exc
+
+    def check_first_compose(self, overrides: Sequence[str]) -> None:
+        """What a Hydra multirun composes before it launches a job: the primary config with
+        every non-sweep override at once. It fails where the jobs alone would not (the
+        same ``+key`` twice)."""
+        lines = list(overrides)
+        with self._session() as loader:
+            try:
+                self._with_placeholders(
+                    lines,
+                    lambda: loader.load_configuration(
+                        config_name=self.config_name, overrides=lines, run_mode=RunMode.MULTIRUN
+                    ),
+                )
+            except _HYDRA_INPUT_ERRORS as exc:
+                raise self._translate(loader, exc, lines) from exc
 
     # -- internals ------------------------------------------------------------------------
 
@@ -323,10 +582,31 @@ class Composer:
                 )
 
     def _compose_hydra(self, loader: ConfigLoaderImpl, overrides: list[str]) -> DictConfig:
+        """Hydra's compose of one point, its hydra node included."""
+        self._source.trail.clear()
         try:
-            return hydra_compose(config_name=self.config_name, overrides=overrides)
-        except _COMPOSE_ERRORS as exc:
+            return self._with_placeholders(
+                overrides,
+                lambda: hydra_compose(
+                    config_name=self.config_name, overrides=overrides, return_hydra_config=True
+                ),
+            )
+        except _HYDRA_INPUT_ERRORS as exc:
             raise self._translate(loader, exc, overrides) from exc
+
+    def _finalize_point(self, cfg: DictConfig, parsed: Sequence[Override], num: int) -> Composed:
+        """The job fields Hydra's launcher sets for job ``num``, then the task config
+        resolved with ``${hydra:...}`` reading that node - and the node dropped."""
+        hydra_values = _set_job(cfg, parsed, num)
+        task = _copy_config(cfg)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        try:
+            HydraConfig.instance().set_config(cfg)
+        except (AssertionError, OmegaConfBaseException) as exc:
+            # a hydra node the config itself replaced with something else than Hydra's
+            raise ConfigError(f"hydra: not Hydra's configuration node ({exc})") from exc
+        return Composed(_finalize(task), hydra_values)
 
     def _group_repository(self, loader: ConfigLoaderImpl) -> Any:
         """The repository Hydra decides "is this key a config group?" with (honours
@@ -344,9 +624,11 @@ class Composer:
         bases: dict[tuple[str, ...], _Base],
         parsed_cache: dict[str, Override],
         point: tuple[str, ...],
-    ) -> dict[str, Any] | None:
+        num: int,
+    ) -> tuple[Composed | None, bool]:
         """The point composed from a cached defaults-list composition, or None when the
-        shortcut does not provably give Hydra's result (the caller then composes fully)."""
+        shortcut does not provably give Hydra's result (the caller then composes fully).
+        The flag says whether the result is the same for any job number."""
         try:
             parsed: list[Override] = []
             for line in point:
@@ -366,7 +648,7 @@ class Composer:
                     or key == "defaults"
                     or key.startswith("defaults.")
                 ):
-                    return None
+                    return None, False
                 # the same test hydra's defaults_list.Overrides uses to split the overrides
                 if isinstance(override.value(), dict) or not groups.group_exists(key):
                     value_overrides.append(override)
@@ -375,14 +657,31 @@ class Composer:
             base_key = tuple(defaults_key)
             base = bases.get(base_key)
             if base is None:
-                base = _Base(hydra_compose(config_name=self.config_name, overrides=defaults_key))
+                base = _Base(
+                    self._with_placeholders(
+                        defaults_key,
+                        lambda: hydra_compose(
+                            config_name=self.config_name,
+                            overrides=defaults_key,
+                            return_hydra_config=True,
+                        ),
+                    )
+                )
                 bases[base_key] = base
-            cfg = base.copy()
+            reads_hydra = base.reads_hydra or any("hydra" in line for line in point)
+            if reads_hydra and any(_reads_current_value(o) for o in value_overrides):
+                # +key and ~key=VALUE read the current value first; when that may read the
+                # hydra node, only a full compose reads it in the state Hydra has then
+                return None, False
+            cfg = base.copy() if reads_hydra else base.copy_task()
             # the step hydra runs right after composing the defaults list, on the same cfg
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
-            return _finalize(cfg)
+            if reads_hydra:
+                return self._finalize_point(cfg, parsed, num), False
+            _, hydra_values = base.job.values(parsed, num)
+            return Composed(_finalize(cfg), hydra_values), True
         except Exception:  # noqa: BLE001 - whatever went wrong, a full compose decides
-            return None
+            return None, False
 
     # -- error translation ----------------------------------------------------------------
 
@@ -400,15 +699,19 @@ class Composer:
     def _translate(
         self, loader: ConfigLoaderImpl, exc: BaseException, overrides: Sequence[str]
     ) -> ConfigError:
-        if isinstance(exc, ConfigError):
-            return exc
+        chained: BaseException | None = exc
+        for _ in range(16):  # orch's own check, raised from inside hydra's loading
+            if chained is None:
+                break
+            if isinstance(chained, ConfigError):
+                return chained
+            chained = chained.__cause__ or chained.__context__
         if isinstance(exc, OverrideParseException):
             return ConfigError(_bad_override(exc))
         if isinstance(exc, MissingConfigException):
             return ConfigError(self._missing_config_message(loader, exc, overrides))
         if isinstance(exc, yaml.YAMLError):
-            # the tree changed since it was validated: validate again to name file:line:col
-            self.validate()
+            # a file outside orch's checked sources (a package's configs)
             return ConfigError(f"{self._shown_root.as_posix()}: {_fold(str(exc))} (fix the YAML)")
         if isinstance(exc, ConfigCompositionException):
             cause = exc.__cause__
@@ -428,23 +731,51 @@ class Composer:
         if isinstance(exc, OmegaConfBaseException):
             return ConfigError(_omegaconf_message(exc))
         message = _fold(str(exc)) or type(exc).__name__
-        if isinstance(exc, ValueError) and message.startswith("Config group override"):
-            # e.g. optimizer=5: a group choice must name an option
+        is_group_choice_error = isinstance(exc, TypeError) or (
+            isinstance(exc, ValueError) and message.startswith("Config group override")
+        )
+        if is_group_choice_error:
+            # e.g. optimizer=5 or optimizer=[1.0,1]: a group choice must name options
             culprit = next((o for o in overrides if self._is_group_choice(loader, o)), None)
             if culprit is not None:
                 group = culprit.split("=", 1)[0].lstrip("+~").split("@")[0]
                 options = ", ".join(self._options(loader, group))
                 return ConfigError(
                     f"{culprit}: '{group}' is a config group, its value must name an option "
-                    f"(available: {options})"
+                    f"or a list of options (available: {options})"
                 )
+        if isinstance(exc, (TypeError, AssertionError)):
+            return ConfigError(self._defaults_list_message(exc))
         return ConfigError(message)
+
+    def _defaults_list_message(self, exc: BaseException) -> str:
+        """Hydra failed inside a defaults list without a message: name the file it was in."""
+        trail = self._source.trail
+        where = trail[-1] if trail else f"{self._shown_root.as_posix()}/{self.config_name}.yaml"
+        hint = ""
+        entries = _defaults_entries(self.config_dir.parent / where)
+        overrides_at = [i for i, e in enumerate(entries) if e.startswith("override ")]
+        if overrides_at and any(
+            not e.startswith("override ") and e != "_self_" for e in entries[overrides_at[0] :]
+        ):
+            hint = " an 'override' entry comes before the entry it overrides (put overrides last);"
+        elif any(e.startswith("override ") and "[" in e for e in entries):
+            hint = " an 'override' entry names a list;"
+        raised = type(exc).__name__
+        detail = _fold(str(exc))
+        if detail:
+            raised += f": {detail}"
+        return f"{where}: defaults list: Hydra cannot compose it;{hint} (hydra raised {raised})"
 
     def _is_group_choice(self, loader: ConfigLoaderImpl, line: str) -> bool:
         try:
             override = self._parser.parse_overrides([line])[0]
             value = override.value()
-            return not isinstance(value, (str, list, dict)) and bool(
+            if isinstance(value, list):
+                is_bad = not all(isinstance(item, str) for item in value)
+            else:
+                is_bad = not isinstance(value, (str, dict))
+            return is_bad and bool(
                 self._group_repository(loader).group_exists(override.key_or_group)
             )
         except (ConfigError, *_COMPOSE_ERRORS):
@@ -489,6 +820,104 @@ class Composer:
                 f"(available: {', '.join(exc.options)})"
             )
         return f"{where}: {self._no_group_message(loader, group)}"
+
+
+def job_name_for(command: Sequence[str]) -> str:
+    """``hydra.job.name`` for a project's command, as Hydra derives it from the script that
+    holds ``@hydra.main``: ``python3 train.py`` -> ``train``, ``python -m pkg.train`` ->
+    ``train``; ``app`` (the compose API's default) when the command names no Python script.
+    """
+    args = list(command)
+    for index, arg in enumerate(args):
+        if arg == "-m" and index + 1 < len(args):
+            return args[index + 1].rsplit(".", 1)[-1]
+        if arg.endswith(".py"):
+            return Path(arg).stem
+    return "app"
+
+
+def _reads_current_value(override: Override) -> bool:
+    """Whether Hydra reads the key's current value before applying the override."""
+    return bool(override.is_add() or override.is_delete())
+
+
+def _hydra_spelling(override: Override) -> str:
+    """An override as Hydra's BasicSweeper hands it to a job: ``key=value`` re-rendered,
+    a deletion as ``~key=null``."""
+    return f"{override.get_key_element()}={override.get_value_element_as_str()}"
+
+
+@dataclass(frozen=True)
+class _JobSettings:
+    """What the job fields of a point depend on besides its overrides (from the hydra node
+    of its defaults list)."""
+
+    name: Any
+    kv_sep: str
+    item_sep: str
+    exclude_keys: frozenset[str]
+    choices: dict[str, Any]
+
+    @classmethod
+    def of(cls, hydra: DictConfig) -> _JobSettings:
+        dirname = hydra.job.config.override_dirname
+        return cls(
+            name=OmegaConf.select(hydra, "job.name", throw_on_missing=False),
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=frozenset(dirname.exclude_keys),
+            choices=cast(dict[str, Any], OmegaConf.to_container(hydra.runtime.choices)),
+        )
+
+    def values(self, parsed: Sequence[Override], num: int) -> tuple[list[str], dict[str, Any]]:
+        """The task overrides as job ``num`` receives them, and the mapped hydra values."""
+        task = [o for o in parsed if not o.is_hydra_override()]
+        lines = [_hydra_spelling(o) for o in task]
+        # hydra's get_overrides_dirname, on the lines as the job receives them
+        named = sorted(
+            line for o, line in zip(task, lines, strict=True)
+            if o.key_or_group not in self.exclude_keys
+        )
+        values: dict[str, Any] = {f"hydra.{key}": value for key, value in HYDRA_RUNTIME.items()}
+        values["hydra.job.name"] = self.name
+        values["hydra.job.num"] = num
+        values["hydra.job.id"] = str(num)
+        values["hydra.job.override_dirname"] = re.sub(
+            "[=]", self.kv_sep, self.item_sep.join(named)
+        )
+        values["hydra.runtime.choices"] = dict(self.choices)
+        return lines, values
+
+
+def _set_job(cfg: DictConfig, parsed: Sequence[Override], num: int) -> dict[str, Any]:
+    """Set what Hydra's launcher sets for job ``num`` of a multirun; return the values."""
+    hydra = cfg.hydra
+    lines, values = _JobSettings.of(hydra).values(parsed, num)
+    with open_dict(hydra), read_write(hydra):
+        for key, value in HYDRA_RUNTIME.items():
+            OmegaConf.update(hydra, key, value, force_add=True)
+        hydra.mode = RunMode.MULTIRUN
+        hydra.job.num = num
+        hydra.job.id = num
+        hydra.overrides.task = lines
+        hydra.job.override_dirname = values["hydra.job.override_dirname"]
+    return values
+
+
+def _defaults_entries(path: Path) -> list[str]:
+    """A config file's defaults list as ``"key: value"`` lines, for messages only."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    entries: list[str] = []
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, dict):
+            entries.extend(f"{k}: {v}" for k, v in entry.items())
+        else:
+            entries.append(str(entry))
+    return entries
 
 
 def _bad_override(exc: OverrideParseException) -> str:
@@ -557,16 +986,19 @@ def _check_keys(value: Any, path: str) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 
-#: The largest grid a sweep may expand to; a typo such as range(0,1e9) fails at once.
-MAX_POINTS = int(os.environ.get("ORCH_MAX_POINTS") or 100_000)
-
-
-def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str, ...]]:
+def expand_sweep(
+    overrides: Sequence[str], composer: Composer, max_points: int = DEFAULT_MAX_POINTS
+) -> list[tuple[str, ...]]:
     """Hydra's sweep syntax to the grid of plain overrides, in BasicSweeper's order.
 
     ``a=1,2``, ``choice(...)``, ``range(...)`` and ``glob(...)`` (config groups) expand;
     the last axis varies fastest; a key given twice keeps its first position and its last
-    value (as in Hydra). ``~key`` stays ``~key`` (Hydra spells it ``~key=null``).
+    value (as in Hydra). ``~key`` stays ``~key`` (Hydra spells it ``~key=null``). A grid
+    larger than ``max_points`` is refused before it is built.
+
+    What ``hydra -m`` refuses before launching is refused too: a sweep over Hydra's own
+    configuration (``hydra/launcher=a,b``: the points' configs would be identical), and
+    non-sweep overrides its first compose cannot apply together (the same ``+key`` twice).
     """
     parser = OverridesParser.create(config_loader=cast(Any, _GroupLister(composer)))
     try:
@@ -575,10 +1007,17 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
         raise ConfigError(_bad_override(exc)) from exc
     axes: dict[str, list[str]] = {}
     lines: dict[str, str] = {}
+    repeated: list[str] = []
     for override in parsed:
         key = override.get_key_element()
         line = override.input_line
         if override.is_sweep_override():
+            if override.is_hydra_override():
+                raise ConfigError(
+                    f"{line}: a sweep over Hydra's own configuration, which is not part of a "
+                    f"run's config: every point would be the same run (hydra -m refuses it "
+                    f"too); set it once, or sweep a key of your config"
+                )
             if not override.is_discrete_sweep():
                 kind = override.value_type.name.lower() if override.value_type else "unknown"
                 raise ConfigError(
@@ -590,7 +1029,7 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
                 raise ConfigError(f"{line}: shuffle() is random; list the values in an order")
             try:
                 # Take at most one value past the cap, so range(0,1e12) stays cheap.
-                items = itertools.islice(override.sweep_string_iterator(), MAX_POINTS + 1)
+                items = itertools.islice(override.sweep_string_iterator(), max_points + 1)
                 values = [f"{key}={item}" for item in items]
             except ConfigError as exc:
                 raise ConfigError(f"{line}: {exc}") from exc
@@ -600,30 +1039,97 @@ def expand_sweep(overrides: Sequence[str], composer: Composer) -> list[tuple[str
                 raise ConfigError(f"{line}: invalid sweep: {_fold(str(exc))}") from exc
             if not values:
                 raise ConfigError(f"{line}: the sweep has no values")
-        elif override.is_delete() and override.value() is None:
-            values = [key]
         else:
-            values = [f"{key}={override.get_value_element_as_str()}"]
+            if key in axes and (override.is_add() or override.is_delete()):
+                repeated.append(line or key)
+            if override.is_delete() and override.value() is None:
+                values = [key]
+            else:
+                values = [f"{key}={override.get_value_element_as_str()}"]
         axes[key] = values
         lines[key] = line or key
+    if repeated:
+        _check_first_compose(composer, parsed, repeated[0])
     size = math.prod(len(values) for values in axes.values())
-    if size > MAX_POINTS:
+    if size > max_points:
         widest = max(axes, key=lambda k: len(axes[k]))
         raise ConfigError(
-            f"{lines[widest]}: the sweep has more than {MAX_POINTS} points (set "
+            f"{lines[widest]}: the sweep has more than {max_points} points (set "
             f"ORCH_MAX_POINTS to raise the limit): split it into smaller sweeps"
         )
     return [tuple(point) for point in itertools.product(*axes.values())]
 
 
+def _check_first_compose(composer: Composer, parsed: list[Override], repeated: str) -> None:
+    """A ``+key`` or ``~key`` given twice: the grid keeps the last, Hydra's first compose
+    applies both. Refuse what that compose refuses, naming the repeated override."""
+    plain = [cast(str, o.input_line) for o in parsed if not o.is_sweep_override()]
+    try:
+        composer.check_first_compose(plain)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{repeated}: given more than once; hydra -m composes every value before the "
+            f"sweep starts and refuses it: {exc}"
+        ) from exc
+
+
 # --------------------------------------------------------------------------- serialization
 
 
+class _RunYamlDumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string a YAML 1.1 reader *or OmegaConf* would read as
+    something else: OmegaConf reads ``1e-3`` as a float where PyYAML keeps a string."""
+
+
+for _first, _resolvers in _OmegaConfLoader.yaml_implicit_resolvers.items():
+    for _tag, _regexp in _resolvers:
+        if (_tag, _regexp) not in yaml.SafeDumper.yaml_implicit_resolvers.get(_first, []):
+            _RunYamlDumper.add_implicit_resolver(_tag, _regexp, [_first])
+
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # PyYAML writes the Unicode line breaks (NEL, LS, PS) raw inside single quotes, and its
+    # reader then folds them into spaces: double quotes escape them.
+    style = '"' if any(ch in text for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_RunYamlDumper.add_representer(str, _represent_str)
+
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def _escape_interpolation(text: str) -> str:
+    """The string OmegaConf resolves back to ``text``: each ``${`` escaped as ``\\${``, and
+    the backslashes right before it doubled (OmegaConf halves those)."""
+    return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return _escape_interpolation(value) if "${" in value else value
+    if isinstance(value, dict):
+        return {key: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
+
+
 def to_yaml(config: dict[str, Any]) -> str:
-    """Deterministic YAML: sorted keys, block style, UTF-8 kept as is."""
-    return cast(
-        str,
-        yaml.safe_dump(config, sort_keys=True, default_flow_style=False, allow_unicode=True),
+    """Deterministic YAML: sorted keys, block style, UTF-8 kept as is.
+
+    OmegaConf (Hydra's reader) loads it back to exactly ``config``: strings that would read
+    as numbers, booleans, nulls or dates are quoted, and interpolation syntax in a string is
+    escaped (``\\${x}``). PyYAML loads it back to exactly ``config`` except for those
+    escapes, which a plain YAML reader shows as written; config.json has them verbatim.
+    """
+    return yaml.dump(
+        _escaped(config),
+        Dumper=_RunYamlDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
     )
 
 

@@ -58,7 +58,11 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
     from .backends.ray import RayBackend
     from .docker_api import connect
     from .project import is_pinned, load_project
+    from .settings import Settings
     from .store import RunStore
+
+    # The head's own settings: the driver of a detached sweep runs there.
+    settings = Settings.from_env()
 
     project = load_project(project_dir, allow_unpinned=request.allow_unpinned)
     if request.base_image is not None:
@@ -68,7 +72,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
                 f"(sha256:...) or name@sha256:<digest>, or add --allow-unpinned"
             )
         project = dataclasses.replace(project, base_image=request.base_image)
-    points = sweepmod.compose_points(project, request.overrides)
+    points = sweepmod.compose_points(project, request.overrides, settings.max_points)
     runs = RunStore(store)
     client = connect()
     # A Ray Job's driver is told its cluster in RAY_ADDRESS; "auto" finds it otherwise.
@@ -86,6 +90,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
             allow_dirty=request.allow_dirty,
             progress=_progress(len(points)),
             batch=max(8, 2 * (request.jobs or 1)),
+            settings=settings,
         )
         result = driver.run(list(request.overrides), points)
     finally:

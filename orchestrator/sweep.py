@@ -96,10 +96,12 @@ class SweepResult:
 
 
 def compose_points(
-    project: Project, args: Sequence[str]
+    project: Project, args: Sequence[str], max_points: int = 100_000
 ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    composer = configmod.Composer(project.config_dir, project.config_name)
-    points = configmod.expand_sweep(list(args), composer)
+    composer = configmod.Composer(
+        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+    )
+    points = configmod.expand_sweep(list(args), composer, max_points)
     configs = composer.compose_many(points)
     return [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
 

@@ -422,13 +422,22 @@ BAD_CONFIG_FILES: list[tuple[str, str | bytes | None, tuple[str, ...]]] = [
 ]
 
 
+def choosing(rel: str) -> list[str]:
+    """The override that makes composition load ``configs/<group>/<option>.yaml``: a file is
+    checked when it is loaded, as Hydra reads only what it composes."""
+    parts = Path(rel).relative_to("configs").with_suffix("").parts
+    return [f"{'/'.join(parts[:-1])}={parts[-1]}"] if len(parts) > 1 else []
+
+
 @pytest.mark.parametrize(("rel", "content", "fragments"), BAD_CONFIG_FILES,
                          ids=[f"{r}:{c!r}"[:60] for r, c, _ in BAD_CONFIG_FILES])
 def test_bad_config_file(ws: Workspace, rel: str, content: str | bytes | None,
                          fragments: tuple[str, ...]) -> None:
     ws.write(rel, content)
-    ws.refused(["compose", "-p", "proj"], *fragments)
-    ws.refused(["sweep", "--dry-run", "-p", "proj", "training_settings.seed=1,2"], *fragments)
+    chosen = choosing(rel) if content is not None else []
+    ws.refused(["compose", "-p", "proj", *chosen], *fragments)
+    ws.refused(["sweep", "--dry-run", "-p", "proj", *chosen, "training_settings.seed=1,2"],
+               *fragments)
 
 
 #: Lines that are not YAML wherever they go in a block mapping.
@@ -458,7 +467,7 @@ def test_generated_broken_config_files(ws: Workspace) -> None:
         assume(not _loads_as_mapping(text))
         try:
             ws.write(rel, text)
-            ws.refused(["compose", "-p", "proj"], Path(rel).name)
+            ws.refused(["compose", "-p", "proj", *choosing(rel)], Path(rel).name)
         finally:
             ws.restore()
 

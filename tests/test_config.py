@@ -195,11 +195,15 @@ def test_other_config_name(tree: TreeFactory) -> None:
 # --------------------------------------------------------------------------- errors
 
 
+# A file is checked when composition loads it (as Hydra reads it), so each bad file below
+# is chosen by an override; test_unused_bad_files_do_not_stop_the_tree is the other half.
+
+
 def test_malformed_yaml_names_file_line_column(tree: TreeFactory) -> None:
     files = dict(SMALL)
     files["db/broken.yaml"] = "driver: x\nname: main\nport: [1, 2\ntimeout: 3\n"
     root = tree(files)
-    message = error_of(lambda: Composer(root))
+    message = error_of(lambda: Composer(root).compose(["db=broken"]))
     assert message.startswith("conf/db/broken.yaml:4:8: "), message
     assert message.endswith("(fix the YAML)")
 
@@ -207,7 +211,7 @@ def test_malformed_yaml_names_file_line_column(tree: TreeFactory) -> None:
 def test_malformed_yaml_mapping_value(tree: TreeFactory) -> None:
     files = dict(SMALL)
     files["server/bad.yaml"] = "host: a\n  port: 3: 4\n"
-    message = error_of(lambda: Composer(tree(files)))
+    message = error_of(lambda: Composer(tree(files)).compose_many([["server=bad"]]))
     assert message.startswith("conf/server/bad.yaml:2:"), message
     assert "mapping values are not allowed here" in message
 
@@ -215,7 +219,7 @@ def test_malformed_yaml_mapping_value(tree: TreeFactory) -> None:
 def test_duplicate_key_is_malformed(tree: TreeFactory) -> None:
     files = dict(SMALL)
     files["server/dup.yaml"] = "host: a\nport: 1\nhost: b\n"
-    message = error_of(lambda: Composer(tree(files)))
+    message = error_of(lambda: Composer(tree(files)).compose(["server=dup"]))
     assert message.startswith("conf/server/dup.yaml:3:1: duplicate key 'host'"), message
 
 
@@ -223,7 +227,7 @@ def test_non_mapping_config(tree: TreeFactory) -> None:
     files = dict(SMALL)
     files["server/list.yaml"] = "- a\n- b\n"
     assert "conf/server/list.yaml: a config must be a mapping" in error_of(
-        lambda: Composer(tree(files))
+        lambda: Composer(tree(files)).compose(["server=list"])
     )
 
 

@@ -439,7 +439,8 @@ PASS_ENV_PROBE = """
 import hashlib, json, os
 value = os.environ.get("MY_SERVICE_TOKEN", "").encode()
 # the value's digest, not the value: the code is baked, and must not hold the secret
-json.dump({"seen": float(hashlib.sha256(value).hexdigest() == "e5bf47ca990f9d6d35e14e96da44b8e25f6fa5a65863d5f3210ad31aaf113852")},
+expected = "e5bf47ca990f9d6d35e14e96da44b8e25f6fa5a65863d5f3210ad31aaf113852"
+json.dump({"seen": float(hashlib.sha256(value).hexdigest() == expected)},
           open(os.path.join(os.environ["ORCH_OUTPUT"], "metrics.json"), "w"))
 """
 

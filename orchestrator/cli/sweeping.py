@@ -35,7 +35,9 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
     from .. import config as configmod
 
     project = context.project(allow_unpinned=True)
-    composer = configmod.Composer(project.config_dir, project.config_name)
+    composer = configmod.Composer(
+        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+    )
     cfg = composer.compose(list(overrides))
     click.echo(configmod.to_json(cfg) if as_json else configmod.to_yaml(cfg), nl=False)
 
@@ -200,15 +202,10 @@ def _background() -> Iterator[ThreadPoolExecutor]:
 
 
 def compose_points(project: Project, overrides: Sequence[str], settings: Settings) -> list[Point]:
-    """Every point of the sweep, composed.
-
-    ``settings.max_points`` is meant to bound the grid here; config.expand_sweep still
-    reads ORCH_MAX_POINTS itself until it takes the limit as a parameter (then pass
-    ``max_points=settings.max_points`` on to it through sweep.compose_points).
-    """
+    """Every point of the sweep, composed (at most ``settings.max_points`` of them)."""
     from .. import sweep as sweepmod
 
-    return sweepmod.compose_points(project, overrides)
+    return sweepmod.compose_points(project, overrides, settings.max_points)
 
 
 def _print_points(points: Sequence[Point], as_json: bool) -> None:
