@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+import cancel_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
@@ -49,6 +50,7 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "ray_overhead_ratio": ("<=", 1.15, "Ray backend / local backend (bench/ray_bench.py)"),
     "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
     "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
+    "cancel_all_s": ("<=", 10.0, "second Ctrl-C -> all containers gone, records committed (4)"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -64,6 +66,7 @@ SECTIONS: dict[str, Section] = {
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
     "ray": ray_runner.ray,
+    "cancel": cancel_bench.cancel,
     "breakdown": orch_bench.breakdown,
 }
 #: Diagnostics run only when named in --only.
@@ -77,6 +80,7 @@ PRODUCES = {
     "mlflow": ["mlflow_speedup"],
     "results10k": ["results_10k_ratio"],
     "ray": ["ray_overhead_ratio"],
+    "cancel": ["cancel_all_s"],
 }
 ALIASES = {
     "results_10k": "results10k",
