@@ -58,8 +58,22 @@ def list_runs(context: Context) -> None:
 @with_context()
 @click.option("--json", "as_json", is_flag=True)
 def show(context: Context, run_id: str, as_json: bool) -> None:
-    """The whole record of a run."""
-    record = read_run(context.runs(), run_id).to_json()
+    """The whole record of a run, then its earlier attempts (oldest first)."""
+    runs = context.runs()
+    current = read_run(runs, run_id)
+    record = current.to_json()
+    # Beside the record's own fields, not inside them: a record never has this key.
+    record["attempts"] = [
+        {
+            "attempt": earlier.attempt,
+            "status": earlier.status.value,
+            "reason": earlier.reason,
+            "exit_code": earlier.exit_code,
+            "started_at": earlier.started_at,
+            "ended_at": earlier.ended_at,
+        }
+        for earlier in runs.read_attempts(current.run_id)
+    ]
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -77,17 +91,24 @@ def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
     """A run's stdout and stderr."""
     check_id(run_id, "run id")
     runs = context.runs()
+    done = (0, 0)  # bytes of stdout and stderr already printed
     if follow:
         from ..logs import follow as follow_run
 
-        def write(chunk: bytes) -> None:
-            click.echo(chunk.decode(errors="replace"), nl=False)
+        def write_out(chunk: bytes) -> None:
+            click.echo(chunk, nl=False)
 
-        follow_run(runs, context.docker, run_id, write)
+        def write_err(chunk: bytes) -> None:
+            click.echo(chunk, nl=False, err=True)
+
+        printed = follow_run(runs, context.docker, run_id, write_out,
+                             write_err if stderr else None)
+        done = (printed.stdout, printed.stderr)
     full = runs.resolve_run_id(run_id)
-    click.echo(runs.read_file(full, "stdout.log").decode(errors="replace"), nl=False)
+    # The stored logs are the container's streams byte for byte: print only the rest.
+    click.echo(runs.read_file(full, "stdout.log")[done[0]:], nl=False)
     if stderr:
-        click.echo(runs.read_file(full, "stderr.log").decode(errors="replace"), nl=False, err=True)
+        click.echo(runs.read_file(full, "stderr.log")[done[1]:], nl=False, err=True)
 
 
 @click.command()
