@@ -112,7 +112,9 @@ def test_refreshes_read_only_what_can_change(store: tuple[CountingStore, RunStor
     assert memory.calls == Counter({"exists": 2, "get": 2, "age": 2})
 
 
-def test_a_stale_live_state_without_a_claim_is_queued(store: tuple[CountingStore, RunStore]) -> None:
+def test_a_stale_live_state_without_a_claim_is_queued(
+    store: tuple[CountingStore, RunStore],
+) -> None:
     memory, runs = store
     memory.touch(f"runs/{RUN_IDS[1]}/claim.json", 120)
     runs.write_live(RUN_IDS[1], {"updated_at": iso(time.time() - 300), "step": 3})

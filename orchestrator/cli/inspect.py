@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -130,19 +131,60 @@ def compare(context: Context, run_a: str, run_b: str, as_json: bool) -> None:
         click.echo(render_diff(diff, a.run_id, b.run_id))
 
 
+#: Curves are read (one GET each, in parallel) and drawn for at most this many runs,
+#: the best first: past that a chart is a solid block of lines and the page a slow one.
+MAX_CURVE_RUNS = 200
+
+
 @click.command()
 @click.argument("sweep_id", shell_complete=complete_sweep_ids)
 @with_context()
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write."
 )
-def report(context: Context, sweep_id: str, output: str) -> None:
-    """One self-contained HTML report of a sweep: table and plots, no network."""
-    from ..results import write_report
+@click.option(
+    "--objective",
+    default=None,
+    metavar="METRIC[:min|max]",
+    help="What makes a run best (default: guessed from metric names, and the page says so).",
+)
+@click.option(
+    "--color-by",
+    default=None,
+    metavar="KEY",
+    help="Config key (dotted) that colours the learning curves (default: the first swept one).",
+)
+def report(
+    context: Context, sweep_id: str, output: str, objective: str | None, color_by: str | None
+) -> None:
+    """One self-contained HTML report of a sweep: curves, table and plots, no network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..errors import NotFound
+    from ..results import default_sort, sort_records, write_report
+    from ..results.curves import parse_curve
+    from ..results.objective import parse_objective
 
     check_id(sweep_id, "sweep id")
     runs = context.runs()
     sweep_doc = runs.read_sweep(sweep_id)
-    records = runs.read_sweep_runs(sweep_id)
-    write_report(sweep_doc.to_json(), [r.to_json() for r in records], Path(output))
+    records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
+    sort = parse_objective(objective, records) if objective else None
+    ordered = sort_records(records, sort or default_sort(records))
+    wanted = [str(r["run_id"]) for r in ordered[:MAX_CURVE_RUNS]]
+
+    def curve(run_id: str) -> Any:
+        try:
+            return parse_curve(runs.read_file(run_id, "metrics.jsonl"))
+        except NotFound:
+            return None  # a run without step metrics, or from before they existed
+
+    curves = {}
+    if wanted:
+        with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+            for run_id, found in zip(wanted, pool.map(curve, wanted), strict=True):
+                if found:
+                    curves[run_id] = found
+    write_report(sweep_doc.to_json(), records, Path(output), sort, curves=curves,
+                 color_by=color_by)
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)
