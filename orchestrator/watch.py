@@ -5,7 +5,8 @@ reads are bounded the way :mod:`orchestrator.tally` bounds them: the sweep docum
 the sweep's index and completed records once (a complete run's ``run.json`` never
 changes while it is watched), then per refresh only the runs not complete yet, each with
 one existence check of ``run.json``, one read of ``live.json`` and one look at the age of
-its claim, in parallel.
+its claim, in parallel; a failed or cancelled run costs one existence check (a
+re-submission retrying it removes its ``run.json``).
 
 A run without ``run.json`` is ``running`` when someone holds a live claim on it or its
 ``live.json`` was rewritten within the lease (the publisher rewrites it only when a new
@@ -142,6 +143,21 @@ class Watcher:
         self._complete: dict[str, RunRecord] = {}
         self._first = True
 
+    def _forget_retried(self) -> None:
+        """A failed or cancelled run whose ``run.json`` went away is being retried by a
+        re-submission (its attempt set aside): watch it again. One existence check each."""
+        ended = [
+            run_id for run_id, record in self._complete.items()
+            if record.status in (RunStatus.FAILED, RunStatus.CANCELLED)
+        ]
+        if not ended:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(ended))) as pool:
+            present = list(pool.map(self.runs.is_complete, ended))
+        for run_id, still in zip(ended, present, strict=True):
+            if not still:
+                del self._complete[run_id]
+
     def _probe(self, run_id: str) -> tuple[RunRecord | None, dict[str, Any] | None, bool]:
         """(record if complete now, live state, live claim) of one incomplete run."""
         if self.runs.is_complete(run_id):
@@ -159,6 +175,9 @@ class Watcher:
             # after this, a complete run is read once, when it is first seen complete.
             found = self.runs.read_runs(pending, self.workers, sweep_id=self.sweep.sweep_id)
             self._complete.update({r.run_id: r for r in found if r is not None})
+            pending = [e.run_id for e in entries if e.run_id not in self._complete]
+        elif not self._first:
+            self._forget_retried()
             pending = [e.run_id for e in entries if e.run_id not in self._complete]
         self._first = False
         probes: dict[str, tuple[RunRecord | None, dict[str, Any] | None, bool]] = {}

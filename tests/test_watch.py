@@ -109,7 +109,11 @@ def test_refreshes_read_only_what_can_change(store: tuple[CountingStore, RunStor
     assert snapshot.runs[1].status == "failed" and snapshot.unsuccessful == 1
     memory.calls.clear()
     watcher.refresh()
-    assert memory.calls == Counter({"exists": 2, "get": 2, "age": 2})
+    # The failed run costs one existence check: a re-submission may be retrying it.
+    assert memory.calls == Counter({"exists": 3, "get": 2, "age": 2})
+    failed = runs.read_run(RUN_IDS[1])
+    assert runs.set_aside_attempt(failed)  # what a re-submission does before attempt 2
+    assert watcher.refresh().runs[1].status == "queued"
 
 
 def test_a_stale_live_state_without_a_claim_is_queued(
