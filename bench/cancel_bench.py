@@ -72,13 +72,14 @@ def cancel(ctx: Ctx) -> dict[str, Any]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctx.janitor.track(proc)
         try:
-            _wait(lambda: len(list(runs.glob("*/live.json"))) == RUNS, 120, "4 runs in flight")
+            _wait(lambda runs=runs: len(list(runs.glob("*/live.json"))) == RUNS, 120,
+                  "4 runs in flight")
             os.killpg(proc.pid, signal.SIGINT)
             time.sleep(0.3)
             start = time.monotonic()
             os.killpg(proc.pid, signal.SIGINT)
 
-            def done() -> bool:
+            def done(proc: subprocess.Popen[bytes] = proc, runs: Path = runs) -> bool:
                 if proc.poll() is None:
                     return False
                 if docker_ids(["--filter", f"label=org.orch.project={ctx.name}-cancel"]):

@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 import cancel_bench  # noqa: E402
+import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
@@ -51,6 +52,8 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
     "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
     "cancel_all_s": ("<=", 10.0, "second Ctrl-C -> all containers gone, records committed (4)"),
+    "live_latency_p95_s": ("<=", 2.0, "metrics.jsonl line in a container -> live.json read (S3)"),
+    "live_follow_overhead_ratio": ("<=", 1.02, "run logging 1,000 lines/s: wall followed / not"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -65,6 +68,7 @@ SECTIONS: dict[str, Section] = {
     "sweep100": orch_bench.sweep100,
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
+    "live": live_bench.live,
     "ray": ray_runner.ray,
     "cancel": cancel_bench.cancel,
     "breakdown": orch_bench.breakdown,
@@ -81,6 +85,7 @@ PRODUCES = {
     "results10k": ["results_10k_ratio"],
     "ray": ["ray_overhead_ratio"],
     "cancel": ["cancel_all_s"],
+    "live": ["live_latency_p95_s", "live_follow_overhead_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -89,6 +94,7 @@ ALIASES = {
     "hydra_multirun": "hydra",
     "per_run_overhead": "per_run",
     "config": "config_image",
+    "live_runs": "live",
 }
 
 

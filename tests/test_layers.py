@@ -2,13 +2,13 @@
 
 Layers, lowest first (a module may import its own layer and those below)::
 
-    0  errors ids canonical files settings record job docker_api stopping live
+    0  errors ids canonical files settings record job docker_api stopping live git
     1  spec project config
     2  store request               (knows nothing of Docker or Ray)
-    3  image                       (takes a store's blobs as a parameter, not a store)
+    3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
-    6  sweep rerun verify housekeeping logs detached results
+    6  sweep rerun verify housekeeping logs detached results tally watch
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -27,15 +27,17 @@ PACKAGE = REPO / "orchestrator"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
-         "stopping", "live"], 0
+         "stopping", "live", "git"], 0
     ),
     **dict.fromkeys(["spec", "project", "config"], 1),
     **dict.fromkeys(["store", "request"], 2),
-    "image": 3,
+    **dict.fromkeys(["image", "images"], 3),
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
-        ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results"], 6
+        ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results", "tally",
+         "watch"],
+        6,
     ),
     "cli": 7,
     "__init__": 7,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import math
 import re
 import struct
 import subprocess
@@ -318,3 +320,177 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     # Text, coloured status dots, amber best-run marks and plot points: many colours.
     assert len(colours) > 100, len(colours)
     assert dark / total > 0.005, dark / total
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def curves_of(records: list[dict[str, Any]], steps: int = 30) -> dict[str, Any]:
+    """A metrics.jsonl per run (train_loss every step, test_accuracy every 5th), parsed."""
+    from orchestrator.results.curves import parse_curve
+
+    curves = {}
+    for index, record in enumerate(records):
+        lr = record["config"]["optimizer"]["lr"]
+        lines = []
+        for step in range(1, steps + 1):
+            line: dict[str, Any] = {"step": step, "epoch": step,
+                                    "train_loss": (1 + index / 4) * math.exp(-lr * 40 * step)}
+            if step % 5 == 0:
+                line["test_accuracy"] = 0.5 + 0.4 * (1 - math.exp(-lr * 30 * step))
+            lines.append(json.dumps(line))
+        curves[record["run_id"]] = parse_curve(("\n".join(lines) + "\nnot json\n").encode())
+    return curves
+
+
+def curve_paths(html: str) -> dict[str, list[str]]:
+    """The run ids of the curve paths in each curve chart, by metric."""
+    charts = re.findall(r'<svg class="curves"[^>]*data-metric="([^"]+)">(.*?)</svg>', html, re.S)
+    return {
+        metric: re.findall(r'<path d="[^"]*" class="curve(?: best| failed)?" stroke="#[0-9a-f]{6}"'
+                           r' data-run="([0-9a-f]+)">', body)
+        for metric, body in charts
+    }
+
+
+def test_report_draws_a_curve_per_run_and_step_metric(tmp_path: Path) -> None:
+    sweep, records = sweep_and_records()
+    path = tmp_path / "r.html"
+    write_report(sweep, records, path, "loss", curves=curves_of(records))
+    text = path.read_text()
+    paths = curve_paths(text)
+    assert list(paths) == ["test_accuracy", "train_loss"]  # epoch is bookkeeping
+    for metric, run_ids in paths.items():
+        assert sorted(run_ids) == sorted(r["run_id"] for r in records), metric
+    assert "Learning curves" in text
+    assert "colour: <b>model.hidden</b>" in text  # the first swept key, by default
+    best = min((r for r in records if r["status"] == "succeeded"),
+               key=lambda r: r["metrics"]["loss"])
+    assert text.count('class="curve-halo"') == 2  # the best run, in each chart
+    assert re.search(rf'class="curve best" stroke="#[0-9a-f]{{6}}" data-run="{best["run_id"]}"',
+                     text)
+    assert text.count('class="curve failed"') == 2  # the failed run, dashed
+    assert "guessed from the metric names" not in text
+
+
+def test_report_colours_curves_by_the_chosen_key(tmp_path: Path) -> None:
+    sweep, records = sweep_and_records()
+    path = tmp_path / "r.html"
+    write_report(sweep, records, path, curves=curves_of(records), color_by="optimizer.name")
+    text = path.read_text()
+    assert "colour: <b>optimizer.name</b>" in text
+    legend = re.search(r'<div class="curve-legend">(.*?)</div>', text, re.S)
+    assert legend and "SGD" in legend.group(1) and "adam" in legend.group(1)
+    by_value: dict[str, set[str]] = {}
+    chart = re.search(r'<svg class="curves".*?</svg>', text, re.S)
+    assert chart
+    for colour, run_id in re.findall(r'class="curve[^"]*" stroke="(#[0-9a-f]{6})" '
+                                     r'data-run="([0-9a-f]+)"', chart.group(0)):
+        (record,) = [r for r in records if r["run_id"] == run_id]
+        by_value.setdefault(record["config"]["optimizer"]["name"], set()).add(colour)
+    assert all(len(colours) == 1 for colours in by_value.values())
+    assert by_value["SGD"] != by_value["adam"]
+    with pytest.raises(UsageError, match=r"unknown config key 'nope' for --color-by"):
+        write_report(sweep, records, path, curves=curves_of(records), color_by="nope")
+
+
+def test_report_says_when_the_objective_was_guessed(html: str) -> None:
+    assert "guessed from the metric names; set it with --objective" in html
+
+
+def test_objective_names_the_metric_and_its_direction() -> None:
+    from orchestrator.results.objective import parse_objective
+
+    _, records = sweep_and_records()
+    assert parse_objective("loss:min", records) == "loss"
+    assert parse_objective("loss:max", records) == "-loss"
+    assert parse_objective("accuracy", records) == "-accuracy"
+    assert parse_objective("loss", records) == "loss"
+    with pytest.raises(UsageError, match="unknown metric 'los' for --objective"):
+        parse_objective("los", records)
+    with pytest.raises(UsageError, match="expected METRIC, METRIC:min or METRIC:max"):
+        parse_objective("loss:lowest", records)
+
+
+def test_long_curves_are_downsampled_keeping_their_extremes() -> None:
+    from orchestrator.results.curves import downsample, parse_curve
+
+    lines = [json.dumps({"loss": 1.0 if i != 7777 else 50.0}) for i in range(100_000)]
+    series = parse_curve("\n".join(lines).encode())["loss"]
+    assert len(series[0]) == 100_000 and series[0][0] == 1.0  # no step: the line number
+    points = downsample(series)
+    assert len(points) <= 500
+    assert (7778.0, 50.0) in points and points[0][0] == 1.0 and points[-1][0] == 100_000.0
+
+
+def test_a_sweep_without_step_metrics_has_no_curves(html: str) -> None:
+    assert "Learning curves" not in html and 'class="curves"' not in html
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (/usr/bin/chromium)")
+def test_report_curves_render_in_headless_chromium(tmp_path: Path) -> None:
+    sweep, records = sweep_and_records()
+    html_path = tmp_path / "report.html"
+    write_report(sweep, records, html_path, "-accuracy", curves=curves_of(records),
+                 color_by="optimizer.lr")
+    png_path = tmp_path / "report.png"
+    result = screenshot(html_path, png_path, tmp_path / "profile")
+    assert png_path.exists(), f"no screenshot (exit {result.returncode}): {result.stderr[-2000:]}"
+    assert "Uncaught" not in result.stderr, result.stderr[-2000:]
+    _, _, rows = decode_png(png_path.read_bytes())
+    # The curves card sits just below the summary and best-run cards: the amber halo of the
+    # best run's curve and the two lr colours are drawn there.
+    amber = sum(1 for row in rows[300:1000] for i in range(0, len(row), 3)
+                if row[i] > 220 and 140 < row[i + 1] < 200 and row[i + 2] < 90)
+    assert amber > 200, amber
+
+
+STEP_SCRIPT = """
+import json, os
+config = json.load(open("/orch/config.json"))
+with open(os.path.join(os.environ["ORCH_OUTPUT"], "metrics.jsonl"), "a") as f:
+    for step in range(1, 41):
+        loss = 1.0 / (1 + config["lr"] * step)
+        f.write(json.dumps({"step": step, "loss": loss, "acc": 1 - loss / 2}) + "\\n")
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (/usr/bin/chromium)")
+def test_a_real_sweeps_curves_in_headless_chromium(make_project: Any, orch: Any,
+                                                    tmp_path: Path) -> None:
+    root = make_project("curves", files={"steps.py": STEP_SCRIPT,
+                                         "configs/config.yaml": "lr: 0.1\nseed: 0\n"},
+                        command=["python3", "steps.py"])
+    swept = orch("sweep", "-p", str(root), "lr=0.05,0.1,0.5", "seed=0,1", "--json")
+    assert swept.returncode == 0, swept.stderr
+    result = json.loads(swept.stdout)
+    html_path = tmp_path / "report.html"
+    made = orch("report", result["sweep_id"], "-p", str(root), "-o", str(html_path),
+                "--color-by", "lr", "--objective", "loss:min")
+    assert made.returncode == 0, made.stderr
+    text = html_path.read_text()
+    assert "objective: loss (lower is better)" in text and "guessed" not in text
+
+    dumped = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'dom-profile'}", "--dump-dom", html_path.as_uri()],
+        capture_output=True, text=True, timeout=180, check=False)
+    dom = dumped.stdout
+    paths = curve_paths(dom)
+    run_ids = sorted(run["run_id"] for run in result["runs"])
+    assert sorted(paths) == ["acc", "loss"], dumped.stderr[-2000:]
+    assert all(sorted(ids) == run_ids for ids in paths.values())
+    assert "colour: <b>lr</b>" in dom
+    best = min(result["runs"], key=lambda run: run["metrics"]["loss"])
+    assert best["run_id"] in re.search(r'<div class="curve-legend">(.*?)</div>', dom, re.S)[1]
+
+    png_path = tmp_path / "report.png"
+    shot = screenshot(html_path, png_path, tmp_path / "profile")
+    assert png_path.exists(), shot.stderr[-2000:]
+    assert "Uncaught" not in shot.stderr
+    _, _, rows = decode_png(png_path.read_bytes())
+    amber = sum(1 for row in rows[250:1000] for i in range(0, len(row), 3)
+                if row[i] > 220 and 140 < row[i + 1] < 200 and row[i + 2] < 90)
+    assert amber > 200, amber  # the best run's halo, in both charts

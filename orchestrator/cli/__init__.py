@@ -19,9 +19,9 @@ the exception itself instead, and the process-wide output policy (third-party wa
 and log records kept off the terminal unless ORCH_DEBUG) is left to it.
 
 The commands live in ``sweeping`` (compose, sweep, status), ``inspect`` (results, runs,
-show, logs, compare, report) and ``reproduce`` (rerun, image); ``context`` gives them the
-project, the store, the daemon and the settings. Heavy modules are imported inside the
-commands, so ``orch --help`` and ``orch compose`` stay fast.
+show, logs, compare, report), ``watch`` and ``reproduce`` (rerun, image); ``context`` gives
+them the project, the store, the daemon and the settings. Heavy modules are imported inside
+the commands, so ``orch --help`` and ``orch compose`` stay fast.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..errors import OrchestratorError, ResultError
 from .inspect import compare, list_runs, logs, report, results, show
 from .reproduce import image, rerun
 from .sweeping import compose, status, sweep
+from .watch import watch
 
 __all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "OrchGroup", "cli", "main"]
 
@@ -177,6 +178,7 @@ for _command in (
     image,
     compare,
     report,
+    watch,
 ):
     cli.add_command(_command)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -62,8 +62,22 @@ def list_runs(context: Context) -> None:
 @with_context()
 @click.option("--json", "as_json", is_flag=True)
 def show(context: Context, run_id: str, as_json: bool) -> None:
-    """The whole record of a run."""
-    record = read_run(context.runs(), run_id).to_json()
+    """The whole record of a run, then its earlier attempts (oldest first)."""
+    runs = context.runs()
+    current = read_run(runs, run_id)
+    record = current.to_json()
+    # Beside the record's own fields, not inside them: a record never has this key.
+    record["attempts"] = [
+        {
+            "attempt": earlier.attempt,
+            "status": earlier.status.value,
+            "reason": earlier.reason,
+            "exit_code": earlier.exit_code,
+            "started_at": earlier.started_at,
+            "ended_at": earlier.ended_at,
+        }
+        for earlier in runs.read_attempts(current.run_id)
+    ]
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -81,21 +95,28 @@ def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
     """A run's stdout and stderr."""
     check_id(run_id, "run id")
     runs = context.runs()
+    done = (0, 0)  # bytes of stdout and stderr already printed
     if follow:
         from ..logs import follow as follow_run
 
-        def write(chunk: bytes) -> None:
-            click.echo(chunk.decode(errors="replace"), nl=False)
+        def write_out(chunk: bytes) -> None:
+            click.echo(chunk, nl=False)
 
-        follow_run(runs, context.docker, run_id, write)
+        def write_err(chunk: bytes) -> None:
+            click.echo(chunk, nl=False, err=True)
+
+        printed = follow_run(runs, context.docker, run_id, write_out,
+                             write_err if stderr else None)
+        done = (printed.stdout, printed.stderr)
     full = runs.resolve_run_id(run_id)
-    _stream(runs, full, "stdout.log", err=False)
+    _stream(runs, full, "stdout.log", err=False, skip=done[0])
     if stderr:
-        _stream(runs, full, "stderr.log", err=True)
+        _stream(runs, full, "stderr.log", err=True, skip=done[1])
 
 
-def _stream(runs: RunStore, run_id: str, name: str, *, err: bool) -> None:
-    """A stored log to the terminal through a file, in chunks: memory stays flat."""
+def _stream(runs: RunStore, run_id: str, name: str, *, err: bool, skip: int = 0) -> None:
+    """A stored log to the terminal through a file, in chunks: memory stays flat. The
+    stored log is the container's stream byte for byte: ``skip`` what was followed."""
     import shutil
     import tempfile
 
@@ -104,6 +125,7 @@ def _stream(runs: RunStore, run_id: str, name: str, *, err: bool) -> None:
         runs.fetch_file(run_id, name, path)
         stream = sys.stderr.buffer if err else sys.stdout.buffer
         with path.open("rb") as handle:
+            handle.seek(skip)
             shutil.copyfileobj(handle, stream, 1 << 20)
         stream.flush()
 
@@ -127,19 +149,60 @@ def compare(context: Context, run_a: str, run_b: str, as_json: bool) -> None:
         click.echo(render_diff(diff, a.run_id, b.run_id))
 
 
+#: Curves are read (one GET each, in parallel) and drawn for at most this many runs,
+#: the best first: past that a chart is a solid block of lines and the page a slow one.
+MAX_CURVE_RUNS = 200
+
+
 @click.command()
 @click.argument("sweep_id", shell_complete=complete_sweep_ids)
 @with_context()
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write."
 )
-def report(context: Context, sweep_id: str, output: str) -> None:
-    """One self-contained HTML report of a sweep: table and plots, no network."""
-    from ..results import write_report
+@click.option(
+    "--objective",
+    default=None,
+    metavar="METRIC[:min|max]",
+    help="What makes a run best (default: guessed from metric names, and the page says so).",
+)
+@click.option(
+    "--color-by",
+    default=None,
+    metavar="KEY",
+    help="Config key (dotted) that colours the learning curves (default: the first swept one).",
+)
+def report(
+    context: Context, sweep_id: str, output: str, objective: str | None, color_by: str | None
+) -> None:
+    """One self-contained HTML report of a sweep: curves, table and plots, no network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..errors import NotFound
+    from ..results import default_sort, sort_records, write_report
+    from ..results.curves import parse_curve
+    from ..results.objective import parse_objective
 
     check_id(sweep_id, "sweep id")
     runs = context.runs()
     sweep_doc = runs.read_sweep(sweep_id)
-    records = runs.read_sweep_runs(sweep_id)
-    write_report(sweep_doc.to_json(), [r.to_json() for r in records], Path(output))
+    records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
+    sort = parse_objective(objective, records) if objective else None
+    ordered = sort_records(records, sort or default_sort(records))
+    wanted = [str(r["run_id"]) for r in ordered[:MAX_CURVE_RUNS]]
+
+    def curve(run_id: str) -> Any:
+        try:
+            return parse_curve(runs.read_file(run_id, "metrics.jsonl"))
+        except NotFound:
+            return None  # a run without step metrics, or from before they existed
+
+    curves = {}
+    if wanted:
+        with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+            for run_id, found in zip(wanted, pool.map(curve, wanted), strict=True):
+                if found:
+                    curves[run_id] = found
+    write_report(sweep_doc.to_json(), records, Path(output), sort, curves=curves,
+                 color_by=color_by)
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)

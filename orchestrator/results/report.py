@@ -1,4 +1,4 @@
-"""A sweep as one self-contained HTML page: summary, results table, plots.
+"""A sweep as one self-contained HTML page: summary, learning curves, results table, plots.
 
 The page fetches nothing: CSS and a few lines of table-sorting JavaScript are inline
 in the template ``orchestrator/templates/report.html.j2`` (package data, read with
@@ -21,6 +21,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from ..errors import OrchestratorError, UsageError
+from .curves import Curves, downsample
 from .table import (
     BEST_MARK,
     SortKey,
@@ -67,13 +68,20 @@ def write_report(
     records: Sequence[Mapping[str, Any]],
     path: Path,
     sort: str | None = None,
+    *,
+    curves: Mapping[str, Curves] | None = None,
+    color_by: str | None = None,
 ) -> None:
     """Write the HTML report of ``sweep`` to ``path``.
 
-    ``sort`` names the objective (``loss`` or ``-accuracy``) that picks the best run
-    and colours the parallel coordinates; by default it is guessed from metric names.
+    ``sort`` names the objective (``loss`` or ``-accuracy``; see
+    :func:`~.objective.parse_objective` for ``--objective``) that picks the best run and
+    colours the parallel coordinates; without it, one is guessed from metric names and
+    the page says so. ``curves`` (run id -> :func:`~.curves.parse_curve` of its
+    ``metrics.jsonl``) adds one chart per step metric with every run's curve, coloured
+    by the config key ``color_by`` (default: the first swept one).
     """
-    html = render_report(sweep, records, sort)
+    html = render_report(sweep, records, sort, curves=curves, color_by=color_by)
     try:
         Path(path).write_text(html, encoding="utf-8")
     except OSError as exc:
@@ -81,7 +89,12 @@ def write_report(
 
 
 def render_report(
-    sweep: Mapping[str, Any], records: Sequence[Mapping[str, Any]], sort: str | None = None
+    sweep: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    sort: str | None = None,
+    *,
+    curves: Mapping[str, Curves] | None = None,
+    color_by: str | None = None,
 ) -> str:
     import jinja2
 
@@ -100,15 +113,21 @@ def render_report(
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(TEMPLATE_NAME).render(**_context(sweep, records, sort))
+    context = _context(sweep, records, sort, curves or {}, color_by)
+    return env.get_template(TEMPLATE_NAME).render(**context)
 
 
 # --------------------------------------------------------------------------- context
 
 
 def _context(
-    sweep: Mapping[str, Any], records: Sequence[Mapping[str, Any]], sort: str | None
+    sweep: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    sort: str | None,
+    curves: Mapping[str, Curves],
+    color_by: str | None,
 ) -> dict[str, Any]:
+    guessed = not sort
     sort = sort or default_sort(records)
     key = parse_sort(records, sort) if sort else None
     view = build_view(records, sort)
@@ -129,6 +148,8 @@ def _context(
             "pending": max(planned - len(records), 0),
         },
         "objective": _objective_text(key),
+        "objective_guessed": guessed and key is not None,
+        "curves": _curves_section(view, curves, color_by, key, view.best),
         "best": _best_card(best, view.keys, view.metrics) if best else None,
         "table": _table(view),
         "plots": [
@@ -648,5 +669,191 @@ def _parallel(
             f'class="pc-halo"/>'
         )
         parts.append(f'<text x="{left + 166}" y="{ly + 8}" class="pc-tick">best run</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+# --------------------------------------------------------------------------- learning curves
+
+#: Distinct colours for a categorical key (amber is left to the best run's halo).
+_PALETTE = [
+    "#4f5bd5", "#dc2626", "#0d9488", "#9333ea", "#65a30d",
+    "#db2777", "#0284c7", "#92400e", "#475569", "#a16207",
+]
+_LEGEND_MAX = 12
+
+
+@dataclass(frozen=True)
+class _Colours:
+    """The colour of each run, by the value its config has for one key."""
+
+    key: str | None
+    by_run: dict[str, str]
+    legend: list[tuple[str, str]]  # (value, colour), in axis order
+    more: int  # legend entries left out
+
+    @classmethod
+    def build(cls, records: Sequence[Mapping[str, Any]], key: str | None) -> _Colours:
+        if key is None:
+            return cls(None, {str(r.get("run_id", "")): POINT for r in records}, [], 0)
+        values = {
+            str(r.get("run_id", "")): flatten(r.get("config") or {}).get(key) for r in records
+        }
+        axis = _axis(list(values.values()))
+        if axis.kind == "category":
+            colour = {
+                label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(axis.categories)
+            }
+            by_run = {run_id: colour[_category(v)] for run_id, v in values.items()}
+            legend = list(colour.items())
+        else:
+
+            def shade(value: Any) -> str:
+                # The ends of viridis are dark and pale: keep to its middle 85%.
+                return _viridis(0.85 * axis.position(value) + 0.02)
+
+            by_run = {run_id: shade(v) for run_id, v in values.items()}
+            distinct = sorted({float(v) for v in values.values() if is_number(v)})
+            legend = [(_category(v), shade(v)) for v in distinct]
+        if len(legend) > _LEGEND_MAX:  # evenly chosen, the ends kept
+            step = (len(legend) - 1) / (_LEGEND_MAX - 1)
+            chosen = [legend[round(i * step)] for i in range(_LEGEND_MAX)]
+            return cls(key, by_run, chosen, len(legend) - len(chosen))
+        return cls(key, by_run, legend, 0)
+
+
+def _color_key(
+    view: View, records: Sequence[Mapping[str, Any]], color_by: str | None
+) -> str | None:
+    if color_by is None:
+        return view.keys[0] if view.keys else None
+    name = color_by.removeprefix("config.")
+    known = {key for r in records for key in flatten(r.get("config") or {})}
+    if name not in known:
+        swept = ", ".join(view.keys) or "none"
+        raise UsageError(f"unknown config key {color_by!r} for --color-by (swept keys: {swept})")
+    return name
+
+
+def _curves_section(
+    view: View,
+    curves: Mapping[str, Curves],
+    color_by: str | None,
+    key: SortKey | None,
+    best: str | None,
+) -> dict[str, Any] | None:
+    """One chart per step metric, every run's curve in it; None without any curve."""
+    colour_key = _color_key(view, view.records, color_by)
+    drawn = [
+        r for r in view.records
+        if any(len(series[0]) for series in (curves.get(str(r.get("run_id", ""))) or {}).values())
+    ]
+    if not drawn:
+        return None
+    colours = _Colours.build(drawn, colour_key)
+    names = sorted({name for r in drawn for name in curves[str(r.get("run_id", ""))]})
+    if key is not None and key.metric in names:
+        names = [key.metric] + [n for n in names if n != key.metric]
+    charts = [
+        {"metric": name, "svg": _curve_chart(drawn, curves, name, colours, best)}
+        for name in names
+    ]
+    return {
+        "charts": charts,
+        "key": colours.key,
+        "legend": colours.legend,
+        "more": colours.more,
+        "runs": len(drawn),
+        "best": best if any(str(r.get("run_id")) == best for r in drawn) else None,
+    }
+
+
+def _curve_chart(
+    records: Sequence[Mapping[str, Any]],
+    curves: Mapping[str, Curves],
+    metric: str,
+    colours: _Colours,
+    best: str | None,
+) -> Markup:
+    """One metric by step: a line per run, the best one on top with an amber halo."""
+    width, height = 560, 300
+    left, right, top, bottom = 60, 18, 30, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    lines: list[tuple[Mapping[str, Any], list[tuple[float, float]]]] = []
+    for record in records:
+        series = (curves.get(str(record.get("run_id", ""))) or {}).get(metric)
+        if series is not None and len(series[0]):
+            lines.append((record, downsample(series)))
+    xs = [x for _, points in lines for x, _ in points]
+    ys = [y for _, points in lines for _, y in points]
+    # Steps span exactly their range (no padding past the last step, unlike values).
+    lo, hi = min(xs), max(xs)
+    lo, hi = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    x_axis = _Axis("linear", lo, hi, step=_nice_step(hi - lo, 5))
+    y_axis = _axis([min(ys), max(ys)], allow_log=False)
+
+    def sx(value: float) -> float:
+        return left + x_axis.position(value) * plot_w
+
+    def sy(value: float) -> float:
+        return top + (1 - y_axis.position(value)) * plot_h
+
+    parts = [
+        f'<svg class="curves" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(metric)} by step" data-metric="{escape(metric)}">',
+        f'<text x="{left}" y="18" class="chart-title">{escape(_truncate(metric, 60))}'
+        f"<title>{escape(metric)}</title></text>",
+    ]
+    for fraction, label in y_axis.ticks():
+        y = top + (1 - fraction) * plot_h
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{_f(y)}" y2="{_f(y)}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{_f(y + 3.5)}" text-anchor="end" class="tick">'
+            f"{escape(label)}</text>"
+        )
+    for fraction, label in x_axis.ticks():
+        x = left + fraction * plot_w
+        parts.append(
+            f'<text x="{_f(x)}" y="{top + plot_h + 15}" text-anchor="middle" class="tick">'
+            f"{escape(label)}</text>"
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" '
+        f'y2="{top + plot_h}" class="axis"/>'
+    )
+    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" class="axis"/>')
+    parts.append(
+        f'<text x="{left + plot_w}" y="{height - 6}" text-anchor="end" class="axis-note">'
+        "step</text>"
+    )
+    for record, points in sorted(lines, key=lambda line: str(line[0].get("run_id")) == best):
+        run_id = str(record.get("run_id", ""))
+        path = " ".join(
+            f"{'M' if i == 0 else 'L'}{_f(sx(x))},{_f(sy(y))}" for i, (x, y) in enumerate(points)
+        )
+        if len(points) == 1:
+            path += " l0.01,0"  # a lone point: a dot, by the round line cap
+        is_best = run_id == best
+        value = (
+            _category(flatten(record.get("config") or {}).get(colours.key))
+            if colours.key
+            else None
+        )
+        tip = f"{run_id}{' (best)' if is_best else ''} ({status_text(record)})"
+        if colours.key:
+            tip += f"\n{colours.key} = {value}"
+        tip += f"\n{metric} = {format_number(points[-1][1])} at step {format_number(points[-1][0])}"
+        if is_best:
+            parts.append(f'<path d="{path}" class="curve-halo"/>')
+        if is_best:
+            cls = "curve best"
+        else:
+            cls = "curve" if record.get("status") == "succeeded" else "curve failed"
+        parts.append(
+            f'<path d="{path}" class="{cls}" stroke="{colours.by_run.get(run_id, POINT)}" '
+            f'data-run="{escape(run_id)}"><title>{escape(tip)}</title></path>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
