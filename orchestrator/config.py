@@ -54,6 +54,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from . import canonical
 from .errors import ConfigError
+from .inputs.decl import resolve_input
 
 __all__ = [
     "Composer",
@@ -71,6 +72,14 @@ _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, yaml.YAMLError, Value
 
 _CARET_LINE = re.compile(r"^(\s*)\^\s*$")
 _DOC_LINK = re.compile(r"^See https://hydra\.cc/\S+ for details$")
+
+
+# --------------------------------------------------------------------------- resolvers
+
+# ${orch.input:NAME} -> /orch/inputs/NAME: a config names the data input it reads, and the
+# sweep makes that input's digest part of the run's identity (orchestrator.inputs).
+if not OmegaConf.has_resolver("orch.input"):
+    OmegaConf.register_new_resolver("orch.input", resolve_input)
 
 
 # --------------------------------------------------------------------------- helpers

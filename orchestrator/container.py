@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -50,8 +51,12 @@ def create_kwargs(
     gpu_ids: list[str],
     env: dict[str, str],
     name: str,
+    mounts: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """Arguments of ``containers.create``: unprivileged, no capabilities, argv only."""
+    """Arguments of ``containers.create``: unprivileged, no capabilities, argv only.
+
+    ``mounts`` are (container path, host path) pairs, bound read-only (data inputs).
+    """
     kwargs: dict[str, Any] = {
         "image": image_id,
         "command": command,
@@ -72,6 +77,12 @@ def create_kwargs(
     requests = device_requests(gpu_ids)
     if requests:
         kwargs["device_requests"] = requests
+    if mounts:
+        from docker.types import Mount
+
+        kwargs["mounts"] = [
+            Mount(target, source, type="bind", read_only=True) for target, source in mounts
+        ]
     return kwargs
 
 

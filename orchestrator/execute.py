@@ -11,9 +11,11 @@ import math
 import socket
 import threading
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from . import container
+from . import inputs as inputsmod
 from .job import Job
 from .record import RunRecord, RunStatus, iso
 from .store import RunStore
@@ -79,13 +81,21 @@ def execute(
     gpus_simulated: bool = False,
     attempt: int = 0,
     slot: AbstractContextManager[Any] | None = None,
+    cache_root: Path | None = None,
+    verify_inputs: bool = False,
 ) -> RunRecord:
-    """Run ``job`` and commit its record. Raises ClaimHeld when someone else has it."""
+    """Run ``job`` and commit its record. Raises ClaimHeld when someone else has it.
+
+    The run's data inputs are materialized first, on this node, from ``runs``' blobs
+    into the host cache at ``cache_root`` (default: ``$ORCH_CACHE`` or the XDG cache):
+    an input that cannot be had exactly raises InputError before anything is claimed.
+    """
     if runs.is_complete(job.run_id):
         return runs.read_run(job.run_id)
+    plan = job.plan
+    mounts = _input_mounts(job, runs, cache_root, verify_inputs)
     if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
         raise ClaimHeld(job.run_id)
-    plan = job.plan
     gpu_ids = list(gpu_ids or [])
     kwargs = container.create_kwargs(
         image_id=plan.image_id,
@@ -95,8 +105,9 @@ def execute(
         memory=plan.resources.memory,
         network=plan.network,
         gpu_ids=gpu_ids,
-        env=dict(job.runtime_env),
+        env={**dict(job.runtime_env), **_input_env(plan.inputs)},
         name=f"orch-{job.run_id}-{job.owner[:8]}-{attempt}",
+        mounts=mounts,
     )
     _remove_leftovers(client, job.run_id)
     with _Heartbeat(runs, job):
@@ -136,6 +147,23 @@ def execute(
         runs.claims.release(job.run_id)
         raise
     return record
+
+
+def _input_mounts(
+    job: Job, runs: RunStore, cache_root: Path | None, verify: bool
+) -> list[tuple[str, str]]:
+    """(container path, host path) of each input, read-only bind mounts of the host cache."""
+    if not job.plan.inputs:
+        return []
+    from .settings import default_cache_root
+
+    root = cache_root if cache_root is not None else default_cache_root()
+    paths = inputsmod.materialize(runs.blobs, job.plan.inputs, root, verify=verify)
+    return [(inputsmod.mount_path(name), str(path)) for name, path in sorted(paths.items())]
+
+
+def _input_env(refs: Any) -> dict[str, str]:
+    return {inputsmod.env_name(name): inputsmod.mount_path(name) for name in sorted(refs)}
 
 
 def _remove_leftovers(client: Any, run_id: str) -> None:

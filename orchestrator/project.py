@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .errors import ProjectError
+from .inputs.decl import InputDecl, parse_inputs
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -27,6 +28,7 @@ _KNOWN = {
     "exclude",
     "timeout",
     "env",
+    "inputs",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -57,6 +59,8 @@ class Project:
     exclude: tuple[str, ...] = ()
     timeout: float | None = None
     env: tuple[tuple[str, str], ...] = ()
+    #: Data inputs (``inputs:``), mounted read-only at /orch/inputs/<name>.
+    inputs: tuple[InputDecl, ...] = ()
 
     @property
     def pinned(self) -> bool:
@@ -170,6 +174,11 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
     if any(k.startswith("ORCH_") for k in env):
         raise _fail(path, "env", "names starting with ORCH_ are reserved")
 
+    try:
+        inputs = parse_inputs(data.get("inputs"), str(path))
+    except ValueError as exc:
+        raise ProjectError(f"{path}: {exc}") from None
+
     return Project(
         root=root,
         name=name,
@@ -183,6 +192,7 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         exclude=tuple(exclude),
         timeout=float(timeout) if timeout is not None else None,
         env=tuple(sorted((k, str(v)) for k, v in env.items())),
+        inputs=inputs,
     )
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import config as configmod
+from . import inputs as inputsmod
 from .backends.base import Backend
+from .errors import InputError
 from .execute import ClaimHeld
 from .image import builder
 from .image.builder import Environment, RunImage
@@ -25,6 +27,7 @@ from .job import Job
 from .project import Project
 from .record import (
     CorruptRecord,
+    InputRef,
     Layers,
     PrefixImages,
     RunPlan,
@@ -95,7 +98,26 @@ def compose_points(
     composer = configmod.Composer(project.config_dir, project.config_name)
     points = configmod.expand_sweep(list(args), composer)
     configs = composer.compose_many(points)
-    return [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
+    composed = [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
+    point_inputs(project, composed)  # an unknown input is a config error, found up front
+    return composed
+
+
+def point_inputs(
+    project: Project, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+) -> list[tuple[str, ...]]:
+    """The data inputs each point's run depends on (see ``inputs.run_inputs``)."""
+    if not project.inputs and not any(inputsmod.names_in_config(cfg) for _, cfg in points):
+        return [() for _ in points]
+    in_tree = inputsmod.names_in_tree(project.config_dir)
+    found = []
+    for overrides, cfg in points:
+        try:
+            found.append(inputsmod.run_inputs(project.inputs, cfg, in_tree))
+        except ValueError as exc:
+            where = " ".join(overrides) or "(defaults)"
+            raise InputError(f"{where}: {exc}") from None
+    return found
 
 
 def plan(
@@ -103,9 +125,12 @@ def plan(
     env: Environment,
     points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
     args: Sequence[str],
+    digests: Mapping[str, str] | None = None,
 ) -> SweepSpec:
+    """The sweep's run specs; ``digests`` (input name -> digest) pins the inputs they read."""
     specs: dict[str, RunSpec] = {}
-    for overrides, cfg in points:
+    uses = point_inputs(project, points)
+    for (overrides, cfg), names in zip(points, uses, strict=True):
         spec = RunSpec.create(
             project=project.name,
             overrides=overrides,
@@ -115,9 +140,16 @@ def plan(
             command=project.command,
             gpus=project.resources.gpus,
             env=project.env,
+            inputs=tuple((name, (digests or {})[name]) for name in names),
         )
         specs.setdefault(spec.run_id, spec)  # two spellings of one config are one run
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
+
+
+def _s3_client(endpoint: str | None) -> Any:
+    from .store.s3 import make_client
+
+    return make_client(endpoint)
 
 
 def _reported_status(record: RunRecord, resubmitted: bool) -> str:
@@ -139,6 +171,7 @@ class SweepDriver:
         progress: Progress | None = None,
         batch: int = 8,
         settings: Settings | None = None,
+        s3_client: inputsmod.S3ClientFactory | None = None,
     ) -> None:
         self.project = project
         self.client = client
@@ -150,12 +183,16 @@ class SweepDriver:
         self.batch = batch
         self.settings = settings or Settings()
         self.owner = uuid.uuid4().hex
+        self.s3_client = s3_client or _s3_client
+        self.pinned: dict[str, inputsmod.Pinned] = {}
 
     def run(
         self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
     ) -> SweepResult:
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
-        sweep = plan(self.project, env, points, args)
+        self.pinned = self._pin_inputs(points)
+        digests = {name: item.digest for name, item in self.pinned.items()}
+        sweep = plan(self.project, env, points, args, digests)
         self.runs.write_sweep(
             SweepDoc(
                 sweep_id=sweep.sweep_id,
@@ -181,6 +218,7 @@ class SweepDriver:
                     self.progress("queued", spec.run_id, None)
             uploads: list[Future[Any]] = []
             if todo:
+                self._stage_inputs(todo)
                 uploads.append(io.submit(self._upload_environment, env))
                 records.update(self._dispatch(env, sweep, todo, io, uploads))
             for upload in uploads:
@@ -191,6 +229,27 @@ class SweepDriver:
             sweep.sweep_id,
             [SweepRun(r, _reported_status(r, r.run_id in earlier)) for r in ordered],
         )
+
+    def _pin_inputs(
+        self, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+    ) -> dict[str, inputsmod.Pinned]:
+        """Digest the inputs some point of this sweep reads (unchanged ones from the stat
+        cache, in milliseconds); their digests go into the run ids."""
+        needed = set().union(*point_inputs(self.project, points)) if points else set()
+        decls = [decl for decl in self.project.inputs if decl.name in needed]
+        if not decls:
+            return {}
+        return inputsmod.pin(
+            decls, self.project.root, self.settings.cache_root, make_client=self.s3_client
+        )
+
+    def _stage_inputs(self, todo: Sequence[RunSpec]) -> None:
+        """The inputs of the runs about to start: into the host cache and the store, before
+        any run starts, so every record names data the store holds."""
+        names = {name for spec in todo for name, _ in spec.inputs}
+        staged = {name: item for name, item in self.pinned.items() if name in names}
+        if staged:
+            inputsmod.stage(staged, self.runs.blobs, self.settings.cache_root)
 
     def _earlier_record(self, run_id: str) -> RunRecord | None:
         """The record a run already has, or None when it is unreadable: then it is set
@@ -251,6 +310,7 @@ class SweepDriver:
             git_commit=env.code.git_commit,
             git_tree=env.code.git_tree,
             dirty=env.code.dirty,
+            inputs=self._input_refs(spec),
         )
         return Job(
             plan=plan,
@@ -259,6 +319,9 @@ class SweepDriver:
             image_tag=image.tag,
             files=tuple(sorted(files.items())),
         )
+
+    def _input_refs(self, spec: RunSpec) -> dict[str, InputRef]:
+        return {name: self.pinned[name].ref for name, _ in spec.inputs}
 
     def _prepare_batch(
         self,

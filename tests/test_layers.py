@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job docker_api
-    1  spec project config
+    1  spec project config inputs  (inputs: takes the store's blobs as a parameter)
     2  store                       (knows nothing of Docker or Ray)
     3  image                       (takes a store's blobs as a parameter, not a store)
     4  container execute
@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config"], 1),
+    **dict.fromkeys(["spec", "project", "config", "inputs"], 1),
     "store": 2,
     "image": 3,
     **dict.fromkeys(["container", "execute"], 4),
