@@ -762,6 +762,46 @@ def report(
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)
 
 
+# -- data inputs (orch inputs) ---------------------------------------------------------
+
+
+@cli.command("inputs")
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def inputs_command(
+    project_dir: str | None, store_uri: str | None, s3_endpoint: str | None, as_json: bool
+) -> None:
+    """The project's data inputs: digest, files, size, whether cached here and uploaded."""
+    from .inputs import describe, render_status
+    from .settings import Settings
+
+    context = _ctx(project_dir, store_uri, s3_endpoint)
+    project = context.project(allow_unpinned=True)
+    if not project.inputs:
+        click.echo("no inputs declared (add inputs: to orch.yaml)", err=True)
+        if as_json:
+            click.echo("[]")
+        return
+    runs = context.runs()
+
+    def s3_client(endpoint: str | None) -> Any:
+        from .store.s3 import make_client
+
+        return make_client(endpoint)
+
+    rows = describe(
+        project.inputs,
+        project.root,
+        runs.blobs,
+        Settings.from_env().cache_root,
+        make_client=s3_client,
+    )
+    if as_json:
+        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        click.echo(render_status(rows))
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {' '.join(message.split())}", err=True)
     sys.exit(EXIT_ERROR)

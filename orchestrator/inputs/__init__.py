@@ -32,7 +32,9 @@ from .manifest import FileEntry as FileEntry
 from .manifest import Manifest as Manifest
 from .pin import InputStatus as InputStatus
 from .pin import Pinned as Pinned
+from .pin import describe as describe
 from .pin import pin as pin
+from .pin import render_status as render_status
 from .pin import stage as stage
 from .pin import status as status
 from .s3source import S3ClientFactory as S3ClientFactory
@@ -54,6 +56,7 @@ __all__ = [
     "S3ClientFactory",
     "ScanStats",
     "StatCache",
+    "describe",
     "env_name",
     "fetch",
     "materialize",
@@ -62,6 +65,7 @@ __all__ = [
     "names_in_tree",
     "parse_inputs",
     "pin",
+    "render_status",
     "resolve_input",
     "run_inputs",
     "scan",

@@ -144,3 +144,46 @@ def status(
             )
         )
     return rows
+
+
+def describe(
+    decls: Iterable[InputDecl],
+    project_root: Path,
+    blobs: BlobStore | None,
+    cache_root: Path,
+    *,
+    make_client: S3ClientFactory | None = None,
+) -> list[InputStatus]:
+    """``orch inputs``: digest every declared input (stat cache first) and say where it is."""
+    return status(pin(decls, project_root, cache_root, make_client=make_client), blobs, cache_root)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def render_status(rows: Iterable[InputStatus]) -> str:
+    """The table ``orch inputs`` prints."""
+    header = ("NAME", "DIGEST", "FILES", "SIZE", "CACHED", "UPLOADED", "SOURCE")
+    lines = [header] + [
+        (
+            row.name,
+            row.digest[:19],
+            str(row.files),
+            human_size(row.bytes),
+            "yes" if row.cached else "no",
+            "yes" if row.uploaded else "no",
+            row.source,
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
