@@ -15,6 +15,7 @@ its hash (or that yields a different number of bytes) is an error, never a diges
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -127,7 +128,7 @@ def _walk_dir(
         try:
             real = os.path.realpath(path, strict=True)
         except OSError as exc:
-            why = "loops" if "loop" in str(exc).lower() else "dangles"
+            why = "loops" if exc.errno == errno.ELOOP else "dangles"
             raise fail(f"symlink {rel} {why} (-> {os.readlink(path)})") from None
         if real != root and not real.startswith(root.rstrip("/") + "/"):
             raise fail(f"symlink {rel} leaves the input (-> {real})")
