@@ -104,9 +104,9 @@ def test_the_manifest_format_is_exactly_as_documented() -> None:
     manifest = Manifest.build("dir", [entry("b/c.bin", b"abc", True), entry("a.txt", b"")])
     empty, abc = hashlib.sha256(b"").hexdigest(), hashlib.sha256(b"abc").hexdigest()
     assert manifest.to_bytes() == (
-        '{"files":[{"exec":false,"path":"a.txt","sha256":"%s","size":0},'
-        '{"exec":true,"path":"b/c.bin","sha256":"%s","size":3}],'
-        '"kind":"dir","orch_input":1}' % (empty, abc)
+        '{"files":[{"exec":false,"path":"a.txt","sha256":"' + empty + '","size":0},'
+        '{"exec":true,"path":"b/c.bin","sha256":"' + abc + '","size":3}],'
+        '"kind":"dir","orch_input":1}'
     ).encode()
     single = Manifest.build("file", [entry("", b"abc")])
     assert single.files[0].path == "" and single.kind == "file"
