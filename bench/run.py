@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+import inputs_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
@@ -49,6 +50,10 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "ray_overhead_ratio": ("<=", 1.15, "Ray backend / local backend (bench/ray_bench.py)"),
     "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
     "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
+    "input_hash_throughput_ratio": (">=", 0.8, "sha256sum 1 GB / orch cold scan of it"),
+    "input_unchanged_ms": ("<=", 50.0, "ms to digest an unchanged input of 10,000 files"),
+    "input_upload_ratio": ("<=", 1.2, "orch input upload (S3) / plain parallel boto3 upload"),
+    "input_fetch_ratio": ("<=", 1.2, "materialize on an empty cache / parallel boto3 download"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -63,6 +68,7 @@ SECTIONS: dict[str, Section] = {
     "sweep100": orch_bench.sweep100,
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
+    "inputs": inputs_bench.inputs,
     "ray": ray_runner.ray,
     "breakdown": orch_bench.breakdown,
 }
@@ -76,6 +82,12 @@ PRODUCES = {
     "sweep100": ["sweep100_ratio"],
     "mlflow": ["mlflow_speedup"],
     "results10k": ["results_10k_ratio"],
+    "inputs": [
+        "input_hash_throughput_ratio",
+        "input_unchanged_ms",
+        "input_upload_ratio",
+        "input_fetch_ratio",
+    ],
     "ray": ["ray_overhead_ratio"],
 }
 ALIASES = {
@@ -85,6 +97,7 @@ ALIASES = {
     "hydra_multirun": "hydra",
     "per_run_overhead": "per_run",
     "config": "config_image",
+    "data_inputs": "inputs",
 }
 
 
