@@ -2,8 +2,8 @@
 
 The image is taken by digest (this daemon, else the registry recorded, else the
 store's blobs, only the missing layers), its data inputs by digest from the store's
-blobs (verified), run with the recorded command, env and resources, and its metrics compared with the stored ones. The rerun is stored as a
-new run with ``rerun_of``.
+blobs (verified), run with the recorded command, env and resources, and its metrics
+compared with the stored ones. The rerun is stored as a new run with ``rerun_of``.
 """
 
 from __future__ import annotations

@@ -41,8 +41,9 @@ try:
 except OSError:
     wrote = 0
 seen = sorted(k for k in os.environ if k.startswith("ORCH_INPUT_"))
+want = ["ORCH_INPUT_" + cfg["dataset"]["name"].upper()]
 json.dump({"files": len(files), "h": int(digest.hexdigest()[:12], 16), "wrote": wrote,
-           "uid": os.getuid(), "env_ok": int(seen == ["ORCH_INPUT_" + cfg["dataset"]["name"].upper()]),
+           "uid": os.getuid(), "env_ok": int(seen == want),
            "env_path": int(os.environ.get(seen[0] if seen else "", "") == str(root))},
           open(pathlib.Path(os.environ["ORCH_OUTPUT"]) / "metrics.json", "w"))
 '''

@@ -404,3 +404,37 @@ def test_a_tampered_cache_file_is_replaced_on_a_verified_materialize(tmp_path: P
     victim.write_bytes(b"evil")
     mount = materialize(store.blobs, ref, tmp_path / "c", verify=True)["d"]
     assert (mount / "a").read_bytes() == b"good"
+
+
+class FlakyStore(MemoryStore):
+    """Fails every file upload after the first ``ok`` ones (a store that went away)."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok = ok
+
+    def put_file(self, key: str, path: Path) -> None:
+        if self.ok <= 0:
+            from orchestrator.errors import StoreError
+
+            raise StoreError(f"cannot write {key}: connection reset")
+        self.ok -= 1
+        super().put_file(key, path)
+
+
+def test_an_interrupted_upload_leaves_nothing_a_reader_trusts(tmp_path: Path) -> None:
+    from orchestrator.errors import StoreError
+    from orchestrator.inputs import pin, stage
+
+    root = tree(tmp_path / "d", {f"f{i}": bytes([i]) * 50 for i in range(10)})
+    flaky = FlakyStore(ok=4)
+    store = RunStore(flaky)
+    pinned = pin([InputDecl("d", str(root))], tmp_path, tmp_path / "c")
+    with pytest.raises(StoreError, match="input 'd'"):
+        stage(pinned, store.blobs, tmp_path / "c")
+    assert not store.blobs.has(pinned["d"].digest)  # no manifest: the input is not there
+    with pytest.raises(InputError, match="its manifest is not in the store"):
+        materialize(store.blobs, {"d": pinned["d"].ref}, tmp_path / "node")
+    flaky.ok = 100
+    assert stage(pinned, store.blobs, tmp_path / "c")["d"].files == 6  # only the rest
+    assert materialize(store.blobs, {"d": pinned["d"].ref}, tmp_path / "node")
