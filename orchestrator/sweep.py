@@ -140,10 +140,16 @@ def plan(
             command=project.command,
             gpus=project.resources.gpus,
             env=project.env,
-            inputs=tuple((name, (digests or {})[name]) for name in names),
+            inputs=tuple((name, _digest(digests, name)) for name in names),
         )
         specs.setdefault(spec.run_id, spec)  # two spellings of one config are one run
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
+
+
+def _digest(digests: Mapping[str, str] | None, name: str) -> str:
+    if not digests or name not in digests:
+        raise InputError(f"input {name!r} has no digest yet: pin the inputs first (inputs.pin)")
+    return digests[name]
 
 
 def _s3_client(endpoint: str | None) -> Any:
