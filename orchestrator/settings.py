@@ -9,7 +9,8 @@ variable           meaning                                        default
 =================  =============================================  ===================
 ORCH_LEASE_S       seconds a run's claim lives without a renewal  60
 ORCH_MAX_POINTS    largest sweep (points) orch will expand        100000
-ORCH_CACHE         the cache root (wheels, layers, base rootfs)   $XDG_CACHE_HOME/orch
+ORCH_CACHE         the cache root (wheels, layers, base rootfs,   $XDG_CACHE_HOME/orch
+                   data inputs)
 ORCH_DEBUG         tracebacks and third-party warnings shown      unset
 =================  =============================================  ===================
 """
