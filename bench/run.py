@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 import cancel_bench  # noqa: E402
+import inputs_bench  # noqa: E402
 import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
@@ -54,6 +55,10 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "cancel_all_s": ("<=", 10.0, "second Ctrl-C -> all containers gone, records committed (4)"),
     "live_latency_p95_s": ("<=", 2.0, "metrics.jsonl line in a container -> live.json read (S3)"),
     "live_follow_overhead_ratio": ("<=", 1.02, "run logging 1,000 lines/s: wall followed / not"),
+    "input_hash_throughput_ratio": (">=", 0.8, "sha256sum 1 GB / orch cold scan of it"),
+    "input_unchanged_ms": ("<=", 50.0, "ms to digest an unchanged input of 10,000 files"),
+    "input_upload_ratio": ("<=", 1.2, "orch input upload (S3) / plain parallel boto3 upload"),
+    "input_fetch_ratio": ("<=", 1.2, "materialize on an empty cache / parallel boto3 download"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -69,6 +74,7 @@ SECTIONS: dict[str, Section] = {
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
     "live": live_bench.live,
+    "inputs": inputs_bench.inputs,
     "ray": ray_runner.ray,
     "cancel": cancel_bench.cancel,
     "breakdown": orch_bench.breakdown,
@@ -83,6 +89,12 @@ PRODUCES = {
     "sweep100": ["sweep100_ratio"],
     "mlflow": ["mlflow_speedup"],
     "results10k": ["results_10k_ratio"],
+    "inputs": [
+        "input_hash_throughput_ratio",
+        "input_unchanged_ms",
+        "input_upload_ratio",
+        "input_fetch_ratio",
+    ],
     "ray": ["ray_overhead_ratio"],
     "cancel": ["cancel_all_s"],
     "live": ["live_latency_p95_s", "live_follow_overhead_ratio"],
@@ -95,6 +107,7 @@ ALIASES = {
     "per_run_overhead": "per_run",
     "config": "config_image",
     "live_runs": "live",
+    "data_inputs": "inputs",
 }
 
 

@@ -73,6 +73,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from . import canonical
 from .errors import ConfigError
+from .inputs.decl import resolve_input
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
@@ -115,6 +116,14 @@ DEFAULT_MAX_POINTS = 100_000
 
 #: How many absent ``hydra/`` plugin options one composition may stand in for.
 _MAX_PLACEHOLDERS = 32
+
+
+# --------------------------------------------------------------------------- resolvers
+
+# ${orch.input:NAME} -> /orch/inputs/NAME: a config names the data input it reads, and the
+# sweep makes that input's digest part of the run's identity (orchestrator.inputs).
+if not OmegaConf.has_resolver("orch.input"):
+    OmegaConf.register_new_resolver("orch.input", resolve_input)
 
 
 # --------------------------------------------------------------------------- helpers

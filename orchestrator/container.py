@@ -18,7 +18,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +108,13 @@ def create_kwargs(
     env: dict[str, str],
     name: str,
     dirs: RunDirs | None = None,
+    mounts: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Arguments of ``containers.create``: unprivileged, no capabilities, argv only.
 
-    With ``dirs``, the run's output and checkpoint directories are bind-mounted (and
-    nothing else of the host).
+    With ``dirs``, the run's output and checkpoint directories are bind-mounted; with
+    ``mounts`` ((container path, host path) pairs), the data inputs, read-only. Nothing
+    else of the host is.
     """
     kwargs: dict[str, Any] = {
         "image": image_id,
@@ -131,14 +133,19 @@ def create_kwargs(
         # ignores it, so a cancel would wait out the grace period) and reaps zombies.
         "init": True,
     }
-    if dirs is not None:
+    if dirs is not None or mounts:
         from docker.types import Mount
 
-        kwargs["mounts"] = [
-            Mount(OUTPUT_DIR, str(dirs.output), type="bind"),
-            Mount(CHECKPOINT_DIR, str(dirs.checkpoint), type="bind"),
+        binds = [
+            Mount(target, source, type="bind", read_only=True) for target, source in mounts
         ]
-        kwargs["environment"] = {**env, "ORCH_CHECKPOINT": CHECKPOINT_DIR}
+        if dirs is not None:
+            binds += [
+                Mount(OUTPUT_DIR, str(dirs.output), type="bind"),
+                Mount(CHECKPOINT_DIR, str(dirs.checkpoint), type="bind"),
+            ]
+            kwargs["environment"] = {**env, "ORCH_CHECKPOINT": CHECKPOINT_DIR}
+        kwargs["mounts"] = binds
     if memory:
         kwargs["mem_limit"] = memory
         kwargs["memswap_limit"] = memory  # no swap: over the limit means the OOM killer

@@ -9,6 +9,7 @@ errors (docker, botocore, ray, yaml, hydra) are translated where they are caught
      +-- ConfigError         config tree, override or sweep syntax
      +-- ImageError          base image, wheels, layers, loading into the daemon
      |    +-- VerifyMismatch rebuilt image differs from the recorded one
+     +-- InputError          a declared data input missing, unreadable, changed or lost
      +-- BackendError        Docker daemon or Ray cluster unreachable or refusing
      +-- StoreError          store unreachable, refused, corrupt
      |    +-- NotFound       a key/run/sweep that does not exist
@@ -51,6 +52,11 @@ class VerifyMismatch(ImageError):
     """A rebuilt image does not have the recorded ID: not reproduced, a result."""
 
     exit_code = 1
+
+
+class InputError(OrchestratorError):
+    """A data input (orch.yaml ``inputs:``) is missing, malformed, changed while read,
+    or cannot be had exactly (not in the cache nor in the store)."""
 
 
 class BackendError(OrchestratorError):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint, container
+from . import inputs as inputsmod
 from .container import RUN_UID, Outputs, RunDirs, Running
 from .job import Job
 from .live import MAX_KEYS, StepMetrics, number
@@ -156,11 +157,16 @@ def execute(
     stop: Stop | None = None,
     work_root: Path | None = None,
     on_start: Callable[[], None] | None = None,
+    cache_root: Path | None = None,
+    verify_inputs: bool = False,
 ) -> RunRecord:
     """Run one attempt of ``job`` and commit its record.
 
     Raises ClaimHeld when someone else has the run, NotStarted when the sweep stopped
-    before the run got its container.
+    before the run got its container. The run's data inputs are materialized first, on
+    this node, from ``runs``' blobs into the host cache at ``cache_root`` (default:
+    ``$ORCH_CACHE`` or the XDG cache): an input that cannot be had exactly raises
+    InputError before anything is claimed.
     """
     if runs.is_complete(job.run_id):
         return runs.read_run(job.run_id)
@@ -168,6 +174,7 @@ def execute(
     if stop.draining:
         raise NotStarted(job.run_id)
     plan = job.plan
+    mounts = _input_mounts(job, runs, cache_root, verify_inputs)
     gpu_ids = list(gpu_ids or [])
     dirs = RunDirs.create(work_root or Settings().work_root, f"orch-{job.run_id}-{job.attempt}")
     resumed: list[int | None] = [None]
@@ -182,9 +189,10 @@ def execute(
             network=plan.network,
             gpu_ids=gpu_ids,
             env={**_passed(plan.pass_env), **dict(job.runtime_env),
-                 "ORCH_ATTEMPT": str(job.attempt)},
+                 **_input_env(plan.inputs), "ORCH_ATTEMPT": str(job.attempt)},
             name=f"orch-{job.run_id}-{job.owner[:8]}-{job.attempt}",
             dirs=dirs,
+            mounts=mounts,
         )
         steps = StepMetrics(dirs.output / "metrics.jsonl")
 
@@ -326,6 +334,23 @@ def _metrics(path: Path | None, steps: StepMetrics) -> tuple[dict[str, float], s
     if size > MAX_METRICS_BYTES:
         return {}, f"metrics.json is {size} bytes, over the limit of {MAX_METRICS_BYTES}"
     return parse_metrics(path.read_bytes())
+
+
+def _input_mounts(
+    job: Job, runs: RunStore, cache_root: Path | None, verify: bool
+) -> list[tuple[str, str]]:
+    """(container path, host path) of each input, read-only bind mounts of the host cache."""
+    if not job.plan.inputs:
+        return []
+    from .settings import default_cache_root
+
+    root = cache_root if cache_root is not None else default_cache_root()
+    paths = inputsmod.materialize(runs.blobs, job.plan.inputs, root, verify=verify)
+    return [(inputsmod.mount_path(name), str(path)) for name, path in sorted(paths.items())]
+
+
+def _input_env(refs: Any) -> dict[str, str]:
+    return {inputsmod.env_name(name): inputsmod.mount_path(name) for name in sorted(refs)}
 
 
 def _remove_leftovers(client: Any, run_id: str) -> None:

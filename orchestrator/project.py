@@ -13,6 +13,7 @@ import yaml
 from .errors import ProjectError
 from .ids import DIGEST_REF as DIGEST_REF
 from .ids import IMAGE_ID as IMAGE_ID
+from .inputs.decl import InputDecl, parse_inputs
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -33,6 +34,7 @@ _KNOWN = {
     "timeout",
     "env",
     "pass_env",
+    "inputs",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -66,6 +68,8 @@ class Project:
     #: Names of variables passed to every run from the environment of whoever runs it
     #: (the submitter, a Ray node), at run time only: never baked, never recorded.
     pass_env: tuple[str, ...] = ()
+    #: Data inputs (``inputs:``), mounted read-only at /orch/inputs/<name>.
+    inputs: tuple[InputDecl, ...] = ()
 
     @property
     def pinned(self) -> bool:
@@ -191,6 +195,11 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
     ):
         raise _fail(path, "pass_env", "must be a list of variable names (not ORCH_*)")
 
+    try:
+        inputs = parse_inputs(data.get("inputs"), str(path))
+    except ValueError as exc:
+        raise ProjectError(f"{path}: {exc}") from None
+
     return Project(
         root=root,
         name=name,
@@ -205,6 +214,7 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         timeout=float(timeout) if timeout is not None else None,
         env=tuple(sorted((k, str(v)) for k, v in env.items())),
         pass_env=tuple(sorted(set(pass_env))),
+        inputs=inputs,
     )
 
 

@@ -211,6 +211,44 @@ class Layers:
         return (*self.base, self.env, self.code, self.config)
 
 
+@dataclass(frozen=True)
+class InputRef:
+    """One data input of a run, pinned by its manifest's digest (``orchestrator.inputs``).
+
+    ``files`` and ``bytes`` describe the content; ``source`` is where it was read from, as
+    orch.yaml declares it (a path or ``s3://...``): informative only, the digest is what
+    a rerun fetches from the store.
+    """
+
+    digest: str
+    files: int = 0
+    bytes: int = 0
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> InputRef:
+        fields = _Fields(data, where)
+        return cls(
+            digest=fields.required_str("digest"),
+            files=fields.integer("files", 0) or 0,
+            bytes=fields.integer("bytes", 0) or 0,
+            source=fields.text("source", "") or "",
+        )
+
+
+def _inputs_from_json(fields: _Fields) -> dict[str, InputRef]:
+    value = fields.mapping("inputs")
+    refs = {}
+    for name, item in value.items():
+        if not isinstance(item, dict):
+            raise fields.bad("inputs", "an object of {digest, files, bytes, source} objects")
+        refs[name] = InputRef.from_json(item, f"{fields.where} (inputs.{name})")
+    return refs
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 
@@ -242,6 +280,8 @@ class RunPlan:
     git_commit: str | None = None
     git_tree: str | None = None
     dirty: bool = False
+    #: The data inputs mounted into the run, by name (their digests are in the run id).
+    inputs: dict[str, InputRef] = field(default_factory=dict)
     rerun_of: str | None = None
     #: Names of variables each node passes from its own environment at run time (the
     #: names only: their values are never recorded).
@@ -275,6 +315,7 @@ class RunPlan:
             "git_commit": self.git_commit,
             "git_tree": self.git_tree,
             "dirty": self.dirty,
+            "inputs": {name: ref.to_json() for name, ref in sorted(self.inputs.items())},
         }
         if self.rerun_of is not None:
             data["rerun_of"] = self.rerun_of
@@ -310,6 +351,7 @@ class RunPlan:
             "git_commit": fields.text("git_commit"),
             "git_tree": fields.text("git_tree"),
             "dirty": fields.flag("dirty", False),
+            "inputs": _inputs_from_json(fields),
             "rerun_of": fields.text("rerun_of"),
             "pass_env": fields.strings("pass_env"),
         }

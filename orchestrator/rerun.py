@@ -1,9 +1,9 @@
 """Rerunning a recorded run exactly: by run id, image ID or registry digest.
 
 The image is taken by digest (this daemon, else the registry recorded, else the
-store's blobs, only the missing layers), run with the recorded command, env and
-resources, and its metrics compared with the stored ones. The rerun is stored as a
-new run with ``rerun_of``.
+store's blobs, only the missing layers), its data inputs by digest from the store's
+blobs (verified), run with the recorded command, env and resources, and its metrics
+compared with the stored ones. The rerun is stored as a new run with ``rerun_of``.
 """
 
 from __future__ import annotations
@@ -128,5 +128,15 @@ def rerun(
         lease_s=(settings or Settings()).lease_s,
         files=(("config.yaml", runs.read_file(original.run_id, "config.yaml")),),
     )
-    record = execute(job, client, runs, gpu_ids=gpu_ids, node=node)
+    # The recorded inputs come from the store into this machine's cache, each file checked
+    # against its digest (cached ones hashed again): the rerun reads the same bytes.
+    record = execute(
+        job,
+        client,
+        runs,
+        gpu_ids=gpu_ids,
+        node=node,
+        cache_root=(settings or Settings()).cache_root,
+        verify_inputs=True,
+    )
     return RerunResult(original, record, compare_metrics(original.metrics, record.metrics))

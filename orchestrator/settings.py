@@ -6,7 +6,8 @@ can use different values, and a bad value is reported once, as a usage error, up
 
 - ``ORCH_LEASE_S``: seconds a run's claim lives without a renewal (60)
 - ``ORCH_MAX_POINTS``: the largest sweep, in points, orch will expand (100000)
-- ``ORCH_CACHE``: the cache root: wheels, layers, base rootfs (``$XDG_CACHE_HOME/orch``)
+- ``ORCH_CACHE``: the cache root: wheels, layers, base rootfs, data inputs
+  (``$XDG_CACHE_HOME/orch``)
 - ``ORCH_WORK_DIR``: where a run's output and checkpoint directories are made, on the
   Docker host (``<cache>/work``)
 - ``ORCH_MAX_OUTPUT_BYTES``: the largest total of one run's outputs (10 GiB)

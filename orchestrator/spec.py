@@ -1,7 +1,8 @@
 """Immutable run and sweep specs, and the identities derived from them.
 
 A run is defined by (project, environment, code, canonical config, command, the
-resources and environment variables that change results). Its ``run_id`` is a short
+resources and environment variables that change results, and the digests of the data
+inputs it reads). Its ``run_id`` is a short
 hash of exactly that, so re-submitting an unchanged run finds it done, and any change
 to code, dependencies or config gives a new id.
 """
@@ -27,6 +28,8 @@ class RunSpec:
     command: tuple[str, ...]
     gpus: int = 0
     env: tuple[tuple[str, str], ...] = ()
+    #: (name, manifest digest) of each data input the run reads, sorted by name.
+    inputs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def create(
@@ -40,9 +43,18 @@ class RunSpec:
         command: tuple[str, ...],
         gpus: int = 0,
         env: tuple[tuple[str, str], ...] = (),
+        inputs: tuple[tuple[str, str], ...] = (),
     ) -> RunSpec:
         return cls(
-            project, overrides, canonical_bytes(config), env_key, code_key, command, gpus, env
+            project,
+            overrides,
+            canonical_bytes(config),
+            env_key,
+            code_key,
+            command,
+            gpus,
+            env,
+            tuple(sorted(inputs)),
         )
 
     @property
@@ -51,8 +63,9 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What defines the run. Overrides are absent on purpose: two spellings of the
-        same composed config are the same run."""
-        return {
+        same composed config are the same run. ``inputs`` appears only when there are
+        some, so the ids of runs without data inputs stay what they were."""
+        identity = {
             "project": self.project,
             "env_key": self.env_key,
             "code_key": self.code_key,
@@ -61,6 +74,9 @@ class RunSpec:
             "gpus": self.gpus,
             "env": [list(pair) for pair in self.env],
         }
+        if self.inputs:
+            identity["inputs"] = dict(self.inputs)
+        return identity
 
     @property
     def run_id(self) -> str:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import config as configmod
+from . import inputs as inputsmod
 from .backends.base import Backend
+from .errors import InputError
 from .execute import ClaimHeld, NotStarted
 from .image import builder
 from .image.builder import Environment, RunImage
@@ -25,6 +27,7 @@ from .job import Job
 from .project import Project
 from .record import (
     CorruptRecord,
+    InputRef,
     Layers,
     PrefixImages,
     RunPlan,
@@ -103,7 +106,26 @@ def compose_points(
     )
     points = configmod.expand_sweep(list(args), composer, max_points)
     configs = composer.compose_many(points)
-    return [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
+    composed = [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
+    point_inputs(project, composed)  # an unknown input is a config error, found up front
+    return composed
+
+
+def point_inputs(
+    project: Project, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+) -> list[tuple[str, ...]]:
+    """The data inputs each point's run depends on (see ``inputs.run_inputs``)."""
+    if not project.inputs and not any(inputsmod.names_in_config(cfg) for _, cfg in points):
+        return [() for _ in points]
+    in_tree = inputsmod.names_in_tree(project.config_dir)
+    found = []
+    for overrides, cfg in points:
+        try:
+            found.append(inputsmod.run_inputs(project.inputs, cfg, in_tree))
+        except ValueError as exc:
+            where = " ".join(overrides) or "(defaults)"
+            raise InputError(f"{where}: {exc}") from None
+    return found
 
 
 def plan(
@@ -111,9 +133,12 @@ def plan(
     env: Environment,
     points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
     args: Sequence[str],
+    digests: Mapping[str, str] | None = None,
 ) -> SweepSpec:
+    """The sweep's run specs; ``digests`` (input name -> digest) pins the inputs they read."""
     specs: dict[str, RunSpec] = {}
-    for overrides, cfg in points:
+    uses = point_inputs(project, points)
+    for (overrides, cfg), names in zip(points, uses, strict=True):
         spec = RunSpec.create(
             project=project.name,
             overrides=overrides,
@@ -123,6 +148,7 @@ def plan(
             command=project.command,
             gpus=project.resources.gpus,
             env=project.env,
+            inputs=tuple((name, _digest(digests, name)) for name in names),
         )
         specs.setdefault(spec.run_id, spec)  # two spellings of one config are one run
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
@@ -133,6 +159,18 @@ def _queued(sweep_id: str, spec: RunSpec) -> RunRecord:
     plan = RunPlan(run_id=spec.run_id, sweep_id=sweep_id, project=spec.project,
                    overrides=tuple(spec.overrides), config=spec.config)
     return RunRecord.finish(plan, status=RunStatus.QUEUED)
+
+
+def _digest(digests: Mapping[str, str] | None, name: str) -> str:
+    if not digests or name not in digests:
+        raise InputError(f"input {name!r} has no digest yet: pin the inputs first (inputs.pin)")
+    return digests[name]
+
+
+def _s3_client(endpoint: str | None) -> Any:
+    from .store.s3 import make_client
+
+    return make_client(endpoint)
 
 
 def _reported_status(record: RunRecord, resubmitted: bool) -> str:
@@ -156,6 +194,7 @@ class SweepDriver:
         settings: Settings | None = None,
         stop: Stop | None = None,
         retry: Retry = "failed",
+        s3_client: inputsmod.S3ClientFactory | None = None,
     ) -> None:
         self.project = project
         self.client = client
@@ -171,12 +210,16 @@ class SweepDriver:
         self.owner = uuid.uuid4().hex
         #: The attempt each run of this submission makes (1 unless retried).
         self._attempts: dict[str, int] = {}
+        self.s3_client = s3_client or _s3_client
+        self.pinned: dict[str, inputsmod.Pinned] = {}
 
     def run(
         self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
     ) -> SweepResult:
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
-        sweep = plan(self.project, env, points, args)
+        self.pinned = self._pin_inputs(points)
+        digests = {name: item.digest for name, item in self.pinned.items()}
+        sweep = plan(self.project, env, points, args, digests)
         self.runs.write_sweep(
             SweepDoc(
                 sweep_id=sweep.sweep_id,
@@ -206,6 +249,7 @@ class SweepDriver:
                     self.progress("queued", spec.run_id, None)
             uploads: list[Future[Any]] = []
             if todo:
+                self._stage_inputs(todo)
                 uploads.append(io.submit(self._upload_environment, env))
                 records.update(self._dispatch(env, sweep, todo, io, uploads))
             for upload in uploads:
@@ -227,6 +271,27 @@ class SweepDriver:
         # False: another submitter set it aside first and runs it; this one then waits.
         self.runs.set_aside_attempt(record)
         return True
+
+    def _pin_inputs(
+        self, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+    ) -> dict[str, inputsmod.Pinned]:
+        """Digest the inputs some point of this sweep reads (unchanged ones from the stat
+        cache, in milliseconds); their digests go into the run ids."""
+        needed = set().union(*point_inputs(self.project, points)) if points else set()
+        decls = [decl for decl in self.project.inputs if decl.name in needed]
+        if not decls:
+            return {}
+        return inputsmod.pin(
+            decls, self.project.root, self.settings.cache_root, make_client=self.s3_client
+        )
+
+    def _stage_inputs(self, todo: Sequence[RunSpec]) -> None:
+        """The inputs of the runs about to start: into the host cache and the store, before
+        any run starts, so every record names data the store holds."""
+        names = {name for spec in todo for name, _ in spec.inputs}
+        staged = {name: item for name, item in self.pinned.items() if name in names}
+        if staged:
+            inputsmod.stage(staged, self.runs.blobs, self.settings.cache_root)
 
     def _earlier_record(self, run_id: str) -> RunRecord | None:
         """The record a run already has, or None when it is unreadable: then it is set
@@ -288,6 +353,7 @@ class SweepDriver:
             git_tree=env.code.git_tree,
             dirty=env.code.dirty,
             pass_env=project.pass_env,
+            inputs=self._input_refs(spec),
         )
         settings = self.settings
         return Job(
@@ -301,6 +367,9 @@ class SweepDriver:
             checkpoint_s=settings.checkpoint_s,
             live_s=settings.live_s,
         )
+
+    def _input_refs(self, spec: RunSpec) -> dict[str, InputRef]:
+        return {name: self.pinned[name].ref for name, _ in spec.inputs}
 
     def _prepare_batch(
         self,

@@ -189,8 +189,25 @@ def test_json_is_serialisable(a: dict[str, Any], b: dict[str, Any]) -> None:
         "dirty",
         "status",
         "command",
+        "inputs",
     }
 
 
 def test_missing_is_a_readable_sentinel() -> None:
     assert repr(MISSING) == "MISSING"
+
+
+def test_an_input_whose_digest_differs_is_shown(a: dict[str, Any], b: dict[str, Any]) -> None:
+    ref = {"files": 1, "bytes": 3, "source": "data/x"}
+    a["inputs"] = {"x": {**ref, "digest": "sha256:" + "1" * 64}, "same": {**ref, "digest": "s"}}
+    b["inputs"] = {"x": {**ref, "digest": "sha256:" + "2" * 64}, "same": {**ref, "digest": "s"},
+                   "new": {**ref, "digest": "sha256:" + "3" * 64}}
+    diff = compare(a, b)
+    assert diff.inputs == [("new", MISSING, "sha256:" + "3" * 64),
+                           ("x", "sha256:" + "1" * 64, "sha256:" + "2" * 64)]
+    assert not diff.identical
+    text = render_diff(diff, "a", "b")
+    assert "inputs" in text and "x: sha256:111111111111 -> sha256:222222222222" in text
+    assert "same" not in text
+    assert diff_to_json(diff)["inputs"][1] == {
+        "name": "x", "change": "changed", "a": "sha256:" + "1" * 64, "b": "sha256:" + "2" * 64}

@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job docker_api stopping live git
-    1  spec project config
+    1  spec project config inputs  (inputs: takes the store's blobs as a parameter)
     2  store request               (knows nothing of Docker or Ray)
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
          "stopping", "live", "git"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config"], 1),
+    **dict.fromkeys(["spec", "project", "config", "inputs"], 1),
     **dict.fromkeys(["store", "request"], 2),
     **dict.fromkeys(["image", "images"], 3),
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),

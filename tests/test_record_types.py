@@ -62,7 +62,7 @@ def test_the_documented_fields_are_written() -> None:
         "image_id", "repo_digest", "base_image", "base_ref", "images", "layers", "env_key",
         "code_key", "command", "env", "resources", "network", "git_commit", "git_tree",
         "dirty", "pinned", "exit_code", "started_at", "ended_at", "duration_s", "host",
-        "node", "gpus", "metrics", "artifacts", "attempt",
+        "node", "gpus", "metrics", "artifacts", "attempt", "inputs",
     }
     assert set(data) == documented
     assert "gpus_simulated" not in data and "rerun_of" not in data

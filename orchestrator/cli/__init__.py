@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import OrchestratorError, ResultError
+from .data import inputs_command
 from .inspect import compare, list_runs, logs, report, results, show
 from .reproduce import image, rerun
 from .sweeping import compose, status, sweep
@@ -179,6 +180,7 @@ for _command in (
     compare,
     report,
     watch,
+    inputs_command,
 ):
     cli.add_command(_command)
 

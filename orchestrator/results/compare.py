@@ -39,6 +39,8 @@ class Diff:
     dirty: tuple[Any, Any] | None = None
     status: tuple[Any, Any] | None = None  # "failed: <reason>" for failed runs
     command: tuple[Any, Any] | None = None
+    #: (name, digest in a, digest in b) of each data input whose digest differs.
+    inputs: list[tuple[str, Any, Any]] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -50,6 +52,7 @@ class Diff:
             or self.dirty
             or self.status
             or self.command
+            or self.inputs
         )
 
 
@@ -76,6 +79,19 @@ def _image(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     differing = [name for name in LAYERS if not _same(layers_a.get(name), layers_b.get(name))]
     same = image_a == image_b and not differing
     return {"same": same, "a": image_a, "b": image_b, "layers": [] if same else differing}
+
+
+def _inputs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    def digests(record: Mapping[str, Any]) -> dict[str, Any]:
+        refs = record.get("inputs") or {}
+        return {name: (ref or {}).get("digest") for name, ref in refs.items()}
+
+    left, right = digests(a), digests(b)
+    return [
+        (name, left.get(name, MISSING), right.get(name, MISSING))
+        for name in sorted(left.keys() | right.keys())
+        if left.get(name, MISSING) != right.get(name, MISSING)
+    ]
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> Diff:
@@ -107,6 +123,7 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> Diff:
         dirty=_pair(a, b, "dirty"),
         status=_pair({"s": status_text(a)}, {"s": status_text(b)}, "s"),
         command=_pair(a, b, "command"),
+        inputs=_inputs(a, b),
     )
 
 
@@ -161,6 +178,9 @@ def render_diff(diff: Diff, a_id: str, b_id: str) -> str:
         lines.append(f"  {_short(diff.image.get('a'))} -> {_short(diff.image.get('b'))}")
         if diff.image.get("layers"):
             lines.append(f"  differs in: {', '.join(diff.image['layers'])}")
+    if diff.inputs:
+        lines.append("inputs")
+        lines += _changes(diff.inputs, _short, [""] * len(diff.inputs))
     singles = [
         ("commit", diff.commit),
         ("dirty", diff.dirty),
@@ -210,4 +230,5 @@ def diff_to_json(diff: Diff) -> dict[str, Any]:
         "dirty": _pair_json(diff.dirty),
         "status": _pair_json(diff.status),
         "command": _pair_json(diff.command),
+        "inputs": [_change_json("name", name, left, right) for name, left, right in diff.inputs],
     }

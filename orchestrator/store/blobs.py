@@ -34,10 +34,14 @@ class Blobs:
     def has(self, digest: str) -> bool:
         return self.store.exists(self._key(digest)[0])
 
-    def put(self, digest: str, source: bytes | Path) -> bool:
-        """Store a blob under its digest: True if uploaded, False if already there."""
+    def put(self, digest: str, source: bytes | Path, *, known_missing: bool = False) -> bool:
+        """Store a blob under its digest: True if uploaded, False if already there.
+
+        ``known_missing``: the caller has just listed the store and not found it, so the
+        existence check (a round trip per blob) is skipped; the content is still checked.
+        """
         key, expected = self._key(digest)
-        if self.store.exists(key):
+        if not known_missing and self.store.exists(key):
             return False
         if isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
