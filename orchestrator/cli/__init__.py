@@ -19,7 +19,8 @@ the exception itself instead, and the process-wide output policy (third-party wa
 and log records kept off the terminal unless ORCH_DEBUG) is left to it.
 
 The commands live in ``sweeping`` (compose, sweep, status), ``inspect`` (results, runs,
-show, logs, compare, report) and ``reproduce`` (rerun, image); ``context`` gives them the
+show, logs, compare, report), ``database`` (best, tag, note, name, query, export, gc)
+and ``reproduce`` (rerun, image); ``context`` gives them the
 project, the store, the daemon and the settings. Heavy modules are imported inside the
 commands, so ``orch --help`` and ``orch compose`` stay fast.
 """
@@ -38,6 +39,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import OrchestratorError, ResultError
+from .database import best, export, gc, name, note, query, tag
 from .inspect import compare, list_runs, logs, report, results, show
 from .reproduce import image, rerun
 from .sweeping import compose, status, sweep
@@ -177,6 +179,13 @@ for _command in (
     image,
     compare,
     report,
+    best,
+    query,
+    tag,
+    note,
+    name,
+    export,
+    gc,
 ):
     cli.add_command(_command)
 
