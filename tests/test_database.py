@@ -92,8 +92,9 @@ def write_sweep(runs: RunStore, name: str, lrs: list[float], *, failed: int | No
         "created_at": f"2026-12-01T{created}:00:00.000Z", "args": [name],
         "runs": [{"run_id": r.run_id, "overrides": list(r.overrides)} for r in records],
     }))
+    steps = b'{"step": 1, "loss": 0.9}\n{"step": 2, "loss": 0.7}\n'
     for r in records:
-        runs.commit_run(r, {"metrics.jsonl": b'{"step": 1, "loss": 0.9}\n{"step": 2, "loss": 0.7}\n'})
+        runs.commit_run(r, {"metrics.jsonl": steps})
     if close:
         runs.write_sweep_index(sweep_id, records)
     return sweep_id, records
