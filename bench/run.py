@@ -48,6 +48,8 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "mlflow_speedup": (">=", 10.0, "MLflow docker_env per run / orch per run"),
     "ray_overhead_ratio": ("<=", 1.15, "Ray backend / local backend (bench/ray_bench.py)"),
     "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
+    "query_100k_ratio": ("<=", 3.0, "orch query 100k runs, 1,000 sweeps (S3) / GET of indexes"),
+    "results_100k_ratio": ("<=", 3.0, "orch results 100k runs (S3) / GET of the 1,000 indexes"),
     "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
 }
 
@@ -63,6 +65,7 @@ SECTIONS: dict[str, Section] = {
     "sweep100": orch_bench.sweep100,
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
+    "results100k": results_bench.results100k,
     "ray": ray_runner.ray,
     "breakdown": orch_bench.breakdown,
 }
@@ -76,10 +79,13 @@ PRODUCES = {
     "sweep100": ["sweep100_ratio"],
     "mlflow": ["mlflow_speedup"],
     "results10k": ["results_10k_ratio"],
+    "results100k": ["query_100k_ratio", "results_100k_ratio"],
     "ray": ["ray_overhead_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
+    "results_100k": "results100k",
+    "query_100k": "results100k",
     "compose_1k": "compose1k",
     "sweep_100": "sweep100",
     "hydra_multirun": "hydra",
