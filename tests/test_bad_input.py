@@ -850,7 +850,6 @@ BAD_OPTIONS: list[tuple[list[str], tuple[str, ...]]] = [
     (["results", SWEEP_ID, "--where", "nosuch=1"], ("nosuch",)),
     (["results", SWEEP_ID, "--where", "accuracy<abc"], ("accuracy<abc",)),
     (["results", SWEEP_ID, "--where", "=1"], ("=1",)),
-    (["results"], ("SWEEP_ID",)),
     (["show"], ("RUN_ID",)),
     (["compare", RUN_A], ("RUN_B",)),
     (["report", SWEEP_ID], ("--output",)),

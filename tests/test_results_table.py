@@ -489,6 +489,7 @@ def test_public_surface_of_results() -> None:
         "diff_to_json",
         "render",
         "render_diff",
+        "render_rows",
         "runs_table",
         "select",
         "sort_records",

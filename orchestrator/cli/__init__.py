@@ -19,9 +19,10 @@ the exception itself instead, and the process-wide output policy (third-party wa
 and log records kept off the terminal unless ORCH_DEBUG) is left to it.
 
 The commands live in ``sweeping`` (compose, sweep, status), ``inspect`` (results, runs,
-show, logs, compare, report), ``watch`` and ``reproduce`` (rerun, image); ``context`` gives
-them the project, the store, the daemon and the settings. Heavy modules are imported inside
-the commands, so ``orch --help`` and ``orch compose`` stay fast.
+show, logs, compare, report), ``watch``, ``database`` (best, tag, note, name, query,
+export, gc), ``data`` (inputs) and ``reproduce`` (rerun, image); ``context`` gives them the
+project, the store, the daemon and the settings. Heavy modules are imported inside the
+commands, so ``orch --help`` and ``orch compose`` stay fast.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import click
 
 from ..errors import OrchestratorError, ResultError
 from .data import inputs_command
+from .database import best, export, gc, name, note, query, tag
 from .inspect import compare, list_runs, logs, report, results, show
 from .reproduce import image, rerun
 from .sweeping import compose, status, sweep
@@ -181,6 +183,13 @@ for _command in (
     report,
     watch,
     inputs_command,
+    best,
+    query,
+    tag,
+    note,
+    name,
+    export,
+    gc,
 ):
     cli.add_command(_command)
 

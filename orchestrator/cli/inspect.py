@@ -17,44 +17,69 @@ from .context import (
     read_run,
     with_context,
 )
+from .database import _statuses, selection_options, snapshot
 
 if TYPE_CHECKING:
     from ..store import RunStore
 
 
 @click.command()
-@click.argument("sweep_id", shell_complete=complete_sweep_ids)
+@selection_options
 @with_context()
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table"
 )
 @click.option("--sort", default=None, help="Metric to sort by; prefix with - for descending.")
-@click.option("--where", multiple=True, help="Filter, e.g. 'optimizer.name=adam' or 'loss<0.5'.")
+@click.option(
+    "--where", multiple=True, help="Filter, e.g. 'optimizer.name=adam', 'loss<0.5', 'tag=lstm'."
+)
+@click.option(
+    "--status", multiple=True, help="Only runs in these states (repeat, or comma-separate)."
+)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most N runs.")
 def results(
-    context: Context, sweep_id: str, fmt: str, sort: str | None, where: tuple[str, ...]
+    context: Context,
+    sweeps: tuple[str, ...],
+    all_projects: bool,
+    fmt: str,
+    sort: str | None,
+    where: tuple[str, ...],
+    status: tuple[str, ...],
+    limit: int | None,
 ) -> None:
-    """The runs of a sweep: swept parameters and metrics."""
+    """Runs of sweeps (ids, names or tags; none: every sweep of the project), their
+    swept parameters and metrics; queued and running runs too."""
     from ..results import render
 
-    runs = context.runs()
-    check_id(sweep_id, "sweep id")
-    records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
+    snap = snapshot(context, sweeps, all_projects)
     click.echo(
-        render(records, fmt, sort=sort, where=where, color=sys.stdout.isatty()), nl=fmt != "csv"
+        render(
+            snap.records,
+            fmt,
+            sort=sort,
+            where=where,
+            color=sys.stdout.isatty(),
+            status=_statuses(status),
+            limit=limit,
+        ),
+        nl=fmt != "csv",
     )
 
 
 @click.command("runs")
 @with_context()
 def list_runs(context: Context) -> None:
-    """Sweeps in the store, newest first, with their runs' status counts."""
-    from ..results import runs_table
-    from ..tally import tally_sweeps
+    """Sweeps in the store, newest first, with names, tags and their runs' status counts."""
+    from collections import Counter
 
-    runs = context.runs()
-    sweeps = runs.list_sweeps()
-    counts = tally_sweeps(runs, sweeps, context.settings.lease_s)
-    click.echo(runs_table([s.to_json() for s in sweeps], counts))
+    from ..results import runs_table
+
+    snap = snapshot(context, (), True)
+    counts: dict[str, Counter[str]] = {}
+    for record in snap.records:
+        counts.setdefault(str(record.get("sweep_id")), Counter())[str(record.get("status"))] += 1
+    sweeps = [info.to_json() for info in snap.sweeps]
+    click.echo(runs_table(sweeps, {sid: dict(c) for sid, c in counts.items()}))
 
 
 @click.command()

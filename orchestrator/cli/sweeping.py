@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,9 @@ from .progress import Progress
 if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..project import Project
+    from ..record import SweepDoc
     from ..settings import Settings
+    from ..store import RunStore
     from ..sweep import Retry
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
@@ -86,6 +88,9 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
     show_default=True,
     help="Run failed and cancelled runs again (as a new attempt), or keep their records.",
 )
+@click.option("--name", "sweep_name", default=None, help="Name the sweep (usable as its id).")
+@click.option("--tag", "tags", multiple=True, help="Tag the sweep (repeatable).")
+@click.option("--note", default=None, help="A note on the sweep, shown by results and query.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the runs.")
 def sweep(
     context: Context,
@@ -101,10 +106,21 @@ def sweep(
     dry_run: bool,
     detach: bool,
     retry: Retry,
+    sweep_name: str | None,
+    tags: tuple[str, ...],
+    note: str | None,
     as_json: bool,
 ) -> None:
     """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
+    from ..labels import check_label
+
     settings = context.settings
+    for value, what in [(sweep_name, "--name"), *((t, "--tag") for t in tags)]:
+        if value is not None:
+            check_label(value, what)
+    if detach and (sweep_name or tags or note):
+        raise UsageError("--name, --tag and --note do not go with --detach yet: label the "
+                         "sweep afterwards (orch name / orch tag / orch note)")
     project = context.project(allow_unpinned=allow_unpinned)
     if base_image is not None:
         project = with_base_image(project, base_image, allow_unpinned)
@@ -141,6 +157,8 @@ def sweep(
             click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
             return
         runs = context.runs()
+        if sweep_name or tags or note:
+            runs.after_write_sweep.append(_labeller(runs, sweep_name, tags, note))
         client = connecting.result() if connecting is not None else context.docker()
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
     stop = Stop()
@@ -206,6 +224,27 @@ def compose_points(project: Project, overrides: Sequence[str], settings: Setting
     from .. import sweep as sweepmod
 
     return sweepmod.compose_points(project, overrides, settings.max_points)
+
+
+def _labeller(
+    runs: RunStore, name: str | None, tags: Sequence[str], note: str | None
+) -> Callable[[SweepDoc], None]:
+    """Labels the sweep as soon as its document exists (its name then works at once)."""
+
+    def label(sweep: SweepDoc) -> None:
+        from ..labels import change, read_target
+
+        current = read_target(runs.store, "sweep", sweep.sweep_id)
+        change(
+            runs.store,
+            "sweep",
+            sweep.sweep_id,
+            add=[t for t in tags if t not in current.tags],
+            name=name if name and name != current.name else None,
+            note=note if note is not None and note != current.note else None,
+        )
+
+    return label
 
 
 def _print_points(points: Sequence[Point], as_json: bool) -> None:

@@ -21,6 +21,7 @@ from .table import FORMATS as FORMATS
 from .table import best_run as best_run
 from .table import default_sort as default_sort
 from .table import render as render
+from .table import render_rows as render_rows
 from .table import runs_table as runs_table
 from .table import select as select
 from .table import sort_records as sort_records
@@ -36,6 +37,7 @@ __all__ = [
     "diff_to_json",
     "render",
     "render_diff",
+    "render_rows",
     "runs_table",
     "select",
     "sort_records",

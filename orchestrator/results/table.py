@@ -24,6 +24,10 @@ BEST_MARK = "★"
 
 # The run object of CONTRACT's `orch sweep --json`, plus the composed config.
 _RUN_OBJECT_KEYS = ("run_id", "status", "overrides", "image_id", "metrics", "config")
+# Added when a record carries them (records read across sweeps, through the catalog).
+_SWEEP_KEYS = ("sweep_id", "sweep_name", "tags")
+#: Keys ``--where`` knows besides config keys, metrics and overrides.
+LABEL_KEYS = ("tag", "name", "sweep", "status")
 
 
 # --------------------------------------------------------------------------- values
@@ -39,6 +43,11 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def flatten_config(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's config, flattened."""
+    return flatten(record.get("config") or {})
 
 
 def _identity(value: Any) -> str:
@@ -95,9 +104,32 @@ def metric_names(records: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(names)
 
 
-def varying_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Dotted config keys whose value differs across ``records`` (absent counts as a value)."""
-    flats = [flatten(record.get("config") or {}) for record in records]
+class _Flats:
+    """Each record's flattened config, computed once per view (100,000 runs are read
+    by several passes: --where, the columns, the cells)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        hit = self._cache.get(id(record))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        flat = flatten(record.get("config") or {})
+        self._cache[id(record)] = (record, flat)
+        return flat
+
+
+def varying_keys(
+    records: Sequence[Mapping[str, Any]], flat_of: Callable[[Mapping[str, Any]], dict[str, Any]]
+    | None = None,
+) -> list[str]:
+    """Dotted config keys whose value differs across ``records`` (absent counts as a value).
+
+    Runs not started yet (no config known) take no part.
+    """
+    flat_of = flat_of or _Flats()
+    flats = [flat_of(record) for record in records if record.get("config")]
     keys = sorted({key for flat in flats for key in flat})
     varying = []
     for key in keys:
@@ -138,11 +170,11 @@ def _override_values(record: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def _lookup(record: Mapping[str, Any], key: str) -> Any:
+def _lookup(record: Mapping[str, Any], key: str, flat_of: Callable[..., dict[str, Any]]) -> Any:
     metrics = record.get("metrics") or {}
     if key.startswith("metrics.") and key[len("metrics.") :] in metrics:
         return metrics[key[len("metrics.") :]]
-    flat = flatten(record.get("config") or {})
+    flat = flat_of(record)
     if key in flat:
         return flat[key]
     if key in metrics:
@@ -150,11 +182,13 @@ def _lookup(record: Mapping[str, Any], key: str) -> Any:
     return _override_values(record).get(key, _ABSENT)
 
 
-def _known_keys(records: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[str], set[str]]:
+def _known_keys(
+    records: Sequence[Mapping[str, Any]], flat_of: Callable[..., dict[str, Any]]
+) -> tuple[set[str], set[str], set[str]]:
     config: set[str] = set()
     overrides: set[str] = set()
     for record in records:
-        config.update(flatten(record.get("config") or {}))
+        config.update(flat_of(record))
         overrides.update(_override_values(record))
     metrics = set(metric_names(records))
     return config, metrics, overrides
@@ -183,8 +217,10 @@ class _Condition:
     op: str
     value: str
 
-    def matches(self, record: Mapping[str, Any]) -> bool:
-        actual = _lookup(record, self.key)
+    def matches(self, record: Mapping[str, Any], flat_of: Callable[..., dict[str, Any]]) -> bool:
+        if self.key in LABEL_KEYS:
+            return self._label_matches(record)
+        actual = _lookup(record, self.key, flat_of)
         if actual is _ABSENT:
             return self.op == "!="
         if self.op in ("=", "=="):
@@ -198,8 +234,35 @@ class _Condition:
             return False
         return _NUMERIC_OPS[self.op](actual, number)
 
+    def _label_matches(self, record: Mapping[str, Any]) -> bool:
+        if self.key == "tag":
+            found = self.value in (record.get("tags") or ())
+        elif self.key == "name":
+            found = record.get("sweep_name") == self.value
+        elif self.key == "sweep":
+            found = str(record.get("sweep_id") or "").startswith(self.value) or (
+                record.get("sweep_name") == self.value
+            )
+        else:
+            found = record.get("status") == self.value
+        return found if self.op in ("=", "==") else not found
 
-def _parse_where(expression: str, records: Sequence[Mapping[str, Any]]) -> _Condition:
+
+def _label_values(records: Sequence[Mapping[str, Any]], key: str) -> set[str]:
+    if key == "tag":
+        return {str(t) for r in records for t in r.get("tags") or ()}
+    if key == "name":
+        return {str(r["sweep_name"]) for r in records if r.get("sweep_name")}
+    if key == "status":
+        return {str(r.get("status")) for r in records}
+    return set()
+
+
+def _parse_where(
+    expression: str,
+    records: Sequence[Mapping[str, Any]],
+    flat_of: Callable[..., dict[str, Any]],
+) -> _Condition:
     match = _WHERE.match(expression)
     if not match:
         raise UsageError(
@@ -209,25 +272,42 @@ def _parse_where(expression: str, records: Sequence[Mapping[str, Any]]) -> _Cond
     key, op, value = match.group(1), match.group(2), _unquote(match.group(3))
     if op in _NUMERIC_OPS and _parse_number(value) is None:
         raise UsageError(f"bad --where expression {expression!r}: {op!r} needs a number")
+    if key in LABEL_KEYS:
+        if op not in ("=", "==", "!="):
+            raise UsageError(f"bad --where expression {expression!r}: {key} takes = or !=")
+        known = _label_values(records, key)
+        if records and key in ("tag", "name") and value not in known:
+            from ..labels import close_matches
+
+            raise UsageError(f"bad --where expression {expression!r}: "
+                             f"{close_matches(value, known, key)}")
+        return _Condition(key, op, value)
     if records:
-        config, metrics, overrides = _known_keys(records)
+        config, metrics, overrides = _known_keys(records, flat_of)
         bare = key[len("metrics.") :] if key.startswith("metrics.") else key
         if key not in config and bare not in metrics and key not in overrides:
             raise UsageError(
                 f"bad --where expression {expression!r}: unknown key {key!r} "
                 f"(config keys: {', '.join(sorted(config)) or 'none'}; "
-                f"metrics: {', '.join(sorted(metrics)) or 'none'})"
+                f"metrics: {', '.join(sorted(metrics)) or 'none'}; "
+                f"labels: {', '.join(LABEL_KEYS)})"
             )
     return _Condition(key, op, value)
 
 
-def select(records: Sequence[Mapping[str, Any]], where: Sequence[str]) -> list[dict[str, Any]]:
-    """Records matching every ``--where`` expression (config keys, metrics, overrides)."""
-    conditions = [_parse_where(expression, records) for expression in where]
+def select(
+    records: Sequence[Mapping[str, Any]],
+    where: Sequence[str],
+    flat_of: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Records matching every ``--where`` expression (config keys, metrics, overrides,
+    and ``tag=``, ``name=``, ``sweep=``, ``status=``)."""
+    flat_of = flat_of or _Flats()
+    conditions = [_parse_where(expression, records, flat_of) for expression in where]
     return [
-        dict(record)
+        record if isinstance(record, dict) else dict(record)
         for record in records
-        if all(condition.matches(record) for condition in conditions)
+        if all(condition.matches(record, flat_of) for condition in conditions)
     ]
 
 
@@ -261,18 +341,19 @@ def parse_sort(records: Sequence[Mapping[str, Any]], sort: str) -> SortKey:
     return SortKey(name, descending)
 
 
-def _sorted(records: Sequence[Mapping[str, Any]], key: SortKey) -> list[dict[str, Any]]:
+def _sorted(records: Sequence[Mapping[str, Any]], key: SortKey) -> list[Mapping[str, Any]]:
+    """The same record objects, reordered (callers that hand them out copy them)."""
     present = [r for r in records if key.value(r) is not None]
-    absent = [dict(r) for r in records if key.value(r) is None]
+    absent = [r for r in records if key.value(r) is None]
     present.sort(key=lambda r: key.value(r) or 0.0, reverse=key.descending)
-    return [dict(r) for r in present] + absent
+    return present + absent
 
 
 def sort_records(records: Sequence[Mapping[str, Any]], sort: str | None) -> list[dict[str, Any]]:
     """Records ordered by a metric; runs without it keep their order, last."""
     if not sort:
         return [dict(record) for record in records]
-    return _sorted(records, parse_sort(records, sort))
+    return [dict(record) for record in _sorted(records, parse_sort(records, sort))]
 
 
 def _best(records: Sequence[Mapping[str, Any]], key: SortKey) -> str | None:
@@ -319,15 +400,21 @@ def default_sort(records: Sequence[Mapping[str, Any]]) -> str | None:
 
 @dataclass(frozen=True)
 class View:
-    """What every renderer shows: the selected runs in order, and the columns."""
+    """What every renderer shows: the selected runs in order, and the columns.
+
+    ``sweeps``: the records span several sweeps, so a ``sweep`` column (its name, else
+    its id) says which each run belongs to.
+    """
 
     records: list[dict[str, Any]]
     keys: list[str]
     metrics: list[str]
     best: str | None
+    sweeps: bool = False
+    flat_of: Callable[[Mapping[str, Any]], dict[str, Any]] = flatten_config
 
     def config_cell(self, record: Mapping[str, Any], key: str) -> str | None:
-        flat = flatten(record.get("config") or {})
+        flat = self.flat_of(record)
         return display_value(flat[key]) if key in flat else None
 
     def metric_cell(self, record: Mapping[str, Any], name: str) -> str | None:
@@ -341,43 +428,68 @@ def status_text(record: Mapping[str, Any]) -> str:
     return f"{status}: {reason}" if status != "succeeded" and reason else status
 
 
+def sweep_label(record: Mapping[str, Any]) -> str:
+    return str(record.get("sweep_name") or record.get("sweep_id") or "")
+
+
 def build_view(
-    records: Sequence[Mapping[str, Any]], sort: str | None = None, where: Sequence[str] = ()
+    records: Sequence[Mapping[str, Any]],
+    sort: str | None = None,
+    where: Sequence[str] = (),
+    *,
+    status: Sequence[str] = (),
+    limit: int | None = None,
 ) -> View:
+    """``records`` filtered (``where``, then ``status``), sorted, cut to ``limit``."""
     # Validate --sort against every run, so a narrow --where cannot turn a typo into success.
     key = parse_sort(records, sort) if sort else None
-    selected = select(records, where)
-    ordered = _sorted(selected, key) if key else selected
+    flat_of = _Flats()
+    selected = select(records, where, flat_of)
+    if status:
+        selected = [r for r in selected if r.get("status") in status]
+    ordered: list[Mapping[str, Any]] = list(_sorted(selected, key) if key else selected)
+    best = _best(ordered, key) if key else None
+    if limit is not None:
+        ordered = ordered[: max(limit, 0)]
+    shown = [r if isinstance(r, dict) else dict(r) for r in ordered]
     return View(
-        records=ordered,
-        keys=varying_keys(ordered),
-        metrics=metric_names(ordered),
-        best=_best(ordered, key) if key else None,
+        records=shown,
+        keys=varying_keys(shown, flat_of),
+        metrics=metric_names(shown),
+        best=best,
+        sweeps=len({sweep_label(r) for r in shown}) > 1,
+        flat_of=flat_of,
     )
 
 
 # --------------------------------------------------------------------------- renderers
 
 
-def _run_object(record: Mapping[str, Any]) -> dict[str, Any]:
+def _run_object(record: Mapping[str, Any], sweeps: bool = False) -> dict[str, Any]:
+    """The contract's run object; across sweeps also which sweep each run is of."""
     defaults: dict[str, Any] = {"overrides": [], "metrics": {}, "config": {}}
-    return {key: record.get(key, defaults.get(key)) for key in _RUN_OBJECT_KEYS}
+    run = {key: record.get(key, defaults.get(key)) for key in _RUN_OBJECT_KEYS}
+    if sweeps:
+        run.update({key: record.get(key) for key in _SWEEP_KEYS})
+    return run
 
 
 def _render_json(view: View) -> str:
-    runs = [_run_object(record) for record in view.records]
+    runs = [_run_object(record, view.sweeps) for record in view.records]
     return json.dumps(runs, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _render_csv(view: View) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run_id", "status", *view.keys, *view.metrics])
+    sweep = ["sweep"] if view.sweeps else []
+    writer.writerow(["run_id", *sweep, "status", *view.keys, *view.metrics])
     for record in view.records:
         metrics = record.get("metrics") or {}
         writer.writerow(
             [
                 record.get("run_id", ""),
+                *([sweep_label(record)] if view.sweeps else []),
                 record.get("status", ""),
                 *(view.config_cell(record, key) or "" for key in view.keys),
                 # Full precision: CSV is for machines.
@@ -393,7 +505,8 @@ def repr_number(value: Any) -> str:
 
 def _human_header(view: View) -> list[str]:
     marker = [""] if view.best else []
-    return [*marker, "run_id", "status", *view.keys, *view.metrics, "duration"]
+    sweep = ["sweep"] if view.sweeps else []
+    return [*marker, "run_id", *sweep, "status", *view.keys, *view.metrics, "duration"]
 
 
 def _human_row(view: View, record: Mapping[str, Any]) -> list[str]:
@@ -401,6 +514,7 @@ def _human_row(view: View, record: Mapping[str, Any]) -> list[str]:
     return [
         *marker,
         str(record.get("run_id", "")),
+        *([sweep_label(record)] if view.sweeps else []),
         status_text(record),
         *(view.config_cell(record, key) or "-" for key in view.keys),
         *(view.metric_cell(record, name) or "-" for name in view.metrics),
@@ -441,7 +555,7 @@ def _render_table(view: View, color: bool, empty_note: str) -> str:
         cells = _human_row(view, record)
         status = str(record.get("status"))
         style = "green" if status == "succeeded" else "red" if status == "failed" else "yellow"
-        status_index = 2 if view.best else 1
+        status_index = (2 if view.best else 1) + (1 if view.sweeps else 0)
         row = [Text(cell) for cell in cells]
         row[status_index].stylize(style)
         is_best = record.get("run_id") == view.best
@@ -473,18 +587,24 @@ def render(
     sort: str | None = None,
     where: Sequence[str] = (),
     color: bool = False,
+    *,
+    status: Sequence[str] = (),
+    limit: int | None = None,
 ) -> str:
     """The results of a sweep as ``table`` (rich), ``json``, ``csv`` or ``markdown``."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
-    view = build_view(records, sort, where)
+    view = build_view(records, sort, where, status=status, limit=limit)
     if fmt == "json":
         return _render_json(view)
     if fmt == "csv":
         return _render_csv(view)
     if fmt == "markdown":
         return _render_markdown(view)
-    return _render_table(view, color, "no runs match --where" if where else "no runs")
+    return _render_table(
+        view, color, "no runs match --where" if where else
+        "no runs match --status" if status else "no runs"
+    )
 
 
 # --------------------------------------------------------------------------- orch runs
@@ -497,23 +617,30 @@ def short_time(stamp: Any) -> str:
 
 
 def runs_table(sweeps: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, int]]) -> str:
-    """One line per sweep, newest first: id, time, project, run counts, sweep arguments."""
+    """One line per sweep, newest first: id, time, project, run counts, sweep arguments
+    (and the sweep's name and tags, when any sweep has them)."""
     if not sweeps:
         return "no sweeps"
     ordered = sorted(sweeps, key=lambda s: str(s.get("created_at") or ""), reverse=True)
-    header = ["SWEEP", "CREATED", "PROJECT", "OK", "FAILED", "RUNNING", "ARGS"]
+    labelled = any(s.get("name") or s.get("tags") for s in ordered)
+    queued = any(counts.get(str(s.get("sweep_id")), {}).get("queued") for s in ordered)
+    label_head = ["NAME", "TAGS"] if labelled else []
+    count_names = ["succeeded", "failed", "running", *(["queued"] if queued else [])]
+    count_head = ["OK", "FAILED", "RUNNING", *(["QUEUED"] if queued else [])]
+    header = ["SWEEP", *label_head, "CREATED", "PROJECT", *count_head, "ARGS"]
+    first_count = 4 + len(label_head) - 1
     rows = [header]
     for sweep in ordered:
         sweep_id = str(sweep.get("sweep_id", ""))
         count = counts.get(sweep_id, {})
+        labels = [str(sweep.get("name") or "-"), ",".join(sweep.get("tags") or []) or "-"]
         rows.append(
             [
                 sweep_id,
+                *(labels if labelled else []),
                 short_time(sweep.get("created_at")),
                 str(sweep.get("project", "")),
-                str(count.get("succeeded", 0)),
-                str(count.get("failed", 0)),
-                str(count.get("running", 0)),
+                *(str(count.get(name, 0)) for name in count_names),
                 " ".join(str(arg) for arg in sweep.get("args") or []),
             ]
         )
@@ -521,8 +648,55 @@ def runs_table(sweeps: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping
     lines = []
     for row in rows:
         cells = [
-            cell.rjust(width) if 3 <= i <= 5 else cell.ljust(width)
+            cell.rjust(width) if first_count <= i < first_count + len(count_names)
+            else cell.ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=False))
         ]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- orch query
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format_number(value)
+    return display_value(value)
+
+
+def render_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
+    """Any rows (a SQL answer) in the formats of :func:`render`; JSON is a list of objects."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
+    if fmt == "json":
+        objects = [dict(zip(columns, row, strict=True)) for row in rows]
+        return json.dumps(objects, indent=2, ensure_ascii=False, default=str)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([repr_number(v) if is_number(v) else _cell(v) for v in row])
+        return buffer.getvalue()
+    cells = [[_cell(v) for v in row] for row in rows]
+    if fmt == "markdown":
+        def line(items: Sequence[str]) -> str:
+            return "| " + " | ".join(i.replace("|", "\\|").replace("\n", " ") for i in items) + " |"
+
+        return "\n".join([line(columns), line(["---"] * len(columns)), *map(line, cells)])
+    if not rows:
+        return "(no rows)"
+    numeric = [all(is_number(r[i]) or r[i] is None for r in rows) for i in range(len(columns))]
+    widths = [max(len(str(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def fmt_line(items: Sequence[str]) -> str:
+        return "  ".join(
+            item.rjust(w) if num else item.ljust(w)
+            for item, w, num in zip(items, widths, numeric, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt_line([str(c) for c in columns]), rule, *map(fmt_line, cells)])

@@ -3,7 +3,11 @@
 ::
 
     sweeps/<sweep_id>.json              written once, before the runs start
-    sweeps/<sweep_id>.index.json        every completed record of the sweep, one object
+    sweeps/<sweep_id>.index.json        every completed record of the sweep (and the sweep
+                                        document), one object
+    sweeps/<sweep_id>.open-<nonce>      a submission of the sweep is committing runs: the
+                                        index alone is not to be trusted (see ``catalog``)
+    sweeps/<sweep_id>.reruns/<run_id>   a rerun of one of the sweep's runs (empty object)
     runs/<run_id>/claim.json            who is running it (``claims``: a lease)
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
@@ -26,6 +30,9 @@ import json
 import logging
 import os
 import tempfile
+import threading
+import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +73,14 @@ class RunStore:
         self.store = store
         self.claims = Claims(store, self._run_key, self.is_complete)
         self.blobs = Blobs(store)
+        # Which sweeps this store object has open (write_sweep .. write_sweep_index), and
+        # how many times: two submissions of one sweep sharing it close it once both end.
+        self._nonce = uuid.uuid4().hex[:16]
+        self._open: Counter[str] = Counter()
+        self._open_lock = threading.Lock()
+        #: Called with each sweep document right after it is written (the CLI labels a
+        #: new sweep there, so its name works while its runs still run).
+        self.after_write_sweep: list[Callable[[SweepDoc], None]] = []
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -111,9 +126,21 @@ class RunStore:
     # -- sweeps -----------------------------------------------------------------------
 
     def write_sweep(self, sweep: SweepDoc) -> None:
-        """``sweeps/<id>.json``, once: a sweep id names its content, so a rewrite is moot."""
+        """``sweeps/<id>.json``, once: a sweep id names its content, so a rewrite is moot.
+
+        Also opens the sweep: ``sweeps/<id>.open-<nonce>`` says that runs of it are being
+        committed, until :meth:`write_sweep_index` closes it. Readers of many sweeps (the
+        catalog) then read such a sweep run by run instead of trusting its index; a
+        submission that dies leaves the marker, which costs readers time, never results.
+        """
         key = self._sweep_key(self._check_id(sweep.sweep_id, "sweep id in the record"))
+        marker = self._sweep_key(sweep.sweep_id, f".open-{self._nonce}")
+        with self._open_lock:
+            self._open[sweep.sweep_id] += 1
+        self.store.put(marker, self._dump(marker, {"opened_at": now_iso()}))
         self.store.create(key, self._dump(key, sweep.to_json()))
+        for listener in self.after_write_sweep:
+            listener(sweep)
 
     def read_sweep(self, sweep_id: str) -> SweepDoc:
         key = self._sweep_key(sweep_id)
@@ -148,8 +175,25 @@ class RunStore:
         """
         key = self._sweep_key(sweep_id, ".index.json")
         runs = {self._check_id(r.run_id, "run id in an index record"): r.to_json() for r in records}
-        index = {"schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(), "runs": runs}
+        index: dict[str, Any] = {
+            "schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(), "runs": runs
+        }
+        try:  # the sweep document rides along: a catalog read is then one GET per sweep
+            index["sweep"] = self.read_sweep(sweep_id).to_json()
+        except (NotFound, CorruptRecord):
+            pass
         self.store.put(key, self._dump(key, index, compact=True))
+        self._close_sweep(sweep_id)
+
+    def _close_sweep(self, sweep_id: str) -> None:
+        with self._open_lock:
+            if self._open[sweep_id] <= 0:
+                return
+            self._open[sweep_id] -= 1
+            if self._open[sweep_id]:
+                return
+            del self._open[sweep_id]
+        self.store.delete(self._sweep_key(sweep_id, f".open-{self._nonce}"))
 
     def _read_index(self, sweep_id: str) -> dict[str, RunRecord]:
         """The index's records by run id; empty when missing or unreadable (it is a cache)."""
@@ -272,6 +316,10 @@ class RunStore:
                 self.store.put_file(key, Path(os.fspath(source)))
 
         _parallel(upload, list(files.items()), workers)
+        if record.rerun_of and record.sweep_id:
+            # Not in the sweep's document: this pointer is how readers of the sweep find it.
+            pointer = self._sweep_key(record.sweep_id, f".reruns/{run_id}")
+            self.store.put(pointer, b"")
         self.store.put(run_key, body)
         self.claims.release(run_id)
 

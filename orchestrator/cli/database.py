@@ -1,0 +1,263 @@
+"""The store as a database of every experiment: ``orch best``, ``tag``, ``note``,
+``query``, ``export mlflow`` and ``gc`` (``results`` and ``runs`` live in ``inspect``).
+
+Each command reads through :mod:`orchestrator.catalog` (a bounded number of objects
+whatever the number of runs) and does its work in a module below the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import OrchestratorError, UsageError
+from .context import Context, complete_sweep_ids, with_context
+
+if TYPE_CHECKING:
+    from ..catalog import Snapshot
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
+
+
+def project_name(context: Context) -> str | None:
+    """The name in the project's ``orch.yaml``, or None outside a project."""
+    import yaml
+
+    try:
+        root = context.project_root()
+        data = yaml.safe_load((root / "orch.yaml").read_text())
+    except (OrchestratorError, OSError, yaml.YAMLError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def snapshot(
+    context: Context, refs: Sequence[str], all_projects: bool, *, live: bool = True
+) -> Snapshot:
+    """The runs named by ``refs`` (sweep ids, names, tags); none: the project's, or with
+    ``all_projects`` (or outside a project) every run in the store."""
+    from ..catalog import Catalog, check_ref
+
+    for ref in refs:
+        check_ref(ref)
+    project = None if refs or all_projects else project_name(context)
+    catalog = Catalog(context.runs(), lease_s=context.settings.lease_s)
+    return catalog.read(refs, project=project, live=live)
+
+
+def selection_options(func: Any) -> Any:
+    """``SWEEP...`` plus ``--all-projects``, shared by the commands that read many runs."""
+    func = click.option(
+        "--all-projects", is_flag=True, help="Every project in the store, not only this one."
+    )(func)
+    return click.argument("sweeps", nargs=-1, shell_complete=complete_sweep_ids)(func)
+
+
+def _statuses(values: Sequence[str]) -> tuple[str, ...]:
+    found = tuple(s.strip() for value in values for s in value.split(",") if s.strip())
+    for status in found:
+        if status not in STATUSES:
+            from ..labels import close_matches
+
+            raise UsageError(f"--status: {close_matches(status, STATUSES, 'status')}")
+    return found
+
+
+# --------------------------------------------------------------------------- best
+
+
+@click.command()
+@click.argument("metric")
+@selection_options
+@with_context()
+@click.option("--where", multiple=True, help="Filter first, e.g. 'tag=lstm' or 'optimizer.lr<0.1'.")
+@click.option("--json", "as_json", is_flag=True)
+def best(
+    context: Context,
+    metric: str,
+    sweeps: tuple[str, ...],
+    all_projects: bool,
+    where: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """The best run of all experiments by METRIC[:max|min]: its config, what differs
+    from the runner-up, its image, and how to rerun it."""
+    from ..results.best import find_best, render_best
+
+    snap = snapshot(context, sweeps, all_projects, live=False)
+    answer = find_best(snap.records, metric, where)
+    answer["rerun"] = f"orch rerun {answer['run_id']}" + (
+        f" --store {context.store_uri}" if context.store_uri else ""
+    )
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(render_best(answer))
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _target(context: Context, ref: str) -> tuple[str, str]:
+    """``("sweep", id)`` or ``("run", id)`` for a sweep id/name or a run id (prefix)."""
+    from ..catalog import Catalog, check_ref
+    from ..errors import NotFound
+    from ..labels import read_labels
+
+    check_ref(ref)
+    runs = context.runs()
+    catalog = Catalog(runs, lease_s=context.settings.lease_s)
+    listing = catalog.listing()
+    if ref in listing.sweep_ids:
+        return "sweep", ref
+    labels = read_labels(runs.store, notes=False)
+    named = labels.sweeps_named(ref)
+    if len(named) == 1:
+        return "sweep", named[0]
+    if len(named) > 1:
+        raise UsageError(f"name {ref!r} labels {len(named)} sweeps ({', '.join(named)}): "
+                         "give a sweep id")
+    try:
+        return "run", runs.resolve_run_id(ref)
+    except NotFound:
+        pass
+    return "sweep", catalog.resolve([ref], listing, labels)[0]
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("changes", nargs=-1, required=True, type=click.UNPROCESSED)
+@with_context()
+def tag(context: Context, target: str, changes: tuple[str, ...]) -> None:
+    """Add (+TAG) or remove (-TAG) tags of a sweep or run: orch tag SWEEP +lstm -old."""
+    from ..labels import change, check_label
+
+    add: list[str] = []
+    remove: list[str] = []
+    for item in changes:
+        if item[:1] not in "+-" or len(item) < 2:
+            raise UsageError(f"tag change {item!r}: write +TAG to add or -TAG to remove")
+        (add if item[0] == "+" else remove).append(check_label(item[1:], "tag"))
+    kind, target_id = _target(context, target)
+    change(context.runs().store, kind, target_id, add=add, remove=remove)
+    click.echo(f"{kind} {target_id}: " + " ".join(changes))
+
+
+@click.command()
+@click.argument("target")
+@click.argument("text")
+@with_context()
+def note(context: Context, target: str, text: str) -> None:
+    """Set the note of a sweep or run ("" clears it)."""
+    from ..labels import change
+
+    kind, target_id = _target(context, target)
+    change(context.runs().store, kind, target_id, note=text)
+    click.echo(f"{kind} {target_id}: note {'cleared' if not text else 'set'}")
+
+
+@click.command()
+@click.argument("target")
+@click.argument("name", required=False)
+@with_context()
+@click.option("--clear", is_flag=True, help="Remove the sweep's name.")
+def name(context: Context, target: str, name: str | None, clear: bool) -> None:
+    """Name a sweep (names work wherever a sweep id does)."""
+    from ..labels import change
+
+    if not name and not clear:
+        raise UsageError("give a NAME, or --clear")
+    kind, target_id = _target(context, target)
+    if kind != "sweep":
+        raise UsageError(f"{target!r} is a run: names are for sweeps (tag runs instead)")
+    change(context.runs().store, kind, target_id, name=name, clear_name=clear)
+    click.echo(f"sweep {target_id}: " + (f"named {name}" if name else "name cleared"))
+
+
+# --------------------------------------------------------------------------- query
+
+
+@click.command()
+@click.argument("sql")
+@selection_options
+@with_context()
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table"
+)
+def query(
+    context: Context, sql: str, sweeps: tuple[str, ...], all_projects: bool, fmt: str
+) -> None:
+    """SQL over every run: table ``runs`` (one row per run; config.* and metrics.* are
+    struct fields) and ``steps`` (run_id, step, name, value from metrics.jsonl)."""
+    from ..query import run_query
+    from ..results import render_rows
+
+    snap = snapshot(context, sweeps, all_projects)
+    columns, rows = run_query(context.runs(), snap.records, sql)
+    click.echo(render_rows(columns, rows, fmt), nl=fmt != "csv")
+
+
+# --------------------------------------------------------------------------- export
+
+
+@click.group()
+def export() -> None:
+    """Copy runs into other tools."""
+
+
+@export.command("mlflow")
+@selection_options
+@with_context()
+@click.option("--tracking-uri", required=True, help="MLflow tracking server, e.g. http://host:5000.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: the project name).")
+def export_mlflow(
+    context: Context,
+    sweeps: tuple[str, ...],
+    all_projects: bool,
+    tracking_uri: str,
+    experiment: str | None,
+) -> None:
+    """Log each finished run as an MLflow run (params, metrics, steps, tags); runs
+    exported before (found by their orch.run_id tag) are left alone."""
+    from ..export_mlflow import export as do_export
+
+    snap = snapshot(context, sweeps, all_projects, live=False)
+    records = [r for r in snap.records if r.get("status") not in ("queued", "running")]
+    name = experiment or project_name(context) or "orch"
+    result = do_export(context.runs(), records, tracking_uri, name)
+    click.echo(
+        f"exported {result.created} runs to experiment {name!r} at {tracking_uri} "
+        f"({result.existing} already there)"
+    )
+
+
+# --------------------------------------------------------------------------- gc
+
+
+@click.command()
+@with_context()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds: blobs younger than this are kept even when unreferenced.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="List every key removed.")
+def gc(context: Context, dry_run: bool, grace: float, verbose: bool) -> None:
+    """Remove blobs no record references, stale claims and abandoned partial runs;
+    safe beside running sweeps."""
+    from ..gc import collect
+
+    report = collect(
+        context.runs(), lease_s=context.settings.lease_s, grace_s=grace, dry_run=dry_run
+    )
+    if verbose:
+        for key in report.removed:
+            click.echo(("would remove " if dry_run else "removed ") + key)
+    click.echo(report.summary(dry_run))
