@@ -22,6 +22,7 @@ never trusts the index. Nothing is ever read half-written: each object is put wh
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,8 @@ from .store import RunStore
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("orchestrator.catalog")
 
 
 def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
@@ -217,7 +220,8 @@ class Catalog:
             stats["run_reads"] += reads
             stats["indexed"] += info.sweep_id in listing.indexed and not info.open
         if live and pending:
-            records += _parallel(lambda p: self._pending(*p), pending, self.workers)
+            found = _parallel(lambda p: self._pending(*p), pending, self.workers)
+            records += [record for record in found if record is not None]
             stats["run_reads"] += 2 * len(pending)
         for record in records:
             _label(record, labels)
@@ -233,12 +237,13 @@ class Catalog:
             index = self._get_json(f"sweeps/{sweep_id}.index.json") or {}
         doc_json = index.get("sweep") if isinstance(index.get("sweep"), dict) else None
         if doc_json is None:
-            doc_json = self._get_json(f"sweeps/{sweep_id}.json")
+            doc_json = self._get_json(f"sweeps/{sweep_id}.json", warn=True)
         if doc_json is None:
             return None  # an index without its sweep, or deleted while we listed
         try:
             doc = SweepDoc.from_json(doc_json, self.runs.where(f"sweeps/{sweep_id}.json"))
-        except CorruptRecord:
+        except CorruptRecord as exc:
+            log.warning("skipped %s", exc)
             return None
         is_open = sweep_id in listing.open
         label = labels.of("sweep", sweep_id)
@@ -270,17 +275,26 @@ class Catalog:
         records += [by_id[rid] for rid in listing.reruns.get(sweep_id, ()) if rid in by_id]
         return info, records, missing, len(wanted)
 
-    def _get_json(self, key: str) -> dict[str, Any] | None:
+    def _get_json(self, key: str, *, warn: bool = False) -> dict[str, Any] | None:
+        """``key``'s JSON object; None when missing or unreadable (named when ``warn``:
+        a record, not a cache the caller falls back from)."""
         try:
             value = json.loads(self.store.get(key))
         except NotFound:
             return None
-        except (UnicodeDecodeError, json.JSONDecodeError, StoreError):
-            return None  # an unreadable cache: the caller falls back to what it caches
+        except (UnicodeDecodeError, json.JSONDecodeError, StoreError) as exc:
+            if warn:
+                log.warning("skipped corrupt JSON in %s: %s", self.runs.where(key), exc)
+            return None
         return value if isinstance(value, dict) else None
 
-    def _pending(self, info: SweepInfo, run_id: str, overrides: tuple[str, ...]) -> dict[str, Any]:
-        """A run without ``run.json``: running if its claim is live, else queued."""
+    def _pending(
+        self, info: SweepInfo, run_id: str, overrides: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """A run without a readable ``run.json``: running if its claim is live, else queued;
+        None when its ``run.json`` is there but corrupt (skipped, and named, by the read)."""
+        if self.runs.is_complete(run_id):
+            return None
         running = self.runs.claims.is_live(run_id, self.lease_s)
         live = self.runs.read_live(run_id) if running else None
         record: dict[str, Any] = {

@@ -60,6 +60,12 @@ def test_a_truncated_sweep_record_leaves_the_others_listed(
     two = json.loads(orch("sweep", "-p", str(root), "optimizer=adam", "--json").stdout)
     path = root / ".orch" / "sweeps" / f"{one['sweep_id']}.json"
     path.write_bytes(path.read_bytes()[:20])
+    # the finished sweep's index keeps a copy of its document: it is still listed
+    listed = orch("runs", "-p", str(root))
+    assert listed.returncode == 0, listed.stderr
+    assert one["sweep_id"] in listed.stdout and two["sweep_id"] in listed.stdout
+    # without that copy, it is skipped and named
+    (root / ".orch" / "sweeps" / f"{one['sweep_id']}.index.json").unlink()
     proc = orch("runs", "-p", str(root))
     assert proc.returncode == 0, proc.stderr
     assert two["sweep_id"] in proc.stdout and one["sweep_id"] not in proc.stdout
