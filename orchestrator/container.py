@@ -213,11 +213,15 @@ class Running:
             status = self._container.wait(timeout=timeout) if timeout else self._container.wait()
             self.exit_code = int(status.get("StatusCode", -1))
         except requests.exceptions.ReadTimeout:
-            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-                self._container.kill()
-                self._container.wait()
+            self._kill_after_timeout()
             self.reason = f"timeout after {timeout:g}s" if timeout else "timeout"
         except requests.exceptions.ConnectionError as exc:
+            # A wait past its timeout surfaces as a connection error too: the daemon that
+            # still answers a ping says which one it was.
+            if timeout and self._daemon_answers():
+                self._kill_after_timeout()
+                self.reason = f"timeout after {timeout:g}s"
+                return
             self._daemon_came_back(exc)
             self.reason = "the Docker daemon went away during the run"
             return
@@ -237,6 +241,23 @@ class Running:
                 self.reason = "killed: out of memory"
             elif self.exit_code != 0:
                 self.reason = f"exit code {self.exit_code}"
+
+    def _kill_after_timeout(self) -> None:
+        import docker.errors
+        import requests.exceptions
+
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            self._container.kill()
+            self._container.wait()
+
+    def _daemon_answers(self) -> bool:
+        import requests.exceptions
+
+        try:
+            self._client.ping()
+        except requests.exceptions.RequestException:
+            return False
+        return True
 
     def _daemon_came_back(self, exc: Exception) -> None:
         """Wait (bounded) for a daemon that went away; BackendError if it stays away."""

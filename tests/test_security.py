@@ -394,7 +394,7 @@ def test_artifact_links_are_not_followed_and_nothing_escapes(
     # only the layout's names at the top of the run's directory
     assert {p.name for p in run.iterdir()} <= {
         "run.json", "config.yaml", "metrics.json", "stdout.log", "stderr.log", "output"}
-    assert {p.name for p in store.iterdir()} <= {"runs", "sweeps", "blobs", ".tmp"}
+    assert {p.name for p in store.iterdir()} <= {"runs", "sweeps", "blobs", ".tmp", ".gitignore"}
     assert sorted(p.name for p in root.parent.iterdir()) == outside_before
     record = json.loads((run / "run.json").read_text())
     assert record["artifacts"] == stored

@@ -239,7 +239,8 @@ def test_watch_sees_a_run_progress_from_another_process(
 
         def sweep_doc() -> list[str]:
             listed = client.list_objects_v2(Bucket=bucket, Prefix="watch/sweeps/")
-            return [item["Key"] for item in listed.get("Contents", [])]
+            keys = [item["Key"] for item in listed.get("Contents", [])]
+            return [k for k in keys if k.endswith(".json") and not k.endswith(".index.json")]
 
         (key,) = _wait_for(sweep_doc, 120, "the sweep document")
         sweep_id = key.rsplit("/", 1)[1].removesuffix(".json")
