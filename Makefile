@@ -44,7 +44,7 @@ bench: setup
 
 lint: venv
 	$(VENV)/bin/ruff check orchestrator tests bench
-	$(VENV)/bin/mypy orchestrator
+	$(VENV)/bin/mypy --strict orchestrator
 
 clean:
 	rm -rf .orch build *.egg-info

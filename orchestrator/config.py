@@ -26,6 +26,11 @@ What is added on top:
 
 Hydra's ``GlobalHydra``, ``HydraConfig``, ``ConfigStore`` and sources registry are
 process-wide; every use goes through one lock and leaves whatever state it found behind.
+
+Why one module of this size: everything here works inside one Hydra loader session and
+shares its private state (the group repository, the fast path's composed bases, the
+error translation that needs the loader to name a file); split, each part would reach
+into the others' Hydra internals.
 """
 
 from __future__ import annotations

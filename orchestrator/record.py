@@ -10,6 +10,10 @@ Both serialize to flat JSON objects (the layout of ``docs/records.md``). Reading
 strict about the type of every known field and lenient about absence (older writers
 left some out), and keeps the fields it does not know (a newer schema) so that a
 rewrite by this version loses nothing.
+
+Why one module of this size: it is the schema, read and written in one place (the field
+readers, the plan, the record, the sweep document), so that no other module builds or
+parses a record by string keys.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class RunSpec:
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads(self.config_bytes)
+        config: dict[str, Any] = json.loads(self.config_bytes)
+        return config
 
     def identity(self) -> dict[str, Any]:
         """What defines the run. Overrides are absent on purpose: two spellings of the

@@ -3,6 +3,10 @@
 It composes every point first (so every config error surfaces before anything is
 built), skips the runs the store already holds, loads the rest's images in batches
 while earlier batches already run, and waits for runs another submitter is running.
+
+Why one module of this size: planning, batched image loading, dispatch, retries and the
+wait for other submitters are one loop over one sweep's state; inputs and images are
+delegated to their modules.
 """
 
 from __future__ import annotations

@@ -5,5 +5,5 @@ future of the run's record. The backend never sees the CLI, and the sweep driver
 asks which backend it has.
 """
 
+from ..job import Job as Job
 from .base import Backend as Backend
-from .base import Job as Job

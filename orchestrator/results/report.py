@@ -5,6 +5,10 @@ in the template ``orchestrator/templates/report.html.j2`` (package data, read wi
 :mod:`importlib.resources`) and every chart is inline SVG drawn here. Whatever comes
 from records is escaped, by jinja2's autoescaping in the template and by
 :func:`markupsafe.escape` in the SVG built below.
+
+Why one module of this size: the charts (axes, scatter, parallel coordinates, curves)
+share one small SVG vocabulary (scales, ticks, colours, escaping) and are drawn for one
+page; ``curves`` and ``objective`` beside it hold what other commands reuse.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Everything here is a pure function over run records (the plain dicts of
 ``docs/records.md``); nothing reads a store. The renderers return text without a
 final newline, ready for ``click.echo``; CSV is the exception: every record, the
 last one included, ends with ``"\n"``.
+
+Why one module of this size: selection (``--where``), sorting, the varying-column rule and
+the five renderers all work on the same flattened view of a record, cached per view.
 """
 
 from __future__ import annotations

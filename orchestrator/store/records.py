@@ -22,6 +22,9 @@
 The commit protocol: ``claim`` -> run -> ``commit_run`` (files, then ``run.json``, then
 release the claim). Readers trust only runs with ``run.json``. A claim whose holder
 stopped renewing it for longer than the lease may be taken over by someone else.
+
+Why one module of this size: it is the layout above, the one place that knows these keys;
+claims and blobs are their own classes (``claims``, ``blobs``).
 """
 
 from __future__ import annotations
