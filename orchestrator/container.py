@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .docker_api import describe
+from .docker_api import Container, DockerClient, describe
 from .errors import BackendError
 
 RUN_UID = 65534
@@ -158,7 +158,7 @@ def create_kwargs(
 class Running:
     """A created, started container: wait for it, stop it, collect its logs, remove it."""
 
-    def __init__(self, client: Any, container: Any, started: float) -> None:
+    def __init__(self, client: DockerClient, container: Container, started: float) -> None:
         self._client = client
         self._container = container
         self.started = started
@@ -169,7 +169,7 @@ class Running:
         self._stopping = threading.Lock()
 
     @classmethod
-    def start(cls, client: Any, kwargs: dict[str, Any]) -> Running:
+    def start(cls, client: DockerClient, kwargs: dict[str, Any]) -> Running:
         import docker.errors
         import requests.exceptions
 
@@ -233,7 +233,7 @@ class Running:
             self.reason = "cancelled"
         elif self.reason is None:
             try:
-                state = self._client.api.inspect_container(self._container.id)["State"]
+                state = self._client.api.inspect_container(str(self._container.id))["State"]
             except docker.errors.APIError as exc:  # removed under us (a takeover, a prune)
                 self.reason = f"lost the container: {describe(exc)}"
                 return
@@ -307,7 +307,7 @@ def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:
             pass  # the container (or its daemon) is gone: what was copied is what there is
 
 
-def daemon_lost(client: Any, exc: Exception) -> BackendError:
+def daemon_lost(client: DockerClient, exc: Exception) -> BackendError:
     where = getattr(getattr(client, "api", None), "base_url", "the Docker daemon")
     return BackendError(
         f"lost the Docker daemon at {where} ({type(exc).__name__}): is it running? "
@@ -316,7 +316,7 @@ def daemon_lost(client: Any, exc: Exception) -> BackendError:
 
 
 def run(
-    client: Any,
+    client: DockerClient,
     kwargs: dict[str, Any],
     timeout: float | None,
     dirs: RunDirs,

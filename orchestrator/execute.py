@@ -25,6 +25,7 @@ from typing import Any
 from . import checkpoint, container
 from . import inputs as inputsmod
 from .container import RUN_UID, Outputs, RunDirs, Running
+from .docker_api import DockerClient
 from .job import Job
 from .live import MAX_KEYS, StepMetrics, number
 from .record import RunRecord, RunStatus, iso, now_iso
@@ -147,7 +148,7 @@ class _LivePublisher:
 
 def execute(
     job: Job,
-    client: Any,
+    client: DockerClient,
     runs: RunStore,
     *,
     gpu_ids: list[str] | None = None,
@@ -353,7 +354,7 @@ def _input_env(refs: Any) -> dict[str, str]:
     return {inputsmod.env_name(name): inputsmod.mount_path(name) for name in sorted(refs)}
 
 
-def _remove_leftovers(client: Any, run_id: str) -> None:
+def _remove_leftovers(client: DockerClient, run_id: str) -> None:
     """Containers of this run left by a submitter that died (it holds no live claim, or we
     could not have claimed the run): remove them so they cannot write or block a name."""
     import docker.errors

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .docker_api import describe
+from .docker_api import DockerClient, describe
 from .errors import ImageError
 from .store import RunStore
 
@@ -40,7 +40,7 @@ class DaemonImage:
         )
 
 
-def list_images(client: Any, project: str | None = None) -> list[DaemonImage]:
+def list_images(client: DockerClient, project: str | None = None) -> list[DaemonImage]:
     """orch's images on the daemon: of ``project``, or of every project when None."""
     label = PROJECT_LABEL if project is None else f"{PROJECT_LABEL}={project}"
     images = [DaemonImage.from_api(item) for item in client.api.images(filters={"label": label})]
@@ -56,7 +56,7 @@ class PrunePlan:
 
 
 def prune_plan(
-    client: Any, runs: RunStore, lease_s: float, *, foreign: bool = False
+    client: DockerClient, runs: RunStore, lease_s: float, *, foreign: bool = False
 ) -> PrunePlan:
     """Run images of the store's projects that no stored run references and no run needs.
 
@@ -94,7 +94,7 @@ def prune_plan(
     return PrunePlan(remove=tuple(remove), referenced=frozenset(keep), spared=spared)
 
 
-def remove_image(client: Any, image_id: str) -> None:
+def remove_image(client: DockerClient, image_id: str) -> None:
     import docker.errors
 
     try:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .docker_api import DockerClient
 from .errors import NotFound
 from .store import RunStore
 
@@ -36,7 +37,7 @@ def _complete(runs: RunStore, run_id: str) -> bool:
         return False
 
 
-def _container(client: Any, run_id: str) -> Any:
+def _container(client: DockerClient, run_id: str) -> Any:
     for container in client.containers.list(filters={"label": RUN_LABEL}):
         if container.labels.get(RUN_LABEL, "").startswith(run_id):
             return container

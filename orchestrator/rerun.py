@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .docker_api import DockerClient
 from .errors import ImageError, NotFound, UsageError
 from .execute import execute
 from .ids import DIGEST_REF, IMAGE_ID, RUN_ID
@@ -49,7 +50,7 @@ class RerunResult:
         }
 
 
-def find_original(runs: RunStore, client: Any, target: str) -> RunRecord:
+def find_original(runs: RunStore, client: DockerClient, target: str) -> RunRecord:
     """The record a target names: a run id (or unique prefix), an image ID, a repo digest."""
     if IMAGE_ID.match(target):
         return runs.read_run(_run_id_of_image(runs, client, target))
@@ -65,7 +66,7 @@ def find_original(runs: RunStore, client: Any, target: str) -> RunRecord:
     )
 
 
-def _run_id_of_image(runs: RunStore, client: Any, image_id: str) -> str:
+def _run_id_of_image(runs: RunStore, client: DockerClient, image_id: str) -> str:
     """Run images carry their run id as a label, in the config blob and on the daemon."""
     try:
         labels = ImageConfig(runs.blobs.get(image_id)).data["config"].get("Labels") or {}
@@ -79,7 +80,7 @@ def _run_id_of_image(runs: RunStore, client: Any, image_id: str) -> str:
     return str(run_id)
 
 
-def record_image(client: Any, runs: RunStore, record: RunRecord) -> str:
+def record_image(client: DockerClient, runs: RunStore, record: RunRecord) -> str:
     """Make a recorded run's image present on this daemon; returns where it came from."""
     images = record.images
     return ensure_image(
@@ -104,7 +105,7 @@ def compare_metrics(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def rerun(
-    client: Any,
+    client: DockerClient,
     runs: RunStore,
     target: str,
     *,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from . import config as configmod
 from . import inputs as inputsmod
 from .backends.base import Backend
+from .docker_api import DockerClient
 from .errors import InputError
 from .execute import ClaimHeld, NotStarted
 from .image import builder
@@ -187,7 +188,7 @@ class SweepDriver:
     def __init__(
         self,
         project: Project,
-        client: Any,
+        client: DockerClient,
         runs: RunStore,
         backend: Backend,
         *,

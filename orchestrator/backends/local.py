@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
+from ..docker_api import DockerClient
 from ..errors import BackendError
 from ..execute import execute
 from ..job import Job
@@ -52,7 +52,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        client: Any,
+        client: DockerClient,
         runs: RunStore,
         jobs: int = 1,
         gpu_ids: list[str] | None = None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..docker_api import DockerClient
 from ..errors import BackendError, Interrupted, RunsFailed, UsageError
 from ..stopping import Stop, terminal_signals
 from .context import Context, with_context
@@ -294,7 +295,7 @@ def with_base_image(project: Project, ref: str, allow_unpinned: bool) -> Project
 
 def _backend(
     kind: str,
-    client: Any,
+    client: DockerClient,
     context: Context,
     jobs: int | None,
     gpu_ids: list[str],

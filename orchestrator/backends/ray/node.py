@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ...docker_api import DockerClient
 from ...errors import ImageError, NotFound
 from ...job import Job
 from ...record import RunRecord
@@ -101,7 +102,12 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
 
 
 def ensure_run_image(
-    client: Any, runs: RunStore, job: Job, *, wait_s: float = BLOB_WAIT_S, poll_s: float = 0.5
+    client: DockerClient,
+    runs: RunStore,
+    job: Job,
+    *,
+    wait_s: float = BLOB_WAIT_S,
+    poll_s: float = 0.5,
 ) -> str:
     """Put the job's image on this daemon by digest; returns where it came from.
 
