@@ -85,7 +85,8 @@ def check_closure(
             ):
                 continue
             dep_name = canonicalize_name(dep.name)
-            requirer = f"{pinned[name].pin()}" + (f"[{extra}]" if extra else "")
+            owner = pinned[name]
+            requirer = f"{owner.name}[{extra}]=={owner.version}" if extra else owner.pin()
             found = pinned.get(dep_name)
             if found is None:
                 raise ImageError(
