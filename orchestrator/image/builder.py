@@ -16,6 +16,7 @@ from pathlib import Path
 from ..canonical import digest
 from ..docker_api import DockerClient
 from ..errors import ImageError
+from ..files import atomic_write
 from ..project import Project
 from . import cache
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
@@ -161,9 +162,13 @@ def _environment_layers(
     wheel_files = wheels.ensure_wheels(
         lock.requirements, cache.wheels(cache_root), python.version, pip_options=lock.pip_options
     )
-    closure.check_closure(
-        lock.requirements, wheel_files, python.version, wheels.DEFAULT_PLATFORM, lock.path
-    )
+    # Reading every wheel's metadata takes seconds for a torch lock: once per lock.
+    checked = cache.root(cache_root) / "checked" / env_key.removeprefix("sha256:")
+    if not checked.is_file():
+        closure.check_closure(
+            lock.requirements, wheel_files, python.version, wheels.DEFAULT_PLATFORM, lock.path
+        )
+        atomic_write(checked, b"complete\n")
     layers = envlayer.write_env_layers(client, base.image_id, python, wheel_files, cache_root)
     return env_key, tuple(layers)
 

@@ -7,6 +7,7 @@
                                          their diff IDs and file lists (envlayer)
     <root>/wheels/                       the wheelhouse (wheels)
     <root>/python/<hex>.json             the Python of a base image, by image ID (interpreter)
+    <root>/checked/<hex>                 environment keys whose lock was found complete
     <root>/base/<suite>/                 the base rootfs, its cached image IDs, a build lock
 
 Functions that touch the cache take the root as ``cache_root``; None means
