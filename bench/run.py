@@ -33,6 +33,7 @@ import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
+import torch_bench  # noqa: E402
 from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
 from context import Ctx  # noqa: E402
 
@@ -49,6 +50,10 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "ray_overhead_ratio": ("<=", 1.15, "Ray backend / local backend (bench/ray_bench.py)"),
     "results_10k_ratio": ("<=", 2.0, "orch results 10k runs (S3) / boto3 listing of their keys"),
     "compose1k_ratio": ("<=", 0.1, "compose_many 1,000 points / 1,000 hydra compose() calls"),
+    "torch_per_run_ratio": ("<=", 1.05, "torch run, orch sweep / docker run of a pip-built image"),
+    "torch_cold_build_ratio": ("<=", 0.5, "torch env cold build / docker build pip-installing"),
+    "torch_one_package_rebuild_ratio": ("<=", 0.1, "one small package changed / cold build"),
+    "torch_store_bytes_ratio": ("<=", 0.6, "torch env bytes in the store / uncompressed"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -64,6 +69,7 @@ SECTIONS: dict[str, Section] = {
     "mlflow": mlflow_bench.mlflow,
     "results10k": results_bench.results10k,
     "ray": ray_runner.ray,
+    "torch": torch_bench.torch,
     "breakdown": orch_bench.breakdown,
 }
 #: Diagnostics run only when named in --only.
@@ -77,6 +83,12 @@ PRODUCES = {
     "mlflow": ["mlflow_speedup"],
     "results10k": ["results_10k_ratio"],
     "ray": ["ray_overhead_ratio"],
+    "torch": [
+        "torch_per_run_ratio",
+        "torch_cold_build_ratio",
+        "torch_one_package_rebuild_ratio",
+        "torch_store_bytes_ratio",
+    ],
 }
 ALIASES = {
     "results_10k": "results10k",
