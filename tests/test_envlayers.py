@@ -22,7 +22,8 @@ LOCKS = Path(__file__).parent / "data" / "lock"
 SITE = "usr/local/lib/python3.11/dist-packages"
 DEBIAN = Interpreter(
     version="3.11.2", build="3.11.2 (test)", magic="a70d0d0a", cache_tag="cpython-311",
-    executable="/usr/bin/python3", purelib=f"/{SITE}", platlib=f"/{SITE}",
+    executable="/usr/bin/python3", stdlib="/usr/lib/python3.11", purelib=f"/{SITE}",
+    platlib=f"/{SITE}",
     scripts="/usr/local/bin", include="/usr/local/include/python3.11", data="/usr/local",
     site_dirs=(f"/{SITE}", "/usr/lib/python3/dist-packages"),
 )
@@ -41,8 +42,8 @@ def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def write(wheels: list[Path], cache: Path) -> list[envlayer.EnvLayer]:
-    """write_env_layers without Docker (see no_compile)."""
-    return write_env_layers(None, "base", DEBIAN, wheels, cache)  # type: ignore[arg-type]
+    """write_env_layers without Docker (see no_compile) and without the stdlib layer."""
+    return write_env_layers(None, "base", DEBIAN, wheels, cache, stdlib=False)  # type: ignore[arg-type]
 
 
 def members(path: Path) -> dict[str, tarfile.TarInfo]:
@@ -160,15 +161,21 @@ def test_probe_reads_the_base_python(base_python: Interpreter) -> None:
 @pytest.mark.docker
 def test_layers_with_bytecode_are_reproducible(
     docker_client: DockerClient, base_image: str, base_python: Interpreter,
-    small_wheels: list[Path], tmp_path: Path,
+    small_wheels: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a = write_env_layers(docker_client, base_image, base_python, small_wheels, tmp_path / "a")
-    # In reverse order, into another cache: the same bytes.
+    # In reverse order, into another cache, cut into other chunks (so other processes
+    # compile each file): the same bytes.
+    monkeypatch.setattr(bytecode, "CHUNK_FILES", 7)
     b = write_env_layers(docker_client, base_image, base_python, small_wheels[::-1], tmp_path / "b")
     assert [layer.diff_id for layer in a] == [layer.diff_id for layer in b]
     assert all(x.path.read_bytes() == y.path.read_bytes() for x, y in zip(a, b, strict=True))
-    assert [layer.wheels[0].split("-")[0] for layer in a][0] == "setuptools"  # heaviest first
-    six = next(layer for layer in a if layer.wheels[0].startswith("six-"))
+    # The standard library's bytecode at the bottom, then the packages, heaviest first.
+    assert a[0].wheels == () and a[1].wheels[0].startswith("setuptools-")
+    stdlib = members(a[0].path)
+    assert "usr/lib/python3.11/__pycache__/typing.cpython-311.pyc" in stdlib
+    assert not [name for name in stdlib if not name.endswith(".pyc") and stdlib[name].isfile()]
+    six = next(layer for layer in a[1:] if layer.wheels[0].startswith("six-"))
     names = members(six.path)
     pyc = f"{SITE}/__pycache__/six.cpython-311.pyc"
     assert names[pyc].mode == 0o644 and names[pyc].mtime == names[f"{SITE}/six.py"].mtime
@@ -176,7 +183,7 @@ def test_layers_with_bytecode_are_reproducible(
         data = tar.extractfile(pyc).read()  # type: ignore[union-attr]
     assert data[:4] == bytes.fromhex(base_python.magic)
     assert int.from_bytes(data[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
-    packaging = next(layer for layer in a if layer.wheels[0].startswith("packaging-"))
+    packaging = next(layer for layer in a[1:] if layer.wheels[0].startswith("packaging-"))
     sources = [n for n in members(packaging.path) if n.endswith(".py")]
     compiled = [n for n in members(packaging.path) if n.endswith(".pyc")]
     assert len(sources) == len(compiled) > 10

@@ -19,7 +19,8 @@ interpreter and these rules, and cached under ``<cache>/layers/pkg-<key>.tar``: 
 that changes one package rebuilds one layer, and two projects that pin the same wheel
 share its layer in the store. Layers are stacked heaviest first, so that the big ones
 sit at the bottom (Docker identifies a layer on a node by the layers below it too: a
-change to a small package leaves the chain of the big ones intact). Past
+change to a small package leaves the chain of the big ones intact). Below them all is
+the bytecode of the base interpreter's standard library, one layer per base image. Past
 :data:`MAX_LAYERS` packages the smallest share one layer (Docker allows 127 layers in
 all, and the base, code and config layers need theirs).
 """
@@ -69,7 +70,8 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class EnvLayer:
-    """One environment layer: its tar in the cache, diff ID, and the wheels it installs."""
+    """One environment layer: its tar in the cache, diff ID, and the wheels it installs
+    (none: the bytecode of the interpreter's standard library)."""
 
     diff_id: str
     path: Path
@@ -132,62 +134,90 @@ def env_layer_entries(
     return [item.entry for item in destination.files.values()]
 
 
+def stdlib_key(image_id: str, interpreter: Interpreter) -> str:
+    """What the standard library's bytecode depends on: the base image, its interpreter."""
+    return digest(
+        {
+            "format": ENV_LAYER_FORMAT,
+            "interpreter": interpreter.to_json(),
+            "mtime": fixed_mtime(),
+            "stdlib_of": image_id,
+        }
+    )
+
+
 def write_env_layers(
     client: DockerClient,
     image_id: str,
     interpreter: Interpreter,
     wheels: Sequence[Path],
     cache_root: Path,
+    *,
+    stdlib: bool = True,
 ) -> list[EnvLayer]:
     """Write (or reuse) the layers of ``wheels`` for the base image ``image_id``, bottom first.
 
+    With ``stdlib``, the first layer holds the bytecode of the interpreter's standard
+    library (its :attr:`EnvLayer.wheels` is empty): the base recipe ships none, and a
+    run's user cannot write it, so without it every run would compile what it imports.
     Layers already in the cache are neither unpacked nor compiled again. Files that two
     packages install with different content are refused, across all layers.
     """
-    groups = plan_layers(wheels)
-    keys = [layer_key(group, interpreter).removeprefix("sha256:") for group in groups]
+    groups: list[list[Path] | None] = [*([None] if stdlib else []), *plan_layers(wheels)]
+    keys = [
+        (stdlib_key(image_id, interpreter) if g is None else layer_key(g, interpreter))
+        for g in groups
+    ]
+    keys = [key.removeprefix("sha256:") for key in keys]
+    names = [() if g is None else _names(g) for g in groups]
     layers_dir = cache.layers(cache_root)
     known: dict[int, tuple[EnvLayer, dict[str, str]]] = {}
-    for index, (group, key) in enumerate(zip(groups, keys, strict=True)):
+    for index, key in enumerate(keys):
         found = _read_meta(layers_dir / f"pkg-{key}.json", layers_dir / f"pkg-{key}.tar")
         if found is not None:
             diff_id, files = found
             tar = layers_dir / f"pkg-{key}.tar"
-            known[index] = (EnvLayer(diff_id, tar, tar.stat().st_size, _names(group)), files)
+            known[index] = (EnvLayer(diff_id, tar, tar.stat().st_size, names[index]), files)
     missing = [index for index in range(len(groups)) if index not in known]
     if not missing:
-        _check_conflicts([(_names(groups[i]), known[i][1]) for i in range(len(groups))])
+        _check_conflicts([(names[i], known[i][1]) for i in range(len(groups))])
         return [known[index][0] for index in range(len(groups))]
     layers_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layers_dir, prefix=".stage-") as tmp:
         stage = Path(tmp)
-        installed = {i: _install_group(groups[i], interpreter, stage) for i in missing}
+        installed: dict[int, _LayerDestination] = {}
+        for i in missing:
+            group = groups[i]
+            if group is not None:
+                installed[i] = _install_group(group, interpreter, stage)
+        listings = {i: installed[i].listing() if i in installed else {} for i in missing}
         _check_conflicts(
-            [
-                (_names(groups[i]), known[i][1] if i in known else installed[i].listing())
-                for i in range(len(groups))
-            ]
+            [(names[i], known[i][1] if i in known else listings[i]) for i in range(len(groups))]
         )
-        entries = {i: [item.entry for item in installed[i].files.values()] for i in missing}
-        compiled = bytecode.compile_groups(
-            client, image_id, interpreter, [entries[i] for i in missing], stage
-        )
+        entries = {
+            i: [item.entry for item in installed[i].files.values()] if i in installed else []
+            for i in missing
+        }
+        jobs: list[list[Entry] | bytecode.InImage] = [
+            entries[i] if i in installed else bytecode.InImage(interpreter.stdlib.strip("/"))
+            for i in missing
+        ]
+        compiled = bytecode.compile_groups(client, image_id, interpreter, jobs, stage)
         for i, pyc in zip(missing, compiled, strict=True):
             tar = layers_dir / f"pkg-{keys[i]}.tar"
             diff_id = write_layer_file(entries[i] + pyc, tar)
-            files = installed[i].listing()
             record = {
                 "diff_id": diff_id,
                 "size": tar.stat().st_size,
                 "mtime": fixed_mtime(),
                 "format": ENV_LAYER_FORMAT,
-                "wheels": list(_names(groups[i])),
-                "files": files,
+                "wheels": list(names[i]),
+                "files": listings[i],
             }
             atomic_write(
                 layers_dir / f"pkg-{keys[i]}.json", json.dumps(record, sort_keys=True).encode()
             )
-            known[i] = (EnvLayer(diff_id, tar, tar.stat().st_size, _names(groups[i])), files)
+            known[i] = (EnvLayer(diff_id, tar, tar.stat().st_size, names[i]), listings[i])
     return [known[index][0] for index in range(len(groups))]
 
 

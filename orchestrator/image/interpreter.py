@@ -32,6 +32,7 @@ print(json.dumps({
     "magic": importlib.util.MAGIC_NUMBER.hex(),
     "cache_tag": sys.implementation.cache_tag or "",
     "executable": sys.executable,
+    "stdlib": paths["stdlib"],
     "purelib": paths["purelib"],
     "platlib": paths["platlib"],
     "scripts": paths["scripts"],
@@ -51,6 +52,7 @@ class Interpreter:
     magic: str  # importlib.util.MAGIC_NUMBER, hex
     cache_tag: str  # "cpython-311": names the __pycache__ files
     executable: str  # scripts' shebang
+    stdlib: str
     purelib: str
     platlib: str
     scripts: str
