@@ -36,6 +36,7 @@ import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
+import torch_bench  # noqa: E402
 from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
 from context import Ctx  # noqa: E402
 
@@ -61,6 +62,10 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "input_unchanged_ms": ("<=", 50.0, "ms to digest an unchanged input of 10,000 files"),
     "input_upload_ratio": ("<=", 1.2, "orch input upload (S3) / plain parallel boto3 upload"),
     "input_fetch_ratio": ("<=", 1.2, "materialize on an empty cache / parallel boto3 download"),
+    "torch_per_run_ratio": ("<=", 1.05, "torch run, orch sweep / docker run of a pip-built image"),
+    "torch_cold_build_ratio": ("<=", 0.5, "torch env cold build / docker build pip-installing"),
+    "torch_one_package_rebuild_ratio": ("<=", 0.1, "one small package changed / cold build"),
+    "torch_store_bytes_ratio": ("<=", 0.6, "torch env bytes in the store / uncompressed"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -80,6 +85,7 @@ SECTIONS: dict[str, Section] = {
     "results100k": results_bench.results100k,
     "ray": ray_runner.ray,
     "cancel": cancel_bench.cancel,
+    "torch": torch_bench.torch,
     "breakdown": orch_bench.breakdown,
 }
 #: Diagnostics run only when named in --only.
@@ -102,6 +108,12 @@ PRODUCES = {
     "ray": ["ray_overhead_ratio"],
     "cancel": ["cancel_all_s"],
     "live": ["live_latency_p95_s", "live_follow_overhead_ratio"],
+    "torch": [
+        "torch_per_run_ratio",
+        "torch_cold_build_ratio",
+        "torch_one_package_rebuild_ratio",
+        "torch_store_bytes_ratio",
+    ],
 }
 ALIASES = {
     "results_10k": "results10k",

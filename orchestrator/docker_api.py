@@ -14,7 +14,7 @@ unit test can pass a small fake instead of a daemon::
       .images      ImageCollection get, load, pull                     -> Image
       .containers  ContainerCollection create, list, run               -> Container
                    Container       id, name, labels, start, wait, kill, logs, get_archive,
-                                   remove
+                                   put_archive, remove
 
 A new call on the client means a new member here first.
 """
@@ -88,6 +88,8 @@ class Container(Protocol):
     ) -> bytes: ...
 
     def get_archive(self, path: str, /) -> tuple[Iterator[bytes], dict[str, Any] | None]: ...
+
+    def put_archive(self, path: str, data: bytes | IO[bytes], /) -> bool: ...
 
     def remove(self, *, force: bool = False) -> None: ...
 

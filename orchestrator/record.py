@@ -191,28 +191,38 @@ class PrefixImages:
 
 @dataclass(frozen=True)
 class Layers:
-    """The diff IDs of a run image's layers, by the part of the image they make."""
+    """The diff IDs of a run image's layers, by the part of the image they make.
+
+    ``env`` lists the environment's layers bottom first, one per locked package (empty
+    for a project without a lock); records written before that hold one string there.
+    """
 
     base: tuple[str, ...]
-    env: str
+    env: tuple[str, ...]
     code: str
     config: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"base": list(self.base), "env": self.env, "code": self.code, "config": self.config}
+        return {
+            "base": list(self.base),
+            "env": list(self.env),
+            "code": self.code,
+            "config": self.config,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> Layers:
         fields = _Fields(data, where)
+        env = data.get("env")
         return cls(
             fields.strings("base"),
-            fields.text("env", ""),
+            (env,) if isinstance(env, str) else fields.strings("env"),
             fields.text("code", ""),
             fields.text("config", ""),
         )
 
     def all(self) -> tuple[str, ...]:
-        return (*self.base, self.env, self.code, self.config)
+        return (*self.base, *self.env, self.code, self.config)
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,7 @@ class SweepDriver:
             ),
             layers=Layers(
                 base=tuple(env.base.diff_ids),
-                env=env.env_diff_id,
+                env=env.env_diff_ids,
                 code=env.code.diff_id,
                 config=image.diff_id,
             ),
@@ -472,7 +472,7 @@ class SweepDriver:
         blobs: dict[str, Any] = dict(
             base_layer_files(self.client, env.base.image_id, env.base.diff_ids)
         )
-        blobs[env.env_diff_id] = env.env_layer
+        blobs.update({layer.diff_id: layer.path for layer in env.env_layers})
         blobs[env.code.diff_id] = env.code.layer
         blobs[env.env_image.image_id] = env.env_image.raw
         blobs[env.code_image.image_id] = env.code_image.raw

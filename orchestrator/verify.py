@@ -59,7 +59,7 @@ def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> 
             git_try(top, "worktree", "remove", "--force", str(worktree))  # best effort
     layers = {
         "base": list(env.base.diff_ids),
-        "env": env.env_diff_id,
+        "env": list(env.env_diff_ids),
         "code": env.code.diff_id,
         "config": image.diff_id,
     }

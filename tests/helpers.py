@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import subprocess
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,3 +19,34 @@ def git_commit_all(root: Path, message: str = "snapshot") -> str:
                    check=True, capture_output=True)
     return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
+
+
+def make_wheel(directory: Path, name: str, files: dict[str, tuple[bytes, int]],
+               requires: tuple[str, ...] = (), version: str = "1.0") -> Path:
+    """A minimal valid wheel: ``files`` maps archive paths to (content, mode)."""
+    dist_info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {line}\n" for line in requires)
+    files = {
+        **files,
+        f"{dist_info}/METADATA": (metadata.encode(), 0o644),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            0o644,
+        ),
+    }
+    record = io.StringIO()
+    for path, (data, _) in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+        record.write(f"{path},sha256={digest},{len(data)}\n")
+    record.write(f"{dist_info}/RECORD,,\n")
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, (data, mode) in [
+            *files.items(),
+            (f"{dist_info}/RECORD", (record.getvalue().encode(), 0o644)),
+        ]:
+            info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | mode) << 16
+            archive.writestr(info, data)
+    return wheel

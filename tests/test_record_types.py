@@ -34,7 +34,7 @@ PLAN = RunPlan(
     base_image="sha256:" + "b" * 64,
     base_ref="sha256:" + "b" * 64,
     images=PrefixImages("sha256:" + "b" * 64, "sha256:" + "c" * 64, "sha256:" + "d" * 64),
-    layers=Layers(("sha256:" + "1" * 64,), "sha256:" + "2" * 64, "sha256:" + "3" * 64,
+    layers=Layers(("sha256:" + "1" * 64,), ("sha256:" + "2" * 64,), "sha256:" + "3" * 64,
                   "sha256:" + "4" * 64),
     command=("python3", "train.py"),
     env={"ORCH_RUN_ID": "3f2a9c1b7d4e"},

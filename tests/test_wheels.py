@@ -1,28 +1,16 @@
-"""Locks, the wheelhouse and the environment layer (orchestrator.image.wheels / envlayer)."""
+"""Locks and the wheelhouse (orchestrator.image.lock / wheels); the layers: test_envlayers."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import os
 import subprocess
-import sys
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import ImageError
-from orchestrator.image import envlayer, wheels
-from orchestrator.image.envlayer import (
-    env_image_settings,
-    env_layer_entries,
-    env_layer_key,
-    write_env_layer,
-)
-from orchestrator.image.tarball import layer_bytes
+from orchestrator.image import wheels
 from orchestrator.image.wheels import (
     Requirement,
     ensure_wheels,
@@ -109,7 +97,6 @@ def test_continuation_with_trailing_comment(tmp_path: Path) -> None:
         ("--editable=git+https://x/y.git#egg=y", "--editable: editable"),
         ("-r other.txt", "-r: includes are not supported"),
         ("-c constraints.txt", "-c: constraint files are not supported"),
-        ("--index-url https://example.invalid/simple", "--index-url is not supported"),
         ("demo @ https://example.invalid/demo-1.0-py3-none-any.whl", "direct URL requirement"),
         ("https://example.invalid/demo-1.0-py3-none-any.whl", "cannot parse"),
         ("six==1.16.0 --hash=sha512:abcd", "orch needs sha256 hashes"),
@@ -301,174 +288,3 @@ def test_wrong_hash_from_the_index_names_the_package(tmp_path: Path) -> None:
     assert message.startswith("hash mismatch for 'six==1.16.0'")
     assert f"expects sha256:{ZEROS}" in message and f"sha256:{SIX_WHEEL}" in message
     assert "\n" not in message
-
-
-# -- the environment layer -----------------------------------------------------------
-
-
-def layer_names(path: Path) -> dict[str, tarfile.TarInfo]:
-    with tarfile.open(path) as tar:
-        return {member.name: member for member in tar.getmembers()}
-
-
-def test_env_layer_is_deterministic(wheelhouse: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    _, paths = wheelhouse
-    key = env_layer_key(paths)
-    first, diff_a = write_env_layer(paths, tmp_path / "a", key)
-    second, diff_b = write_env_layer(list(reversed(paths)), tmp_path / "b", key)
-    assert diff_a == diff_b
-    assert first.read_bytes() == second.read_bytes()
-    assert first == tmp_path / "a" / "layers" / f"env-{key.removeprefix('sha256:')}.tar"
-    members = layer_names(first)
-    assert members["orch/env/lib/six.py"].mode == 0o644
-    assert members["orch/env/lib/packaging/version.py"].isfile()
-    installer = "orch/env/lib/six-1.16.0.dist-info/INSTALLER"
-    with tarfile.open(first) as tar:
-        assert tar.extractfile(installer).read() == b"orch"  # type: ignore[union-attr]
-    assert not [name for name in members if name.endswith(".pyc")]
-
-
-def test_warm_env_layer_is_not_rebuilt(
-    wheelhouse: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, paths = wheelhouse
-    built = write_env_layer(paths, tmp_path, "sha256:" + "ab" * 32)
-
-    def fail(*args: object) -> str:
-        raise AssertionError("rebuilt a cached layer")
-
-    monkeypatch.setattr(envlayer, "write_layer_file", fail)
-    assert write_env_layer(paths, tmp_path, "sha256:" + "ab" * 32) == built
-    # A different SOURCE_DATE_EPOCH means different tar bytes: not a cache hit.
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    with pytest.raises(AssertionError, match="rebuilt"):
-        write_env_layer(paths, tmp_path, "sha256:" + "ab" * 32)
-
-
-def test_staged_large_files_give_the_same_layer(
-    wheelhouse: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """write_env_layer stages big files on disk; the bytes are those of the in-memory entries."""
-    _, paths = wheelhouse
-    _, in_memory = layer_bytes(env_layer_entries(paths))
-    monkeypatch.setattr(envlayer, "_SPILL_BYTES", 100)
-    path, diff_id = write_env_layer(paths, tmp_path, env_layer_key(paths))
-    assert diff_id == in_memory
-    assert not [p for p in (tmp_path / "layers").iterdir() if p.name.startswith(".stage-")]
-
-
-def test_empty_env_layer(tmp_path: Path) -> None:
-    path, diff_id = write_env_layer([], tmp_path / "a", env_layer_key([]))
-    assert write_env_layer([], tmp_path / "b", env_layer_key([]))[1] == diff_id
-    assert sorted(layer_names(path)) == ["orch", "orch/env", "orch/env/bin", "orch/env/lib"]
-
-
-def test_env_image_settings() -> None:
-    assert env_image_settings() == {
-        "Env": ["PYTHONPATH=/orch/env/lib", "PYTHONDONTWRITEBYTECODE=1"],
-        "PathPrefix": "/orch/env/bin",
-    }
-
-
-def make_wheel(directory: Path, name: str, files: dict[str, tuple[bytes, int]]) -> Path:
-    """A minimal valid wheel: ``files`` maps archive paths to (content, mode)."""
-    dist_info = f"{name}-1.0.dist-info"
-    files = {
-        **files,
-        f"{dist_info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-            0o644,
-        ),
-        f"{dist_info}/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-            0o644,
-        ),
-    }
-    record = io.StringIO()
-    for path, (data, _) in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
-        record.write(f"{path},sha256={digest},{len(data)}\n")
-    record.write(f"{dist_info}/RECORD,,\n")
-    wheel = directory / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, (data, mode) in [
-            *files.items(),
-            (f"{dist_info}/RECORD", (record.getvalue().encode(), 0o644)),
-        ]:
-            info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = (0o100000 | mode) << 16
-            archive.writestr(info, data)
-    return wheel
-
-
-def test_scripts_data_headers_and_modes(tmp_path: Path) -> None:
-    wheel = make_wheel(
-        tmp_path,
-        "demo",
-        {
-            "demo/__init__.py": (b"def main():\n    print('demo')\n", 0o644),
-            "demo/run.sh": (b"#!/bin/sh\necho hi\n", 0o755),
-            "demo-1.0.data/scripts/demo-tool": (b"#!python\nprint('tool')\n", 0o644),
-            "demo-1.0.data/headers/demo.h": (b"int demo;\n", 0o644),
-            "demo-1.0.data/data/share/demo/notes.txt": (b"notes\n", 0o644),
-            "demo-1.0.dist-info/entry_points.txt": (
-                b"[console_scripts]\ndemo = demo:main\n",
-                0o644,
-            ),
-        },
-    )
-    entries = {entry.path: entry for entry in env_layer_entries([wheel])}
-    assert entries["orch/env/lib/demo/__init__.py"].mode == 0o644
-    assert entries["orch/env/lib/demo/run.sh"].mode == 0o755
-    tool = entries["orch/env/bin/demo-tool"]
-    assert tool.mode == 0o755 and tool.data == b"#!/usr/bin/python3\nprint('tool')\n"
-    launcher = entries["orch/env/bin/demo"]
-    assert launcher.mode == 0o755 and launcher.data is not None
-    assert (
-        launcher.data.startswith(b"#!/usr/bin/python3\n")
-        and b"from demo import main" in launcher.data
-    )
-    assert entries["orch/env/include/demo.h"].data == b"int demo;\n"
-    assert entries["orch/env/share/demo/notes.txt"].data == b"notes\n"
-    record = entries["orch/env/lib/demo-1.0.dist-info/RECORD"].data
-    assert record is not None
-    lines = record.decode().splitlines()
-    assert any(line.startswith("../bin/demo,sha256=") for line in lines)
-    assert "demo-1.0.dist-info/RECORD,," in lines
-    # The same wheel gives the same entries, byte for byte.
-    assert env_layer_entries([wheel]) == list(entries.values())
-
-
-def test_conflicting_files_are_refused(tmp_path: Path) -> None:
-    one = make_wheel(tmp_path, "one", {"shared/x.py": (b"a = 1\n", 0o644)})
-    two = make_wheel(tmp_path, "two", {"shared/x.py": (b"a = 2\n", 0o644)})
-    same = make_wheel(tmp_path, "three", {"shared/x.py": (b"a = 1\n", 0o644)})
-    env_layer_entries([one, same])  # identical content (namespace __init__ files) is fine
-    with pytest.raises(ImageError, match="one-1.0-py3-none-any.whl and two-1.0-py3-none-any.whl"):
-        env_layer_entries([one, two])
-
-
-def test_path_escaping_the_prefix_is_refused(tmp_path: Path) -> None:
-    evil = make_wheel(tmp_path, "evil", {"evil-1.0.data/data/../../../etc/passwd": (b"x", 0o644)})
-    with pytest.raises(ImageError, match="evil-1.0-py3-none-any.whl"):
-        env_layer_entries([evil])
-
-
-@pytest.mark.docker
-def test_layer_is_importable(wheelhouse: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    """Extract the layer and import from it with nothing but PYTHONPATH (no site-packages)."""
-    _, paths = wheelhouse
-    layer, _ = write_env_layer(paths, tmp_path / "cache", env_layer_key(paths))
-    root = tmp_path / "root"
-    with tarfile.open(layer) as tar:
-        tar.extractall(root, filter="tar")
-    env = {**os.environ, "PYTHONPATH": str(root / "orch/env/lib"), "PYTHONDONTWRITEBYTECODE": "1"}
-    code = "import six, packaging.version; print(six.__file__); print(packaging.version.__file__)"
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert result.stdout.splitlines() == [
-        str(root / "orch/env/lib/six.py"),
-        str(root / "orch/env/lib/packaging/version.py"),
-    ]
-    assert not list(root.rglob("*.pyc"))

@@ -19,6 +19,9 @@ from ..errors import ImageError
 from .imageconfig import ImageConfig
 from .tarball import Entry, write_layer
 
+#: The label of environment images: how :func:`present_prefix` finds them, tagged or not.
+ENV_LABEL = "org.orch.kind=env"
+
 
 @dataclass(frozen=True)
 class ArchiveImage:
@@ -104,6 +107,32 @@ def _image_ids(client: DockerClient) -> set[str]:
         return set(client.api.images(all=True, quiet=True))
     except docker.errors.APIError as exc:
         raise ImageError(f"cannot list the daemon's images: {describe(exc)}") from exc
+
+
+def present_prefix(client: DockerClient, diff_ids: Sequence[str], label: str) -> int:
+    """How many of ``diff_ids`` (bottom first) the daemon has as one chain already.
+
+    Looked up in the images with ``label`` (``name=value``, as ``docker images
+    --filter label=...``): a layer is present when one of them has it above the same
+    layers, since Docker identifies a layer on a node by its whole chain.
+    """
+    import docker.errors
+
+    wanted = list(diff_ids)
+    best = 0
+    try:
+        candidates = client.api.images(quiet=True, all=True, filters={"label": label})
+        for image in candidates:
+            layers = client.api.inspect_image(image)["RootFS"]["Layers"]
+            common = 0
+            for mine, theirs in zip(wanted, layers, strict=False):
+                if mine != theirs:
+                    break
+                common += 1
+            best = max(best, common)
+    except docker.errors.APIError:
+        return 0  # send every layer: slower, never wrong
+    return best
 
 
 def has_image(client: DockerClient, image_id: str) -> bool:

@@ -1,7 +1,8 @@
 """From a project and its composed configs to loaded run images.
 
-Layers: base (pinned) -> environment (wheels unpacked, keyed by base + lock) -> code
-(git tree) -> config (/orch/config.yaml and .json). Every layer is a deterministic tar
+Layers: base (pinned) -> environment (one layer per locked wheel, bytecode compiled,
+keyed by wheel + interpreter: :mod:`.envlayer`) -> code (git tree) -> config
+(/orch/config.yaml and .json). Every layer is a deterministic tar
 written here and every image config is canonical JSON, so each image ID is computed
 before anything reaches the daemon; a whole sweep then loads in one thin archive.
 """
@@ -18,8 +19,9 @@ from ..errors import ImageError
 from ..files import atomic_write
 from ..project import Project
 from . import cache
-from .archive import ThinArchive, has_image
+from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .code import CodeSnapshot, snapshot
+from .envlayer import EnvLayer
 from .imageconfig import ImageConfig, make_config, merge_env
 from .tarball import Entry, layer_bytes
 
@@ -27,8 +29,8 @@ RUN_USER = "65534:65534"
 WORKDIR = "/orch/code"
 CONFIG_PATH = "/orch/config.yaml"
 OUTPUT_DIR = "/orch/output"
-#: Bumped whenever the environment layer's layout changes, so old caches are not reused.
-ENV_FORMAT = 1
+#: Bumped whenever the environment layers' layout changes, so old caches are not reused.
+ENV_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,7 @@ class Environment:
     project: Project
     settings: ImageSettings
     env_key: str
-    env_layer: Path
-    env_diff_id: str
+    env_layers: tuple[EnvLayer, ...]
     code: CodeSnapshot
     env_image: ImageConfig
     code_image: ImageConfig
@@ -88,6 +89,11 @@ class Environment:
     @property
     def code_key(self) -> str:
         return self.code.diff_id
+
+    @property
+    def env_diff_ids(self) -> tuple[str, ...]:
+        """The environment's layers, bottom first (none for an empty lock)."""
+        return tuple(layer.diff_id for layer in self.env_layers)
 
     def tag(self, kind: str, key: str) -> str:
         suffix = "" if kind == "run" else f"-{kind}"
@@ -137,39 +143,34 @@ def resolve_base(client: DockerClient, ref: str) -> BaseInfo:
     )
 
 
-def _python_version(client: DockerClient, base: BaseInfo, cache_root: Path) -> str:
-    marker = cache.python_versions(cache_root) / base.image_id.split(":")[1]
-    if marker.is_file():
-        return marker.read_text().strip()
-    out = client.containers.run(
-        base.image_id,
-        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        remove=True,
-        network_mode="none",
-    )
-    version = out.decode().strip()
-    atomic_write(marker, version.encode())
-    return version
-
-
-def _environment_layer(
+def _environment_layers(
     client: DockerClient, project: Project, base: BaseInfo, cache_root: Path
-) -> tuple[str, Path, str]:
-    from . import envlayer, wheels
+) -> tuple[str, tuple[EnvLayer, ...]]:
+    """Read and check the lock, fetch its wheels, write (or reuse) their layers."""
+    from . import closure, envlayer, interpreter, wheels
 
-    reqs = wheels.parse_lock(project.requirements) if project.requirements else []
-    env_key = digest(
-        {"base": base.image_id, "lock": wheels.lock_digest(reqs), "format": ENV_FORMAT}
+    def key(lock_digest: str) -> str:
+        return digest({"base": base.image_id, "lock": lock_digest, "format": ENV_FORMAT})
+
+    if not project.requirements:
+        return key(wheels.lock_digest([])), ()
+    python = interpreter.probe(client, base.image_id, cache_root)
+    lock = wheels.read_lock(project.requirements, python.version)
+    env_key = key(lock.digest)
+    if not lock.requirements:
+        return env_key, ()
+    wheel_files = wheels.ensure_wheels(
+        lock.requirements, cache.wheels(cache_root), python.version, pip_options=lock.pip_options
     )
-    wheel_files = (
-        wheels.ensure_wheels(
-            reqs, cache.wheels(cache_root), _python_version(client, base, cache_root)
+    # Reading every wheel's metadata takes seconds for a torch lock: once per lock.
+    checked = cache.root(cache_root) / "checked" / env_key.removeprefix("sha256:")
+    if not checked.is_file():
+        closure.check_closure(
+            lock.requirements, wheel_files, python.version, wheels.DEFAULT_PLATFORM, lock.path
         )
-        if reqs
-        else []
-    )
-    path, diff_id = envlayer.write_env_layer(wheel_files, cache_root, env_key)
-    return env_key, path, diff_id
+        atomic_write(checked, b"complete\n")
+    layers = envlayer.write_env_layers(client, base.image_id, python, wheel_files, cache_root)
+    return env_key, tuple(layers)
 
 
 def prepare(
@@ -186,25 +187,23 @@ def prepare(
     from .envlayer import env_image_settings
 
     base = resolve_base(client, project.base_image)
-    env_key, env_layer, env_diff_id = _environment_layer(
-        client, project, base, cache.root(cache_root)
-    )
+    env_key, env_layers = _environment_layers(client, project, base, cache.root(cache_root))
     code = snapshot(project.root, project.exclude, allow_dirty=allow_dirty)
-    layer_settings = env_image_settings()
-    image_env = dict(str(item).partition("=")[::2] for item in layer_settings["Env"])
+    image_env = env_image_settings()
     image_env.update({"HOME": "/tmp", "ORCH_CONFIG": CONFIG_PATH, "ORCH_OUTPUT": OUTPUT_DIR})
     image_env.update(dict(project.env))
-    settings = ImageSettings(base, image_env, str(layer_settings.get("PathPrefix", "")))
+    settings = ImageSettings(base, image_env, "")
     labels = {"org.orch.project": project.name}
-    env_ids = [*base.diff_ids, env_diff_id]
+    env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
     return Environment(
         project,
         settings,
         env_key,
-        env_layer,
-        env_diff_id,
+        env_layers,
         code,
-        env_image=settings.config(env_ids, {}, ["python3"], labels),
+        env_image=settings.config(
+            env_ids, {}, ["python3"], {**labels, ENV_LABEL.split("=")[0]: "env"}
+        ),
         code_image=settings.config([*env_ids, code.diff_id], {}, list(project.command), labels),
     )
 
@@ -245,7 +244,12 @@ def thin_archive(client: DockerClient, env: Environment, images: list[RunImage])
         if not has_image(client, env.env_image.image_id):
             if not has_image(client, env.base.image_id):
                 raise ImageError(f"base image {env.base.ref} disappeared from the daemon")
-            archive.add_layer(env.env_diff_id, path=env.env_layer)
+            # Layers another environment on this daemon already stacked on the same base
+            # (same chain) are not sent again: a one-package change sends that package.
+            have = present_prefix(client, env.env_image.diff_ids, ENV_LABEL)
+            for index, layer in enumerate(env.env_layers, start=len(env.base.diff_ids)):
+                if index >= have:
+                    archive.add_layer(layer.diff_id, path=layer.path)
     archive.add_image(env.env_image, [env.tag("env", env.env_key)])
     archive.add_image(env.code_image, [env.tag("code", env.code_key)])
     for image in images:

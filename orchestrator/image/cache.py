@@ -3,9 +3,11 @@
 ::
 
     <root>/layers/<hex>.tar              layer tars by diff ID (base rootfs, exported bases)
-    <root>/layers/env-<key>.tar, .json   environment layers and their diff IDs (envlayer)
+    <root>/layers/pkg-<key>.tar, .json   environment layers (one per package or group) and
+                                         their diff IDs and file lists (envlayer)
     <root>/wheels/                       the wheelhouse (wheels)
-    <root>/python-version/<hex>          the Python version of a base image, by image ID
+    <root>/python/<hex>.json             the Python of a base image, by image ID (interpreter)
+    <root>/checked/<hex>                 environment keys whose lock was found complete
     <root>/base/<suite>/                 the base rootfs, its cached image IDs, a build lock
 
 Functions that touch the cache take the root as ``cache_root``; None means
@@ -33,8 +35,8 @@ def wheels(cache_root: Path | None = None) -> Path:
     return root(cache_root) / "wheels"
 
 
-def python_versions(cache_root: Path | None = None) -> Path:
-    return root(cache_root) / "python-version"
+def interpreters(cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "python"
 
 
 def base(suite: str, cache_root: Path | None = None) -> Path:

@@ -1,10 +1,17 @@
-"""The lock file: a pip requirements file in ``--require-hashes`` form, and its digest.
+"""The lock file and its digest: a pip requirements file in ``--require-hashes`` form, or
+a PEP 751 ``pylock.toml`` (:mod:`.pylock`).
 
-Every line reads ``name==version --hash=sha256:...``. Parsing follows pip's own reading
-(continuations, comments, environment markers, evaluated for the target rather than the
-host: see :mod:`.target`) and refuses, naming the line, whatever pip's hash-checking mode
-would refuse and whatever would make the result depend on more than the file (includes,
-URLs, index options). The digest counts the pins, not their spelling or order.
+Every requirement line reads ``name==version --hash=sha256:...``, as ``pip-compile
+--generate-hashes``, ``uv pip compile --generate-hashes`` and ``uv export --format
+requirements-txt`` write it. Parsing follows pip's own reading (continuations, comments,
+environment markers, evaluated for the target rather than the host: see :mod:`.target`)
+and refuses, naming the line, whatever pip's hash-checking mode would refuse and whatever
+would make the result depend on more than the file (includes, URLs, editables).
+
+Index lines (``--index-url``, ``--extra-index-url``, ``--find-links``, ``--no-index``,
+``--trusted-host``) say where to download from: they are handed to ``pip download`` and
+are not part of the digest, since the hashes pin the content. The digest counts the
+pins, not their spelling or order.
 """
 
 from __future__ import annotations
@@ -35,14 +42,15 @@ _OPTION_HINTS = {
     "-c": "constraint files are not supported: pin every package in the lock itself",
     "--constraint": "constraint files are not supported: pin every package in the lock itself",
 }
+# Options that say where wheels come from, with the name pip download takes; True: a value.
 _INDEX_OPTIONS = {
-    "-i",
-    "--index-url",
-    "--extra-index-url",
-    "--no-index",
-    "-f",
-    "--find-links",
-    "--trusted-host",
+    "-i": ("--index-url", True),
+    "--index-url": ("--index-url", True),
+    "--extra-index-url": ("--extra-index-url", True),
+    "--no-index": ("--no-index", False),
+    "-f": ("--find-links", True),
+    "--find-links": ("--find-links", True),
+    "--trusted-host": ("--trusted-host", True),
 }
 
 
@@ -53,6 +61,9 @@ class Requirement:
     name: str
     version: str
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
+    #: Extras the lock asks for (``name[extra]==...``): they decide which of the
+    #: package's own requirements must be in the lock, not what is installed.
+    extras: tuple[str, ...] = ()
 
     def pin(self) -> str:
         return f"{self.name}=={self.version}"
@@ -61,17 +72,51 @@ class Requirement:
         return [h.removeprefix("sha256:") for h in self.hashes]
 
 
+@dataclass(frozen=True)
+class Lock:
+    """A parsed lock: the pins for the target and where pip may download them from."""
+
+    path: Path
+    requirements: tuple[Requirement, ...]
+    #: pip download options from the file (index URLs, find-links): not identity.
+    pip_options: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return lock_digest(self.requirements)
+
+
+def read_lock(
+    path: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM
+) -> Lock:
+    """Read a requirements lock or, by its name (``pylock.toml``, ``pylock.*.toml``), a
+    PEP 751 lock, for the target ``python_version`` and ``platform``."""
+    if re.fullmatch(r"pylock(\.[^.]+)?\.toml", path.name):
+        from .pylock import read_pylock
+
+        return read_pylock(path, python_version, platform)
+    options: list[str] = []
+    reqs = _parse_requirements(path, python_version, platform, options)
+    return Lock(path, tuple(reqs), tuple(options))
+
+
 def parse_lock(
     path: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM
 ) -> list[Requirement]:
-    """Parse a hash-pinned requirements file for the target ``python_version``.
+    """Parse a hash-pinned lock for the target ``python_version``: its pins, sorted.
 
     Requirements whose environment marker is false for the target (Linux, CPython,
     ``python_version``, the machine of ``platform``) are left out. Anything pip's
     ``--require-hashes`` mode would refuse, and anything that would make the result
-    depend on more than the file (includes, URLs, index options), raises
+    depend on more than the file (includes, URLs, editables), raises
     :class:`ImageError` naming the line.
     """
+    return list(read_lock(path, python_version, platform).requirements)
+
+
+def _parse_requirements(
+    path: Path, python_version: str, platform: str, options: list[str]
+) -> list[Requirement]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -84,7 +129,7 @@ def parse_lock(
     seen: dict[str, tuple[int, Requirement]] = {}
     for number, line in _logical_lines(text):
         where = f"{path}:{number}"
-        req = _parse_line(line, where, environment, python_version)
+        req = _parse_line(line, where, environment, python_version, path.parent, options)
         if req is None:
             continue
         if req.name in seen:
@@ -134,14 +179,19 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _parse_line(
-    line: str, where: str, environment: dict[str, str], python_version: str
+    line: str,
+    where: str,
+    environment: dict[str, str],
+    python_version: str,
+    folder: Path,
+    pip_options: list[str],
 ) -> Requirement | None:
     if "${" in line:
         raise ImageError(
             f"{where}: environment variables are not allowed in a lock: write the value"
         )
     if line.startswith("-"):
-        _check_global_option(line, where)
+        pip_options += _global_option(line, where, folder)
         return None
     tokens = line.split()
     split = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
@@ -176,20 +226,31 @@ def _parse_line(
             f"{where}: '{name}' has no --hash: pin it with hashes "
             "(pip-compile --generate-hashes / pip hash)"
         )
-    return Requirement(name, version, tuple(sorted(set(hashes))))
+    extras = tuple(sorted(canonicalize_name(extra) for extra in parsed.extras))
+    return Requirement(name, version, tuple(sorted(set(hashes))), extras)
 
 
-def _check_global_option(line: str, where: str) -> None:
-    option = line.split()[0].split("=")[0]
-    if option == "--require-hashes":
-        return  # orch always checks hashes
+def _global_option(line: str, where: str, folder: Path) -> list[str]:
+    """The pip download options of an option line; raises for what a lock cannot hold."""
+    words = line.split(None, 1)
+    option, _, inline = words[0].partition("=")
+    if option in ("--require-hashes", "--pre", "--only-binary", "--prefer-binary"):
+        return []  # orch always checks hashes and takes wheels only; the pins decide
     if option in _OPTION_HINTS:
         raise ImageError(f"{where}: {option}: {_OPTION_HINTS[option]}")
     if option in _INDEX_OPTIONS:
-        raise ImageError(
-            f"{where}: {option} is not supported in a lock: "
-            "configure the index in pip's config (pip.conf, PIP_INDEX_URL)"
-        )
+        name, takes_value = _INDEX_OPTIONS[option]
+        if not takes_value:
+            return [name]
+        value = inline or (words[1].strip() if len(words) > 1 else "")
+        if not value or " " in value:
+            raise ImageError(f"{where}: {option} needs one value")
+        if name == "--find-links" and "://" not in value:
+            # As pip does: a relative path is relative to the requirements file.
+            relative = folder / value
+            if relative.exists():
+                value = str(relative.resolve())
+        return [name, value]
     if option == "--hash":
         raise ImageError(f"{where}: --hash must follow a requirement on the same (continued) line")
     raise ImageError(f"{where}: option {option} is not supported in a lock")

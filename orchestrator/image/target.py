@@ -9,8 +9,10 @@ markers) or which wheels fit (tags): both are computed here from ``"3.11"`` and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 
-from packaging.markers import InvalidMarker, Marker, UndefinedComparison
+from packaging.markers import EvaluateContext, InvalidMarker, Marker, UndefinedComparison
 from packaging.tags import Tag, compatible_tags, cpython_tags
 
 from ..errors import ImageError
@@ -92,8 +94,14 @@ def marker_environment(python_version: str, platform: str) -> dict[str, str]:
 
 
 def marker_applies(
-    marker: Marker, where: str, environment: dict[str, str], python_version: str
+    marker: Marker,
+    where: str,
+    environment: Mapping[str, str | AbstractSet[str]],
+    python_version: str,
+    context: EvaluateContext = "metadata",
 ) -> bool:
+    """Evaluate ``marker`` for the target; ``context`` as packaging's (``"lock_file"`` for
+    PEP 751 markers, whose ``extras`` and ``dependency_groups`` are sets)."""
     text = str(marker)
     unknown = list(_HOST_MARKERS)
     if python_version.count(".") < 2:
@@ -105,7 +113,7 @@ def marker_applies(
                 "target: use python_version, sys_platform or platform_machine markers"
             )
     try:
-        return marker.evaluate(environment)
+        return marker.evaluate(environment, context=context)
     except (InvalidMarker, UndefinedComparison, ValueError) as exc:
         raise ImageError(f"{where}: cannot evaluate marker '{text}': {exc}") from exc
 

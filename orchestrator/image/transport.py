@@ -1,7 +1,10 @@
 """Images travel by digest: into the store's blobs, to and from a registry, onto any daemon.
 
 Each blob is stored once under ``blobs/sha256/<hex>``: image configs and uncompressed
-layer tars. A daemon that lacks a run image gets exactly the layers it is missing.
+layer tars. A daemon that lacks a run image gets exactly the layers it is missing: those
+above the longest chain it already has (from the run's prefix images or any environment
+image on it), so a one-package change to a lock ships that package's layer and the
+(smaller) layers stacked above it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ..docker_api import DockerClient, describe
 from ..errors import ImageError, NotFound
 from ..files import atomic_writer
 from . import cache
-from .archive import ThinArchive, has_image
+from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .imageconfig import ImageConfig
 
 
@@ -134,6 +137,8 @@ def fetch_from_store(
             except Exception:  # noqa: BLE001 - fall back to sending more layers
                 continue
             have = max(have, prefix_len)
+    # Environment layers another environment on this daemon stacked the same way.
+    have = max(have, present_prefix(client, config.diff_ids, ENV_LABEL))
     archive = ThinArchive()
     with tempfile.TemporaryDirectory() as tmp:
         for diff_id in config.diff_ids[have:]:

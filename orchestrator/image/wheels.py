@@ -31,9 +31,11 @@ from ..errors import ImageError
 from ..files import atomic_write, sha256_file
 
 # Re-exported: whoever fetches wheels also parses the lock and names the target.
+from .lock import Lock as Lock
 from .lock import Requirement as Requirement
 from .lock import lock_digest as lock_digest
 from .lock import parse_lock as parse_lock
+from .lock import read_lock as read_lock
 from .target import DEFAULT_PLATFORM as DEFAULT_PLATFORM
 from .target import DEFAULT_PYTHON as DEFAULT_PYTHON
 from .target import pip_download_args as pip_download_args
@@ -46,9 +48,12 @@ def ensure_wheels(
     cache_dir: Path,
     python_version: str = DEFAULT_PYTHON,
     platform: str = DEFAULT_PLATFORM,
+    *,
+    pip_options: Sequence[str] = (),
 ) -> list[Path]:
     """One wheel per requirement, from the cache or from one ``pip download``.
 
+    ``pip_options`` are the lock's index lines (:attr:`Lock.pip_options`), passed to pip.
     Returns the cached wheel paths (``cache_dir/sha256/<hex>/<file>``) sorted by name.
     """
     tags = tag_ranks(python_version, platform)
@@ -64,7 +69,7 @@ def ensure_wheels(
         else:
             found[req.name] = cached
     if missing:
-        found.update(_download(missing, cache_dir, python_version, platform))
+        found.update(_download(missing, cache_dir, python_version, platform, pip_options))
     return [found[name] for name in sorted(found)]
 
 
@@ -124,7 +129,11 @@ def _wheel_rank(filename: str, req: Requirement, tags: dict[Tag, int]) -> int | 
 
 
 def _download(
-    reqs: list[Requirement], cache_dir: Path, python_version: str, platform: str
+    reqs: list[Requirement],
+    cache_dir: Path,
+    python_version: str,
+    platform: str,
+    pip_options: Sequence[str] = (),
 ) -> dict[str, Path]:
     by_name = {req.name: req for req in reqs}
     platforms = target_platforms(platform)
@@ -140,6 +149,7 @@ def _download(
         args = [sys.executable, "-m", "pip", "download"]
         args += pip_download_args(python_version, platform)
         args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
+        args += list(pip_options)
         args += ["-d", str(out), "-r", str(lock)]
         result = _run_pip(args)
         if result.returncode != 0:

@@ -1,0 +1,251 @@
+"""The environment layers: site-packages layout, one layer per package, bytecode
+(orchestrator.image.envlayer / bytecode / interpreter)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import git_commit_all, make_wheel
+
+from orchestrator.docker_api import DockerClient
+from orchestrator.errors import ImageError
+from orchestrator.image import bytecode, envlayer, interpreter
+from orchestrator.image.envlayer import env_layer_entries, plan_layers, write_env_layers
+from orchestrator.image.interpreter import Interpreter
+from orchestrator.image.wheels import ensure_wheels, read_lock
+
+LOCKS = Path(__file__).parent / "data" / "lock"
+SITE = "usr/local/lib/python3.11/dist-packages"
+DEBIAN = Interpreter(
+    version="3.11.2", build="3.11.2 (test)", magic="a70d0d0a", cache_tag="cpython-311",
+    executable="/usr/bin/python3", stdlib="/usr/lib/python3.11", purelib=f"/{SITE}",
+    platlib=f"/{SITE}",
+    scripts="/usr/local/bin", include="/usr/local/include/python3.11", data="/usr/local",
+    site_dirs=(f"/{SITE}", "/usr/lib/python3/dist-packages"),
+)
+
+
+def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Compile nothing (no Docker); returns the sizes of the groups it was asked for."""
+    calls: list[int] = []
+
+    def fake(client, image_id, interp, groups, stage):  # type: ignore[no-untyped-def]
+        calls.append(len(groups))
+        return [[] for _ in groups]
+
+    monkeypatch.setattr(bytecode, "compile_groups", fake)
+    return calls
+
+
+def write(wheels: list[Path], cache: Path) -> list[envlayer.EnvLayer]:
+    """write_env_layers without Docker (see no_compile) and without the stdlib layer."""
+    return write_env_layers(None, "base", DEBIAN, wheels, cache, stdlib=False)  # type: ignore[arg-type]
+
+
+def members(path: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(path) as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+# -- layout, without Docker --------------------------------------------------------------
+
+
+def test_scripts_data_headers_and_modes(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "demo", {
+        "demo/__init__.py": (b"def main():\n    print('demo')\n", 0o644),
+        "demo/run.sh": (b"#!/bin/sh\necho hi\n", 0o755),
+        "demo.pth": (b"demo_extra\n", 0o644),
+        "demo-1.0.data/scripts/demo-tool": (b"#!python\nprint('tool')\n", 0o644),
+        "demo-1.0.data/headers/demo.h": (b"int demo;\n", 0o644),
+        "demo-1.0.data/data/share/demo/notes.txt": (b"notes\n", 0o644),
+        "demo-1.0.dist-info/entry_points.txt": (b"[console_scripts]\ndemo = demo:main\n", 0o644),
+    })
+    entries = {entry.path: entry for entry in env_layer_entries([wheel], DEBIAN)}
+    assert entries[f"{SITE}/demo/__init__.py"].mode == 0o644
+    assert entries[f"{SITE}/demo/run.sh"].mode == 0o755
+    assert entries[f"{SITE}/demo.pth"].data == b"demo_extra\n"  # in the site dir: processed
+    tool = entries["usr/local/bin/demo-tool"]
+    assert tool.mode == 0o755 and tool.data == b"#!/usr/bin/python3\nprint('tool')\n"
+    launcher = entries["usr/local/bin/demo"].data
+    assert launcher is not None and launcher.startswith(b"#!/usr/bin/python3\n")
+    assert entries["usr/local/include/python3.11/demo/demo.h"].data == b"int demo;\n"
+    assert entries["usr/local/share/demo/notes.txt"].data == b"notes\n"
+    record = entries[f"{SITE}/demo-1.0.dist-info/RECORD"].data
+    assert record is not None
+    lines = record.decode().splitlines()
+    assert any(line.startswith("../../../bin/demo,sha256=") for line in lines)
+    assert env_layer_entries([wheel], DEBIAN) == list(entries.values())
+
+
+def test_path_escaping_the_prefix_is_refused(tmp_path: Path) -> None:
+    evil = make_wheel(tmp_path, "evil", {"evil-1.0.data/data/../../../etc/passwd": (b"x", 0o644)})
+    with pytest.raises(ImageError, match="evil-1.0-py3-none-any.whl"):
+        env_layer_entries([evil], DEBIAN)
+
+
+def test_layers_heaviest_first_and_capped(tmp_path: Path) -> None:
+    small = make_wheel(tmp_path, "small", {"small.py": (b"x = 1\n", 0o644)})
+    big = make_wheel(tmp_path, "big", {"big.py": (b"# " + b"x" * 50_000 + b"\n", 0o644)})
+    mid = make_wheel(tmp_path, "mid", {"mid.py": (b"# " + b"y" * 5_000 + b"\n", 0o644)})
+    assert plan_layers([small, big, mid]) == [[big], [mid], [small]]
+    assert plan_layers([small, big, mid], max_layers=2) == [[big], [mid, small]]
+
+
+def test_conflicts_are_refused_across_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_compile(monkeypatch)
+    one = make_wheel(tmp_path, "one", {"shared/x.py": (b"a = 1\n", 0o644)})
+    same = make_wheel(tmp_path, "three", {"shared/x.py": (b"a = 1\n", 0o644)})
+    two = make_wheel(tmp_path, "two", {"shared/x.py": (b"a = 2\n", 0o644)})
+    write([one, same], tmp_path / "c")
+    # two's layer is new, one's is cached: the check still sees both.
+    with pytest.raises(ImageError, match="one-1.0-py3-none-any.whl and two-1.0-py3-none-any.whl"):
+        write([one, two], tmp_path / "c")
+
+
+def test_one_package_change_rebuilds_one_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = no_compile(monkeypatch)
+    big = make_wheel(tmp_path, "big", {"big.py": (b"# " + b"x" * 50_000 + b"\n", 0o644)})
+    (tmp_path / "v2").mkdir()
+    small1 = make_wheel(tmp_path, "small", {"small.py": (b"x = 1\n", 0o644)})
+    small2 = make_wheel(tmp_path / "v2", "small", {"small.py": (b"x = 2\n", 0o644)}, version="2.0")
+    first = write([big, small1], tmp_path / "c")
+    second = write([big, small2], tmp_path / "c")
+    assert calls == [2, 1]
+    assert first[0] == second[0] and first[1].diff_id != second[1].diff_id
+    assert second[1].wheels == ("small-2.0-py3-none-any.whl",)
+    # Warm: nothing unpacked, nothing compiled.
+    monkeypatch.setattr(envlayer, "_install_group", lambda *a: pytest.fail("unpacked again"))
+    assert write([big, small2], tmp_path / "c") == second
+    assert calls == [2, 1]
+
+
+def test_interpreter_without_site_dir_is_refused() -> None:
+    odd = Interpreter(**{**DEBIAN.to_json(), "site_dirs": ()})  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match=r"installs packages into /usr/local/lib/python3.11/"):
+        odd.check("sha256:abc")
+
+
+# -- with the base image's interpreter ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_python(
+    docker_client: DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Interpreter:
+    return interpreter.probe(docker_client, base_image, tmp_path_factory.mktemp("probe"))
+
+
+@pytest.fixture(scope="session")
+def small_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The five packages of tests/data/lock/uv.txt, downloaded once."""
+    lock = read_lock(LOCKS / "uv.txt", "3.11.2")
+    return ensure_wheels(lock.requirements, tmp_path_factory.mktemp("wheels"), "3.11.2")
+
+
+@pytest.mark.docker
+def test_probe_reads_the_base_python(base_python: Interpreter) -> None:
+    assert base_python.version.startswith("3.11.")
+    assert base_python.purelib == f"/{SITE}" and base_python.purelib in base_python.site_dirs
+    assert base_python.executable == "/usr/bin/python3"
+    assert base_python.cache_tag == "cpython-311"
+
+
+@pytest.mark.docker
+def test_layers_with_bytecode_are_reproducible(
+    docker_client: DockerClient, base_image: str, base_python: Interpreter,
+    small_wheels: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = write_env_layers(docker_client, base_image, base_python, small_wheels, tmp_path / "a")
+    # In reverse order, into another cache, cut into other chunks (so other processes
+    # compile each file): the same bytes.
+    monkeypatch.setattr(bytecode, "CHUNK_FILES", 7)
+    b = write_env_layers(docker_client, base_image, base_python, small_wheels[::-1], tmp_path / "b")
+    assert [layer.diff_id for layer in a] == [layer.diff_id for layer in b]
+    assert all(x.path.read_bytes() == y.path.read_bytes() for x, y in zip(a, b, strict=True))
+    # The standard library's bytecode at the bottom, then the packages, heaviest first.
+    assert a[0].wheels == () and a[1].wheels[0].startswith("setuptools-")
+    stdlib = members(a[0].path)
+    assert "usr/lib/python3.11/__pycache__/typing.cpython-311.pyc" in stdlib
+    assert not [name for name in stdlib if not name.endswith(".pyc") and stdlib[name].isfile()]
+    six = next(layer for layer in a[1:] if layer.wheels[0].startswith("six-"))
+    names = members(six.path)
+    pyc = f"{SITE}/__pycache__/six.cpython-311.pyc"
+    assert names[pyc].mode == 0o644 and names[pyc].mtime == names[f"{SITE}/six.py"].mtime
+    with tarfile.open(six.path) as tar:
+        data = tar.extractfile(pyc).read()  # type: ignore[union-attr]
+    assert data[:4] == bytes.fromhex(base_python.magic)
+    assert int.from_bytes(data[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
+    packaging = next(layer for layer in a[1:] if layer.wheels[0].startswith("packaging-"))
+    sources = [n for n in members(packaging.path) if n.endswith(".py")]
+    compiled = [n for n in members(packaging.path) if n.endswith(".pyc")]
+    assert len(sources) == len(compiled) > 10
+
+
+TINY_PTH = {
+    # As cmeel packages (eigenpy) do: the code lives in a prefix that a .pth puts on sys.path.
+    "tiny.pth": (b"tiny.prefix/lib/python3.11/site-packages\n", 0o644),
+    "tiny.prefix/lib/python3.11/site-packages/tinymod/__init__.py": (b"ANSWER = 42\n", 0o644),
+}
+CHECK = """
+import json, os, subprocess, sys
+import distutils, six, tinymod
+SITE = "/usr/local/lib/python3.11/dist-packages"
+print(distutils.__file__)
+verbose = subprocess.run([sys.executable, "-v", "-c", "import six"], capture_output=True, text=True)
+found = {
+    "answer": tinymod.ANSWER,
+    "distutils_from_setuptools": distutils.__file__ == SITE + "/setuptools/_distutils/__init__.py",
+    "six_cached": os.path.exists(six.__cached__),
+    "six_from_pyc": "code object from '" + six.__cached__ + "'" in verbose.stderr,
+    "dont_write_bytecode": sys.flags.dont_write_bytecode,
+}
+json.dump({k: int(v) for k, v in found.items()},
+          open(os.path.join(os.environ["ORCH_OUTPUT"], "metrics.json"), "w"))
+"""
+
+
+@pytest.mark.docker
+def test_pth_files_are_processed_and_bytecode_used(make_project, orch, tmp_path: Path) -> None:
+    """setuptools' distutils-precedence.pth and a cmeel-style prefix .pth, as pip has them."""
+    import hashlib
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny = make_wheel(wheels, "tiny", TINY_PTH)
+    digest = hashlib.sha256(tiny.read_bytes()).hexdigest()
+    lock = (LOCKS / "pip-compile.txt").read_text() + f"tiny==1.0 --hash=sha256:{digest}\n"
+    root = make_project("pth", files={"requirements.txt": lock, "check.py": CHECK},
+                        requirements="requirements.txt", command=["python3", "check.py"])
+    shutil.copytree(wheels, root / "wheels")  # the lock's --find-links wheels
+    git_commit_all(root, "wheels")
+    proc = orch("sweep", "-p", str(root), "--json", env={"ORCH_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)["runs"][0]
+    assert run["status"] == "succeeded", run
+    metrics = run["metrics"]
+    assert metrics == {"answer": 42, "distutils_from_setuptools": 1, "six_cached": 1,
+                       "six_from_pyc": 1, "dont_write_bytecode": 0}
+
+
+@pytest.mark.docker
+def test_incomplete_lock_is_refused_before_building(make_project, orch, tmp_path: Path) -> None:
+    text = (LOCKS / "uv.txt").read_text()
+    start = text.index("zipp==")
+    root = make_project("incomplete", files={"requirements.txt": text[:start]},
+                        requirements="requirements.txt")
+    cache = tmp_path / "cache"
+    proc = orch("sweep", "-p", str(root), env={"ORCH_CACHE": str(cache)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        f"error: {root}/requirements.txt is incomplete: importlib-metadata==8.5.0 requires "
+        "'zipp>=3.20', which the lock does not pin"
+    )
+    assert not list(cache.glob("layers/pkg-*"))  # nothing was built
