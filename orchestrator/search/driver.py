@@ -127,15 +127,15 @@ class SearchDriver(SweepDriver):
     def search(self, args: Sequence[str], space: Space, options: SearchOptions) -> SweepResult:
         options.check()
         composer, _ = compose_space(self.project, ())
-        study = make_study(options)
         distributions = optuna_distributions(space)
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
         self.pinned = self._pin_all()
         digests = {name: item.digest for name, item in self.pinned.items()}
         sweep_id = search_sweep_id(self.project, env, args, options, digests)
         self.stop_requests = options.pruner is not None
-        state = _State(self, sweep_id, args, space, options, study, distributions)
+        state = _State(self, sweep_id, args, space, options, distributions)
         state.open()
+        state.study = make_study(options, resumed=len(state.trials))
         with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
             uploads: list[Future[Any]] = []
             try:
@@ -163,13 +163,13 @@ class _State:
     """One submission of a search: the trials, the study, the runs in flight."""
 
     def __init__(self, driver: SearchDriver, sweep_id: str, args: Sequence[str], space: Space,
-                 options: SearchOptions, study: Any, distributions: dict[str, Any]) -> None:
+                 options: SearchOptions, distributions: dict[str, Any]) -> None:
         self.d = driver
         self.sweep_id = sweep_id
         self.args = tuple(args)
         self.space = space
         self.options = options
-        self.study = study
+        self.study: Any = None  # made once the document says how many trials it holds
         self.distributions = distributions
         self.trials: list[Trial] = []
         self.records: dict[str, RunRecord] = {}

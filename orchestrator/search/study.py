@@ -13,6 +13,7 @@ continues a search where it stopped. Optuna is imported lazily (``orch[search]``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -126,10 +127,20 @@ def _optuna() -> Any:
     return optuna
 
 
-def make_sampler(options: SearchOptions) -> Any:
+def sampler_seed(seed: int, resumed: int) -> int:
+    """The sampler's seed for a study rebuilt from ``resumed`` earlier trials: ``seed``
+    for a fresh search; else one derived from both, so a continued search draws new
+    points instead of replaying the first ones of its seed."""
+    if resumed == 0:
+        return seed
+    data = json.dumps({"seed": seed, "resumed": resumed}, sort_keys=True).encode()
+    return int.from_bytes(hashlib.sha256(data).digest()[:4], "big")
+
+
+def make_sampler(options: SearchOptions, resumed: int = 0) -> Any:
     optuna = _optuna()
     samplers = optuna.samplers
-    seed = options.seed
+    seed = sampler_seed(options.seed, resumed)
     if options.sampler == "tpe":
         # constant_liar: trials in flight count as bad guesses, so K parallel trials spread
         # out instead of all asking for the same point.
@@ -166,13 +177,13 @@ def make_pruner(name: str | None) -> Any:
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
 
 
-def make_study(options: SearchOptions) -> Any:
-    """A fresh in-memory study (filled from the store by the driver)."""
+def make_study(options: SearchOptions, resumed: int = 0) -> Any:
+    """A fresh in-memory study, to be filled with ``resumed`` trials from the store."""
     optuna = _optuna()
     directions = ["maximize" if o.maximize else "minimize" for o in options.objectives]
     return optuna.create_study(
         directions=directions or ["minimize"],
-        sampler=make_sampler(options),
+        sampler=make_sampler(options, resumed),
         pruner=make_pruner(options.pruner),
     )
 
