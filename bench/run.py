@@ -36,6 +36,7 @@ import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
+import search_bench  # noqa: E402
 from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
 from context import Ctx  # noqa: E402
 
@@ -61,6 +62,9 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "input_unchanged_ms": ("<=", 50.0, "ms to digest an unchanged input of 10,000 files"),
     "input_upload_ratio": ("<=", 1.2, "orch input upload (S3) / plain parallel boto3 upload"),
     "input_fetch_ratio": ("<=", 1.2, "materialize on an empty cache / parallel boto3 download"),
+    "tpe_trials_ratio": ("<=", 0.5, "trials to within 5% of the optimum: TPE / random (median 5)"),
+    "pruning_compute_ratio": ("<=", 0.6, "container-seconds of a TPE search: pruned / unpruned"),
+    "optuna_per_trial_ratio": ("<=", 1.2, "TPE search wall per trial / orch per run (per_run)"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -78,6 +82,7 @@ SECTIONS: dict[str, Section] = {
     "live": live_bench.live,
     "inputs": inputs_bench.inputs,
     "results100k": results_bench.results100k,
+    "search": search_bench.search,
     "ray": ray_runner.ray,
     "cancel": cancel_bench.cancel,
     "breakdown": orch_bench.breakdown,
@@ -102,6 +107,7 @@ PRODUCES = {
     "ray": ["ray_overhead_ratio"],
     "cancel": ["cancel_all_s"],
     "live": ["live_latency_p95_s", "live_follow_overhead_ratio"],
+    "search": ["tpe_trials_ratio", "pruning_compute_ratio", "optuna_per_trial_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -114,6 +120,8 @@ ALIASES = {
     "config": "config_image",
     "live_runs": "live",
     "data_inputs": "inputs",
+    "tpe": "search",
+    "pruning": "search",
 }
 
 
