@@ -36,6 +36,7 @@ import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
+import search_bench  # noqa: E402
 import torch_bench  # noqa: E402
 from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
 from context import Ctx  # noqa: E402
@@ -66,6 +67,9 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "torch_cold_build_ratio": ("<=", 0.5, "torch env cold build / docker build pip-installing"),
     "torch_one_package_rebuild_ratio": ("<=", 0.1, "one small package changed / cold build"),
     "torch_store_bytes_ratio": ("<=", 0.6, "torch env bytes in the store / uncompressed"),
+    "tpe_trials_ratio": ("<=", 0.5, "trials to within 5% of the optimum: TPE / random (median 5)"),
+    "pruning_compute_ratio": ("<=", 0.6, "container-seconds of a TPE search: pruned / unpruned"),
+    "optuna_per_trial_ratio": ("<=", 1.2, "TPE search wall per trial / orch per run (per_run)"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -83,6 +87,7 @@ SECTIONS: dict[str, Section] = {
     "live": live_bench.live,
     "inputs": inputs_bench.inputs,
     "results100k": results_bench.results100k,
+    "search": search_bench.search,
     "ray": ray_runner.ray,
     "cancel": cancel_bench.cancel,
     "torch": torch_bench.torch,
@@ -114,6 +119,7 @@ PRODUCES = {
         "torch_one_package_rebuild_ratio",
         "torch_store_bytes_ratio",
     ],
+    "search": ["tpe_trials_ratio", "pruning_compute_ratio", "optuna_per_trial_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -126,6 +132,8 @@ ALIASES = {
     "config": "config_image",
     "live_runs": "live",
     "data_inputs": "inputs",
+    "tpe": "search",
+    "pruning": "search",
 }
 
 

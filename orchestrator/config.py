@@ -88,6 +88,7 @@ __all__ = [
     "config_digest",
     "expand_sweep",
     "job_name_for",
+    "parse_overrides",
     "to_json",
     "to_yaml",
 ]
@@ -1014,11 +1015,7 @@ def expand_sweep(
     configuration (``hydra/launcher=a,b``: the points' configs would be identical), and
     non-sweep overrides its first compose cannot apply together (the same ``+key`` twice).
     """
-    parser = OverridesParser.create(config_loader=cast(Any, _GroupLister(composer)))
-    try:
-        parsed = parser.parse_overrides(list(overrides))
-    except OverrideParseException as exc:
-        raise ConfigError(_bad_override(exc)) from exc
+    parsed = parse_overrides(overrides, composer)
     axes: dict[str, list[str]] = {}
     lines: dict[str, str] = {}
     repeated: list[str] = []
@@ -1035,12 +1032,13 @@ def expand_sweep(
             if not override.is_discrete_sweep():
                 kind = override.value_type.name.lower() if override.value_type else "unknown"
                 raise ConfigError(
-                    f"{line}: only discrete sweeps are supported (a,b,c / choice() / range() "
-                    f"/ glob()), not {kind}"
+                    f"{line}: a grid takes only discrete sweeps (a,b,c / choice() / range() "
+                    f"/ glob()), not {kind}: search it with --sampler random|tpe --trials N"
                 )
             value = override.value()
             if isinstance(value, (ChoiceSweep, RangeSweep)) and value.shuffle:
-                raise ConfigError(f"{line}: shuffle() is random; list the values in an order")
+                raise ConfigError(f"{line}: shuffle() is random; list the values in an order, "
+                                  f"or sample them with --sampler random --trials N")
             try:
                 # Take at most one value past the cap, so range(0,1e12) stays cheap.
                 items = itertools.islice(override.sweep_string_iterator(), max_points + 1)
@@ -1072,6 +1070,16 @@ def expand_sweep(
             f"ORCH_MAX_POINTS to raise the limit): split it into smaller sweeps"
         )
     return [tuple(point) for point in itertools.product(*axes.values())]
+
+
+def parse_overrides(overrides: Sequence[str], composer: Composer) -> list[Override]:
+    """Hydra's parse of the overrides (``glob()`` lists the composer's groups); a bad one
+    is one ConfigError naming it."""
+    parser = OverridesParser.create(config_loader=cast(Any, _GroupLister(composer)))
+    try:
+        return parser.parse_overrides(list(overrides))
+    except OverrideParseException as exc:
+        raise ConfigError(_bad_override(exc)) from exc
 
 
 def _check_first_compose(composer: Composer, parsed: list[Override], repeated: str) -> None:

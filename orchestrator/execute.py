@@ -100,12 +100,20 @@ class _Heartbeat:
         self._stop.set()
 
 
+ShouldStop = Callable[[StepMetrics], "str | None"]
+"""Asked after each poll of a run's step metrics: a reason to stop the run (it is then
+recorded ``pruned`` with that reason), or None to let it go on."""
+
+
 class _LivePublisher:
-    """Follows ``metrics.jsonl`` and publishes the run's latest state at a bounded rate."""
+    """Follows ``metrics.jsonl`` and publishes the run's latest state at a bounded rate;
+    ``should_stop`` (a search's pruner) is asked after each poll."""
 
     def __init__(self, runs: RunStore, job: Job, steps: StepMetrics, started: float,
-                 node: str | None) -> None:
+                 node: str | None, should_stop: ShouldStop | None = None,
+                 on_stop: Callable[[str], None] | None = None) -> None:
         self._runs, self._job, self._steps = runs, job, steps
+        self._should_stop, self._on_stop = should_stop, on_stop
         self._base = {
             "run_id": job.run_id,
             "sweep_id": job.sweep_id,
@@ -135,6 +143,14 @@ class _LivePublisher:
         while not self._stop.wait(self._job.live_s):
             if self._steps.poll():
                 self.publish()
+            if self._should_stop is not None and self._on_stop is not None:
+                try:
+                    reason = self._should_stop(self._steps)
+                except Exception:  # noqa: BLE001 - a failed check must not end the run
+                    reason = None
+                if reason:
+                    self._on_stop(reason)
+                    return
 
     def __enter__(self) -> _LivePublisher:
         self.publish()
@@ -160,6 +176,7 @@ def execute(
     on_start: Callable[[], None] | None = None,
     cache_root: Path | None = None,
     verify_inputs: bool = False,
+    should_stop: ShouldStop | None = None,
 ) -> RunRecord:
     """Run one attempt of ``job`` and commit its record.
 
@@ -168,6 +185,10 @@ def execute(
     this node, from ``runs``' blobs into the host cache at ``cache_root`` (default:
     ``$ORCH_CACHE`` or the XDG cache): an input that cannot be had exactly raises
     InputError before anything is claimed.
+
+    ``should_stop`` (and, for a job with ``stop_requests``, a stop request in the store)
+    is checked while the container runs; a reason stops it (grace period, then kill) and
+    the run is recorded ``pruned`` with that reason, its logs and last metrics.
     """
     if runs.is_complete(job.run_id):
         return runs.read_run(job.run_id)
@@ -180,6 +201,8 @@ def execute(
     dirs = RunDirs.create(work_root or Settings().work_root, f"orch-{job.run_id}-{job.attempt}")
     resumed: list[int | None] = [None]
     claimed = [False]
+    pruned: list[str | None] = [None]
+    check = _stop_check(job, runs, should_stop)
     try:
         kwargs = container.create_kwargs(
             image_id=plan.image_id,
@@ -210,10 +233,15 @@ def execute(
 
         @contextmanager
         def while_running(running: Running) -> Iterator[None]:
+            def prune(reason: str) -> None:
+                pruned[0] = reason
+                running.stop(cancelled=True)
+
             with ExitStack() as stack:
                 stack.enter_context(stop.on_cancel(lambda: running.stop(cancelled=True)))
                 stack.enter_context(_Heartbeat(runs, job, running))
-                stack.enter_context(_LivePublisher(runs, job, steps, running.started, node))
+                stack.enter_context(_LivePublisher(runs, job, steps, running.started, node,
+                                                   check, prune))
                 stack.enter_context(
                     checkpoint.Saver(runs, job.run_id, dirs.checkpoint, job.attempt,
                                      job.checkpoint_s)
@@ -238,7 +266,7 @@ def execute(
             )
             raise ClaimLost(job.run_id)
         record, files = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
-                                 resumed[0])
+                                 resumed[0], pruned[0])
         try:
             runs.commit_run(record, files)
         except BaseException:
@@ -248,11 +276,26 @@ def execute(
             raise
         try:
             runs.delete_live(job.run_id)
+            if job.stop_requests:
+                runs.delete_stop_request(job.run_id)
         except Exception:  # noqa: BLE001 - a stale live.json is ignored once run.json exists
             pass
         return record
     finally:
         dirs.remove()
+
+
+def _stop_check(job: Job, runs: RunStore, should_stop: ShouldStop | None) -> ShouldStop | None:
+    """The caller's check, then (for a pruned search's job) the store's stop request, which
+    is how a driver on another machine reaches a container on this node."""
+    if not job.stop_requests:
+        return should_stop
+
+    def check(steps: StepMetrics) -> str | None:
+        reason = should_stop(steps) if should_stop is not None else None
+        return reason or runs.read_stop_request(job.run_id)
+
+    return check
 
 
 def _passed(names: tuple[str, ...]) -> dict[str, str]:
@@ -279,6 +322,7 @@ def _outcome(
     gpu_ids: list[str],
     gpus_simulated: bool,
     resumed: int | None,
+    pruned: str | None = None,
 ) -> tuple[RunRecord, dict[str, bytes | Path]]:
     outputs = container.collect_outputs(dirs.output)
     reason = result.reason
@@ -302,7 +346,9 @@ def _outcome(
         files["metrics.jsonl"] = jsonl
     files["metrics.json"] = json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n"
     files.update({f"output/{name}": path for name, path in outputs.files.items()})
-    if result.cancelled:
+    if pruned is not None:
+        status, reason = RunStatus.PRUNED, pruned
+    elif result.cancelled:
         status = RunStatus.CANCELLED
     else:
         status = RunStatus.SUCCEEDED if reason is None else RunStatus.FAILED

@@ -28,6 +28,9 @@ class Job:
     max_output_bytes: int = 10 << 30
     checkpoint_s: float = 30.0
     live_s: float = 1.0
+    #: A search that prunes runs: the node looks for a stop request in the store
+    #: (``runs/<id>/stop.json``) each time it publishes, and stops the run as ``pruned``.
+    stop_requests: bool = False
 
     @property
     def run_id(self) -> str:

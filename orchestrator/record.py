@@ -484,6 +484,9 @@ class SweepDoc:
     created_at: str = ""
     args: tuple[str, ...] = ()
     runs: tuple[SweepEntry, ...] = ()
+    #: A search's settings and its trials (``orchestrator.search``); None for a grid.
+    #: A search's document is rewritten as its trials are created, ``runs`` with it.
+    search: dict[str, Any] | None = None
     schema: int = SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -500,6 +503,7 @@ class SweepDoc:
             "created_at": self.created_at,
             "args": list(self.args),
             "runs": [{"run_id": e.run_id, "overrides": list(e.overrides)} for e in self.runs],
+            **({"search": self.search} if self.search is not None else {}),
         }
 
     @classmethod
@@ -515,6 +519,7 @@ class SweepDoc:
             created_at=fields.text("created_at", "") or "",
             args=fields.strings("args"),
             runs=tuple(entries),
+            search=fields.get("search", dict, "a JSON object", None),
             schema=fields.integer("schema", SCHEMA) or SCHEMA,
             extra=fields.extra(),
         )

@@ -179,7 +179,8 @@ def _s3_client(endpoint: str | None) -> Any:
 
 
 def _reported_status(record: RunRecord, resubmitted: bool) -> str:
-    if resubmitted and record.succeeded:
+    # A pruned run is finished too: a re-submission does not run it again.
+    if resubmitted and record.status in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
         return "skipped"
     return record.status.value
 
@@ -217,10 +218,17 @@ class SweepDriver:
         self._attempts: dict[str, int] = {}
         self.s3_client = s3_client or _s3_client
         self.pinned: dict[str, inputsmod.Pinned] = {}
+        #: Jobs look for stop requests in the store (a search that prunes sets it).
+        self.stop_requests = False
 
     def run(
-        self, args: Sequence[str], points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+        self,
+        args: Sequence[str],
+        points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
+        search: dict[str, Any] | None = None,
     ) -> SweepResult:
+        """Run every point; ``search`` (a random search's settings) goes into the sweep's
+        document, to say how the points were drawn."""
         env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
         self.pinned = self._pin_inputs(points)
         digests = {name: item.digest for name, item in self.pinned.items()}
@@ -232,6 +240,7 @@ class SweepDriver:
                 created_at=now_iso(),
                 args=tuple(args),
                 runs=tuple(SweepEntry(s.run_id, tuple(s.overrides)) for s in sweep.runs),
+                search=search,
             )
         )
         with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
@@ -311,7 +320,7 @@ class SweepDriver:
     def _job(
         self,
         env: Environment,
-        sweep: SweepSpec,
+        sweep_id: str,
         spec: RunSpec,
         image: RunImage,
         repo_digest: str | None,
@@ -323,7 +332,7 @@ class SweepDriver:
         project = self.project
         plan = RunPlan(
             run_id=spec.run_id,
-            sweep_id=sweep.sweep_id,
+            sweep_id=sweep_id,
             project=project.name,
             overrides=tuple(spec.overrides),
             config=cfg,
@@ -371,6 +380,7 @@ class SweepDriver:
             max_output_bytes=settings.max_output_bytes,
             checkpoint_s=settings.checkpoint_s,
             live_s=settings.live_s,
+            stop_requests=self.stop_requests,
         )
 
     def _input_refs(self, spec: RunSpec) -> dict[str, InputRef]:
@@ -379,7 +389,7 @@ class SweepDriver:
     def _prepare_batch(
         self,
         env: Environment,
-        sweep: SweepSpec,
+        sweep_id: str,
         batch: list[RunSpec],
         io: ThreadPoolExecutor,
         uploads: list[Future[Any]],
@@ -399,7 +409,7 @@ class SweepDriver:
             if self.registry:
                 digest = push_to_registry(self.client, image.image_id, self.registry, spec.run_id)
             uploads.append(io.submit(self._upload_run_image, image))
-            jobs.append(self._job(env, sweep, spec, image, digest))
+            jobs.append(self._job(env, sweep_id, spec, image, digest))
         return jobs
 
     def _dispatch(
@@ -418,7 +428,7 @@ class SweepDriver:
             # A small first batch gets the first container going at once; loading each
             # later, larger batch overlaps with the runs of the previous ones.
             batch, start, size = todo[start : start + size], start + size, min(2 * size, self.batch)
-            jobs = self._prepare_batch(env, sweep, batch, io, uploads)
+            jobs = self._prepare_batch(env, sweep.sweep_id, batch, io, uploads)
             if not self.backend.shares_daemon:
                 for upload in uploads:  # other nodes fetch the images from the store
                     upload.result()

@@ -168,6 +168,12 @@ class Watcher:
         return None, self.runs.read_live(run_id), self.runs.claims.is_live(run_id, self.lease_s)
 
     def refresh(self) -> Snapshot:
+        if self.sweep.search is not None and not self._first:
+            # A search lists its runs as its trials are created: one GET for the new ones.
+            try:
+                self.sweep = self.runs.read_sweep(self.sweep.sweep_id)
+            except Exception:  # noqa: BLE001 - caught mid-rewrite: the last document stands
+                pass
         entries = self.sweep.runs
         pending = [e.run_id for e in entries if e.run_id not in self._complete]
         if pending and self._first:

@@ -3,13 +3,13 @@
 Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job docker_api stopping live git
-    1  spec project config inputs  (inputs: takes the store's blobs as a parameter)
+    1  spec project config inputs space  (inputs: takes the store's blobs as a parameter)
     2  store request labels        (knows nothing of Docker or Ray)
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
     6  sweep rerun verify housekeeping logs detached results tally watch catalog query gc
-       export_mlflow
+       export_mlflow search
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -30,14 +30,14 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
          "stopping", "live", "git"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config", "inputs"], 1),
+    **dict.fromkeys(["spec", "project", "config", "inputs", "space"], 1),
     **dict.fromkeys(["store", "request", "labels"], 2),
     **dict.fromkeys(["image", "images"], 3),
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
         ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results", "tally",
-         "watch", "catalog", "query", "gc", "export_mlflow"],
+         "watch", "catalog", "query", "gc", "export_mlflow", "search"],
         6,
     ),
     "cli": 7,

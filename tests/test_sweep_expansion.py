@@ -103,7 +103,7 @@ def test_choice_function_refuses_null(demo: Composer) -> None:
 
 def test_sweep_errors_are_one_line(demo: Composer) -> None:
     cases = {
-        "optimizer.lr=interval(0,1)": "only discrete sweeps are supported",
+        "optimizer.lr=interval(0,1)": "a grid takes only discrete sweeps",
         "optimizer.lr=shuffle(1,2,3)": "shuffle() is random",
         "a=shuffle(range(3))": "shuffle() is random",
         "scheduler=glob(*)": "scheduler=glob(*): no config group 'scheduler'",

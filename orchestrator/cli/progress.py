@@ -17,7 +17,8 @@ class Progress:
     def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
         self.counts = {
-            "queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 0,
+            "queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "pruned": 0,
+            "skipped": 0,
         }
         self.retried = 0
         self.quiet = quiet
@@ -53,7 +54,8 @@ class Progress:
         elif event == "done" and record is not None:
             self.counts["running"] = max(0, self.counts["running"] - 1)
             self.counts[record.status.value] = self.counts.get(record.status.value, 0) + 1
-        finished = sum(self.counts[k] for k in ("succeeded", "failed", "cancelled", "skipped"))
+        ended = ("succeeded", "failed", "cancelled", "pruned", "skipped")
+        finished = sum(self.counts[k] for k in ended)
         text = " ".join(f"{k} {v}" for k, v in self.counts.items() if v)
         if self._live is not None:
             self._live.update(self._task, completed=finished, counts=text)

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..project import Project
     from ..record import SweepDoc
+    from ..search import SearchOptions
     from ..settings import Settings
+    from ..space import Space
     from ..store import RunStore
     from ..sweep import Retry
 
@@ -89,6 +91,21 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
     show_default=True,
     help="Run failed and cancelled runs again (as a new attempt), or keep their records.",
 )
+@click.option(
+    "--sampler",
+    type=click.Choice(["grid", "random", "tpe", "cmaes", "gp", "nsgaii", "qmc"]),
+    default="grid",
+    show_default=True,
+    help="grid: every point; random: --trials seeded draws; tpe, ...: Optuna picks each "
+    "trial from the results so far (needs --objective).",
+)
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="How many trials a search runs in all (re-submit with more to continue).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The search's seed.")
+@click.option("--objective", default=None,
+              help="METRIC[:max|min] the search improves (comma-separated: several).")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "asha"]), default=None,
+              help="Stop trials early on their step metrics (adaptive samplers).")
 @click.option("--name", "sweep_name", default=None, help="Name the sweep (usable as its id).")
 @click.option("--tag", "tags", multiple=True, help="Tag the sweep (repeatable).")
 @click.option("--note", default=None, help="A note on the sweep, shown by results and query.")
@@ -107,15 +124,25 @@ def sweep(
     dry_run: bool,
     detach: bool,
     retry: Retry,
+    sampler: str,
+    trials: int | None,
+    seed: int,
+    objective: str | None,
+    pruner: str | None,
     sweep_name: str | None,
     tags: tuple[str, ...],
     note: str | None,
     as_json: bool,
 ) -> None:
-    """Expand OVERRIDES (Hydra sweep syntax) to a grid; build, run and store every point."""
+    """Expand OVERRIDES (Hydra sweep syntax) to a grid, or search them (--sampler); build,
+    run and store every point."""
     from ..labels import check_label
 
     settings = context.settings
+    search = search_options(sampler, trials, seed, objective, pruner, jobs)
+    if search is not None and detach:
+        raise UsageError("--detach runs grids only for now: run the search's driver here "
+                         "(its trials still run on the cluster with --backend ray)")
     for value, what in [(sweep_name, "--name"), *((t, "--tag") for t in tags)]:
         if value is not None:
             check_label(value, what)
@@ -133,11 +160,22 @@ def sweep(
         connecting: Future[Any] | None = None
         if local and not (dry_run or detach):
             connecting = background.submit(context.docker)
-        points = compose_points(project, overrides, settings)
+        space: Space | None = None
+        if search is not None and search.adaptive:
+            from ..search import compose_space
+
+            _, space = compose_space(project, overrides)
+            points: list[Point] = []
+        elif search is not None:
+            from ..search import random_search_points
+
+            space, points = random_search_points(project, overrides, search)
+        else:
+            points = compose_points(project, overrides, settings)
         if dry_run:
             if not detach:
                 context.runs()  # a store URI that cannot be opened fails here, as it would
-            _print_points(points, as_json)
+            _print_points(points, as_json, space, search)
             return
         if detach:
             from ..backends.ray import submit_detached
@@ -164,11 +202,11 @@ def sweep(
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
     stop = Stop()
     engine = _backend(backend, client, context, jobs, ids, ray_address, stop)
-    progress = Progress(len(points))
-    from ..sweep import SweepDriver
+    progress = Progress(search.trials if search is not None else len(points))
+    from ..search import SearchDriver
 
     try:
-        driver = SweepDriver(
+        driver = SearchDriver(
             project,
             client,
             runs,
@@ -183,7 +221,14 @@ def sweep(
         )
         say = progress.say
         with terminal_signals(stop, say, progress.running), stop.on_cancel(engine.cancel):
-            result = driver.run(overrides, points)
+            if search is not None and search.adaptive:
+                assert space is not None
+                result = driver.search(overrides, space, search)
+            else:
+                described = search.to_json() if search is not None else None
+                if described is not None and space is not None:
+                    described["space"] = space.to_json()
+                result = driver.run(overrides, points, search=described)
     finally:
         progress.close()
         engine.close()
@@ -248,10 +293,55 @@ def _labeller(
     return label
 
 
-def _print_points(points: Sequence[Point], as_json: bool) -> None:
+def search_options(
+    sampler: str, trials: int | None, seed: int, objective: str | None, pruner: str | None,
+    jobs: int | None,
+) -> SearchOptions | None:
+    """The search the options ask for (None: a grid), checked."""
+    from ..search import SearchOptions, parse_objectives
+
+    if sampler == "grid":
+        given = [name for name, value in (("--trials", trials), ("--pruner", pruner))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)}: only for a search: add --sampler "
+                             "random or --sampler tpe (a grid runs every point)")
+        return None
+    if trials is None:
+        raise UsageError(f"--sampler {sampler} needs --trials N: how many trials to run")
+    options = SearchOptions(
+        sampler=sampler,
+        trials=trials,
+        seed=seed,
+        objectives=parse_objectives(objective) if objective else (),
+        pruner=pruner,
+        jobs=jobs or 1,
+    )
+    options.check()
+    return options
+
+
+def _print_points(
+    points: Sequence[Point], as_json: bool, space: Space | None = None,
+    search: SearchOptions | None = None,
+) -> None:
     if as_json:
-        click.echo(json.dumps({"points": [{"overrides": list(p)} for p, _ in points]}, indent=2))
+        body: dict[str, Any] = {"points": [{"overrides": list(p)} for p, _ in points]}
+        if space is not None and search is not None:
+            body["search"] = {**search.to_json(), "space": space.to_json()}
+        click.echo(json.dumps(body, indent=2))
         return
+    if space is not None and search is not None:
+        click.echo(f"search: {search.sampler}, {search.trials} trial(s), seed {search.seed}"
+                   + (f", objective {', '.join(o.text for o in search.objectives)}"
+                      if search.objectives else "")
+                   + (f", pruner {search.pruner}" if search.pruner else ""))
+        for line in space.describe():
+            click.echo(f"  {line}")
+        if search.adaptive:
+            click.echo("trials are chosen as results come in; nothing built or run (--dry-run)",
+                       err=True)
+            return
     for index, (point, _) in enumerate(points, 1):
         click.echo(f"{index:4d}  {' '.join(point) or '(defaults)'}")
     click.echo(f"{len(points)} point(s); nothing built or run (--dry-run)", err=True)

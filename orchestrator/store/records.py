@@ -14,6 +14,8 @@
     runs/<run_id>/run.json              written last: its presence means "complete"
     runs/<run_id>/live.json             a running attempt's latest step metrics (removed
                                         when it commits)
+    runs/<run_id>/stop.json             a search's pruner asks the running attempt to stop
+                                        (the node stops it and records it ``pruned``)
     runs/<run_id>/checkpoint.tar        the last saved $ORCH_CHECKPOINT, then
     runs/<run_id>/checkpoint.json       naming the attempt that saved it
     runs/<run_id>/attempts/<n>/...      an earlier attempt's run.json and logs
@@ -144,6 +146,12 @@ class RunStore:
         self.store.create(key, self._dump(key, sweep.to_json()))
         for listener in self.after_write_sweep:
             listener(sweep)
+
+    def update_sweep(self, sweep: SweepDoc) -> None:
+        """Rewrite a search's document: its runs are listed as its trials are created
+        (a grid's document never changes, :meth:`write_sweep` writes it once)."""
+        key = self._sweep_key(self._check_id(sweep.sweep_id, "sweep id in the record"))
+        self.store.put(key, self._dump(key, sweep.to_json()))
 
     def read_sweep(self, sweep_id: str) -> SweepDoc:
         key = self._sweep_key(sweep_id)
@@ -367,6 +375,24 @@ class RunStore:
 
     def delete_live(self, run_id: str) -> None:
         self.store.delete(self._run_key(run_id, "live.json"))
+
+    def request_stop(self, run_id: str, reason: str) -> None:
+        """Ask the node running ``run_id`` to stop it as pruned, saying why."""
+        key = self._run_key(run_id, "stop.json")
+        self.store.put(key, self._dump(key, {"reason": reason, "requested_at": now_iso()}))
+
+    def read_stop_request(self, run_id: str) -> str | None:
+        """The reason of a pending stop request, None when there is none."""
+        key = self._run_key(run_id, "stop.json")
+        try:
+            data = self._parse(key, self.store.get(key))
+        except (NotFound, CorruptRecord):
+            return None
+        reason = data.get("reason")
+        return reason if isinstance(reason, str) and reason else "stopped by the search"
+
+    def delete_stop_request(self, run_id: str) -> None:
+        self.store.delete(self._run_key(run_id, "stop.json"))
 
     def put_checkpoint(self, run_id: str, tar: Path, attempt: int) -> None:
         self.store.put_file(self._run_key(run_id, "checkpoint.tar"), tar)

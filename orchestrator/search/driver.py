@@ -1,0 +1,441 @@
+"""The adaptive search driver: ask the study for a trial, run it as an ordinary run, tell.
+
+Each trial is a run like any sweep point: its overrides are composed, baked into its own
+image, run by whichever backend, recorded, rerun by digest. What differs is that the
+points are not known up front:
+
+* **Identity.** The sweep id is a hash of the project, its environment and code keys,
+  the command, the inputs' digests, the arguments and the search's settings
+  (:meth:`SearchOptions.identity`), so re-submitting the same search, from any machine,
+  names the same sweep; ``--trials`` is not in it, so raising it continues the search.
+* **Document.** ``sweeps/<id>.json`` lists the runs as the trials are created, and
+  ``search.trials`` keeps each trial's number, run id and parameters; it is rewritten
+  each time a trial is created, so ``orch results`` and ``orch watch`` see the search
+  grow.
+* **Rebuild.** A submission reads the document and the trials' records and adds every
+  finished trial to a fresh in-memory study (``add_trial``: values, state, the step curve
+  when pruning). A trial without a finished record (killed with its submitter) or a
+  failed/cancelled one (``--retry failed``) is asked again with the same parameters, so
+  it keeps its run id; new trials are asked until the search has ``--trials`` of them.
+* **Pruning.** While a trial runs, the driver reads its ``live.json`` (the latest step
+  metrics, from the store, whichever node runs it), reports the objective at each new
+  step and, when the pruner says so, writes a stop request into the store; the node's
+  live publisher finds it, stops the container (grace period) and records the run
+  ``pruned``. On finishing, the trial's full curve is read from ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import config as configmod
+from ..canonical import short_id
+from ..errors import NotFound, OrchestratorError
+from ..execute import ClaimHeld, NotStarted
+from ..image import builder
+from ..image.builder import Environment
+from ..job import Job
+from ..record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
+from ..space import Space, optuna_distributions, parse_space, random_points
+from ..spec import RUN_ID_LENGTH, RunSpec
+from ..sweep import SweepDriver, SweepResult, SweepRun, plan, point_inputs
+from .study import (
+    MissingObjective,
+    SearchOptions,
+    frozen_trial,
+    make_study,
+    step_values,
+    values_of,
+)
+
+log = logging.getLogger("orchestrator.search")
+
+#: How often the driver looks at its running trials' step metrics when pruning.
+POLL_S = 0.5
+
+
+@dataclass
+class Trial:
+    """One trial of the search: its number, parameters and (once composed) run."""
+
+    number: int
+    params: dict[str, Any]
+    run_id: str = ""
+    overrides: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "run_id": self.run_id, "params": self.params}
+
+
+@dataclass
+class _Flight:
+    trial: Trial
+    asked: Any  # optuna.trial.Trial
+    spec: RunSpec
+    followers: list[Any] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
+    last_step: float | None = None
+    stop_sent: bool = False
+
+
+def search_sweep_id(
+    project: Any, env: Environment, args: Sequence[str], options: SearchOptions,
+    digests: dict[str, str],
+) -> str:
+    identity = {
+        "project": project.name,
+        "env_key": env.env_key,
+        "code_key": env.code_key,
+        "command": list(project.command),
+        "env": [list(pair) for pair in project.env],
+        "gpus": project.resources.gpus,
+        "inputs": dict(sorted(digests.items())),
+        "args": list(args),
+        "search": options.identity(),
+    }
+    return short_id(identity, RUN_ID_LENGTH)
+
+
+def compose_space(project: Any, args: Sequence[str]) -> tuple[configmod.Composer, Space]:
+    """The project's composer and the search space of ``args``."""
+    composer = configmod.Composer(
+        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+    )
+    return composer, parse_space(args, composer)
+
+
+def random_search_points(
+    project: Any, args: Sequence[str], options: SearchOptions
+) -> tuple[Space, list[tuple[tuple[str, ...], dict[str, Any]]]]:
+    """The space and the composed points of a seeded random search: a grid of
+    ``--trials`` points drawn up front, run and skipped like any grid."""
+    composer, space = compose_space(project, args)
+    points = random_points(space, options.seed, options.trials)
+    configs = composer.compose_many(points)
+    composed = [(tuple(p), cfg) for p, cfg in zip(points, configs, strict=True)]
+    point_inputs(project, composed)  # an unknown input is a config error, found up front
+    return space, composed
+
+
+class SearchDriver(SweepDriver):
+    """A :class:`SweepDriver` whose points come from an Optuna study, trial by trial."""
+
+    def search(self, args: Sequence[str], space: Space, options: SearchOptions) -> SweepResult:
+        options.check()
+        composer, _ = compose_space(self.project, ())
+        distributions = optuna_distributions(space)
+        env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
+        self.pinned = self._pin_all()
+        digests = {name: item.digest for name, item in self.pinned.items()}
+        sweep_id = search_sweep_id(self.project, env, args, options, digests)
+        self.stop_requests = options.pruner is not None
+        state = _State(self, sweep_id, args, space, options, distributions)
+        state.open()
+        state.study = make_study(options, resumed=len(state.trials))
+        with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
+            uploads: list[Future[Any]] = []
+            try:
+                state.rebuild()
+                state.loop(env, composer, digests, io, uploads)
+            finally:
+                for upload in uploads:
+                    upload.result()
+                self.runs.write_sweep_index(sweep_id, state.stored())
+        if state.error is not None:
+            raise state.error
+        return state.result()
+
+    def _pin_all(self) -> dict[str, Any]:
+        """Every declared input: which ones a trial reads is known only once it is asked."""
+        from .. import inputs as inputsmod
+
+        if not self.project.inputs:
+            return {}
+        return inputsmod.pin(list(self.project.inputs), self.project.root,
+                             self.settings.cache_root, make_client=self.s3_client)
+
+
+class _State:
+    """One submission of a search: the trials, the study, the runs in flight."""
+
+    def __init__(self, driver: SearchDriver, sweep_id: str, args: Sequence[str], space: Space,
+                 options: SearchOptions, distributions: dict[str, Any]) -> None:
+        self.d = driver
+        self.sweep_id = sweep_id
+        self.args = tuple(args)
+        self.space = space
+        self.options = options
+        self.study: Any = None  # made once the document says how many trials it holds
+        self.distributions = distributions
+        self.trials: list[Trial] = []
+        self.records: dict[str, RunRecord] = {}
+        self.earlier: set[str] = set()
+        self.queue: list[Trial] = []
+        self.flights: dict[Future[RunRecord], _Flight] = {}
+        self.held: dict[str, _Flight] = {}
+        self.error: OrchestratorError | None = None
+        self.pruning = options.pruner is not None
+        self.created_at = now_iso()
+        self.env_uploaded = False
+        self.jobs: dict[str, Job] = {}
+
+    # -- the document ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        runs = self.d.runs
+        try:
+            doc = runs.read_sweep(self.sweep_id)
+        except NotFound:
+            doc = None
+        if doc is not None:
+            self.created_at = doc.created_at or self.created_at
+            for item in (doc.search or {}).get("trials", []):
+                if isinstance(item, dict) and isinstance(item.get("params"), dict):
+                    trial = Trial(int(item.get("number", len(self.trials))), item["params"],
+                                  str(item.get("run_id", "")))
+                    self.trials.append(trial)
+            overrides = {e.run_id: e.overrides for e in doc.runs}
+            for trial in self.trials:
+                trial.overrides = overrides.get(trial.run_id, ())
+        runs.write_sweep(self.doc())  # kept if it exists; opens the sweep either way
+
+    def doc(self) -> SweepDoc:
+        entries: dict[str, SweepEntry] = {}
+        for trial in self.trials:
+            if trial.run_id and trial.run_id not in entries:
+                entries[trial.run_id] = SweepEntry(trial.run_id, trial.overrides)
+        search = {
+            **self.options.to_json(),
+            "space": self.space.to_json(),
+            "trials": [t.to_json() for t in self.trials if t.run_id],
+        }
+        return SweepDoc(sweep_id=self.sweep_id, project=self.d.project.name,
+                        created_at=self.created_at, args=self.args,
+                        runs=tuple(entries.values()), search=search)
+
+    # -- rebuilding the study ---------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        ids = list(dict.fromkeys(t.run_id for t in self.trials if t.run_id))
+        found = dict(zip(ids, self.d.runs.read_runs(ids), strict=True))
+        retried: set[str] = set()
+        for trial in self.trials:
+            record = found.get(trial.run_id)
+            if record is not None and trial.run_id not in retried and not self._retry(record):
+                self.records[trial.run_id] = record
+                self.earlier.add(trial.run_id)
+                self.d.progress("skipped", trial.run_id, record)
+                self.study.add_trial(frozen_trial(trial.params, self.distributions, record,
+                                                  self.options.objectives, self._curve(record)))
+            else:
+                if record is not None:
+                    retried.add(trial.run_id)
+                self.queue.append(trial)
+
+    def _retry(self, record: RunRecord) -> bool:
+        if record.status in (RunStatus.FAILED, RunStatus.CANCELLED) and self.d._retries(record):
+            self.d._attempts[record.run_id] = record.attempt + 1
+            self.d.progress("retrying", record.run_id, record)
+            return True
+        return False
+
+    def _curve(self, record: RunRecord) -> dict[int, float]:
+        if not self.pruning or record.status not in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
+            return {}
+        try:
+            jsonl = self.d.runs.read_file(record.run_id, "metrics.jsonl")
+        except NotFound:
+            return {}
+        return step_values(jsonl, self.options.objectives[0].metric)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _can_ask(self) -> bool:
+        if self.d.stop.draining or self.error is not None:
+            return False
+        if len(self.flights) + len(self.held) >= self.options.jobs:
+            return False
+        return bool(self.queue) or len(self.trials) < self.options.trials
+
+    def loop(self, env: Environment, composer: configmod.Composer, digests: dict[str, str],
+             io: ThreadPoolExecutor, uploads: list[Future[Any]]) -> None:
+        while True:
+            while self._can_ask():
+                self._start_next(env, composer, digests, io, uploads)
+            if not self.flights and not self.held:
+                if self._can_ask():
+                    continue
+                return
+            timeout = POLL_S if self.pruning or self.held else None
+            done, _ = wait(list(self.flights), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._finish(future)
+            self._poll_held()
+            if self.pruning:
+                self._prune()
+
+    def _start_next(self, env: Environment, composer: configmod.Composer,
+                    digests: dict[str, str], io: ThreadPoolExecutor,
+                    uploads: list[Future[Any]]) -> None:
+        if self.queue:
+            trial = self.queue.pop(0)
+            self.study.enqueue_trial(trial.params, skip_if_exists=False)
+            asked = self.study.ask(self.distributions)
+        else:
+            asked = self.study.ask(self.distributions)
+            trial = Trial(len(self.trials), dict(asked.params))
+        point = self.space.point(asked.params)
+        (cfg,) = composer.compose_many([point])
+        (spec,) = plan(self.d.project, env, [(point, cfg)], self.args, digests).runs
+        if trial.run_id and trial.run_id != spec.run_id:
+            log.warning("trial %d composes to run %s now, not %s", trial.number, spec.run_id,
+                        trial.run_id)
+        if not trial.run_id:
+            trial.run_id, trial.overrides = spec.run_id, point
+            self.trials.append(trial)
+            self.d.runs.update_sweep(self.doc())
+        asked.set_user_attr("run_id", spec.run_id)
+        known = self.records.get(spec.run_id)
+        if known is not None:  # the sampler asked for a point already run: its result stands
+            self._tell(asked, known, None)
+            return
+        for flight in [*self.flights.values(), *self.held.values()]:
+            if flight.spec.run_id == spec.run_id:
+                flight.followers.append(asked)
+                return
+        self.d.progress("queued", spec.run_id, None)
+        self.d._stage_inputs([spec])
+        if not self.env_uploaded:
+            uploads.append(io.submit(self.d._upload_environment, env))
+            self.env_uploaded = True
+        (job,) = self.d._prepare_batch(env, self.sweep_id, [spec], io, uploads)
+        if not self.d.backend.shares_daemon:
+            for upload in uploads:
+                upload.result()
+        future = self.d.backend.submit(job, self.d._started(spec.run_id))
+        self.flights[future] = _Flight(trial, asked, spec)
+        self.jobs[spec.run_id] = job
+
+    def _finish(self, future: Future[RunRecord]) -> None:
+        flight = self.flights.pop(future)
+        run_id = flight.spec.run_id
+        try:
+            record = future.result()
+        except (NotStarted, CancelledError):
+            self.d.progress("not started", run_id, None)
+            self._abandon(flight)
+            return
+        except ClaimHeld:
+            self.held[run_id] = flight
+            self.d.progress("waiting", run_id, None)
+            return
+        self._done(flight, record)
+
+    def _done(self, flight: _Flight, record: RunRecord) -> None:
+        self.records[record.run_id] = record
+        self.d.progress("done", record.run_id, record)
+        if self.pruning and record.status in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
+            curve = self._curve(record)
+            if not curve and record.status is RunStatus.SUCCEEDED:
+                log.warning("--pruner %s: run %s wrote no step metric %r to metrics.jsonl; "
+                            "pruning is off for this search", self.options.pruner,
+                            record.run_id, self.options.objectives[0].metric)
+                self.pruning = False
+            for step, value in sorted(curve.items()):
+                if step not in flight.reported:
+                    flight.asked.report(value, step)
+                    flight.reported.add(step)
+        self._tell(flight.asked, record, flight)
+        for follower in flight.followers:
+            self._tell(follower, record, None)
+
+    def _tell(self, asked: Any, record: RunRecord, flight: _Flight | None) -> None:
+        from .study import _optuna
+
+        state = _optuna().trial.TrialState
+        if record.status is RunStatus.SUCCEEDED:
+            try:
+                values = values_of(record, self.options.objectives)
+            except MissingObjective as exc:
+                self.study.tell(asked, state=state.FAIL)
+                if self.error is None:
+                    self.error = exc
+                    self.d.stop.drain()
+                return
+            self.study.tell(asked, values if len(values) > 1 else values[0])
+        elif record.status is RunStatus.PRUNED:
+            self.study.tell(asked, state=state.PRUNED)
+        else:
+            self.study.tell(asked, state=state.FAIL)
+
+    def _abandon(self, flight: _Flight) -> None:
+        from .study import _optuna
+
+        state = _optuna().trial.TrialState
+        for asked in [flight.asked, *flight.followers]:
+            self.study.tell(asked, state=state.FAIL)
+
+    def _poll_held(self) -> None:
+        runs = self.d.runs
+        for run_id, flight in list(self.held.items()):
+            if self.d.stop.draining:
+                del self.held[run_id]
+                self._abandon(flight)
+            elif runs.is_complete(run_id):
+                del self.held[run_id]
+                self._done(flight, runs.read_run(run_id))
+            elif runs.claims.is_stale(run_id, self.d.settings.lease_s):
+                del self.held[run_id]
+                job = self.jobs[run_id]
+                self.flights[self.d.backend.submit(job, self.d._started(run_id))] = flight
+
+    def _prune(self) -> None:
+        metric = self.options.objectives[0].metric
+        for flight in self.flights.values():
+            if flight.stop_sent:
+                continue
+            live = self.d.runs.read_live(flight.spec.run_id)
+            if not live:
+                continue
+            step, value = live.get("step"), (live.get("metrics") or {}).get(metric)
+            if not isinstance(step, int | float) or not isinstance(value, int | float):
+                continue
+            if step == flight.last_step or int(step) in flight.reported:
+                continue
+            flight.last_step = step
+            flight.reported.add(int(step))
+            flight.asked.report(float(value), int(step))
+            if flight.asked.should_prune():
+                reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
+                          f"({metric}={value:g})")
+                self.d.runs.request_stop(flight.spec.run_id, reason)
+                flight.stop_sent = True
+
+    # -- the outcome ------------------------------------------------------------------------
+
+    def stored(self) -> list[RunRecord]:
+        ids = dict.fromkeys(t.run_id for t in self.trials if t.run_id)
+        return [self.records[run_id] for run_id in ids if run_id in self.records]
+
+    def result(self) -> SweepResult:
+        reported = []
+        overrides = {t.run_id: t.overrides for t in self.trials}
+        for run_id in dict.fromkeys(t.run_id for t in self.trials if t.run_id):
+            record = self.records.get(run_id)
+            if record is None:  # never started (the search was stopped): nothing stored
+                plan_ = RunPlan(run_id=run_id, sweep_id=self.sweep_id,
+                                project=self.d.project.name, overrides=overrides[run_id])
+                queued = RunRecord.finish(plan_, status=RunStatus.QUEUED)
+                reported.append(SweepRun(queued, RunStatus.QUEUED.value))
+                continue
+            earlier = run_id in self.earlier
+            status = "skipped" if earlier and record.status in (
+                RunStatus.SUCCEEDED, RunStatus.PRUNED) else record.status.value
+            reported.append(SweepRun(record, status))
+        return SweepResult(self.sweep_id, reported, stopped=self.d.stop.draining
+                           and self.error is None)
+
