@@ -41,9 +41,10 @@ import click
 from ..errors import OrchestratorError, ResultError
 from .data import inputs_command
 from .database import best, export, gc, name, note, query, tag
+from .detach import status
 from .inspect import compare, list_runs, logs, report, results, show
 from .reproduce import image, rerun
-from .sweeping import compose, status, sweep
+from .sweeping import compose, sweep
 from .watch import watch
 
 __all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "OrchGroup", "cli", "main"]

@@ -1,4 +1,4 @@
-"""``orch compose``, ``orch sweep`` and ``orch status`` (of a detached sweep)."""
+"""``orch compose`` and ``orch sweep`` (grids and searches)."""
 
 from __future__ import annotations
 
@@ -411,42 +411,3 @@ def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-
-
-@click.command()
-@click.argument("job_id")
-@with_context()
-@click.option(
-    "--ray-address",
-    envvar="RAY_ADDRESS",
-    required=True,
-    help="The cluster the sweep was submitted to (or RAY_ADDRESS).",
-)
-@click.option("--json", "as_json", is_flag=True)
-def status(context: Context, job_id: str, ray_address: str, as_json: bool) -> None:
-    """Follow a sweep submitted with --detach: its job state, then its runs."""
-    from ..backends.ray import detached_status
-
-    if not context.store_uri:
-        raise UsageError("orch status needs --store: the store the sweep was submitted with")
-    state = detached_status(ray_address, job_id, context.runs().store)
-    runs = state.result.get("runs", []) if state.result else []
-    if as_json:
-        body = {
-            "job_id": job_id,
-            "status": state.status,
-            "message": state.message,
-            "result": state.result,
-        }
-        click.echo(json.dumps(body, indent=2, sort_keys=True))
-    else:
-        shown = state.message and state.status != "SUCCEEDED"
-        click.echo(f"{job_id}: {state.status}" + (f" ({state.message})" if shown else ""))
-        if state.result:
-            text = counts_text([r["status"] for r in runs])
-            click.echo(f"sweep {state.result['sweep_id']}: {text}")
-    failed = sum(r["status"] == "failed" for r in runs)
-    if state.status in ("FAILED", "STOPPED"):
-        raise RunsFailed(f"job {job_id} ended {state.status}")
-    if failed:
-        raise RunsFailed(f"job {job_id}: {failed} run(s) failed")
