@@ -102,8 +102,11 @@ class DockerAPI(Protocol):
         """``docker save`` of ``image``: a tar stream in chunks."""
         ...
 
-    def load_image(self, data: IO[bytes], /, quiet: bool | None = None) -> Iterable[Any]:
-        """``docker load``: the daemon's progress messages (dicts)."""
+    def load_image(
+        self, data: bytes | IO[bytes] | Iterator[bytes], /, quiet: bool | None = None
+    ) -> Iterable[Any]:
+        """``docker load`` of a whole archive, a file or a stream of chunks (sent
+        chunked): the daemon's progress messages (dicts)."""
         ...
 
     def tag(self, image: str, repository: str, tag: str | None = None, /) -> bool: ...

@@ -318,7 +318,7 @@ class SweepDriver:
                     env, spec.run_id, spec.overrides, configmod.to_yaml(cfg), configmod.to_json(cfg)
                 )
             )
-        builder.thin_archive(self.client, env, images).load(self.client)
+        builder.load_run_images(self.client, env, images)
         jobs = []
         for spec, image in zip(batch, images, strict=True):
             digest = None
