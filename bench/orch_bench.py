@@ -9,6 +9,7 @@ import statistics
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 from common import ORCH, REPO, BenchError, Stat, log, paired, ratio, remove_images, run_timed
@@ -468,11 +469,13 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 
     (image,) = images(1)
     load([image])
-    calls = ["create", "start", "wait", "inspect", "logs x2", "get_archive", "remove"]
+    calls = ["create", "start", "wait", "inspect", "logs x2", "outputs", "remove"]
     stats = {name: ctx.row("breakdown", Stat(f"container.run: {name}")) for name in calls}
     total = ctx.row("breakdown", Stat("container.run: all of the above"))
     floor = ctx.row("breakdown", Stat("floor: docker run --rm BASE true (interleaved)"))
+    work = ctx.janitor.tempdir("breakdown-")
     for index in range(ctx.reps(10, 4)):
+        dirs = container.RunDirs.create(work, f"run-{index}")
         kwargs = container.create_kwargs(
             image_id=image.image_id,
             command=["python3", "-c", "pass"],
@@ -483,6 +486,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             gpu_ids=[],
             env={},
             name=f"{ctx.name}-breakdown-{index}",
+            dirs=dirs,
         )
         t0 = time.perf_counter()
         marks = [t0]
@@ -498,11 +502,12 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             made.logs(stdout=True, stderr=False)
             made.logs(stdout=False, stderr=True)
             marks.append(time.perf_counter())
-            container.collect_outputs(made)
+            container.collect_outputs(dirs.output)
             marks.append(time.perf_counter())
         finally:
             made.remove(force=True)
             marks.append(time.perf_counter())
+            dirs.remove()
         for name, (a, b) in zip(calls, itertools.pairwise(marks), strict=True):
             stats[name].add(b - a)
         total.add(marks[-1] - marks[0])
@@ -534,15 +539,18 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 
 
 def fixed_sweep(ctx: Ctx) -> dict[str, Any]:
-    """A 1-run sweep of a warm project (new config: new run image, fresh store), as a
-    process, against one bare `docker run --rm BASE true`, alternating."""
+    """A 1-run sweep of a warm project (its environment and code images built, its store
+    holding their blobs; a new config, so a new run image), as a process, against one
+    bare `docker run --rm BASE true`, alternating."""
     ctx.warm()
+    store = ctx.store("fixed")
+    ctx.sweep([f"training_settings.seed={_seed()}"], store=store)  # the project's store, warm
     reps = ctx.reps(6, 3)
     floor = ctx.row("fixed_sweep", Stat("floor: docker run --rm BASE true (alternating)"))
     one = ctx.row("fixed_sweep", Stat("orch sweep, 1 run, warm project: wall"))
     groups = [_floor_group(ctx, floor, 1)]
     for rep in range(reps):
-        wall, _ = ctx.sweep([f"training_settings.seed={_seed()}"])
+        wall, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store)
         one.add(wall)
         groups.append(_floor_group(ctx, floor, 1))
         log(f"fixed_sweep {rep + 1}/{reps}: {wall:.2f}s vs docker run {groups[-1][0]:.2f}s")
@@ -552,7 +560,7 @@ def fixed_sweep(ctx: Ctx) -> dict[str, Any]:
         "fixed_sweep_ratio": ratio(one.median, floor.median),
         "fixed_sweep_ratio_paired": paired(one.samples, groups),
     }
-    figures.update(_fixed_breakdown(ctx))
+    figures.update(_fixed_breakdown(ctx, store))
     return figures
 
 
@@ -606,7 +614,7 @@ print(json.dumps(marks), file=sys.stderr)
 """
 
 
-def _fixed_breakdown(ctx: Ctx) -> dict[str, Any]:
+def _fixed_breakdown(ctx: Ctx, store: Path) -> dict[str, Any]:
     """Where a 1-run sweep's time goes: the CLI run in one process with timers around its
     stages (median over repeats; the stages overlap where orch overlaps them)."""
     import json
@@ -622,7 +630,7 @@ def _fixed_breakdown(ctx: Ctx) -> dict[str, Any]:
             "-p",
             str(ctx.project()),
             "--store",
-            str(ctx.store("trace")),
+            str(store),
             "--json",
             f"training_settings.seed={_seed()}",
         ]
