@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .errors import BackendError
@@ -210,6 +210,29 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
     return client
 
 
+class _LazyAttrs(dict[str, Any]):
+    """A new container's attributes, inspected only when something reads beyond its ID
+    (the SDK's own ``containers.run`` reads ``HostConfig``; orch's run path never does)."""
+
+    def __init__(self, container_id: str, inspect: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(Id=container_id)
+        self._inspect: Callable[[], dict[str, Any]] | None = inspect
+
+    def _load(self) -> None:
+        if self._inspect is not None:
+            inspect, self._inspect = self._inspect, None
+            self.update(inspect())
+
+    def __missing__(self, key: str) -> Any:
+        self._load()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            self._load()
+        return dict.get(self, key, default)
+
+
 def _client_class() -> type[Any]:
     """``docker.DockerClient`` whose ``containers.create`` skips the SDK's inspect of the
     new container: one API call less per run, on the path every run takes. The container
@@ -225,7 +248,8 @@ def _client_class() -> type[Any]:
             kwargs.update(image=image, command=command, version=self.client.api.api_version)
             args = sdk._create_container_args(kwargs)  # type: ignore[attr-defined]  # not stubbed
             made = self.client.api.create_container(**args)
-            return self.prepare_model({"Id": made["Id"]})
+            api, made_id = self.client.api, made["Id"]
+            return self.prepare_model(_LazyAttrs(made_id, lambda: api.inspect_container(made_id)))
 
     class Client(docker.DockerClient):
         @property
