@@ -7,7 +7,7 @@ reason under "notes". Progress goes to stderr. Everything created (temporary pro
 stores, containers, images other than the shared base, servers, processes) is removed at
 the end, also on an error or Ctrl-C.
 
-    .venv/bin/python bench/run.py                          # everything (< 15 min)
+    .venv/bin/python bench/run.py                          # everything (15-25 min)
     .venv/bin/python bench/run.py --only per_run,config_image --quick
 """
 
