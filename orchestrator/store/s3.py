@@ -47,7 +47,6 @@ MULTIPART_THRESHOLD = 512 * 1024 * 1024
 #: A blob bigger than this is fetched as ranged GETs of this size, RANGE_WORKERS at once.
 RANGE_PART = 16 * 1024 * 1024
 RANGE_WORKERS = 6
-_FIRST = f"bytes=0-{RANGE_PART - 1}"
 
 _RETRY_CODES = {
     "InternalError",
@@ -279,7 +278,8 @@ class S3Store:
 
         def fetch() -> None:
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=full, Range=_FIRST)
+                first = f"bytes=0-{RANGE_PART - 1}"
+                response = self.client.get_object(Bucket=self.bucket, Key=full, Range=first)
             except ClientError as exc:
                 if _code(exc)[0] not in ("InvalidRange", "416"):
                     raise
