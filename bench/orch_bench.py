@@ -9,6 +9,7 @@ import statistics
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 from common import ORCH, REPO, BenchError, Stat, log, paired, ratio, remove_images, run_timed
@@ -92,51 +93,128 @@ def curve(ctx: Ctx) -> dict[str, Any]:
     return figures
 
 
-def sweep100(ctx: Ctx) -> dict[str, Any]:
-    """100 trivial runs, --jobs 2: wall / (100 x floor / 2)."""
-    ctx.warm()
-    reps = ctx.reps(2, 1)
-    floor = ctx.row("sweep100", Stat("floor: docker run --rm BASE true (interleaved)"))
-    wall_stat = ctx.row("sweep100", Stat("orch sweep, 100 runs, --jobs 2: wall"))
-    groups = [_floor_group(ctx, floor, 2 if ctx.quick else 3)]
-    for rep in range(reps):
-        wall, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=2)
-        wall_stat.add(wall)
-        log(f"sweep100 {rep + 1}/{reps}: {wall:.2f}s")
-        groups.append(_floor_group(ctx, floor, 3))
-    ideal = None if floor.median is None else 100 * floor.median / 2
-    return {
-        "sweep100_wall_s": wall_stat.median,
-        "sweep100_floor_s": floor.median,
-        "sweep100_ratio": ratio(wall_stat.median, ideal),
-        "sweep100_ratio_paired": paired([w / 50 for w in wall_stat.samples], groups),
-        **_parallel_floor(ctx, wall_stat),
-    }
-
-
-def _parallel_floor(ctx: Ctx, wall_stat: Stat) -> dict[str, Any]:
-    """What this machine does with two `docker run --rm BASE true` at a time (40 runs,
-    scaled to 100): two containers starting together do not take half the time of one."""
+def _parallel_floor(ctx: Ctx, count: int, jobs: int, into: Stat) -> float:
+    """``count`` bare `docker run --rm BASE true`, ``jobs`` at a time: wall, scaled to 100."""
     from concurrent.futures import ThreadPoolExecutor
 
-    count = 20 if ctx.quick else 40
     argv = ["docker", "run", "--rm", *ctx.floor_label(), ctx.base_id, "true"]
-    stat = ctx.row("sweep100", Stat(f"{count} x docker run, 2 at a time: wall x {100 / count:g}"))
     start = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda _: run_timed(ctx.janitor, argv), range(count)))
-    stat.add((time.perf_counter() - start) * 100 / count)
+    scaled = (time.perf_counter() - start) * 100 / count
+    into.add(scaled)
+    return scaled
+
+
+def _sweep_vs_parallel(ctx: Ctx, jobs: int, reps: int) -> tuple[Stat, Stat, float | None]:
+    """100-run sweeps at ``--jobs N``, each between two parallel floors (N at a time);
+    returns (sweep walls, floors scaled to 100, paired ratio)."""
+    count = 40 if ctx.quick else 100
+    scaled = "" if count == 100 else f", wall x {100 / count:g}"
+    wall = ctx.row("sweep100", Stat(f"orch sweep, 100 runs, --jobs {jobs}: wall"))
+    floor = ctx.row(
+        "sweep100",
+        Stat(f"floor: {count} x docker run --rm BASE true, {jobs} at a time{scaled}"),
+    )
+    floors = [_parallel_floor(ctx, count, jobs, floor)]
+    for rep in range(reps):
+        seconds, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=jobs)
+        wall.add(seconds)
+        floors.append(_parallel_floor(ctx, count, jobs, floor))
+        log(
+            f"sweep100 --jobs {jobs} {rep + 1}/{reps}: {seconds:.2f}s; parallel floor "
+            f"{floors[-2]:.2f}s / {floors[-1]:.2f}s"
+        )
+    pairs = [w / statistics.fmean(floors[i : i + 2]) for i, w in enumerate(wall.samples)]
+    return wall, floor, statistics.median(pairs) if pairs else None
+
+
+def sweep100(ctx: Ctx) -> dict[str, Any]:
+    """100 trivial runs at --jobs 2 and --jobs 4, each against the same number of bare
+    `docker run`s 2 (4) at a time, interleaved; the old ratio (against 100 x the serial
+    floor / 2) is kept as sweep100_ratio."""
+    ctx.warm()
+    reps = ctx.reps(2, 1)
+    serial = ctx.row("sweep100", Stat("floor: docker run --rm BASE true (serial)"))
+    ctx.floor(3, serial)
+    wall2, floor2, paired2 = _sweep_vs_parallel(ctx, 2, reps)
+    ctx.floor(2, serial)
+    wall4, floor4, paired4 = _sweep_vs_parallel(ctx, 4, reps)
+    ideal = None if serial.median is None else 100 * serial.median / 2
     return {
-        "sweep100_parallel_floor_s": stat.median,
-        "sweep100_ratio_vs_parallel_floor": ratio(wall_stat.median, stat.median),
+        "sweep100_wall_s": wall2.median,
+        "sweep100_parallel_floor_s": floor2.median,
+        "sweep100_ratio_vs_parallel_floor": ratio(wall2.median, floor2.median),
+        "sweep100_ratio_vs_parallel_floor_paired": paired2,
+        "sweep100_jobs4_wall_s": wall4.median,
+        "sweep100_jobs4_parallel_floor_s": floor4.median,
+        "sweep100_jobs4_ratio_vs_parallel_floor": ratio(wall4.median, floor4.median),
+        "sweep100_jobs4_ratio_vs_parallel_floor_paired": paired4,
+        "sweep100_floor_s": serial.median,
+        "sweep100_ratio": ratio(wall2.median, ideal),
     }
 
 
 # ------------------------------------------------------------------------ config images
 
 
+def _minimal_archive(parent_diff_ids: list[str], salt: str, count: int, repo: str) -> bytes:
+    """A hand-made docker-archive of ``count`` images, each the parent's layers plus one
+    new layer holding one small file: the least a new image with its own layer can be."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    def tar(members: list[tuple[str, bytes]]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                archive.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    members: list[tuple[str, bytes]] = []
+    manifest = []
+    for index in range(count):
+        layer = tar([("bench.txt", f"{salt} {index}\n".encode())])
+        diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [*parent_diff_ids, diff_id]},
+            },
+            sort_keys=True,
+        ).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        members += [(f"{diff_id[7:]}/layer.tar", layer), (config_name, config)]
+        manifest.append(
+            {
+                "Config": config_name,
+                "RepoTags": [f"{repo}:{salt}-{index}"],
+                # the parent's layers are on the daemon: listed, not sent
+                "Layers": [f"{d[7:]}/layer.tar" for d in [*parent_diff_ids, diff_id]],
+            }
+        )
+    members.append(("manifest.json", json.dumps(manifest).encode()))
+    return tar(members)
+
+
+def _docker_load(client: Any, data: bytes) -> None:
+    for message in client.api.load_image(data, quiet=True):
+        if isinstance(message, dict) and message.get("error"):
+            raise BenchError(f"docker load of the floor archive failed: {message['error']}")
+
+
 def config_image(ctx: Ctx) -> dict[str, Any]:
-    """Materializing 16 run images (compose excluded) vs docker build of FROM code + COPY."""
+    """Materializing 16 run images (compose excluded), against two floors measured in
+    the same repeats: the daemon loading 16 hand-made one-file-layer images in one
+    request (as orch batches them), and docker build of FROM code + COPY config."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from orchestrator import config as configmod
     from orchestrator import sweep as sweepmod
     from orchestrator.image import builder
@@ -149,21 +227,34 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     builder.thin_archive(client, env, []).load(client)  # the code image is cached
     reps = ctx.reps(4, 2)
     builds_per_rep = 2
+    per_image = 16
     orch_stat = ctx.row("config_image", Stat("orch run_image x16 + one thin load: per image"))
+    load_stat = ctx.row(
+        "config_image",
+        Stat("floor: docker load, 16 one-file-layer images in one archive: per image"),
+    )
+    load2_stat = ctx.row(
+        "config_image",
+        Stat("floor: the same as 2 concurrent archives of 8: per image"),
+    )
     build_stat = ctx.row(
         "config_image", Stat("docker build FROM code image + COPY config: per image")
     )
     tag_repo = f"{ctx.name}-dockerbuild"
+    floor_repo = f"{ctx.name}-loadfloor"
     ctx.janitor.add("remove docker-build images", lambda: remove_images(f"reference={tag_repo}"))
+    ctx.janitor.add("remove load-floor images", lambda: remove_images(f"reference={floor_repo}"))
     context_dir = ctx.janitor.tempdir("dockerbuild-")
     (context_dir / "Dockerfile").write_text(
         f"FROM {env.code_image.image_id}\nCOPY config.yaml /orch/config.yaml\n"
     )
+    parent = list(env.code_image.diff_ids)
     built = 0
     per_rep: list[float] = []
+    per_rep_load: list[float] = []
     for rep in range(reps):
         seed = _seed()
-        args = [*_lr_sweep(16), f"training_settings.seed={seed}"]
+        args = [*_lr_sweep(per_image), f"training_settings.seed={seed}"]
         points = sweepmod.compose_points(project, args)
         specs = sweepmod.plan(project, env, points, args).runs
         start = time.perf_counter()
@@ -177,9 +268,22 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
             )
             for spec in specs
         ]
-        builder.thin_archive(client, env, images).load(client)
+        builder.load_run_images(client, env, images)
         elapsed = time.perf_counter() - start
         orch_stat.add(elapsed / len(images))
+        # the floor, next to it: the archive is made before the clock starts
+        data = _minimal_archive(parent, f"{seed}a", per_image, floor_repo)
+        start = time.perf_counter()
+        _docker_load(client, data)
+        load_stat.add((time.perf_counter() - start) / per_image)
+        halves = [
+            _minimal_archive(parent, f"{seed}b{half}", per_image // 2, floor_repo)
+            for half in range(2)
+        ]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda d: _docker_load(client, d), halves))
+        load2_stat.add((time.perf_counter() - start) / per_image)
         for index in range(builds_per_rep):
             (context_dir / "config.yaml").write_text(configmod.to_yaml(specs[index].config))
             tag = f"{tag_repo}:{built}"
@@ -190,16 +294,27 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
             built += 1
         rep_builds = build_stat.samples[-builds_per_rep:]
         per_rep.append(elapsed / len(images) / statistics.median(rep_builds))
+        per_rep_load.append(orch_stat.samples[-1] / load_stat.samples[-1])
         log(
-            f"config_image {rep + 1}/{reps}: orch {elapsed / len(images) * 1000:.0f} ms/image, "
+            f"config_image {rep + 1}/{reps}: orch {orch_stat.samples[-1] * 1000:.0f} ms/image, "
+            f"load floor {load_stat.samples[-1] * 1000:.0f} ms "
+            f"(2 in flight {load2_stat.samples[-1] * 1000:.0f} ms), "
             f"docker build {build_stat.samples[-1] * 1000:.0f} ms"
         )
     remove_images(f"reference={tag_repo}")
+    remove_images(f"reference={floor_repo}")
     return {
         "orch_config_image_s": orch_stat.median,
         "docker_build_config_image_s": build_stat.median,
         "config_image_ratio": ratio(orch_stat.median, build_stat.median),
         "config_image_ratio_paired": statistics.median(per_rep) if per_rep else None,
+        "config_image_load_floor_s": load_stat.median,
+        "config_image_load_floor_2x_s": load2_stat.median,
+        "config_image_ratio_vs_load_floor": ratio(orch_stat.median, load_stat.median),
+        "config_image_ratio_vs_load_floor_paired": (
+            statistics.median(per_rep_load) if per_rep_load else None
+        ),
+        "config_image_ratio_vs_load_floor_2x": ratio(orch_stat.median, load2_stat.median),
     }
 
 
@@ -354,11 +469,13 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 
     (image,) = images(1)
     load([image])
-    calls = ["create", "start", "wait", "inspect", "logs x2", "get_archive", "remove"]
+    calls = ["create", "start", "wait", "inspect", "logs x2", "outputs", "remove"]
     stats = {name: ctx.row("breakdown", Stat(f"container.run: {name}")) for name in calls}
     total = ctx.row("breakdown", Stat("container.run: all of the above"))
     floor = ctx.row("breakdown", Stat("floor: docker run --rm BASE true (interleaved)"))
+    work = ctx.janitor.tempdir("breakdown-")
     for index in range(ctx.reps(10, 4)):
+        dirs = container.RunDirs.create(work, f"run-{index}")
         kwargs = container.create_kwargs(
             image_id=image.image_id,
             command=["python3", "-c", "pass"],
@@ -369,6 +486,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             gpu_ids=[],
             env={},
             name=f"{ctx.name}-breakdown-{index}",
+            dirs=dirs,
         )
         t0 = time.perf_counter()
         marks = [t0]
@@ -384,11 +502,12 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             made.logs(stdout=True, stderr=False)
             made.logs(stdout=False, stderr=True)
             marks.append(time.perf_counter())
-            container.collect_outputs(made)
+            container.collect_outputs(dirs.output)
             marks.append(time.perf_counter())
         finally:
             made.remove(force=True)
             marks.append(time.perf_counter())
+            dirs.remove()
         for name, (a, b) in zip(calls, itertools.pairwise(marks), strict=True):
             stats[name].add(b - a)
         total.add(marks[-1] - marks[0])
@@ -413,4 +532,120 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
         ]
         dry.add(run_timed(ctx.janitor, argv).seconds)
     figures["breakdown_cli_dry_run_s"] = dry.median
+    return figures
+
+
+# ------------------------------------------------------------------------ fixed cost
+
+
+def fixed_sweep(ctx: Ctx) -> dict[str, Any]:
+    """A 1-run sweep of a warm project (its environment and code images built, its store
+    holding their blobs; a new config, so a new run image), as a process, against one
+    bare `docker run --rm BASE true`, alternating."""
+    ctx.warm()
+    store = ctx.store("fixed")
+    ctx.sweep([f"training_settings.seed={_seed()}"], store=store)  # the project's store, warm
+    reps = ctx.reps(6, 3)
+    floor = ctx.row("fixed_sweep", Stat("floor: docker run --rm BASE true (alternating)"))
+    one = ctx.row("fixed_sweep", Stat("orch sweep, 1 run, warm project: wall"))
+    groups = [_floor_group(ctx, floor, 1)]
+    for rep in range(reps):
+        wall, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store)
+        one.add(wall)
+        groups.append(_floor_group(ctx, floor, 1))
+        log(f"fixed_sweep {rep + 1}/{reps}: {wall:.2f}s vs docker run {groups[-1][0]:.2f}s")
+    figures: dict[str, Any] = {
+        "fixed_sweep_s": one.median,
+        "fixed_sweep_floor_s": floor.median,
+        "fixed_sweep_ratio": ratio(one.median, floor.median),
+        "fixed_sweep_ratio_paired": paired(one.samples, groups),
+    }
+    figures.update(_fixed_breakdown(ctx, store))
+    return figures
+
+
+_TRACE = """\
+import json, sys, time, functools
+marks = {}
+def timed(owner, name, label):
+    original = getattr(owner, name)
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            marks.setdefault(label, []).append((start - T0, time.perf_counter() - start))
+    setattr(owner, name, wrapper)
+T0 = time.perf_counter()
+import orchestrator.cli
+from orchestrator import sweep, execute, container
+from orchestrator.image import builder, archive
+from orchestrator.store import records
+from orchestrator.cli import context
+marks["imports"] = [(0.0, time.perf_counter() - T0)]
+timed(sweep, "compose_points", "compose")
+timed(builder, "resolve_base", "base image inspect")
+timed(builder, "_environment_layer", "environment layer (cached)")
+timed(builder, "snapshot", "code snapshot (git tree hash)")
+timed(builder, "prepare", "prepare (base + env + code)")
+timed(builder, "has_image", "image checks")
+timed(archive.ThinArchive, "load", "image load")
+timed(records.RunStore, "write_sweep", "store: write sweep")
+timed(records.RunStore, "is_complete", "store: is_complete")
+timed(sweep.SweepDriver, "_upload_environment", "store: environment blobs")
+timed(sweep.SweepDriver, "_upload_run_image", "store: run image blobs")
+timed(records.RunStore, "write_sweep_index", "store: sweep index")
+timed(records.RunStore, "commit_run", "store: commit run")
+timed(container.Running, "start", "container create + start")
+timed(container.Running, "wait", "container wait")
+timed(container.Running, "collect", "container logs + remove")
+timed(container, "collect_outputs", "outputs")
+from orchestrator.backends import local
+timed(local, "execute", "execute (one run, all of it)")
+timed(context.Context, "docker", "docker client")
+code_ = 0
+try:
+    orchestrator.cli.main(sys.argv[1:], standalone_mode=False)
+except SystemExit as exc:
+    code_ = exc.code or 0
+marks["total (in process)"] = [(0.0, time.perf_counter() - T0)]
+print(json.dumps(marks), file=sys.stderr)
+"""
+
+
+def _fixed_breakdown(ctx: Ctx, store: Path) -> dict[str, Any]:
+    """Where a 1-run sweep's time goes: the CLI run in one process with timers around its
+    stages (median over repeats; the stages overlap where orch overlaps them)."""
+    import json
+
+    reps = ctx.reps(3, 2)
+    stages: dict[str, list[float]] = {}
+    for _ in range(reps):
+        argv = [
+            sys.executable,
+            "-c",
+            _TRACE,
+            "sweep",
+            "-p",
+            str(ctx.project()),
+            "--store",
+            str(store),
+            "--json",
+            f"training_settings.seed={_seed()}",
+        ]
+        timed = run_timed(ctx.janitor, argv)
+        marks = json.loads(timed.stderr.strip().splitlines()[-1])
+        for label, calls in marks.items():
+            stages.setdefault(label, []).append(sum(d for _, d in calls))
+        stages.setdefault("process wall", []).append(timed.seconds)
+    figures = {}
+    for label, values in stages.items():
+        stat = ctx.row("fixed_sweep", Stat(f"1-run sweep, in one process: {label}"))
+        for value in values:
+            stat.add(value)
+        key = "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+        while "__" in key:
+            key = key.replace("__", "_")
+        figures[f"fixed_sweep_stage_{key}_s"] = stat.median
     return figures

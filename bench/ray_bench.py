@@ -2,7 +2,11 @@
 the local backend, with the same total parallelism (2 nodes x 2 CPUs vs ``--jobs 4``).
 
     .venv/bin/python bench/ray_bench.py          # 100 runs each; prints the ratio
-    main() -> {"ray_s": ..., "local_s": ..., "ray_overhead_ratio": ...}
+    main() -> {"ray_s": ..., "local_s": ..., "ray_overhead_ratio_median3": ..., ...}
+
+Three repeats, each a local sweep then a Ray sweep of the same 100 new points (a config
+value of the repeat's own), against one cluster started once: the ratio of each pair,
+then their median (min and max beside it).
 
 Both sweeps start cold in the same way: a fresh store and none of the sweep's run images
 on the driver's daemon (each builds and loads them). The Ray cluster is the test suite's
@@ -50,7 +54,7 @@ def base_image() -> str:
 def make_project(root: Path, image: str) -> Path:
     """A config-only project: the runs do nothing but start Python."""
     (root / "conf").mkdir(parents=True)
-    (root / "conf" / "config.yaml").write_text("i: 0\n")
+    (root / "conf" / "config.yaml").write_text("i: 0\nrep: 0\n")
     (root / "orch.yaml").write_text(json.dumps({
         "name": PROJECT, "base_image": image, "config_dir": "conf",
         "command": ["python3", "-c", "pass"], "resources": {"cpus": 1, "gpus": 0},
@@ -133,7 +137,13 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+REPEATS = 3
+
+
 def main(quick: bool = False) -> dict[str, Any]:
+    """``REPEATS`` pairs of sweeps, local then Ray, each pair with run ids of its own."""
+    import statistics
+
     from raycluster import ray_cluster
     from services import copy_image, second_daemon
 
@@ -144,33 +154,51 @@ def main(quick: bool = False) -> dict[str, Any]:
         with sigterm_as_exit():
             image = base_image()
             project = make_project(work / PROJECT, image)
-            log(f"local backend: {runs} runs, --jobs {PARALLELISM}")
-            local_s, result = sweep(project, work / "store-local", runs)
-            run_ids = {run["run_id"] for run in result["runs"]}
-            log(f"local: {local_s:.1f}s; starting a second daemon and a two-node Ray cluster")
-            remove_run_images(run_ids)  # the Ray sweep builds and loads them again, as local did
+            log("starting a second daemon and a two-node Ray cluster")
             with second_daemon(work) as second_host:
                 copy_image(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
                            second_host, image)
                 with ray_cluster(work, worker_env={"DOCKER_HOST": second_host},
                                  cpus=2, gpus=0) as cluster:
-                    log(f"ray backend: {runs} runs on {cluster.address}")
-                    ray_s, result = sweep(project, work / "store-ray", runs, "--backend", "ray",
-                                          "--ray-address", cluster.address)
-            nodes = {
-                json.loads((work / "store-ray" / "runs" / r["run_id"] / "run.json")
-                           .read_text())["node"]
-                for r in result["runs"]
-            }
+                    local_s: list[float] = []
+                    ray_s: list[float] = []
+                    nodes: set[str] = set()
+                    for rep in range(REPEATS):
+                        point = f"rep={rep + 1}"
+                        log(f"{rep + 1}/{REPEATS} local backend: {runs} runs, "
+                            f"--jobs {PARALLELISM}")
+                        wall, result = sweep(project, work / f"store-local-{rep}", runs, point)
+                        local_s.append(wall)
+                        ids = {run["run_id"] for run in result["runs"]}
+                        run_ids |= ids
+                        # the Ray sweep builds and loads them again, as local did
+                        remove_run_images(ids)
+                        store = work / f"store-ray-{rep}"
+                        log(f"{rep + 1}/{REPEATS} ray backend: {runs} runs on "
+                            f"{cluster.address}")
+                        wall, result = sweep(project, store, runs, point, "--backend", "ray",
+                                             "--ray-address", cluster.address)
+                        ray_s.append(wall)
+                        nodes |= {
+                            json.loads((store / "runs" / r["run_id"] / "run.json")
+                                       .read_text())["node"]
+                            for r in result["runs"]
+                        }
+                        log(f"{rep + 1}/{REPEATS}: local {local_s[-1]:.1f}s, "
+                            f"ray {ray_s[-1]:.1f}s ({ray_s[-1] / local_s[-1]:.2f}x)")
+            ratios = [r / local for r, local in zip(ray_s, local_s, strict=True)]
             figures = {
-                "ray_s": round(ray_s, 2),
-                "local_s": round(local_s, 2),
-                "ray_overhead_ratio": round(ray_s / local_s, 3),
+                "ray_s": round(statistics.median(ray_s), 2),
+                "local_s": round(statistics.median(local_s), 2),
+                "ray_overhead_ratio_median3": round(statistics.median(ratios), 3),
+                "ray_overhead_ratio_min": round(min(ratios), 3),
+                "ray_overhead_ratio_max": round(max(ratios), 3),
+                "ray_overhead_ratios": [round(r, 3) for r in ratios],
+                "ray_walls_s": [round(r, 2) for r in ray_s],
+                "local_walls_s": [round(r, 2) for r in local_s],
                 "ray_runs": runs,
                 "ray_nodes_used": len(nodes),
             }
-            log(f"ray: {ray_s:.1f}s on {len(nodes)} node(s); "
-                f"ratio {figures['ray_overhead_ratio']:.2f}")
             return figures
     finally:
         with contextlib.suppress(Exception):
@@ -182,7 +210,9 @@ def main(quick: bool = False) -> dict[str, Any]:
 
 if __name__ == "__main__":
     outcome = main(quick="--quick" in sys.argv[1:])
-    print(f"ray_overhead_ratio {outcome['ray_overhead_ratio']:.3f} "
-          f"(ray {outcome['ray_s']:.1f}s / local {outcome['local_s']:.1f}s, "
-          f"{outcome['ray_runs']} runs, parallelism {PARALLELISM})")
+    print(f"ray_overhead_ratio_median3 {outcome['ray_overhead_ratio_median3']:.3f} "
+          f"(min {outcome['ray_overhead_ratio_min']:.3f}, max "
+          f"{outcome['ray_overhead_ratio_max']:.3f}; medians ray {outcome['ray_s']:.1f}s / "
+          f"local {outcome['local_s']:.1f}s, {outcome['ray_runs']} runs, "
+          f"parallelism {PARALLELISM})")
     print(json.dumps(outcome))

@@ -155,8 +155,10 @@ def write_runs(uri: str, endpoint: str, name: str, sweep_id: str, start: int, st
     combos = _combos()
 
     def commit(index: int) -> None:
+        from orchestrator.record import RunRecord
+
         record, metrics = _record(name, sweep_id, index, combos)
-        runs.commit_run(record, _files(record, metrics), workers=1)
+        runs.commit_run(RunRecord.from_json(record), _files(record, metrics), workers=1)
 
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(commit, range(start, stop)))
@@ -217,17 +219,23 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                 if proc.returncode != 0:
                     raise BenchError(f"a writer process failed: {err.strip()[-400:]}")
             runs = _setup_store(uri, endpoint)
+            from orchestrator.record import RunRecord, SweepDoc
+
             runs.write_sweep(
-                {
-                    "schema": 1,
-                    "sweep_id": sweep_id,
-                    "project": ctx.name,
-                    "created_at": records[0]["started_at"],
-                    "args": ["(bench: 10,000 runs)"],
-                    "runs": [{"run_id": r["run_id"], "overrides": r["overrides"]} for r in records],
-                }
+                SweepDoc.from_json(
+                    {
+                        "schema": 1,
+                        "sweep_id": sweep_id,
+                        "project": ctx.name,
+                        "created_at": records[0]["started_at"],
+                        "args": ["(bench: 10,000 runs)"],
+                        "runs": [
+                            {"run_id": r["run_id"], "overrides": r["overrides"]} for r in records
+                        ],
+                    }
+                )
             )
-            runs.write_sweep_index(sweep_id, records)
+            runs.write_sweep_index(sweep_id, [RunRecord.from_json(r) for r in records])
             setup_s = time.perf_counter() - start
             log(f"results10k: setup took {setup_s:.1f}s")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .errors import BackendError
@@ -109,8 +109,11 @@ class DockerAPI(Protocol):
         """``docker save`` of ``image``: a tar stream in chunks."""
         ...
 
-    def load_image(self, data: IO[bytes], /, quiet: bool | None = None) -> Iterable[Any]:
-        """``docker load``: the daemon's progress messages (dicts)."""
+    def load_image(
+        self, data: bytes | IO[bytes] | Iterator[bytes], /, quiet: bool | None = None
+    ) -> Iterable[Any]:
+        """``docker load`` of a whole archive, a file or a stream of chunks (sent
+        chunked): the daemon's progress messages (dicts)."""
         ...
 
     def tag(self, image: str, repository: str, tag: str | None = None, /) -> bool: ...
@@ -204,7 +207,7 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
     try:
         # Declared, not cast: with the SDK's stubs (types-docker) mypy checks here that the
         # real client has every member of the protocol.
-        client: DockerClient = docker.DockerClient(base_url=host, timeout=timeout)
+        client: DockerClient = _client_class()(base_url=host, timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise BackendError(
@@ -212,6 +215,55 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
             f"or set DOCKER_HOST"
         ) from exc
     return client
+
+
+class _LazyAttrs(dict[str, Any]):
+    """A new container's attributes, inspected only when something reads beyond its ID
+    (the SDK's own ``containers.run`` reads ``HostConfig``; orch's run path never does)."""
+
+    def __init__(self, container_id: str, inspect: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(Id=container_id)
+        self._inspect: Callable[[], dict[str, Any]] | None = inspect
+
+    def _load(self) -> None:
+        if self._inspect is not None:
+            inspect, self._inspect = self._inspect, None
+            self.update(inspect())
+
+    def __missing__(self, key: str) -> Any:
+        self._load()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self._load()
+        return dict.get(self, key, default)
+
+
+def _client_class() -> type[Any]:
+    """``docker.DockerClient`` whose ``containers.create`` skips the SDK's inspect of the
+    new container: one API call less per run, on the path every run takes. The container
+    object it returns knows only its ID; orch reads a run's state with its own calls."""
+    import docker
+    from docker.models import containers as sdk
+
+    class Containers(sdk.ContainerCollection):
+        # The stubs type create() as Collection.create(attrs); the SDK's own takes these.
+        def create(  # type: ignore[override]
+            self, image: str, command: Any = None, **kwargs: Any
+        ) -> Any:
+            kwargs.update(image=image, command=command, version=self.client.api.api_version)
+            args = sdk._create_container_args(kwargs)  # type: ignore[attr-defined]  # not stubbed
+            made = self.client.api.create_container(**args)
+            api, made_id = self.client.api, made["Id"]
+            return self.prepare_model(_LazyAttrs(made_id, lambda: api.inspect_container(made_id)))
+
+    class Client(docker.DockerClient):
+        @property
+        def containers(self) -> Containers:
+            return Containers(client=self)
+
+    return Client
 
 
 def describe(exc: Exception) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from . import config as configmod
@@ -402,7 +403,7 @@ class SweepDriver:
                     env, spec.run_id, spec.overrides, configmod.to_yaml(cfg), configmod.to_json(cfg)
                 )
             )
-        builder.thin_archive(self.client, env, images).load(self.client)
+        builder.load_run_images(self.client, env, images)
         jobs = []
         for spec, image in zip(batch, images, strict=True):
             digest = None
@@ -429,9 +430,9 @@ class SweepDriver:
             # later, larger batch overlaps with the runs of the previous ones.
             batch, start, size = todo[start : start + size], start + size, min(2 * size, self.batch)
             jobs = self._prepare_batch(env, sweep.sweep_id, batch, io, uploads)
-            if not self.backend.shares_daemon:
-                for upload in uploads:  # other nodes fetch the images from the store
-                    upload.result()
+            # Not waited for, even where other nodes fetch the images from the store: a
+            # node that shares this daemon has them now, and one that does not waits
+            # (bounded) for the blobs it needs (backends/ray/node.py ensure_run_image).
             for job in jobs:
                 pending[self.backend.submit(job, self._started(job.run_id))] = job
             self._collect(pending, records, held, block=False)
@@ -487,7 +488,8 @@ class SweepDriver:
         blobs[env.env_image.image_id] = env.env_image.raw
         blobs[env.code_image.image_id] = env.code_image.raw
         for digest, source in blobs.items():
-            self.runs.blobs.put(digest, source)
+            # the layer files come from orch's caches, checked when they were written
+            self.runs.blobs.put(digest, source, trusted=isinstance(source, Path))
 
     def _upload_run_image(self, image: RunImage) -> None:
         self.runs.blobs.put(image.diff_id, image.layer)

@@ -7,7 +7,7 @@ the docker tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import docker.errors
@@ -42,8 +42,15 @@ class FakeAPI:
     def images(self, *, quiet: bool = False, all: bool = False, filters: Any = None) -> list[Any]:
         return sorted(self.images_present)
 
-    def load_image(self, data: IO[bytes], /, quiet: bool | None = None) -> Iterable[Any]:
-        self.loaded.append(data.read())
+    def load_image(
+        self, data: bytes | IO[bytes] | Iterator[bytes], /, quiet: bool | None = None
+    ) -> Iterable[Any]:
+        if isinstance(data, bytes):
+            self.loaded.append(data)
+        elif hasattr(data, "read"):
+            self.loaded.append(data.read())
+        else:
+            self.loaded.append(b"".join(data))
         return [{"stream": "Loaded image"}]
 
     def tag(self, image: str, repository: str, tag: str | None = None, /) -> bool:

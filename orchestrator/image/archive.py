@@ -7,9 +7,11 @@ Docker 20.10 loads only this format (not an OCI layout).
 
 from __future__ import annotations
 
+import io
 import json
-import tempfile
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -73,27 +75,89 @@ class ThinArchive:
         write_layer(entries, out)
 
     def load(self, client: DockerClient) -> None:
-        """Load into the daemon behind ``client`` in one request."""
+        """Load into the daemon behind ``client`` in one request.
+
+        The archive goes to the daemon as it is written (small ones from memory, ones
+        with layer files streamed through a pipe): nothing is spooled to disk first.
+        """
         if not self.images:
             return
         import docker.errors
 
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-            self.write(spool)
-            spool.seek(0)
-            try:
-                for message in client.api.load_image(spool, quiet=True):
-                    if isinstance(message, dict) and message.get("error"):
-                        raise ImageError(f"docker load failed: {message['error']}")
-            except docker.errors.APIError as exc:
-                raise ImageError(f"docker load failed: {describe(exc)}") from exc
+        loaded: set[str] = set()
+        try:
+            for message in client.api.load_image(self._body(), quiet=True):
+                if isinstance(message, dict) and message.get("error"):
+                    raise ImageError(f"docker load failed: {_explain(message['error'])}")
+                if isinstance(message, dict) and isinstance(message.get("stream"), str):
+                    loaded.update(_loaded_names(message["stream"]))
+        except docker.errors.APIError as exc:
+            raise ImageError(f"docker load failed: {_explain(describe(exc))}") from exc
+        # The daemon names each image it loaded (its tag, or its ID when untagged); only
+        # when an answer lacks one is the daemon's image list asked.
+        unconfirmed = [
+            i.config.image_id
+            for i in self.images
+            if not (loaded & {i.config.image_id, *i.tags})
+        ]
+        if not unconfirmed:
+            return
         present = _image_ids(client)  # one call, not one inspect per image
-        missing = [i.config.image_id for i in self.images if i.config.image_id not in present]
+        missing = [image_id for image_id in unconfirmed if image_id not in present]
         if missing:
             raise ImageError(
                 f"the daemon did not load {missing[0]}: a layer it lacks was not sent "
                 f"(remove stale orch images with 'orch image prune' and retry)"
             )
+
+    def _body(self) -> bytes | Iterator[bytes]:
+        if all(source.path is None for source in self.layers.values()):
+            buffer = io.BytesIO()
+            self.write(buffer)
+            return buffer.getvalue()
+        return _streamed(self.write)
+
+
+def _streamed(write: Callable[[IO[bytes]], None]) -> Iterator[bytes]:
+    """The bytes ``write`` produces, as they are produced (a writer thread and a pipe)."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                write(out)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=produce, name="orch-archive", daemon=True)
+    thread.start()
+    with os.fdopen(read_fd, "rb") as source:
+        while chunk := source.read(1 << 20):
+            yield chunk
+    thread.join()
+    if failure:
+        raise ImageError(f"cannot write the image archive: {failure[0]}") from failure[0]
+
+
+def _loaded_names(stream: str) -> set[str]:
+    names = set()
+    for line in stream.splitlines():
+        for prefix in ("Loaded image ID: ", "Loaded image: "):
+            if line.startswith(prefix):
+                names.add(line[len(prefix) :].strip())
+                break
+    return names
+
+
+def _explain(error: str) -> str:
+    """The daemon checks every layer against its diff ID; say what that means here."""
+    if "invalid diffID" in error:
+        return (
+            f"{error} (a layer blob is corrupt: delete it from the store's blobs and rerun "
+            f"the sweep that made it, which uploads it again)"
+        )
+    return error
 
 
 def _hex(digest: str) -> str:

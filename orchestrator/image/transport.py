@@ -13,7 +13,8 @@ import hashlib
 import json
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -33,7 +34,7 @@ class Blobs(Protocol):
 
     def get(self, digest: str) -> bytes: ...
 
-    def get_file(self, digest: str, path: Path) -> None: ...
+    def get_file(self, digest: str, path: Path, *, verify: bool = True) -> None: ...
 
 
 def base_layer_files(
@@ -112,14 +113,11 @@ def pull_by_digest(client: DockerClient, reference: str) -> str | None:
         return None
 
 
-def fetch_from_store(
-    client: DockerClient, blobs: Blobs, image_id: str, prefixes: Iterable[str]
-) -> None:
-    """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
+#: Blobs fetched from the store at once (each a stream of its own).
+FETCH_WORKERS = 8
 
-    ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
-    environment, code image): when the daemon has one, its layers are not sent.
-    """
+
+def _config_from_store(blobs: Blobs, image_id: str) -> ImageConfig:
     try:
         raw = blobs.get(image_id)
     except NotFound as exc:
@@ -129,24 +127,56 @@ def fetch_from_store(
     config = ImageConfig(raw)
     if config.image_id != image_id:
         raise ImageError(f"blob {image_id} in the store is corrupt (its digest differs)")
-    have = 0
-    for prefix in prefixes:
-        if prefix and has_image(client, prefix):
-            try:
-                prefix_len = len(client.api.inspect_image(prefix)["RootFS"]["Layers"])
-            except Exception:  # noqa: BLE001 - fall back to sending more layers
-                continue
-            have = max(have, prefix_len)
-    # Environment layers another environment on this daemon stacked the same way.
-    have = max(have, present_prefix(client, config.diff_ids, ENV_LABEL))
-    archive = ThinArchive()
-    with tempfile.TemporaryDirectory() as tmp:
-        for diff_id in config.diff_ids[have:]:
-            path = Path(tmp) / diff_id.split(":")[1]
-            blobs.get_file(diff_id, path)
-            archive.add_layer(diff_id, path=path)
-        archive.add_image(config)
-        archive.load(client)
+    return config
+
+
+def fetch_from_store(
+    client: DockerClient, blobs: Blobs, image_id: str, prefixes: Iterable[str]
+) -> None:
+    """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
+
+    ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
+    environment, code image): when the daemon has one, its layers are not sent.
+    """
+    fetch_chain(client, blobs, [image_id], prefixes)
+
+
+def fetch_chain(
+    client: DockerClient, blobs: Blobs, image_ids: Sequence[str], prefixes: Iterable[str]
+) -> None:
+    """Load ``image_ids`` (each one's layers a prefix of the next one's) from the store's
+    blobs in one archive: the layers the daemon lacks are downloaded side by side and
+    streamed to the daemon, which checks each against its diff ID as it registers it.
+    """
+    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="orch-fetch") as pool:
+        configs = list(pool.map(lambda i: _config_from_store(blobs, i), image_ids))
+        have = 0
+        for prefix in prefixes:
+            if prefix and has_image(client, prefix):
+                try:
+                    prefix_len = len(client.api.inspect_image(prefix)["RootFS"]["Layers"])
+                except Exception:  # noqa: BLE001 - fall back to sending more layers
+                    continue
+                have = max(have, prefix_len)
+        # Environment layers another environment on this daemon stacked the same way.
+        have = max(have, present_prefix(client, configs[-1].diff_ids, ENV_LABEL))
+        wanted: list[str] = []
+        for config in configs:
+            wanted += [d for d in config.diff_ids[have:] if d not in wanted]
+        archive = ThinArchive()
+        with tempfile.TemporaryDirectory(prefix="orch-fetch-") as tmp:
+            paths = {d: Path(tmp) / d.split(":")[1] for d in wanted}
+            # Not hashed here: docker load refuses a layer whose bytes do not match.
+            fetched = [
+                pool.submit(blobs.get_file, d, paths[d], verify=False) for d in wanted
+            ]
+            for done in fetched:
+                done.result()
+            for diff_id in wanted:
+                archive.add_layer(diff_id, path=paths[diff_id])
+            for config in configs:
+                archive.add_image(config)
+            archive.load(client)
 
 
 def ensure_image(
@@ -161,18 +191,14 @@ def ensure_image(
 
     Tried in order: the daemon itself, the registry digest recorded with the run, the
     store's blobs. ``prefixes`` are the (base, env, code) images the run image is built
-    on: from the store they are loaded first, so that of every later run of the same
-    sweep on this daemon only its small config layer travels.
+    on: from the store they are loaded with it (in one archive), so that of every later
+    run of the same sweep on this daemon only its small config layer travels.
     """
     if has_image(client, image_id):
         return "daemon"
     if repo_digest and pull_by_digest(client, repo_digest) == image_id:
         return "registry"
     base, env, code = prefixes or ("", "", "")
-    known = [base]
-    for prefix in (env, code):
-        if prefix and not has_image(client, prefix):
-            fetch_from_store(client, blobs, prefix, known)
-        known.insert(0, prefix)
-    fetch_from_store(client, blobs, image_id, known)
+    chain = [p for p in (env, code) if p and not has_image(client, p)]
+    fetch_chain(client, blobs, [*chain, image_id], [code, env, base])
     return "store"

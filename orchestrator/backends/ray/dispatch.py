@@ -22,7 +22,7 @@ from ...job import Job
 from ...record import RunRecord
 from ...store import RunStore
 from .cluster import import_ray, init, one_line, shared_store_uri
-from .node import run_on_node
+from .node import run_on_node, warm_worker
 
 #: Ray retries a task this often when its worker or node dies (never on a run's own error).
 MAX_RETRIES = 3
@@ -70,6 +70,7 @@ class RayBackend:
         self.max_in_flight = max(1, max_in_flight or int(resources.get("CPU", 1)))
         self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(run_on_node)
         self._max_retries = max_retries
+        self._warm_up(ray, len(self._nodes))
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._in_flight: dict[Any, _Entry] = {}  # keyed by Ray's ObjectRef
@@ -77,6 +78,19 @@ class RayBackend:
         self._closed = False
         self._thread = threading.Thread(target=self._dispatch, name="orch-ray", daemon=True)
         self._thread.start()
+
+    def _warm_up(self, ray: Any, nodes: int) -> None:
+        """Start the sweep's worker processes now, while the driver still composes and
+        loads the first images: a tiny task per slot, spread over the nodes, imports
+        what a run needs and opens the node's store and Docker client. Ray keeps a job's
+        idle workers for its next tasks, so the runs find them started. Not waited for."""
+        warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
+        strategy = "SPREAD" if nodes > 1 else "DEFAULT"
+        for _ in range(self.max_in_flight):
+            with contextlib.suppress(Exception):  # only a head start: the runs do it anyway
+                warm.options(scheduling_strategy=strategy).remote(
+                    self._store_uri, self._s3_endpoint
+                )
 
     def _where(self) -> str:
         return f"at {self._address}" if self._address else "started here"

@@ -70,6 +70,19 @@ def _node_docker() -> Any:
     return _DOCKER[host]
 
 
+def warm_worker(store_uri: str, s3_endpoint: str | None) -> None:
+    """A worker's start-up, done before its first run: imports, the store, Docker.
+    Whatever fails here fails again, and is reported, in the run that needs it."""
+    try:
+        from ... import execute  # noqa: F401 - the import is the work
+        from ...image import transport  # noqa: F401
+
+        _node_runs(store_uri, s3_endpoint)
+        _node_docker()
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+
+
 def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     """The body of a run's Ray task: image onto this node's daemon, then execute."""
     import ray
@@ -107,7 +120,7 @@ def ensure_run_image(
     job: Job,
     *,
     wait_s: float = BLOB_WAIT_S,
-    poll_s: float = 0.5,
+    poll_s: float = 0.1,
 ) -> str:
     """Put the job's image on this daemon by digest; returns where it came from.
 

@@ -1,0 +1,54 @@
+"""Images from the store's blobs onto a daemon: layers are not hashed on the way (the
+daemon checks each against its diff ID), so a corrupt blob must still be refused, by name."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ImageError
+from orchestrator.image.imageconfig import make_config
+from orchestrator.image.tarball import Entry, layer_bytes
+from orchestrator.image.transport import ensure_image
+from orchestrator.store import DirStore, RunStore
+
+
+def _image_on(base: dict[str, object], layer: bytes, diff_id: str) -> tuple[str, bytes]:
+    config = make_config(
+        architecture=str(base["Architecture"]),
+        os_name=str(base["Os"]),
+        diff_ids=[*base["RootFS"]["Layers"], diff_id],  # type: ignore[index]
+        env=[],
+        cmd=["true"],
+        labels={"org.orch.project": "transport-test"},
+    )
+    return config.image_id, config.raw
+
+
+def test_a_run_image_comes_from_the_store_and_a_corrupt_layer_is_named(
+    docker_client: object, base_image: str, tmp_path: Path
+) -> None:
+    client = docker_client
+    base = client.api.inspect_image(base_image)  # type: ignore[attr-defined]
+    layer, diff_id = layer_bytes([Entry("orch/hello.txt", data=tmp_path.name.encode())])
+    image_id, raw = _image_on(base, layer, diff_id)
+    runs = RunStore(DirStore(tmp_path / "store"))
+    runs.blobs.put(image_id, raw)
+    runs.blobs.put(diff_id, layer)
+    try:
+        assert ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", "")) == "store"
+        assert client.api.inspect_image(image_id)["Id"] == image_id  # type: ignore[attr-defined]
+    finally:
+        client.api.remove_image(image_id, force=True)  # type: ignore[attr-defined]
+
+    # The same layer's name, other bytes: the daemon refuses it, orch says what to do.
+    bad_layer, bad_diff_id = layer_bytes([Entry("orch/hello.txt", data=b"other")])
+    image_id, raw = _image_on(base, bad_layer, bad_diff_id)
+    runs.blobs.put(image_id, raw)
+    key = f"blobs/sha256/{bad_diff_id.split(':')[1]}"
+    runs.store.put(key, bad_layer.replace(b"other", b"OTHER"))
+    assert hashlib.sha256(runs.store.get(key)).hexdigest() != bad_diff_id.split(":")[1]
+    with pytest.raises(ImageError, match="invalid diffID.*corrupt"):
+        ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", ""))
