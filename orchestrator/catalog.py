@@ -24,28 +24,19 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import NotFound, StoreError, UsageError
 from .ids import RUN_ID
 from .labels import LABEL, Labels, close_matches, read_labels
+from .pool import parallel_map
 from .record import CorruptRecord, RunStatus, SweepDoc
 from .store import RunStore
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 log = logging.getLogger("orchestrator.catalog")
-
-
-def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    if len(items) <= 1 or workers <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 def check_ref(ref: str) -> str:
@@ -200,7 +191,7 @@ class Catalog:
             labels_f = pool.submit(read_labels, self.store)
             listing, labels = listing_f.result(), labels_f.result()
         chosen = self.resolve(refs, listing, labels) if refs else sorted(listing.sweep_ids)
-        loaded = _parallel(lambda sid: self._load(sid, listing, labels), chosen, self.workers)
+        loaded = parallel_map(lambda sid: self._load(sid, listing, labels), chosen, self.workers)
         # Oldest sweep first, each in its own order: a log of experiments, newest at the end.
         loaded.sort(key=lambda item: item[0].created_at if item else "")
         sweeps: list[SweepInfo] = []
@@ -220,7 +211,7 @@ class Catalog:
             stats["run_reads"] += reads
             stats["indexed"] += info.sweep_id in listing.indexed and not info.open
         if live and pending:
-            found = _parallel(lambda p: self._pending(*p), pending, self.workers)
+            found = parallel_map(lambda p: self._pending(*p), pending, self.workers)
             records += [record for record in found if record is not None]
             stats["run_reads"] += 2 * len(pending)
         for record in records:

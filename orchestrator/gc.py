@@ -32,15 +32,12 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import NotFound
+from .pool import parallel_map
 from .store import RunStore
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 _DIGEST = re.compile(rb"sha256:([0-9a-f]{64})")
 #: Clocks of the machines writing a store may disagree by this much.
@@ -48,13 +45,6 @@ SKEW_S = 60.0
 #: Blobs larger than this are layers, not JSON that could mention other blobs.
 _JSON_MAX = 4 << 20
 _KEEP_IN_PARTIAL = ("attempts/", "checkpoint.tar", "checkpoint.json")
-
-
-def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int = 16) -> list[R]:
-    if len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 @dataclass
@@ -106,7 +96,7 @@ def collect(
 
     # -- live claims and open sweeps: the cutoff -------------------------------------
     claimed = [rid for rid, names in by_run.items() if "claim.json" in names]
-    claim_ages = dict(zip(claimed, _parallel(
+    claim_ages = dict(zip(claimed, parallel_map(
         lambda rid: store.age(f"runs/{rid}/claim.json"), claimed), strict=True))
     live = {rid for rid, age in claim_ages.items() if age is not None and age <= lease_s}
 
@@ -118,9 +108,9 @@ def collect(
         age = claim_ages.get(run_id) or 0.0
         return _stamp(value) or now - age
 
-    starts = _parallel(claimed_at, sorted(live))
+    starts = parallel_map(claimed_at, sorted(live))
     markers = [k for k in store.list("sweeps/") if ".open-" in k.rsplit("/", 1)[-1]]
-    marker_ages = dict(zip(markers, _parallel(store.age, markers), strict=True))
+    marker_ages = dict(zip(markers, parallel_map(store.age, markers), strict=True))
     sweep_runs = _sweep_runs(runs, markers)
     for key, age in marker_ages.items():
         if age is None:
@@ -141,7 +131,7 @@ def collect(
     ]
     marked: set[str] = set()
     follow: set[str] = set()
-    for data in _parallel(_getter(runs), record_keys, 32):
+    for data in parallel_map(_getter(runs), record_keys, 32):
         marked.update(m.decode() for m in _DIGEST.findall(data))
         follow |= _followed(data)
     present = {key.rsplit("/", 1)[1] for key in store.list("blobs/sha256/")}
@@ -149,14 +139,14 @@ def collect(
     seen: set[str] = set()
     while frontier:  # blobs that are JSON (configs, manifests) name further blobs
         seen |= frontier
-        found = _parallel(lambda h: _json_digests(runs, h), sorted(frontier), 16)
+        found = parallel_map(lambda h: _json_digests(runs, h), sorted(frontier), 16)
         frontier = {d for ds in found for d in ds} & present - seen
     marked |= seen
 
     # -- sweep: blobs --------------------------------------------------------------------
     unmarked = sorted(present - marked)
     report.referenced = len(present & marked)
-    ages = _parallel(lambda h: store.age(f"blobs/sha256/{h}"), unmarked, 32)
+    ages = parallel_map(lambda h: store.age(f"blobs/sha256/{h}"), unmarked, 32)
     for hexd, age in zip(unmarked, ages, strict=True):
         if age is None:
             continue
@@ -178,7 +168,7 @@ def collect(
         if not others:
             continue
         keys = [f"runs/{run_id}/{n}" for n in names]
-        youngest = min((a for a in _parallel(store.age, keys) if a is not None), default=0.0)
+        youngest = min((a for a in parallel_map(store.age, keys) if a is not None), default=0.0)
         if youngest > lease_s:
             report.partial += [f"runs/{run_id}/{n}" for n in others]
             report.partial_runs.add(run_id)
@@ -186,8 +176,8 @@ def collect(
     if not dry_run:
         # Claims last-but-one and markers last: a crash part-way leaves the store as safe
         # as before (an unremoved marker only protects more).
-        _parallel(store.delete, [*report.blobs, *report.partial, *report.claims], 32)
-        _parallel(store.delete, report.markers, 8)
+        parallel_map(store.delete, [*report.blobs, *report.partial, *report.claims], 32)
+        parallel_map(store.delete, report.markers, 8)
     return report
 
 
@@ -236,4 +226,4 @@ def _sweep_runs(runs: RunStore, markers: Sequence[str]) -> dict[str, set[str]]:
         except NotFound:
             return sweep_id, set()
 
-    return dict(_parallel(read, ids))
+    return dict(parallel_map(read, ids))

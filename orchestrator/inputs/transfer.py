@@ -8,19 +8,16 @@ this cache lacks (each checked against its digest before it is published), then 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from ..errors import InputError, NotFound, StoreError
+from ..pool import parallel_map
 from ..record import InputRef
 from .cache import HostCache
 from .manifest import FileEntry, Manifest
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 #: Above this many files, one listing of ``blobs/sha256/`` beats a HEAD per file.
 LIST_ABOVE = 64
@@ -43,17 +40,10 @@ class Transfer:
     bytes: int = 0
 
 
-def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    if len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 def _store_has(blobs: BlobStore, entries: Sequence[FileEntry], workers: int) -> set[str]:
     if len(entries) > LIST_ABOVE:
         return set(blobs.digests())
-    present = _parallel(lambda e: blobs.has(e.digest), list(entries), workers)
+    present = parallel_map(lambda e: blobs.has(e.digest), list(entries), workers)
     return {e.digest for e, here in zip(entries, present, strict=True) if here}
 
 
@@ -78,7 +68,7 @@ def upload(
         except StoreError as exc:
             raise StoreError(f"input {name!r}: uploading {entry.path or name}: {exc}") from exc
 
-    _parallel(put, todo, workers)
+    parallel_map(put, todo, workers)
     blobs.put(manifest.digest, manifest.to_bytes())
     done.files, done.bytes = len(todo), sum(entry.size for entry in todo)
     return done
@@ -130,7 +120,7 @@ def fetch(
             raise _unavailable(name, manifest.digest, f"file {entry.path or name}: {exc}") from None
         cache.add_object_file(entry, tmp)
 
-    _parallel(get, missing, workers)
+    parallel_map(get, missing, workers)
     done.files, done.bytes = len(missing), sum(entry.size for entry in missing)
     return done
 
@@ -157,7 +147,7 @@ def materialize(
         if verify:
             distinct = manifest.distinct().values()
             present = [e for e in distinct if cache.has_object(e.sha256, e.exec)]
-            good = _parallel(cache.verify_object, present, workers)
+            good = parallel_map(cache.verify_object, present, workers)
             if not all(good):  # bad objects were dropped: fetch them and lay the tree out anew
                 cache.drop_tree(manifest)
         fetch(name, blobs, cache, manifest, workers=workers)

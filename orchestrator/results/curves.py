@@ -10,9 +10,10 @@ a run that logged a million steps costs megabytes, not a page that will not open
 from __future__ import annotations
 
 import json
-import math
 from array import array
 from collections.abc import Mapping, Sequence
+
+from ..live import number
 
 #: Keys that are not plotted as curves.
 NOT_CURVES = frozenset({"step", "epoch", "time"})
@@ -23,16 +24,10 @@ Series = tuple[Sequence[float], Sequence[float]]  # steps, values
 Curves = Mapping[str, Series]  # metric name -> series
 
 
+
 def _finite(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
+    checked = number(value)
+    return None if checked is None else float(checked)
 def parse_curve(data: bytes) -> dict[str, Series]:
     """The step metrics in ``data`` (a ``metrics.jsonl``), by metric, in file order."""
     steps: dict[str, array[float]] = {}

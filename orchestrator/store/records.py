@@ -39,32 +39,21 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import NotFound, StoreError, UsageError
 from ..ids import STORE_ID
+from ..pool import parallel_map
 from ..record import SCHEMA, CorruptRecord, RunRecord, SweepDoc, now_iso
 from .base import Store, check_key
 from .blobs import Blobs
 from .claims import Claims
 from .jsonio import dump_json
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 #: Readers of many records skip a corrupt one with a warning here instead of failing the
 #: whole command; the CLI prints these as ``warning:`` lines.
 log = logging.getLogger("orchestrator.store")
-
-
-def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    """``[fn(item) for item in items]`` on a thread pool (store calls are I/O bound)."""
-    if len(items) <= 1 or workers <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 class RunStore:
@@ -177,7 +166,7 @@ class RunStore:
                 log.warning("skipped %s", exc)
                 return None
 
-        sweeps = [sweep for sweep in _parallel(read, keys, workers) if sweep is not None]
+        sweeps = [sweep for sweep in parallel_map(read, keys, workers) if sweep is not None]
         return sorted(sweeps, key=lambda sweep: sweep.created_at, reverse=True)
 
     def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord]) -> None:
@@ -279,7 +268,7 @@ class RunStore:
         index = self._read_index(sweep_id) if sweep_id else {}
         records: list[RunRecord | None] = [index.get(run_id) for run_id in run_ids]
         missing = [i for i, record in enumerate(records) if record is None]
-        found = _parallel(lambda i: self._read_run_or_none(run_ids[i]), missing, workers)
+        found = parallel_map(lambda i: self._read_run_or_none(run_ids[i]), missing, workers)
         for i, record in zip(missing, found, strict=True):
             records[i] = record
         return records
@@ -326,7 +315,7 @@ class RunStore:
             else:
                 self.store.put_file(key, Path(os.fspath(source)))
 
-        _parallel(upload, list(files.items()), workers)
+        parallel_map(upload, list(files.items()), workers)
         if record.rerun_of and record.sweep_id:
             # Not in the sweep's document: this pointer is how readers of the sweep find it.
             pointer = self._sweep_key(record.sweep_id, f".reruns/{run_id}")
