@@ -498,3 +498,27 @@ def test_public_surface_of_results() -> None:
     ]
     for name in results.__all__:
         assert hasattr(results, name)
+
+
+def test_a_metric_named_like_a_config_key_gets_its_own_column_name() -> None:
+    records = [run("aaaaaaaaaaaa", {"loss": "l1"}, {"loss": 0.5}),
+               run("bbbbbbbbbbbb", {"loss": "l2"}, {"loss": 0.4})]
+    header = render(records, "csv").splitlines()[0].split(",")
+    assert header == ["run_id", "status", "loss", "metrics.loss"]
+    table_header = render(records, "table").splitlines()[0].split()
+    assert "loss" in table_header and "metrics.loss" in table_header
+
+
+def test_a_metric_name_with_a_newline_stays_on_the_header_line() -> None:
+    records = [run("aaaaaaaaaaaa", {"x": 1}, {"bad\nname": 1.0}),
+               run("bbbbbbbbbbbb", {"x": 2}, {"bad\nname": 2.0})]
+    table = render(records, "table").splitlines()
+    assert "bad\\nname" in table[0]
+    assert len(table) == 2 + 2  # header, rule, two runs
+
+
+def test_markdown_escapes_html() -> None:
+    records = [run("aaaaaaaaaaaa", {"note": "<script>alert(1)</script>"}, {"m": 1.0}),
+               run("bbbbbbbbbbbb", {"note": "plain"}, {"m": 2.0})]
+    out = render(records, "markdown")
+    assert "<script>" not in out and "&lt;script&gt;" in out

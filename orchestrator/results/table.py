@@ -12,6 +12,7 @@ the five renderers all work on the same flattened view of a record, cached per v
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -486,7 +487,7 @@ def _render_csv(view: View) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     sweep = ["sweep"] if view.sweeps else []
-    writer.writerow(["run_id", *sweep, "status", *view.keys, *view.metrics])
+    writer.writerow(["run_id", *sweep, "status", *view.keys, *_metric_labels(view)])
     for record in view.records:
         metrics = record.get("metrics") or {}
         writer.writerow(
@@ -506,10 +507,25 @@ def repr_number(value: Any) -> str:
     return repr(value) if is_number(value) else display_value(value)
 
 
+def _metric_labels(view: View) -> list[str]:
+    """Metric column names; ``metrics.NAME`` where a config key has the same name, so no
+    two columns read alike."""
+    keys = set(view.keys)
+    return [f"metrics.{name}" if name in keys else name for name in view.metrics]
+
+
+def _printable(text: str) -> str:
+    """A label on one line: control characters (a newline in a metric's name) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _human_header(view: View) -> list[str]:
     marker = [""] if view.best else []
     sweep = ["sweep"] if view.sweeps else []
-    return [*marker, "run_id", *sweep, "status", *view.keys, *view.metrics, "duration"]
+    names = [_printable(name) for name in [*view.keys, *_metric_labels(view)]]
+    return [*marker, "run_id", *sweep, "status", *names, "duration"]
 
 
 def _human_row(view: View, record: Mapping[str, Any]) -> list[str]:
@@ -527,8 +543,11 @@ def _human_row(view: View, record: Mapping[str, Any]) -> list[str]:
 
 def _render_markdown(view: View) -> str:
     def line(cells: Sequence[str]) -> str:
+        # Markdown renderers pass inline HTML through: a value is text, never markup.
         escaped = [
-            cell.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") for cell in cells
+            html.escape(cell.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " "),
+                        quote=False)
+            for cell in cells
         ]
         return "| " + " | ".join(escaped) + " |"
 
