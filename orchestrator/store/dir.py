@@ -50,7 +50,14 @@ class DirStore:
         check_key(key)
         if key == _TMP or key.startswith(_TMP + "/"):
             raise UsageError(f"invalid store key {key!r}: {_TMP}/ is the store's scratch space")
-        return self.root / key
+        path = self.root / key
+        if path.is_dir():
+            # Not "missing": a reader would wait for it, or a claimer retry, forever.
+            raise StoreError(
+                f"{path} is a directory where the store keeps an object ({key}): "
+                "remove it (rm -r) and re-submit"
+            )
+        return path
 
     def _tmp(self) -> Path:
         tmp_dir = self.root / _TMP

@@ -72,3 +72,23 @@ def test_a_truncated_sweep_record_leaves_the_others_listed(
     assert any(line.startswith("warning:") and one["sweep_id"] in line
                for line in proc.stderr.splitlines())
     record_property("faults_survived", 1)
+
+
+def test_a_directory_where_a_claim_belongs_is_named_not_waited_for(
+    make_project: Callable[..., Path], orch: Orch,
+    record_property: Callable[[str, object], None],
+) -> None:
+    root = make_project("claimdir")
+    planned = json.loads(orch("sweep", "-p", str(root), "optimizer=SGD", "--dry-run",
+                              "--json").stdout)
+    assert planned["points"]
+    first = orch("sweep", "-p", str(root), "optimizer=SGD", "--json", "--retry", "none")
+    run_id = json.loads(first.stdout)["runs"][0]["run_id"]
+    run_json = root / ".orch" / "runs" / run_id / "run.json"
+    run_json.unlink()  # as if never finished, and a claim.json that is a directory
+    (run_json.parent / "claim.json").mkdir()
+    again = orch("sweep", "-p", str(root), "optimizer=SGD", "--json", timeout=60)
+    assert again.returncode == 2, again.stderr
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "claim.json is a directory" in last
+    record_property("faults_survived", 1)
