@@ -50,9 +50,13 @@ class DirStore:
         check_key(key)
         if key == _TMP or key.startswith(_TMP + "/"):
             raise UsageError(f"invalid store key {key!r}: {_TMP}/ is the store's scratch space")
-        path = self.root / key
+        return self.root / key
+
+    def _leaf(self, key: str) -> Path:
+        """The path of a key about to be created or aged: a directory there is not
+        "missing" (a claimer would retry, a waiter wait, forever) but an error."""
+        path = self._path(key)
         if path.is_dir():
-            # Not "missing": a reader would wait for it, or a claimer retry, forever.
             raise StoreError(
                 f"{path} is a directory where the store keeps an object ({key}): "
                 "remove it (rm -r) and re-submit"
@@ -179,7 +183,7 @@ class DirStore:
         return iter(sorted(keys))
 
     def create(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
+        path = self._leaf(key)
         try:
             tmp = self._tmp()
             try:
@@ -218,7 +222,7 @@ class DirStore:
             raise self._fail("delete", key, exc) from exc
 
     def age(self, key: str) -> float | None:
-        path = self._path(key)
+        path = self._leaf(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             if path.is_file():
                 return max(0.0, time.time() - path.stat().st_mtime)
