@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-from common import GIT_ENV, ORCH, BenchError, Stat, docker_ids, log
+from common import ORCH, BenchError, Stat, docker_ids, log
 from context import Ctx
 
 RUNS = 4
@@ -36,21 +35,6 @@ _RESTORE_SIGINT = (
 )
 
 
-def _project(ctx: Ctx) -> Path:
-    root = ctx.janitor.tempdir("cancel-") / f"{ctx.name}-cancel"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / "config.yaml").write_text("x: 0\nrepeat: 0\n")
-    (root / "job.py").write_text(_JOB)
-    data = {"name": f"{ctx.name}-cancel", "base_image": ctx.base_id,
-            "command": ["python3", "job.py"]}
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    env = {**os.environ, **GIT_ENV}
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env=env)
-    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", "bench"], check=True, env=env)
-    return root
-
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -61,7 +45,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def cancel(ctx: Ctx) -> dict[str, Any]:
-    root = _project(ctx)
+    root = ctx.script_project(f"{ctx.name}-cancel", _JOB, "x: 0\nrepeat: 0\n")
     stat = ctx.row("cancel", Stat("second Ctrl-C -> 4 containers gone, 4 records committed"))
     for repeat in range(ctx.reps(3, 1)):
         store = ctx.store(f"cancel{repeat}")

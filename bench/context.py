@@ -132,6 +132,27 @@ class Ctx:
             self._project = root
         return self._project
 
+    def script_project(self, name: str, script: str, config: str) -> Path:
+        """A committed project whose command is ``python3 run.py`` (``script``) over a one-file
+        config tree; its images and containers are removed at cleanup (they carry the
+        project's name as a label)."""
+        root = self.janitor.tempdir("script-") / name
+        (root / "configs").mkdir(parents=True)
+        (root / "configs" / "config.yaml").write_text(config)
+        (root / "run.py").write_text(script)
+        data = {"name": name, "base_image": self.base_id, "command": ["python3", "run.py"]}
+        (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (root / ".gitignore").write_text(".orch/\n")
+        env = {**os.environ, **GIT_ENV}
+        for argv in (["git", "init", "-q", "-b", "main", str(root)],
+                     ["git", "-C", str(root), "add", "-A"],
+                     ["git", "-C", str(root), "commit", "-q", "-m", "bench"]):
+            subprocess.run(argv, check=True, env=env, capture_output=True)
+        label = f"label=org.orch.project={name}"
+        self.janitor.add(f"remove images of {name}", lambda: remove_images(label))
+        self.janitor.add(f"remove containers of {name}", lambda: remove_containers(label))
+        return root
+
     def store(self, what: str) -> Path:
         """A fresh, empty directory store."""
         return self.janitor.tempdir(f"store-{what}-") / "store"

@@ -20,20 +20,15 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
 from common import (
-    GIT_ENV,
     ORCH,
     REPO,
     BenchError,
     Stat,
     log,
     ratio,
-    remove_containers,
-    remove_images,
     run_timed,
 )
 from context import Ctx
@@ -67,32 +62,11 @@ with open(path, "a") as f:
 """
 
 
-def _project(ctx: Ctx, name: str, script: str) -> Path:
-    """A committed project whose one command is ``script``; its images and containers
-    are removed at the end (they carry the project's name as a label)."""
-    root = ctx.janitor.tempdir("live-") / name
-    root.mkdir(parents=True)
-    (root / "configs").mkdir()
-    (root / "configs" / "config.yaml").write_text("rep: 0\n")
-    (root / "run.py").write_text(script)
-    data = {"name": name, "base_image": ctx.base_id, "command": ["python3", "run.py"]}
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    env = {**os.environ, **GIT_ENV}
-    for argv in (["git", "init", "-q", "-b", "main", str(root)],
-                 ["git", "-C", str(root), "add", "-A"],
-                 ["git", "-C", str(root), "commit", "-q", "-m", "bench"]):
-        subprocess.run(argv, check=True, env=env, capture_output=True)
-    label = f"label=org.orch.project={name}"
-    ctx.janitor.add(f"remove images of {name}", lambda: remove_images(label))
-    ctx.janitor.add(f"remove containers of {name}", lambda: remove_containers(label))
-    return root
-
 
 def _latency(ctx: Ctx, uri: str, endpoint: str, env: dict[str, str]) -> list[float]:
     from orchestrator.store import RunStore, open_store
 
-    root = _project(ctx, f"{ctx.name}-latency", _LATENCY_SCRIPT)
+    root = ctx.script_project(f"{ctx.name}-latency", _LATENCY_SCRIPT, "rep: 0\n")
     runs = RunStore(open_store(uri, project_dir=root, s3_endpoint=endpoint))
     proc = ctx.janitor.track(subprocess.Popen(
         [ORCH, "sweep", "-p", str(root), "--store", uri, "rep=1", "--json"], env=env,
@@ -155,7 +129,7 @@ def live(ctx: Ctx) -> dict[str, Any]:
                 lat.add(value)
             log(f"live latency: p95 {_p95(latencies):.3f}s over {len(latencies)} lines")
 
-            root = _project(ctx, f"{ctx.name}-follow", _LOAD_SCRIPT)
+            root = ctx.script_project(f"{ctx.name}-follow", _LOAD_SCRIPT, "rep: 0\n")
             followed = ctx.row("live", Stat("1,000 lines/s for 10 s, followed (sweep wall)"))
             unfollowed = ctx.row("live", Stat("the same, not followed (sweep wall)"))
             run_followed = ctx.row("live", Stat("the same, followed (run duration_s)"))

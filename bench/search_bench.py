@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-from common import GIT_ENV, ORCH, BenchError, Stat, log, ratio, remove_containers, remove_images
+from common import ORCH, BenchError, Stat, log, ratio
 from context import Ctx
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -107,23 +106,9 @@ def tpe_vs_random(seed: int, target: float, cap: int) -> tuple[int, int]:
 def _bowl_project(ctx: Ctx) -> Path:
     if "bowl_project" in ctx.cache:
         return Path(ctx.cache["bowl_project"])
-    name = f"{ctx.name}-bowl"
-    root = ctx.janitor.tempdir("bowl-") / name
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / "config.yaml").write_text(
-        "lr: 0.01\nhidden: 32\ndropout: 0.0\nsteps: 10\nsleep: 0.3\n")
-    (root / "bowl.py").write_text(BOWL)
-    data = {"name": name, "base_image": ctx.base_id, "command": ["python3", "bowl.py"]}
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    env = {**os.environ, **GIT_ENV}
-    for argv in (["git", "init", "-q", "-b", "main", str(root)],
-                 ["git", "-C", str(root), "add", "-A"],
-                 ["git", "-C", str(root), "commit", "-q", "-m", "bench"]):
-        subprocess.run(argv, check=True, env=env)
-    label = f"label=org.orch.project={name}"
-    ctx.janitor.add(f"remove images of {name}", lambda: remove_images(label))
-    ctx.janitor.add(f"remove containers of {name}", lambda: remove_containers(label))
+    root = ctx.script_project(
+        f"{ctx.name}-bowl", BOWL, "lr: 0.01\nhidden: 32\ndropout: 0.0\nsteps: 10\nsleep: 0.3\n"
+    )
     ctx.cache["bowl_project"] = str(root)
     return root
 
