@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -60,7 +62,9 @@ class RunDirs:
     @classmethod
     def create(cls, work_root: Path, name: str) -> RunDirs:
         work_root.mkdir(parents=True, exist_ok=True)
-        dirs = cls(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work_root)))
+        _reap_orphans(work_root)
+        owner = f"{_OWNER_HOST}.{os.getpid()}"
+        dirs = cls(Path(tempfile.mkdtemp(prefix=f"{name}.{owner}-", dir=work_root)))
         dirs.logs.mkdir()
         for path in (dirs.output, dirs.checkpoint):
             path.mkdir()
@@ -72,6 +76,32 @@ class RunDirs:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+#: A work directory is named ``<run>.<host>.<pid>-<random>``: whoever makes a new one on the
+#: same host removes those whose process is gone (a submitter or Ray worker that was
+#: killed), and never touches another host's (``ORCH_WORK_DIR`` may be shared).
+_OWNER_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+_OWNED = re.compile(r"^orch-[^.]+\.(?P<host>[^.]+)\.(?P<pid>\d+)-")
+
+
+def _reap_orphans(work_root: Path) -> None:
+    for entry in work_root.iterdir():
+        match = _OWNED.match(entry.name)
+        if match is None or match["host"] != _OWNER_HOST or not entry.is_dir():
+            continue
+        if not _alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 @dataclass

@@ -77,3 +77,25 @@ def test_outputs_keep_regular_files_and_list_what_was_dropped(tmp_path: Path) ->
     assert outputs.dropped == {"dirlink": "a link", "link": "a link", "fifo": "not a file",
                                "bad\nname": "unsafe name"}
     assert outputs.total_bytes == 8
+
+
+def test_work_dirs_of_dead_processes_on_this_host_are_reaped(tmp_path: Path) -> None:
+    """A submitter killed mid-run leaves its run's directories; the next run made on the
+    same host removes them, never a live process's nor another host's."""
+    import subprocess
+
+    from orchestrator.container import RunDirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = container._OWNER_HOST
+    orphan = tmp_path / f"orch-aaaaaaaaaaaa-1.{host}.{gone.pid}-x1"
+    live = tmp_path / f"orch-bbbbbbbbbbbb-1.{host}.{os.getpid()}-x2"
+    elsewhere = tmp_path / f"orch-cccccccccccc-1.otherhost.{gone.pid}-x3"
+    for path in (orphan, live, elsewhere):
+        (path / "output").mkdir(parents=True)
+    made = RunDirs.create(tmp_path, "orch-dddddddddddd-1")
+    assert not orphan.exists()
+    assert live.exists() and elsewhere.exists() and made.output.is_dir()
+    made.remove()
+    assert not made.root.exists()
