@@ -7,9 +7,13 @@ PY := $(VENV)/bin/python
 ORCH := $(VENV)/bin/orch
 DEMO_SWEEP ?= optimizer=SGD,adam model=lstm,bi_lstm
 
-.PHONY: setup venv docker base-image demo test faults bench lint clean
+.PHONY: setup venv docker base-image demo-data demo test faults bench lint clean
 
-setup: venv docker base-image-quiet
+setup: venv docker base-image-quiet demo-data
+
+# The demo's datasets (gitignored, like a real project's data); rewrites nothing that is right.
+demo-data:
+	@$(PYTHON) scripts/demo-data.py
 
 venv: $(VENV)/.installed
 

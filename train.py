@@ -4,10 +4,12 @@ orch composes the Hydra config in ``configs/`` and mounts it at ``$ORCH_CONFIG``
 (``/orch/config.yaml``) with the same content as JSON next to it; the stdlib has no YAML
 parser, so the JSON twin is what is read here.
 
-The "dataset" is synthetic text: each class prefers its own slice of the vocabulary.
-Documents are embedded with seeded random word (or character) vectors, read forwards and,
-when the model is bidirectional, backwards with an exponential decay (an LSTM's poor
-cousin), then classified by a small tanh MLP trained with SGD+momentum or Adam.
+The dataset is a data input (``${orch.input:...}`` in ``configs/dataset/``, mounted
+read-only): short documents whose classes each prefer a few words (``make setup`` writes
+them into the gitignored ``data/``; see scripts/demo-data.py). Documents are embedded
+with seeded random word (or character) vectors, read forwards and, when the model is
+bidirectional, backwards with an exponential decay (an LSTM's poor cousin), then classified
+by a small tanh MLP trained with SGD+momentum or Adam.
 Everything random derives from ``training_settings.seed``; nothing depends on time,
 hash randomization or set iteration order.
 
@@ -37,10 +39,9 @@ REQUIRED = (
     "model.bidirectional",
     "model.dropout",
     "model.input_size",
-    "dataset.num_samples",
+    "dataset.path",
     "dataset.num_classes",
     "dataset.vocabulary_size",
-    "dataset.max_length",
     "embeddings.dim",
     "data_loader.batch_size",
     "training_settings.seed",
@@ -83,22 +84,42 @@ def integer(config: dict[str, Any], dotted: str, minimum: int = 0) -> int:
 # ----------------------------------------------------------------------------- data
 
 
-def make_documents(config: dict[str, Any], rng: random.Random) -> list[tuple[list[int], int]]:
-    n = integer(config, "dataset.num_samples", 4)
+def load_documents(config: dict[str, Any]) -> list[tuple[list[int], int]]:
+    """The dataset at ``dataset.path``: a TSV file, or a directory of them read in name order.
+
+    A line is ``LABEL<TAB>w3 w17 w5`` (the class, then the words); orch mounts the data
+    read-only at /orch/inputs/NAME (see orch.yaml's inputs: and scripts/demo-data.py).
+    """
+    path = Path(str(lookup(config, "dataset.path")))
     classes = integer(config, "dataset.num_classes", 2)
     vocab = integer(config, "dataset.vocabulary_size", classes)
-    max_length = integer(config, "dataset.max_length", 2)
+    shards = sorted(path.glob("*.tsv")) if path.is_dir() else [path]
+    if not shards:
+        raise ConfigProblem(f"dataset.path {path}: a directory without *.tsv files")
     documents = []
-    for _ in range(n):
-        label = rng.randrange(classes)
-        length = rng.randint(2, max_length)
-        tokens = []
-        for _ in range(length):
-            if rng.random() < 0.6:  # one of the few topical words of this class
-                tokens.append(rng.randrange(label, min(vocab, 8 * classes), classes))
-            else:
-                tokens.append(rng.randrange(vocab))
-        documents.append((tokens, label))
+    for shard in shards:
+        try:
+            lines = shard.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigProblem(f"dataset.path: cannot read {shard}: {exc}") from exc
+        for number, line in enumerate(lines, 1):
+            label, _, text = line.partition("\t")
+            try:
+                tokens = [int(word.removeprefix("w")) for word in text.split()]
+                documents.append((tokens, int(label)))
+            except ValueError:
+                raise ConfigProblem(
+                    f"{shard}:{number}: expected LABEL<TAB>w1 w2 ..., got {line[:60]!r}"
+                ) from None
+            if not tokens or not 0 <= documents[-1][1] < classes or not all(
+                0 <= token < vocab for token in tokens
+            ):
+                raise ConfigProblem(
+                    f"{shard}:{number}: a document needs words w0..w{vocab - 1} and a label "
+                    f"0..{classes - 1} (dataset.vocabulary_size, dataset.num_classes)"
+                )
+    if len(documents) < 4:
+        raise ConfigProblem(f"dataset.path {path}: {len(documents)} documents, need at least 4")
     return documents
 
 
@@ -327,13 +348,12 @@ def train(config: dict[str, Any], output: Path) -> dict[str, float]:
     classes = integer(config, "dataset.num_classes", 2)
     test_fraction = number(config, "dataset.test_fraction", 0.25)
 
-    # independent streams, so changing e.g. dropout does not change the data
-    data_rng = random.Random(f"data:{seed}")
+    # independent streams, so changing e.g. dropout does not change the embeddings
     embed_rng = random.Random(f"embeddings:{seed}")
     init_rng = random.Random(f"init:{seed}")
     train_rng = random.Random(f"train:{seed}")
 
-    documents = make_documents(config, data_rng)
+    documents = load_documents(config)
     table = make_embeddings(config, embed_rng)
     encoded = [(encode(tokens, table, bidirectional), label) for tokens, label in documents]
     n_test = max(1, int(len(encoded) * test_fraction))

@@ -109,15 +109,20 @@ class Ctx:
             root = self.janitor.tempdir("project-") / self.name
             shutil.copytree(REPO / "configs", root / "configs")
             shutil.copy(REPO / "train.py", root / "train.py")
+            subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "demo-data.py"), str(root / "data")],
+                check=True, capture_output=True,
+            )
             data = {
                 "name": self.name,
                 "base_image": self.base_id,
                 "command": TRIVIAL_COMMAND,
                 "resources": {"cpus": 1, "gpus": 0},
                 "network": "none",
+                "inputs": yaml.safe_load((REPO / "orch.yaml").read_text())["inputs"],
             }
             (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-            (root / ".gitignore").write_text(".orch/\n")
+            (root / ".gitignore").write_text(".orch/\ndata/\n")
             env = {**os.environ, **GIT_ENV}
             subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env=env)
             subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)

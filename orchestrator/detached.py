@@ -91,6 +91,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
             progress=_progress(len(points)),
             batch=max(8, 2 * (request.jobs or 1)),
             settings=settings,
+            staged_inputs=dict(request.inputs),
         )
         result = driver.run(list(request.overrides), points)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 from dataclasses import dataclass, field
@@ -74,6 +75,23 @@ class Project:
     @property
     def pinned(self) -> bool:
         return is_pinned(self.base_image)
+
+    @property
+    def code_exclude(self) -> tuple[str, ...]:
+        """``exclude`` plus every local input inside the project: data is pinned by content
+        and mounted, never baked into the code layer too (nor a reason to call a tree dirty)."""
+        root = self.root.resolve()
+        inside = []
+        for decl in self.inputs:
+            if decl.is_s3:
+                continue
+            try:
+                rel = decl.local_path(self.root).resolve().relative_to(root)
+            except ValueError:
+                continue  # outside the project: never part of the code layer anyway
+            if rel.parts:
+                inside.append(glob.escape(rel.as_posix()))
+        return (*self.exclude, *inside)
 
 
 def is_pinned(ref: str) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import NotFound, UsageError
+from .ids import DIGEST
 from .record import CorruptRecord, now_iso
 from .store.base import Store
 
@@ -66,6 +67,9 @@ class SweepRequest:
     allow_unpinned: bool = False
     #: A base image instead of orch.yaml's (same pinning rules), or None.
     base_image: str | None = None
+    #: The data inputs the submitter pinned and put in the store: (name, digest) pairs.
+    #: The driver reads their manifests from the store; the data stays out of the job.
+    inputs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def new(cls, overrides: Sequence[str], store_uri: str, **options: Any) -> SweepRequest:
@@ -89,6 +93,7 @@ class SweepRequest:
             "allow_dirty": self.allow_dirty,
             "allow_unpinned": self.allow_unpinned,
             "base_image": self.base_image,
+            "inputs": dict(self.inputs),
         }
 
     @classmethod
@@ -107,6 +112,7 @@ class SweepRequest:
             allow_dirty=fields.get("allow_dirty", bool, False),
             allow_unpinned=fields.get("allow_unpinned", bool, False),
             base_image=fields.get("base_image", str, None),
+            inputs=fields.digests("inputs"),
         )
 
     def encode(self) -> str:
@@ -262,3 +268,10 @@ class _Reader:
         if not all(isinstance(item, str) for item in value):
             raise self.bad(key, "a list of strings")
         return tuple(value)
+
+    def digests(self, key: str) -> tuple[tuple[str, str], ...]:
+        """A JSON object of name -> ``sha256:<64 hex>``, as sorted pairs."""
+        value = self.get(key, dict, {})
+        if not all(isinstance(v, str) and DIGEST.match(v) for v in value.values()):
+            raise self.bad(key, "an object of input name -> sha256:<64 hex>")
+        return tuple(sorted(value.items()))

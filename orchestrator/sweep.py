@@ -167,6 +167,29 @@ def _queued(sweep_id: str, spec: RunSpec) -> RunRecord:
     return RunRecord.finish(plan, status=RunStatus.QUEUED)
 
 
+def _read_by(
+    project: Project, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+) -> list[inputsmod.InputDecl]:
+    """The declared inputs some of these points read."""
+    needed = set().union(*point_inputs(project, points)) if points else set()
+    return [decl for decl in project.inputs if decl.name in needed]
+
+
+def stage_inputs(
+    project: Project,
+    points: Sequence[tuple[tuple[str, ...], dict[str, Any]]],
+    runs: RunStore,
+    settings: Settings,
+) -> dict[str, str]:
+    """Pin the inputs these points read and put them in the store, here and now; their
+    digests (name -> digest) let a driver elsewhere run the points (``staged_inputs``)."""
+    pinned = inputsmod.pin(
+        _read_by(project, points), project.root, settings.cache_root, make_client=_s3_client
+    )
+    inputsmod.stage(pinned, runs.blobs, settings.cache_root)
+    return {name: item.digest for name, item in sorted(pinned.items())}
+
+
 def _digest(digests: Mapping[str, str] | None, name: str) -> str:
     if not digests or name not in digests:
         raise InputError(f"input {name!r} has no digest yet: pin the inputs first (inputs.pin)")
@@ -202,6 +225,7 @@ class SweepDriver:
         stop: Stop | None = None,
         retry: Retry = "failed",
         s3_client: inputsmod.S3ClientFactory | None = None,
+        staged_inputs: Mapping[str, str] | None = None,
     ) -> None:
         self.project = project
         self.client = client
@@ -218,6 +242,9 @@ class SweepDriver:
         #: The attempt each run of this submission makes (1 unless retried).
         self._attempts: dict[str, int] = {}
         self.s3_client = s3_client or _s3_client
+        #: Inputs the submitter already pinned and put in the store (name -> digest): a
+        #: detached sweep's driver runs where the project's data is not.
+        self.staged_inputs = dict(staged_inputs or {})
         self.pinned: dict[str, inputsmod.Pinned] = {}
         #: Jobs look for stop requests in the store (a search that prunes sets it).
         self.stop_requests = False
@@ -292,13 +319,17 @@ class SweepDriver:
     ) -> dict[str, inputsmod.Pinned]:
         """Digest the inputs some point of this sweep reads (unchanged ones from the stat
         cache, in milliseconds); their digests go into the run ids."""
-        needed = set().union(*point_inputs(self.project, points)) if points else set()
-        decls = [decl for decl in self.project.inputs if decl.name in needed]
-        if not decls:
-            return {}
-        return inputsmod.pin(
-            decls, self.project.root, self.settings.cache_root, make_client=self.s3_client
-        )
+        decls = _read_by(self.project, points)
+        here = [decl for decl in decls if decl.name not in self.staged_inputs]
+        pinned = inputsmod.pin(
+            here, self.project.root, self.settings.cache_root, make_client=self.s3_client
+        ) if here else {}
+        for decl in decls:
+            if decl.name in self.staged_inputs:
+                pinned[decl.name] = inputsmod.from_store(
+                    decl, self.staged_inputs[decl.name], self.runs.blobs, self.settings.cache_root
+                )
+        return pinned
 
     def _stage_inputs(self, todo: Sequence[RunSpec]) -> None:
         """The inputs of the runs about to start: into the host cache and the store, before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, git_commit_all
+from helpers import REPO, copy_demo, git_commit_all
 
 # Tests commit into throwaway repositories; give git an identity without touching ~/.gitconfig.
 for _name, _value in {
@@ -50,12 +49,10 @@ def make_project(tmp_path: Path, base_image: str) -> ProjectFactory:
     def factory(name: str = "demo", commit: bool = True, files: dict[str, str] | None = None,
                 **settings: object) -> Path:
         root = tmp_path / name
-        shutil.copytree(REPO / "configs", root / "configs")
-        shutil.copy(REPO / "train.py", root / "train.py")
-        data = {"name": name, "base_image": base_image, "command": ["python3", "train.py"]}
+        data = {"name": name, "base_image": base_image, "command": ["python3", "train.py"],
+                **copy_demo(root)}
         data.update(settings)
         (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        (root / ".gitignore").write_text(".orch/\n")
         for rel, text in (files or {}).items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)

@@ -5,11 +5,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+#: The demo's data inputs, as the repository's orch.yaml declares them.
+DEMO_INPUTS: dict[str, str] = yaml.safe_load((REPO / "orch.yaml").read_text())["inputs"]
+
+
+def copy_demo(root: Path) -> dict[str, Any]:
+    """Lay out the demo project in ``root``: configs/, train.py and its gitignored data/
+    (written by scripts/demo-data.py, as ``make setup`` does for the repository).
+
+    Returns the orch.yaml entries the copy needs besides name, base_image and command.
+    """
+    shutil.copytree(REPO / "configs", root / "configs")
+    shutil.copy(REPO / "train.py", root / "train.py")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "demo-data.py"), str(root / "data")],
+                   check=True, capture_output=True)
+    (root / ".gitignore").write_text(".orch/\ndata/\n")
+    return {"inputs": dict(DEMO_INPUTS)}
 
 
 def git_commit_all(root: Path, message: str = "snapshot") -> str:

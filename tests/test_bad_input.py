@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import copy_demo
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +34,6 @@ from orchestrator.cli import cli
 
 pytestmark = pytest.mark.faults
 
-REPO = Path(__file__).resolve().parent.parent
 IMAGE_ID = "sha256:" + "c" * 64
 HEX64 = "a" * 64
 SWEEP_ID = "5eed5eed5eed"
@@ -131,8 +131,8 @@ class Workspace:
         self.project = base / "proj"
         self.store = self.project / ".orch"
         self.tried = 0
-        shutil.copytree(REPO / "configs", self.project / "configs")
-        (self.project / "orch.yaml").write_text(ORCH_YAML)
+        demo = copy_demo(self.project)
+        (self.project / "orch.yaml").write_text(ORCH_YAML + yaml.safe_dump(demo))
         populate_store(self.store)
         self.pristine = {
             p.relative_to(self.project).as_posix(): p.read_bytes()

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from helpers import copy_demo
 
 from orchestrator.cli import cli
 
-REPO = Path(__file__).resolve().parent.parent
 IMAGE_ID = "sha256:" + "c" * 64
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
-    shutil.copytree(REPO / "configs", root / "configs")
-    (root / "orch.yaml").write_text(
-        f"name: proj\nbase_image: {IMAGE_ID}\ncommand: [python3, train.py]\n"
-    )
+    data = {"name": "proj", "base_image": IMAGE_ID, "command": ["python3", "train.py"],
+            **copy_demo(root)}
+    (root / "orch.yaml").write_text(yaml.safe_dump(data))
     return root
 
 

@@ -538,6 +538,42 @@ class TestCluster:
         outcome = json.loads((store / "requests" / f"{job_id}.json").read_text())
         assert outcome["sweep_id"] == state.result["sweep_id"] and outcome["status"] == "succeeded"
 
+    def test_a_detached_sweep_reads_its_gitignored_data_from_the_store(
+        self, tmp_path: Path, make_project: Any, cluster: Any
+    ) -> None:
+        # The job carries git's view of the project: the demo's data/ is not in it. The
+        # submitter puts the inputs in the store; the driver on the cluster reads them there.
+        root = make_project("detached-data")
+        store = tmp_path / "shared-store"
+        proc = run_orch("sweep", "-p", str(root), "dataset=canadian,all", "--backend", "ray",
+                        "--ray-address", cluster.address, "--store", str(store), "--detach",
+                        "--json")
+        assert proc.returncode == 0, proc.stderr
+        job_id = json.loads(proc.stdout)["job_id"]
+        deadline = time.monotonic() + 240
+        while True:
+            proc = run_orch("status", job_id, "--store", str(store), "--ray-address",
+                            cluster.address, "--json")
+            state = json.loads(proc.stdout)
+            if state["status"] not in ("PENDING", "RUNNING"):
+                break
+            assert time.monotonic() < deadline, f"{job_id} still {state['status']}"
+            time.sleep(1)
+        assert state["status"] == "SUCCEEDED", (state["message"], proc.stderr)
+        found = {r["overrides"][0]: r for r in records(store)}
+        assert set(found) == {"dataset=canadian", "dataset=all"}
+        assert {name for r in found.values() for name in r["inputs"]} == {"canadian", "all"}
+        for override, record in found.items():
+            assert record["status"] == "succeeded"
+            assert list(record["inputs"]) == [override.split("=")[1]]  # its own input only
+        # The same runs here, from the data itself: the same ids, the same metrics.
+        proc = run_orch("sweep", "-p", str(root), "dataset=canadian,all", "--json")
+        assert proc.returncode == 0, proc.stderr
+        here = {r["run_id"]: r for r in records(root / ".orch")}
+        assert set(here) == {r["run_id"] for r in found.values()}
+        for record in found.values():
+            assert here[record["run_id"]]["metrics"] == record["metrics"]
+
     def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(
         self, tmp_path: Path, base_image: str, cluster: Any, second_host: str
     ) -> None:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from seaweed import ACCESS_KEY, SECRET_KEY, admin_client, fresh_bucket, s3_env, shared_seaweed
 
 pytestmark = [pytest.mark.docker, pytest.mark.s3]
@@ -26,15 +27,12 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def s3_sweep(endpoint: str, tmp_path_factory: pytest.TempPathFactory, base_image: str,
              registry_host: str) -> dict:
-    import shutil
-
-    from helpers import REPO, git_commit_all
+    from helpers import copy_demo, git_commit_all
 
     root = tmp_path_factory.mktemp("s3proj") / "s3proj"
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copy(REPO / "train.py", root / "train.py")
-    (root / "orch.yaml").write_text(
-        f"name: s3proj\nbase_image: {base_image}\ncommand: [python3, train.py]\n")
+    data = {"name": "s3proj", "base_image": base_image, "command": ["python3", "train.py"],
+            **copy_demo(root)}
+    (root / "orch.yaml").write_text(yaml.safe_dump(data))
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git_commit_all(root)
     bucket = fresh_bucket(endpoint)

@@ -26,6 +26,8 @@ def hydra_compose(config_dir: Path, overrides: list[str]) -> dict:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    import orchestrator.config  # noqa: F401  (registers orch's ${orch.input:NAME} resolver)
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
@@ -42,17 +44,14 @@ def baked_file(image_id: str, path: str) -> str:
 @pytest.fixture(scope="module")
 def demo_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> dict:
     """One 4-point sweep of the demo, shared by the tests that only read its results."""
-    import shutil
     import sys
 
-    from helpers import REPO
+    from helpers import copy_demo
 
     root = tmp_path_factory.mktemp("demo") / "demo"
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copy(REPO / "train.py", root / "train.py")
     (root / "orch.yaml").write_text(yaml.safe_dump(
-        {"name": "demo", "base_image": base_image, "command": ["python3", "train.py"]}))
-    (root / ".gitignore").write_text(".orch/\n")
+        {"name": "demo", "base_image": base_image, "command": ["python3", "train.py"],
+         **copy_demo(root)}))
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git_commit_all(root)
     orch = Path(sys.executable).with_name("orch")

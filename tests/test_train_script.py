@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import DEMO_INPUTS
 
 from orchestrator.config import Composer, to_json, to_yaml
 
@@ -26,7 +27,19 @@ def composer() -> Composer:
 def run_train(
     tmp_path: Path, config: dict[str, Any], name: str, hash_seed: str = "0"
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Lay the run out as orch does inside the container, then run train.py."""
+    """Lay the run out as orch does inside the container, then run train.py.
+
+    ``dataset.path`` (``/orch/inputs/NAME`` in a run) points at the demo's data, written
+    under ``tmp_path/data`` as ``make setup`` writes it for the repository.
+    """
+    data = tmp_path / "data"
+    if not data.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "demo-data.py"), str(data)],
+                       check=True, capture_output=True)
+    mounted = Path(config.get("dataset", {}).get("path", ""))
+    if mounted.parent == Path("/orch/inputs"):
+        source = Path(DEMO_INPUTS[mounted.name]).relative_to("data")
+        config = {**config, "dataset": {**config["dataset"], "path": str(data / source)}}
     orch = tmp_path / name
     output = orch / "output"
     output.mkdir(parents=True)
@@ -116,3 +129,14 @@ def test_missing_config_env_fails_clearly(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "ORCH_CONFIG" in proc.stderr
+
+
+def test_a_bad_dataset_line_names_the_file_and_line(tmp_path: Path, composer: Composer) -> None:
+    config = composer.compose([])
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("0\tw1 w2\n1\tw3 w4\n1\tw5 w6\nmaple syrup\n")
+    config["dataset"]["path"] = str(broken)
+    proc, output = run_train(tmp_path, config, "broken")
+    assert proc.returncode == 2
+    assert f"{broken}:4: expected LABEL<TAB>w1 w2 ..." in proc.stderr
+    assert not (output / "metrics.json").exists()

@@ -180,8 +180,12 @@ def sweep(
         if detach:
             from ..backends.ray import submit_detached
             from ..request import SweepRequest
+            from ..sweep import stage_inputs
 
             assert ray_address is not None and context.store_uri is not None  # check_options
+            # The job carries git's view of the project, not its (gitignored) data: the
+            # inputs go to the store from here, and the driver reads them from there.
+            staged = stage_inputs(project, points, context.runs(), settings)
             request = SweepRequest.new(
                 overrides,
                 context.store_uri,
@@ -191,6 +195,7 @@ def sweep(
                 allow_dirty=allow_dirty,
                 allow_unpinned=allow_unpinned,
                 base_image=base_image,
+                inputs=tuple(staged.items()),
             )
             job_id = submit_detached(ray_address, context.project_root(), request)
             click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)

@@ -33,6 +33,7 @@ from .manifest import Manifest as Manifest
 from .pin import InputStatus as InputStatus
 from .pin import Pinned as Pinned
 from .pin import describe as describe
+from .pin import from_store as from_store
 from .pin import pin as pin
 from .pin import render_status as render_status
 from .pin import stage as stage
@@ -59,6 +60,7 @@ __all__ = [
     "describe",
     "env_name",
     "fetch",
+    "from_store",
     "materialize",
     "mount_path",
     "names_in_config",

@@ -20,7 +20,7 @@ from .decl import InputDecl
 from .manifest import Manifest
 from .s3source import S3ClientFactory, snapshot
 from .scan import Scanned, ScanStats, scan
-from .transfer import BlobStore, Transfer, upload
+from .transfer import BlobStore, Transfer, fetch_manifest, upload
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,12 @@ def pin(
             scanned = scan(decl.name, decl.local_path(project_root), cache.stat, stats=stats)
             pinned[decl.name] = Pinned(decl, scanned)
     return pinned
+
+
+def from_store(decl: InputDecl, digest: str, blobs: BlobStore, cache_root: Path) -> Pinned:
+    """An input another machine pinned and staged (a detached sweep's submitter): its
+    manifest comes from the store, so this machine needs neither its source nor its files."""
+    return Pinned(decl, fetch_manifest(decl.name, blobs, HostCache(cache_root), digest))
 
 
 def stage(pinned: Mapping[str, Pinned], blobs: BlobStore, cache_root: Path) -> dict[str, Transfer]:
