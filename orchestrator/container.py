@@ -337,6 +337,27 @@ def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:
             pass  # the container (or its daemon) is gone: what was copied is what there is
 
 
+def mounted_by_runs(client: DockerClient) -> set[str]:
+    """The host paths that orch's running containers bind-mount (their inputs, among
+    others): what a prune of the host cache must leave in place."""
+    import docker.errors
+    import requests
+
+    try:
+        containers = client.containers.list(filters={"label": "org.orch.run_id"})
+        return {
+            str(mount.get("Source"))
+            for container in containers
+            for mount in container.attrs.get("Mounts", [])
+            if mount.get("Type") == "bind"
+        }
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise BackendError(
+            f"cannot list the running containers, so not which inputs they mount: "
+            f"{describe(exc)}"
+        ) from exc
+
+
 def daemon_lost(client: DockerClient, exc: Exception) -> BackendError:
     where = getattr(getattr(client, "api", None), "base_url", "the Docker daemon")
     return BackendError(

@@ -44,14 +44,15 @@ ProjectFactory = Callable[..., Path]
 
 @pytest.fixture
 def make_project(tmp_path: Path, base_image: str) -> ProjectFactory:
-    """A committed copy of the demo project (configs/ + train.py) with extra settings."""
+    """A committed copy of the demo project (configs/, train.py, its gitignored data/) with
+    extra settings; ``inputs`` are declared beside the demo's own."""
 
     def factory(name: str = "demo", commit: bool = True, files: dict[str, str] | None = None,
                 **settings: object) -> Path:
         root = tmp_path / name
         data = {"name": name, "base_image": base_image, "command": ["python3", "train.py"],
                 **copy_demo(root)}
-        data.update(settings)
+        data.update({**settings, "inputs": {**data["inputs"], **settings.get("inputs", {})}})
         (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         for rel, text in (files or {}).items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -285,6 +285,36 @@ def test_an_s3_source_is_snapshotted_by_content(endpoint: str, make_project, tmp
     assert listing()["embeddings"]["digest"] != rows["embeddings"]["digest"]
 
 
+def test_an_input_kept_in_git_is_mounted_not_baked_into_the_code_layer(
+    make_project, orch, tmp_path: Path
+) -> None:
+    # Data committed to the repository (here: not gitignored) is still an input: pinned by
+    # content and mounted, not a second copy in the code layer whose edits change the code.
+    root = make_project("tracked", inputs={"vocab": "corpus/vocab.txt"},
+                        files={"corpus/vocab.txt": "maple\nsyrup\n"})
+    env = {"ORCH_CACHE": str(tmp_path / "cache")}
+
+    def run_once() -> dict[str, Any]:
+        proc = orch("sweep", "-p", str(root), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        [run] = json.loads(proc.stdout)["runs"]
+        proc = orch("show", run["run_id"], "-p", str(root), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    first = run_once()
+    assert set(first["inputs"]) == {"canadian", "vocab"}  # named by no config: every run's
+    listing = subprocess.run(["docker", "run", "--rm", first["image_id"], "ls", "/orch/code"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "train.py" in listing and "corpus" not in listing
+    (root / "corpus" / "vocab.txt").write_text("maple\nsyrup\nhockey\n")
+    git_commit_all(root, "a bigger vocabulary")
+    second = run_once()
+    assert second["run_id"] != first["run_id"]
+    assert second["inputs"]["vocab"]["digest"] != first["inputs"]["vocab"]["digest"]
+    assert second["layers"]["code"] == first["layers"]["code"]
+
+
 # -- bad inputs: one error line, exit 2 ---------------------------------------------------
 
 
@@ -338,4 +368,4 @@ def test_bad_inputs_are_one_error_line(make_project, orch, tmp_path: Path,
     root = make_project("bad-ref", inputs={"ok": str(data / "ok")},
                         files={"configs/dataset/named.yaml": "path: ${orch.input:nope}\n"})
     line = bad(orch, root, "sweep", "dataset=named", "--dry-run")
-    assert "names input 'nope'" in line and "declared: ok" in line
+    assert "names input 'nope'" in line and "declared: all, canadian, ok" in line

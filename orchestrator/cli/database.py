@@ -249,7 +249,18 @@ def export_mlflow(
     help="Seconds: blobs younger than this are kept even when unreferenced.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="List every key removed.")
-def gc(context: Context, dry_run: bool, grace: float, verbose: bool) -> None:
+@click.option(
+    "--cache",
+    "cache_days",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="DAYS",
+    help="Also prune this machine's input cache: inputs no run mounted for DAYS days and "
+    "no running container mounts (the store keeps them; a run fetches them again).",
+)
+def gc(
+    context: Context, dry_run: bool, grace: float, verbose: bool, cache_days: float | None
+) -> None:
     """Remove blobs no record references, stale claims and abandoned partial runs;
     safe beside running sweeps."""
     from ..gc import collect
@@ -261,3 +272,17 @@ def gc(context: Context, dry_run: bool, grace: float, verbose: bool) -> None:
         for key in report.removed:
             click.echo(("would remove " if dry_run else "removed ") + key)
     click.echo(report.summary(dry_run))
+    if cache_days is not None:
+        from ..container import mounted_by_runs
+        from ..inputs import prune
+
+        pruned = prune(
+            context.settings.cache_root,
+            cache_days * 86400,
+            mounted_by_runs(context.docker()),
+            dry_run=dry_run,
+        )
+        if verbose:
+            for digest in pruned.inputs:
+                click.echo(("would remove input " if dry_run else "removed input ") + digest)
+        click.echo(pruned.summary(dry_run))

@@ -11,6 +11,7 @@ with ``${orch.input:NAME}`` (-> ``/orch/inputs/NAME``). The flow, one way::
     cache     content-addressed, immutable host cache: objects, trees      (cache)
     transfer  host cache <-> store blobs; materialize() on a run's node    (transfer)
     pin       what the sweep driver and ``orch inputs`` call               (pin)
+    prune     what no recent run mounted, out of the host cache            (prune)
 
 This package knows nothing of Docker, backends or the CLI; it takes the store's blobs
 (``RunStore.blobs``) and, for S3 sources, a client factory as parameters.
@@ -38,6 +39,8 @@ from .pin import pin as pin
 from .pin import render_status as render_status
 from .pin import stage as stage
 from .pin import status as status
+from .prune import Pruned as Pruned
+from .prune import prune as prune
 from .s3source import S3ClientFactory as S3ClientFactory
 from .scan import ScanStats as ScanStats
 from .scan import StatCache as StatCache
@@ -54,6 +57,7 @@ __all__ = [
     "InputStatus",
     "Manifest",
     "Pinned",
+    "Pruned",
     "S3ClientFactory",
     "ScanStats",
     "StatCache",
@@ -67,6 +71,7 @@ __all__ = [
     "names_in_tree",
     "parse_inputs",
     "pin",
+    "prune",
     "render_status",
     "resolve_input",
     "run_inputs",

@@ -162,6 +162,8 @@ class HostCache:
 
     def mount_source(self, manifest: Manifest) -> Path:
         """The host path to bind: the object of a file input, the tree of a directory."""
+        with contextlib.suppress(OSError):  # when it was last used: what a prune goes by
+            os.utime(self.manifest_path(manifest.digest))
         if manifest.kind == "file":
             entry = manifest.files[0]
             return self.object_path(entry.sha256, entry.exec)
