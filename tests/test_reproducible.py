@@ -132,10 +132,10 @@ LFS_POINTER = (
 def test_git_lfs_files_are_refused_not_baked_as_pointers(make_project, orch) -> None:
     attributes = "*.bin filter=lfs diff=lfs merge=lfs -text\n"
     root = make_project("lfs", files={".gitattributes": attributes,
-                                      "data/weights.bin": LFS_POINTER})
+                                      "weights/model.bin": LFS_POINTER})
     proc = orch("sweep", "-p", str(root), "optimizer=SGD")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: data/weights.bin: tracked by git-lfs")
+    assert proc.stderr.startswith("error: weights/model.bin: tracked by git-lfs")
     assert "inputs" in proc.stderr and "Traceback" not in proc.stderr
 
 
