@@ -323,7 +323,7 @@ class SweepDriver:
         here = [decl for decl in decls if decl.name not in self.staged_inputs]
         pinned = inputsmod.pin(
             here, self.project.root, self.settings.cache_root, make_client=self.s3_client
-        ) if here else {}
+        )
         for decl in decls:
             if decl.name in self.staged_inputs:
                 pinned[decl.name] = inputsmod.from_store(

@@ -15,6 +15,7 @@ half-built ones go once old.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,9 +56,10 @@ def prune(
     dry_run: bool = False,
     now: float | None = None,
 ) -> Pruned:
-    cache = HostCache(cache_root)
+    # Real paths on both sides: a mount's source is the path as it was given to Docker.
+    cache = HostCache(Path(cache_root).resolve())
     now = time.time() if now is None else now
-    in_use = {str(Path(p)) for p in mounted}
+    in_use = {os.path.realpath(p) for p in mounted}
     result = Pruned()
     keep: set[str] = set()  # object file names
     manifests = sorted(cache.manifests.iterdir()) if cache.manifests.is_dir() else []
