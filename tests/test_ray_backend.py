@@ -295,12 +295,16 @@ def test_a_sweep_request_travels_as_one_shell_argument() -> None:
     from orchestrator.backends.ray.jobs import entrypoint
 
     request = SweepRequest.new(["lr=0.1,0.01", "name='a b'$HOME"], "file:///srv/orch",
-                               registry="127.0.0.1:5000/orch", allow_dirty=True)
+                               registry="127.0.0.1:5000/orch", allow_dirty=True,
+                               inputs=(("all", "sha256:" + "a" * 64),
+                                       ("canadian", "sha256:" + "c" * 64)))
     argv = shlex.split(entrypoint(request))
     assert argv[:3] == ["python", "-m", "orchestrator.detached"] and len(argv) == 4
     assert SweepRequest.decode(argv[3]) == request
     with pytest.raises(OrchestratorError, match="'jobs' should be a positive integer"):
         SweepRequest.from_json({**request.to_json(), "jobs": 0})
+    with pytest.raises(OrchestratorError, match="'inputs' should be an object of input name"):
+        SweepRequest.from_json({**request.to_json(), "inputs": {"all": "sha256:short"}})
 
 
 def test_a_detached_sweep_that_cannot_start_says_why_in_the_store(
