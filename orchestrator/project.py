@@ -77,8 +77,8 @@ class Project:
         return is_pinned(self.base_image)
 
     @property
-    def code_exclude(self) -> tuple[str, ...]:
-        """``exclude`` plus every local input inside the project: data is pinned by content
+    def inputs_inside(self) -> tuple[str, ...]:
+        """The local inputs inside the project, as exclude patterns: data is pinned by content
         and mounted, never baked into the code layer too (nor a reason to call a tree dirty)."""
         root = self.root.resolve()
         inside = []
@@ -91,7 +91,7 @@ class Project:
                 continue  # outside the project: never part of the code layer anyway
             if rel.parts:
                 inside.append(glob.escape(rel.as_posix()))
-        return (*self.exclude, *inside)
+        return tuple(inside)
 
 
 def is_pinned(ref: str) -> bool:

@@ -188,7 +188,9 @@ def prepare(
 
     base = resolve_base(client, project.base_image)
     env_key, env_layers = _environment_layers(client, project, base, cache.root(cache_root))
-    code = snapshot(project.root, project.code_exclude, allow_dirty=allow_dirty)
+    code = snapshot(
+        project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
+    )
     image_env = env_image_settings()
     image_env.update({"HOME": "/tmp", "ORCH_CONFIG": CONFIG_PATH, "ORCH_OUTPUT": OUTPUT_DIR})
     image_env.update(dict(project.env))

@@ -48,9 +48,13 @@ def _repo_root(root: Path) -> Path | None:
     return None if top is None else Path(top).resolve()
 
 
-def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False) -> CodeSnapshot:
-    """Snapshot the project's code at ``root`` into a deterministic layer."""
-    patterns = tuple(exclude)
+def snapshot(
+    root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False, inputs: Iterable[str] = ()
+) -> CodeSnapshot:
+    """Snapshot the project's code at ``root`` into a deterministic layer; ``inputs``
+    (patterns, like ``exclude``) are data inputs inside the project, left out as well."""
+    excludes = tuple(exclude)
+    patterns = (*excludes, *inputs)
     repo = _repo_root(root)
     if repo is None:
         if not allow_dirty:
@@ -92,7 +96,7 @@ def snapshot(root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False)
         entries = _head_entries(root, sub, patterns)
         diff = b""
     files = tuple(e.path for e in entries if e.kind != "dir")
-    _check_files(root, files, patterns)
+    _check_files(root, files, excludes)
     data, diff_id = layer_bytes(entries)
     return CodeSnapshot(data, diff_id, commit, tree, bool(changed), diff, files)
 
