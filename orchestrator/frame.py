@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +78,25 @@ class IndexRef:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _json_path(key: str, *, dotted: bool = True) -> str:
+    """``optimizer.lr`` as a JSON path that takes any key literally (``dotted``
+    False: one key, dots and all)."""
+    return "$" + "".join(
+        '."' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for part in (key.split(".") if dotted else [key])
+    )
+
+
+def _place(config: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Put ``value`` at the nested key ``parts`` of ``config``."""
+    for part in parts[:-1]:
+        inner = config.get(part)
+        if not isinstance(inner, dict):
+            inner = config[part] = {}
+        config = inner
+    config[parts[-1]] = value
 
 
 def _typed(structure: Any, leaf: str | None = None) -> Any:
@@ -173,16 +192,14 @@ class RunFrame:
 
     # -- the runs table ---------------------------------------------------------------
 
-    def build_runs(
+    def load_runs(
         self,
         entries: Sequence[dict[str, Any] | IndexRef],
         labels: Labels,
     ) -> None:
-        """Table ``runs``: one row per entry, in order; records read by Python and
-        records left in the indexes alike, labels folded in."""
-        if not entries:
-            self.con.execute(_EMPTY_RUNS)
-            return
+        """Table ``raw`` (``pos, r``): one row per entry, in order; records read by
+        Python and records left in the indexes alike. Labels go to tables of their own."""
+        self._load_labels(labels)
         refs = self.tmp / "refs.csv"
         extra = self.tmp / "extra.jsonl"
         with refs.open("w") as ref_out, extra.open("w") as extra_out:
@@ -192,7 +209,6 @@ class RunFrame:
                     ref_out.write(f"{pos},{entry.sweep_id},{entry.run_id}\n")
                 else:
                     extra_out.write(json.dumps({"pos": pos, "r": entry}, default=str) + "\n")
-        self._load_labels(labels)
         self.con.execute(
             "CREATE TEMP TABLE raw AS "
             "SELECT c.pos, i.r FROM read_csv(?, header=true, columns={'pos': 'BIGINT', "
@@ -203,6 +219,18 @@ class RunFrame:
             [str(refs), str(extra)],
         )
         self.con.execute("DROP TABLE index_runs")
+
+    def build_runs(
+        self,
+        entries: Sequence[dict[str, Any] | IndexRef],
+        labels: Labels,
+    ) -> None:
+        """Table ``runs`` of ``orch query``: one row per entry, in order, labels folded
+        in; config and metrics as structs of every key any run has."""
+        if not entries:
+            self.con.execute(_EMPTY_RUNS)
+            return
+        self.load_runs(entries, labels)
         config_shape, metrics_shape = self.con.execute(
             "SELECT json_group_structure(r.config), json_group_structure(r.metrics) FROM raw"
         ).fetchone()
@@ -251,6 +279,101 @@ class RunFrame:
             ]
             if rows:
                 self.con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", rows)
+
+    # -- records for orch results -----------------------------------------------------
+
+    def thin_records(
+        self, paths: Sequence[str], metrics: Sequence[str], *, overrides: bool
+    ) -> list[dict[str, Any]]:
+        """Every run of ``raw`` as a record with only what filtering and sorting read:
+        ids, labels, status, the ``metrics`` named, the config values at the dotted
+        ``paths``, and ``overrides`` when asked (the rest comes from :meth:`expander`).
+        Parsing every whole record in Python is what this avoids."""
+        # Metrics are numbers (a record's own check); metrics and config values come
+        # out of DuckDB typed or as one JSON array per key: no parse per run in Python.
+        numbers = "".join(
+            f", TRY_CAST(json_extract(r.metrics, {_literal(_json_path(m, dotted=False))})"
+            " AS DOUBLE)"
+            for m in metrics
+        )
+        rows = self.con.execute(
+            "SELECT r.run_id, r.sweep_id, sl.name, "
+            "list_sort(list_distinct(list_concat(coalesce(sl.tags, []), "
+            "coalesce(rl.tags, [])))), coalesce(nullif(rl.note, ''), sl.note), "
+            "r.status, r.reason, r.duration_s, r.image_id, r.project, "
+            f"{'r.overrides' if overrides else 'NULL'}{numbers} FROM raw "
+            "LEFT JOIN sweep_labels sl ON sl.id = r.sweep_id "
+            "LEFT JOIN run_labels rl ON rl.id = r.run_id ORDER BY pos"
+        ).fetchall()
+        columns = [self._config_values(path) for path in paths]
+        records: list[dict[str, Any]] = []
+        for index, row in enumerate(rows):
+            config: dict[str, Any] = {}
+            for path, (present, values) in zip(paths, columns, strict=True):
+                if present[index]:
+                    _place(config, path.split("."), values[index])
+            records.append({
+                "run_id": row[0], "sweep_id": row[1], "sweep_name": row[2], "tags": row[3],
+                "note": row[4], "status": row[5], "reason": row[6], "duration_s": row[7],
+                "image_id": row[8], "project": row[9], "overrides": row[10] or [],
+                "metrics": {
+                    name: value for name, value in zip(metrics, row[11:], strict=True)
+                    if value is not None
+                },
+                "config": config,
+            })
+        return records
+
+    def _config_values(self, path: str) -> tuple[list[bool], list[Any]]:
+        """Whether each run's config has ``path``, and the value there (in run order)."""
+        value = f"json_extract(r.config, {_literal(_json_path(path))})"
+        present, text = self.con.execute(
+            f"SELECT list({value} IS NOT NULL ORDER BY pos), "
+            f"'[' || coalesce(string_agg(coalesce(CAST({value} AS VARCHAR), 'null'), ',' "
+            "ORDER BY pos), '') || ']' FROM raw"
+        ).fetchone()
+        values = json.loads(text)
+        return list(present or []), values if isinstance(values, list) else []
+
+    def metric_names(self) -> set[str]:
+        """Every metric name of ``raw``."""
+        rows = self.con.execute(
+            "SELECT DISTINCT unnest(json_keys(r.metrics)) FROM raw "
+            "WHERE json_type(r.metrics) = 'OBJECT'"
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def expander(
+        self, records: Sequence[dict[str, Any]]
+    ) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        """For :func:`~orchestrator.results.table.build_view`: records of
+        :meth:`thin_records` (the very objects) made whole: config, metrics, overrides."""
+        position = {id(record): pos for pos, record in enumerate(records)}
+
+        def expand(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            whole = self._whole([position[id(record)] for record in shown])
+            return [{**r, **whole.get(position[id(r)], {})} for r in shown]
+
+        return expand
+
+    def _whole(self, positions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        if not positions:
+            return {}
+        rows = self.con.execute(
+            "SELECT pos, CAST(r.config AS VARCHAR), CAST(r.metrics AS VARCHAR), r.overrides "
+            "FROM raw WHERE list_contains(?, pos)",
+            [list(positions)],
+        ).fetchall()
+        found: dict[int, dict[str, Any]] = {}
+        for pos, config_text, metrics_text, overrides in rows:
+            config = json.loads(config_text) if config_text else {}
+            metrics = json.loads(metrics_text) if metrics_text else {}
+            found[int(pos)] = {
+                "config": config if isinstance(config, dict) else {},
+                "metrics": metrics if isinstance(metrics, dict) else {},
+                "overrides": overrides or [],
+            }
+        return found
 
     def run_ids(self, exclude: Iterable[str] = ("queued",)) -> list[str]:
         """Run ids of ``runs`` whose status is not in ``exclude``."""
