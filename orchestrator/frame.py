@@ -335,14 +335,6 @@ class RunFrame:
         values = json.loads(text)
         return list(present or []), values if isinstance(values, list) else []
 
-    def metric_names(self) -> set[str]:
-        """Every metric name of ``raw``."""
-        rows = self.con.execute(
-            "SELECT DISTINCT unnest(json_keys(r.metrics)) FROM raw "
-            "WHERE json_type(r.metrics) = 'OBJECT'"
-        ).fetchall()
-        return {str(row[0]) for row in rows}
-
     def expander(
         self, records: Sequence[dict[str, Any]]
     ) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:

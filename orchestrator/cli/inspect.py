@@ -64,10 +64,9 @@ def results(
         frame.load_runs(snap.entries, snap.labels)
         records = frame.thin_records(keys, metrics, overrides=bool(where))
         expand = frame.expander(records)
-        known = frame.metric_names() if sort_metric else set()
         try:
-            if sort_metric and known and sort_metric not in known:
-                raise UsageError("unknown --sort metric")  # said below, as before
+            if sort_metric and not any(sort_metric in r["metrics"] for r in records):
+                raise UsageError("no run has the --sort metric")  # said below, as before
             text = render(records, fmt, sort=sort, where=where, color=color, status=statuses,
                           limit=limit, expand=expand)
         except UsageError:
