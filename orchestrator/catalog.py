@@ -24,17 +24,21 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import NotFound, StoreError, UsageError
+from .frame import IndexRef
 from .ids import RUN_ID
 from .labels import LABEL, Labels, close_matches, read_labels
 from .pool import parallel_map
 from .record import CorruptRecord, RunStatus, SweepDoc
 from .store import RunStore
+
+if TYPE_CHECKING:
+    from .frame import IndexSummary, RunFrame
 
 log = logging.getLogger("orchestrator.catalog")
 
@@ -131,6 +135,8 @@ class Snapshot:
     labels: Labels
     listing: Listing
     stats: dict[str, int] = field(default_factory=dict)
+    #: With a frame: every run in order, records read here and runs left in the frame.
+    entries: list[dict[str, Any] | IndexRef] = field(default_factory=list)
 
 
 class Catalog:
@@ -183,19 +189,27 @@ class Catalog:
         *,
         project: str | None = None,
         live: bool = True,
+        frame: RunFrame | None = None,
     ) -> Snapshot:
         """The runs of the sweeps named by ``refs`` (none: every sweep, of ``project``
-        when given). ``live``: include runs not complete, with their claim's state."""
+        when given). ``live``: include runs not complete, with their claim's state.
+
+        With a ``frame``, closed indexes are parsed by it and their records stay there:
+        ``records`` then holds only the runs read one by one, ``entries`` every run in
+        order (call ``frame.build_runs(snapshot.entries, snapshot.labels)``)."""
         with ThreadPoolExecutor(2) as pool:
             listing_f = pool.submit(self.listing)
             labels_f = pool.submit(read_labels, self.store)
             listing, labels = listing_f.result(), labels_f.result()
         chosen = self.resolve(refs, listing, labels) if refs else sorted(listing.sweep_ids)
-        loaded = parallel_map(lambda sid: self._load(sid, listing, labels), chosen, self.workers)
+        summaries = self._summaries(chosen, listing, frame) if frame is not None else None
+        loaded = parallel_map(
+            lambda sid: self._load(sid, listing, labels, summaries), chosen, self.workers
+        )
         # Oldest sweep first, each in its own order: a log of experiments, newest at the end.
         loaded.sort(key=lambda item: item[0].created_at if item else "")
         sweeps: list[SweepInfo] = []
-        records: list[dict[str, Any]] = []
+        records: list[dict[str, Any] | IndexRef] = []
         pending: list[tuple[SweepInfo, str, tuple[str, ...]]] = []
         stats = {"sweeps": 0, "indexed": 0, "run_reads": 0}
         for item in loaded:
@@ -214,19 +228,50 @@ class Catalog:
             found = parallel_map(lambda p: self._pending(*p), pending, self.workers)
             records += [record for record in found if record is not None]
             stats["run_reads"] += 2 * len(pending)
-        for record in records:
+        read_here = [record for record in records if isinstance(record, dict)]
+        for record in read_here:
             _label(record, labels)
         sweeps.sort(key=lambda s: s.created_at, reverse=True)
-        return Snapshot(sweeps, records, labels, listing, stats)
+        entries = records if frame is not None else []
+        return Snapshot(sweeps, read_here, labels, listing, stats, entries)
+
+    def _summaries(
+        self, chosen: Sequence[str], listing: Listing, frame: RunFrame
+    ) -> dict[str, IndexSummary]:
+        """The indexes of ``chosen`` sweeps not open, fetched in parallel, parsed by
+        ``frame`` in one load."""
+        wanted = [sid for sid in chosen if sid in listing.indexed and sid not in listing.open]
+        fetched = parallel_map(
+            lambda sid: self._get_bytes(f"sweeps/{sid}.index.json"), wanted, self.workers
+        )
+        return frame.load_indexes(
+            {sid: data for sid, data in zip(wanted, fetched, strict=True) if data is not None}
+        )
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.store.get(key)
+        except NotFound:
+            return None
+        except StoreError:
+            return None  # an index is a cache: the sweep is then read run by run
 
     def _load(
-        self, sweep_id: str, listing: Listing, labels: Labels
-    ) -> tuple[SweepInfo, list[dict[str, Any]], list[tuple[SweepInfo, str, tuple[str, ...]]],
-               int] | None:
+        self,
+        sweep_id: str,
+        listing: Listing,
+        labels: Labels,
+        summaries: dict[str, IndexSummary] | None = None,
+    ) -> tuple[SweepInfo, list[dict[str, Any] | IndexRef],
+               list[tuple[SweepInfo, str, tuple[str, ...]]], int] | None:
         index: dict[str, Any] = {}
-        if sweep_id in listing.indexed:
+        summary = summaries.get(sweep_id) if summaries is not None else None
+        if summaries is None and sweep_id in listing.indexed:
             index = self._get_json(f"sweeps/{sweep_id}.index.json") or {}
-        doc_json = index.get("sweep") if isinstance(index.get("sweep"), dict) else None
+        if summary is not None:
+            doc_json = summary.doc
+        else:
+            doc_json = index.get("sweep") if isinstance(index.get("sweep"), dict) else None
         if doc_json is None:
             doc_json = self._get_json(f"sweeps/{sweep_id}.json", warn=True)
         if doc_json is None:
@@ -249,13 +294,19 @@ class Catalog:
             note=label.note,
             open=is_open,
         )
-        indexed = {} if is_open else _index_records(index, sweep_id)
+        indexed: Mapping[str, dict[str, Any] | IndexRef]
+        if is_open:
+            indexed = {}
+        elif summary is not None:
+            indexed = _Refs(sweep_id, summary.run_ids)
+        else:
+            indexed = _index_records(index, sweep_id)
         wanted = [rid for rid in doc.run_ids if rid not in indexed]
         wanted += [rid for rid in listing.reruns.get(sweep_id, ()) if rid not in indexed]
         read = self.runs.read_runs(wanted, workers=8) if wanted else []
         by_id = {rid: r.to_json() for rid, r in zip(wanted, read, strict=True) if r is not None}
         overrides = {entry.run_id: entry.overrides for entry in doc.runs}
-        records: list[dict[str, Any]] = []
+        records: list[dict[str, Any] | IndexRef] = []
         missing: list[tuple[SweepInfo, str, tuple[str, ...]]] = []
         for run_id in doc.run_ids:
             record = indexed.get(run_id) or by_id.get(run_id)
@@ -309,6 +360,27 @@ class Catalog:
                 if key in live:
                     record[key] = live[key]
         return record
+
+
+class _Refs(Mapping[str, IndexRef]):
+    """The runs an index in a frame answers for, as references to their rows."""
+
+    def __init__(self, sweep_id: str, run_ids: frozenset[str]) -> None:
+        self.sweep_id, self.run_ids = sweep_id, run_ids
+
+    def __getitem__(self, run_id: str) -> IndexRef:
+        if run_id not in self.run_ids:
+            raise KeyError(run_id)
+        return IndexRef(self.sweep_id, run_id)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self.run_ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.run_ids)
+
+    def __len__(self) -> int:
+        return len(self.run_ids)
 
 
 def _index_records(index: dict[str, Any], sweep_id: str) -> dict[str, dict[str, Any]]:

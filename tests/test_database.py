@@ -489,3 +489,58 @@ def test_export_to_mlflow_twice_adds_nothing(
     assert [(m.step, m.value) for m in history if m.value in (0.9, 0.7)] == [(1, 0.9), (2, 0.7)]
     failed = by_orch[three["wide_records"][2].run_id]
     assert failed.info.status == "FAILED"
+
+
+# -- indexes read by DuckDB as fetched bytes (orchestrator.frame) ----------------------
+
+
+def test_a_corrupt_index_is_skipped_and_its_sweep_read_run_by_run(
+    where: Where, three: dict[str, Any]
+) -> None:
+    store = where.runs.store
+    store.put(f"sweeps/{three['wide']}.index.json", b'{"sweep_id": "' + b"x" * 10)
+    rows = as_json(where.orch("query", "SELECT run_id, status FROM runs ORDER BY run_id",
+                              "--format", "json"))
+    assert len(rows) == 7
+    shown = as_json(where.orch("results", three["wide"], "--format", "json"))
+    assert {r["run_id"] for r in shown} == {r.run_id for r in three["wide_records"]}
+
+
+def test_an_index_record_that_is_not_its_run_is_read_from_the_run(
+    where: Where, three: dict[str, Any]
+) -> None:
+    store = where.runs.store
+    key = f"sweeps/{three['base']}.index.json"
+    index = json.loads(store.get(key))
+    first = three["base_records"][0].run_id
+    index["runs"][first] = {**index["runs"][first], "run_id": "0" * 12, "status": "bogus"}
+    store.put(key, json.dumps(index).encode())
+    rows = as_json(where.orch("query", f"SELECT status FROM runs WHERE run_id = '{first}'",
+                              "--format", "json"))
+    assert rows == [{"status": "succeeded"}]  # from its run.json, not the bad index entry
+
+
+def test_results_from_the_frame_match_results_from_whole_records(
+    where: Where, three: dict[str, Any]
+) -> None:
+    from orchestrator.results import render
+
+    records = Catalog(where.runs).read().records
+    for args in (
+        ["--where", "optimizer.lr>=0.01", "--sort", "loss", "--limit", "3"],
+        ["--sort", "-accuracy"],
+        ["--where", "tag=lstm", "--where", "optimizer.name=adam"],
+        ["--where", "metrics.loss<0.9", "--status", "succeeded"],
+        [],
+    ):
+        for fmt in ("json", "csv", "table"):
+            shown = where.orch("results", *args, "--format", fmt)
+            options: dict[str, Any] = {
+                "sort": args[args.index("--sort") + 1] if "--sort" in args else None,
+                "where": [args[i + 1] for i, a in enumerate(args) if a == "--where"],
+                "status": [args[args.index("--status") + 1]] if "--status" in args else [],
+                "limit": int(args[args.index("--limit") + 1]) if "--limit" in args else None,
+            }
+            assert shown.rstrip("\n") == render(records, fmt, **options).rstrip("\n"), args
+    line = where.refused("results", "--sort", "nosuch")
+    assert "accuracy" in line and "loss" in line  # the known metrics, as before

@@ -8,7 +8,7 @@ Layers, lowest first (a module may import its own layer and those below)::
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
-    6  sweep rerun verify housekeeping logs detached results tally watch catalog query gc
+    6  sweep rerun verify housekeeping logs detached results tally watch catalog frame query gc
        export_mlflow search
     7  cli
 
@@ -37,7 +37,7 @@ LAYERS: dict[str, int] = {
     "backends": 5,
     **dict.fromkeys(
         ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results", "tally",
-         "watch", "catalog", "query", "gc", "export_mlflow", "search"],
+         "watch", "catalog", "frame", "query", "gc", "export_mlflow", "search"],
         6,
     ),
     "cli": 7,

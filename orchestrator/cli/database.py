@@ -18,6 +18,7 @@ from .context import Context, complete_sweep_ids, with_context
 
 if TYPE_CHECKING:
     from ..catalog import Snapshot
+    from ..frame import RunFrame
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
 
@@ -36,17 +37,19 @@ def project_name(context: Context) -> str | None:
 
 
 def snapshot(
-    context: Context, refs: Sequence[str], all_projects: bool, *, live: bool = True
+    context: Context, refs: Sequence[str], all_projects: bool, *, live: bool = True,
+    frame: RunFrame | None = None,
 ) -> Snapshot:
     """The runs named by ``refs`` (sweep ids, names, tags); none: the project's, or with
-    ``all_projects`` (or outside a project) every run in the store."""
+    ``all_projects`` (or outside a project) every run in the store; with a ``frame``,
+    indexed records stay in it (see :meth:`Catalog.read`)."""
     from ..catalog import Catalog, check_ref
 
     for ref in refs:
         check_ref(ref)
     project = None if refs or all_projects else project_name(context)
     catalog = Catalog(context.runs(), lease_s=context.settings.lease_s)
-    return catalog.read(refs, project=project, live=live)
+    return catalog.read(refs, project=project, live=live, frame=frame)
 
 
 def selection_options(func: Any) -> Any:
@@ -193,11 +196,14 @@ def query(
 ) -> None:
     """SQL over every run: table ``runs`` (one row per run; config.* and metrics.* are
     struct fields) and ``steps`` (run_id, step, name, value from metrics.jsonl)."""
+    from ..frame import RunFrame
     from ..query import run_query
     from ..results import render_rows
 
-    snap = snapshot(context, sweeps, all_projects)
-    columns, rows = run_query(context.runs(), snap.records, sql)
+    with RunFrame() as frame:
+        snap = snapshot(context, sweeps, all_projects, frame=frame)
+        frame.build_runs(snap.entries, snap.labels)
+        columns, rows = run_query(context.runs(), frame, sql)
     click.echo(render_rows(columns, rows, fmt), nl=fmt != "csv")
 
 

@@ -49,21 +49,31 @@ def results(
 ) -> None:
     """Runs of sweeps (ids, names or tags; none: every sweep of the project), their
     swept parameters and metrics; queued and running runs too."""
+    from ..errors import UsageError
+    from ..frame import RunFrame
     from ..results import render
+    from ..results.table import where_keys
 
-    snap = snapshot(context, sweeps, all_projects)
-    click.echo(
-        render(
-            snap.records,
-            fmt,
-            sort=sort,
-            where=where,
-            color=sys.stdout.isatty(),
-            status=_statuses(status),
-            limit=limit,
-        ),
-        nl=fmt != "csv",
-    )
+    color, statuses = sys.stdout.isatty(), _statuses(status)
+    keys = where_keys(where)
+    sort_metric = (sort or "").lstrip("+-").strip().removeprefix("metrics.")
+    metrics = [m for m in dict.fromkeys(
+        [sort_metric, *keys, *(k.removeprefix("metrics.") for k in keys)]) if m]
+    with RunFrame() as frame:
+        snap = snapshot(context, sweeps, all_projects, frame=frame)
+        frame.load_runs(snap.entries, snap.labels)
+        records = frame.thin_records(keys, metrics, overrides=bool(where))
+        expand = frame.expander(records)
+        try:
+            if sort_metric and not any(sort_metric in r["metrics"] for r in records):
+                raise UsageError("no run has the --sort metric")  # said below, as before
+            text = render(records, fmt, sort=sort, where=where, color=color, status=statuses,
+                          limit=limit, expand=expand)
+        except UsageError:
+            # Such an error may list every key or metric: say it from whole records.
+            text = render(expand(records), fmt, sort=sort, where=where, color=color,
+                          status=statuses, limit=limit)
+    click.echo(text, nl=fmt != "csv")
 
 
 @click.command("runs")

@@ -198,6 +198,17 @@ def _known_keys(
     return config, metrics, overrides
 
 
+def _has_key(
+    record: Mapping[str, Any], key: str, bare: str, flat_of: Callable[..., dict[str, Any]]
+) -> bool:
+    """``key`` is one of ``record``'s config keys, metrics (``bare``) or overrides."""
+    return (
+        bare in (record.get("metrics") or {})
+        or key in flat_of(record)
+        or key in _override_values(record)
+    )
+
+
 def _equals(actual: Any, wanted: str) -> bool:
     number = _parse_number(wanted)
     if is_number(actual) and number is not None:
@@ -286,9 +297,10 @@ def _parse_where(
             raise UsageError(f"bad --where expression {expression!r}: "
                              f"{close_matches(value, known, key)}")
         return _Condition(key, op, value)
-    if records:
+    bare = key[len("metrics.") :] if key.startswith("metrics.") else key
+    # Most keys are in the first record: every key of every record only for the error.
+    if records and not any(_has_key(r, key, bare, flat_of) for r in records):
         config, metrics, overrides = _known_keys(records, flat_of)
-        bare = key[len("metrics.") :] if key.startswith("metrics.") else key
         if key not in config and bare not in metrics and key not in overrides:
             raise UsageError(
                 f"bad --where expression {expression!r}: unknown key {key!r} "
@@ -297,6 +309,21 @@ def _parse_where(
                 f"labels: {', '.join(LABEL_KEYS)})"
             )
     return _Condition(key, op, value)
+
+
+def where_keys(where: Sequence[str]) -> list[str]:
+    """The record keys ``--where`` expressions name, labels aside: what a loader that
+    reads only some of each record's config must provide."""
+    keys: list[str] = []
+    for expression in where:
+        match = _WHERE.match(expression)
+        if match and match.group(1) not in LABEL_KEYS and match.group(1) not in keys:
+            keys.append(match.group(1))
+    return keys
+
+
+#: Turns the records a view shows into whole records (see :func:`build_view`).
+Expand = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 def select(
@@ -347,10 +374,10 @@ def parse_sort(records: Sequence[Mapping[str, Any]], sort: str) -> SortKey:
 
 def _sorted(records: Sequence[Mapping[str, Any]], key: SortKey) -> list[Mapping[str, Any]]:
     """The same record objects, reordered (callers that hand them out copy them)."""
-    present = [r for r in records if key.value(r) is not None]
-    absent = [r for r in records if key.value(r) is None]
-    present.sort(key=lambda r: key.value(r) or 0.0, reverse=key.descending)
-    return present + absent
+    valued = [(key.value(r), r) for r in records]  # once per record: 100,000 runs
+    present = [(value, r) for value, r in valued if value is not None]
+    present.sort(key=lambda pair: pair[0], reverse=key.descending)
+    return [r for _, r in present] + [r for value, r in valued if value is None]
 
 
 def sort_records(records: Sequence[Mapping[str, Any]], sort: str | None) -> list[dict[str, Any]]:
@@ -443,8 +470,14 @@ def build_view(
     *,
     status: Sequence[str] = (),
     limit: int | None = None,
+    expand: Expand | None = None,
 ) -> View:
-    """``records`` filtered (``where``, then ``status``), sorted, cut to ``limit``."""
+    """``records`` filtered (``where``, then ``status``), sorted, cut to ``limit``.
+
+    ``expand``: ``records`` carry only what filtering and sorting read (ids, status,
+    labels, metrics, overrides, the config keys ``where`` names); it gives the shown
+    ones their whole config before the columns are chosen. 100,000 runs are then
+    never all parsed for the 20 a ``--limit`` shows."""
     # Validate --sort against every run, so a narrow --where cannot turn a typo into success.
     key = parse_sort(records, sort) if sort else None
     flat_of = _Flats()
@@ -452,10 +485,19 @@ def build_view(
     if status:
         selected = [r for r in selected if r.get("status") in status]
     ordered: list[Mapping[str, Any]] = list(_sorted(selected, key) if key else selected)
-    best = _best(ordered, key) if key else None
+    # Already in order: the best is the first succeeded run with the metric (_best's
+    # answer, without sorting again).
+    best = next(
+        (str(r.get("run_id")) for r in ordered
+         if r.get("status") == "succeeded" and key.value(r) is not None),
+        None,
+    ) if key else None
     if limit is not None:
         ordered = ordered[: max(limit, 0)]
     shown = [r if isinstance(r, dict) else dict(r) for r in ordered]
+    if expand is not None:
+        shown = expand(shown)
+        flat_of = _Flats()  # the cache was of the records before
     return View(
         records=shown,
         keys=varying_keys(shown, flat_of),
@@ -612,11 +654,13 @@ def render(
     *,
     status: Sequence[str] = (),
     limit: int | None = None,
+    expand: Expand | None = None,
 ) -> str:
-    """The results of a sweep as ``table`` (rich), ``json``, ``csv`` or ``markdown``."""
+    """The results of a sweep as ``table`` (rich), ``json``, ``csv`` or ``markdown``
+    (``expand``: see :func:`build_view`)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
-    view = build_view(records, sort, where, status=status, limit=limit)
+    view = build_view(records, sort, where, status=status, limit=limit, expand=expand)
     if fmt == "json":
         return _render_json(view)
     if fmt == "csv":
