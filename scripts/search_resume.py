@@ -125,8 +125,9 @@ def check(project: Path, store: Path, trials: int = 30, jobs: int = 2, seed: int
     records = {r["run_id"]: json.loads((store / "runs" / r["run_id"] / "run.json").read_text())
                for r in result["runs"]}
     # A trial keeps its number, parameters and run id across submissions: each earlier
-    # list is a prefix of the later one.
-    changed = sum(a != b for earlier in (after_kill, after_int) for a, b in zip(earlier, listed))
+    # list is a prefix of the later one (a trial dropped from the list counts too).
+    changed = sum(sum(a != b for a, b in zip(earlier, listed, strict=False))
+                  + max(0, len(earlier) - len(listed)) for earlier in (after_kill, after_int))
     run_ids = [t["run_id"] for t in listed]
     figures.update(
         trials=len(listed),
