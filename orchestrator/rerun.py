@@ -43,7 +43,10 @@ class RerunResult:
     @property
     def identical(self) -> bool:
         if self.original.status is RunStatus.PRUNED:
-            return self.record.status is RunStatus.PRUNED and not self.differences
+            # Stopped at the same step, or done before the stop reached it: either way it
+            # went through the original's states
+            ended = self.record.status in (RunStatus.PRUNED, RunStatus.SUCCEEDED)
+            return ended and not self.differences
         return self.record.succeeded and not self.differences
 
     def as_json(self) -> dict[str, Any]:

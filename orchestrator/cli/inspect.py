@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,10 @@ def results(
     from ..results import render
 
     snap = snapshot(context, sweeps, all_projects)
+    search = _search_view(context, snap.sweeps, snap.records, importances=fmt == "table")
     click.echo(
         render(
-            snap.records,
+            search.ordered(snap.records) if search else snap.records,
             fmt,
             sort=sort,
             where=where,
@@ -64,6 +66,21 @@ def results(
         ),
         nl=fmt != "csv",
     )
+    if search is not None and fmt == "table":
+        click.echo("\n" + search.text())
+
+
+def _search_view(context: Context, sweeps: Sequence[Any], records: list[dict[str, Any]],
+                 *, importances: bool) -> Any:
+    """The search view when the selection is one search (trial order, best so far)."""
+    if len(sweeps) != 1:
+        return None
+    from ..search.view import SearchView
+
+    search = context.runs().read_sweep(sweeps[0].sweep_id).search
+    if not search or not search.get("trials"):
+        return None
+    return SearchView.build(search, records, importances=importances)
 
 
 @click.command("runs")
@@ -212,6 +229,14 @@ def report(
     runs = context.runs()
     sweep_doc = runs.read_sweep(sweep_id)
     records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
+    search = None
+    if sweep_doc.search and sweep_doc.search.get("trials"):
+        from ..search.view import SearchView
+
+        view = SearchView.build(sweep_doc.search, records)
+        records, search = view.ordered(records), view.to_json()
+        if objective is None and view.objective is not None:
+            objective = view.objective.text  # the search's own objective picks the best
     sort = parse_objective(objective, records) if objective else None
     ordered = sort_records(records, sort or default_sort(records))
     wanted = [str(r["run_id"]) for r in ordered[:MAX_CURVE_RUNS]]
@@ -229,5 +254,5 @@ def report(
                 if found:
                     curves[run_id] = found
     write_report(sweep_doc.to_json(), records, Path(output), sort, curves=curves,
-                 color_by=color_by)
+                 color_by=color_by, search=search)
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)

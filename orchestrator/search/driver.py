@@ -412,7 +412,8 @@ class _State:
             if flight.asked.should_prune():
                 reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
                           f"({metric}={value:g})")
-                self.d.runs.request_stop(flight.spec.run_id, reason)
+                self.d.runs.request_stop(flight.spec.run_id, reason,
+                                         self.jobs[flight.spec.run_id].owner)
                 flight.stop_sent = True
 
     # -- the outcome ------------------------------------------------------------------------

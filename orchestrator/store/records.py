@@ -365,17 +365,26 @@ class RunStore:
     def delete_live(self, run_id: str) -> None:
         self.store.delete(self._run_key(run_id, "live.json"))
 
-    def request_stop(self, run_id: str, reason: str) -> None:
-        """Ask the node running ``run_id`` to stop it as pruned, saying why."""
+    def request_stop(self, run_id: str, reason: str, owner: str | None = None) -> None:
+        """Ask the node running ``run_id`` to stop it as pruned, saying why. ``owner``
+        names the attempt meant (its claim's owner): a request left by a driver that died
+        must not stop the next attempt, started by another submission, at once."""
         key = self._run_key(run_id, "stop.json")
-        self.store.put(key, self._dump(key, {"reason": reason, "requested_at": now_iso()}))
+        body: dict[str, Any] = {"reason": reason, "requested_at": now_iso()}
+        if owner is not None:
+            body["owner"] = owner
+        self.store.put(key, self._dump(key, body))
 
-    def read_stop_request(self, run_id: str) -> str | None:
-        """The reason of a pending stop request, None when there is none."""
+    def read_stop_request(self, run_id: str, owner: str | None = None) -> str | None:
+        """The reason of a pending stop request for the attempt of ``owner`` (a request
+        naming another attempt is not this one's), None when there is none."""
         key = self._run_key(run_id, "stop.json")
         try:
             data = self._parse(key, self.store.get(key))
         except (NotFound, CorruptRecord):
+            return None
+        meant = data.get("owner")
+        if owner is not None and isinstance(meant, str) and meant != owner:
             return None
         reason = data.get("reason")
         return reason if isinstance(reason, str) and reason else "stopped by the search"
