@@ -8,6 +8,9 @@
     sweeps/<sweep_id>.open-<nonce>      a submission of the sweep is committing runs: the
                                         index alone is not to be trusted (see ``catalog``)
     sweeps/<sweep_id>.reruns/<run_id>   a rerun of one of the sweep's runs (empty object)
+    sweeps/<sweep_id>.trials/<number>   a search's trial (number, run id, parameters),
+                                        created once: of two submitters of one search,
+                                        one gets each number
     runs/<run_id>/claim.json            who is running it (``claims``: a lease)
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
@@ -138,9 +141,38 @@ class RunStore:
 
     def update_sweep(self, sweep: SweepDoc) -> None:
         """Rewrite a search's document: its runs are listed as its trials are created
-        (a grid's document never changes, :meth:`write_sweep` writes it once)."""
+        (a grid's document never changes, :meth:`write_sweep` writes it once). The trial
+        objects are the truth; the document is their view, and whoever rewrites it lists
+        them again afterwards (``search.driver``), so a rewrite lost to a concurrent one
+        is redone."""
         key = self._sweep_key(self._check_id(sweep.sweep_id, "sweep id in the record"))
         self.store.put(key, self._dump(key, sweep.to_json()))
+
+    def create_trial(self, sweep_id: str, number: int, trial: Mapping[str, Any]) -> bool:
+        """Record a search's trial ``number``; False when another submitter has it."""
+        key = self._trial_key(sweep_id, number)
+        return self.store.create(key, self._dump(key, dict(trial)))
+
+    def read_trials(self, sweep_id: str, known: Sequence[int] = ()) -> list[dict[str, Any]]:
+        """A search's trial objects in number order, those numbered in ``known`` left out
+        (a submitter re-reads only what others added)."""
+        prefix = self._sweep_key(sweep_id, ".trials/")
+        skip = {self._trial_key(sweep_id, number) for number in known}
+        keys = [key for key in self.store.list(prefix) if key not in skip]
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return self._parse(key, self.store.get(key))
+            except (NotFound, CorruptRecord) as exc:
+                log.warning("skipped trial %s: %s", key, exc)
+                return None
+
+        found = [trial for trial in parallel_map(read, keys, 16) if trial is not None]
+        return sorted(found, key=lambda trial: trial["number"]
+                      if isinstance(trial.get("number"), int) else -1)
+
+    def _trial_key(self, sweep_id: str, number: int) -> str:
+        return self._sweep_key(sweep_id, f".trials/{number:06d}")
 
     def read_sweep(self, sweep_id: str) -> SweepDoc:
         key = self._sweep_key(sweep_id)
