@@ -288,3 +288,14 @@ def test_two_concurrent_submitters_of_one_search_lose_no_trial(bowl: Path, orch:
     listed = json.loads(orch("results", sweep_id, "-p", str(bowl), "--format", "json").stdout)
     assert [r["run_id"] for r in listed] == [t["run_id"] for t in trials]
     assert {r["status"] for r in listed} == {"succeeded"}
+
+
+def test_a_reusing_composer_composes_each_trial_as_a_fresh_one(demo: Composer) -> None:
+    """The search's composer keeps the defaults-list compositions across its one-point
+    calls; every trial's config is still exactly what a fresh composer gives."""
+    reusing = Composer(REPO / "configs", reuse=True)
+    space = parse_space(SPACE, demo)
+    for point in [*random_points(space, 4, 6), ("optimizer=adam", "model=lstm")]:
+        (kept,) = reusing.compose_many([point])
+        (fresh,) = Composer(REPO / "configs").compose_many([point])
+        assert kept == fresh, point

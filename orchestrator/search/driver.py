@@ -58,8 +58,10 @@ from .study import (
 
 log = logging.getLogger("orchestrator.search")
 
-#: How often the driver looks at its running trials' step metrics when pruning.
-POLL_S = 0.5
+#: How often the driver looks at its running trials' step metrics when pruning: a
+#: pruned container runs on for about this plus the node's live period (ORCH_LIVE_S)
+#: after the step that condemns it; one small GET per running trial per poll.
+POLL_S = 0.2
 
 
 @dataclass
@@ -118,9 +120,11 @@ def search_sweep_id(
 
 
 def compose_space(project: Any, args: Sequence[str]) -> tuple[configmod.Composer, Space]:
-    """The project's composer and the search space of ``args``."""
+    """The project's composer (keeping what it composed across the trials' calls) and the
+    search space of ``args``."""
     composer = configmod.Composer(
-        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+        project.config_dir, project.config_name, configmod.job_name_for(project.command),
+        reuse=True,
     )
     return composer, parse_space(args, composer)
 
