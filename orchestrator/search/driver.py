@@ -499,11 +499,13 @@ class _State:
         overrides = {t.run_id: t.overrides for t in self.trials}
         for run_id in dict.fromkeys(t.run_id for t in self.trials if t.run_id):
             record = self.records.get(run_id)
-            if record is None:  # never started (the search was stopped): nothing stored
+            if record is None:  # never started (the search was stopped), or another
+                # submitter of the same search runs it still: nothing stored yet
                 plan_ = RunPlan(run_id=run_id, sweep_id=self.sweep_id,
                                 project=self.d.project.name, overrides=overrides[run_id])
-                queued = RunRecord.finish(plan_, status=RunStatus.QUEUED)
-                reported.append(SweepRun(queued, RunStatus.QUEUED.value))
+                live = self.d.runs.claims.is_live(run_id, self.d.settings.lease_s)
+                pending = RunStatus.RUNNING if live else RunStatus.QUEUED
+                reported.append(SweepRun(RunRecord.finish(plan_, status=pending), pending.value))
                 continue
             earlier = run_id in self.earlier
             status = "skipped" if earlier and record.status in (
