@@ -93,3 +93,19 @@ def test_a_pruned_trial_reproduces_when_its_curve_does() -> None:
     changed = compare_curves(original, [original[0], {"step": 2, "loss": 0.71}])
     assert changed == ["step line 2: loss: 0.7 -> 0.71"]
     assert compare_curves([], original) != []
+
+
+def test_the_report_of_a_search_has_its_chart_importances_and_pruned_count() -> None:
+    from orchestrator.results.report import render_report
+
+    search, records = _search(12)
+    for record in records:
+        number = int(str(record["run_id"])[3:])
+        record["config"] = {"model": {"hidden_size": search["trials"][number]["params"][
+            "model.hidden_size"]}}
+    view = SearchView.build(search, records)
+    html = render_report({"sweep_id": "s1", "runs": []}, view.ordered(records), "-accuracy",
+                         search=view.to_json())
+    assert 'class="best-so-far"' in html and "accuracy:max by trial" in html
+    assert "Parameter importances" in html and "model.hidden_size" in html
+    assert "<b>3</b><span>pruned</span>" in html and "<b>0</b><span>failed</span>" in html

@@ -142,7 +142,9 @@ def _context(
     key = parse_sort(records, sort) if sort else None
     view = build_view(records, sort)
     succeeded = [r for r in view.records if r.get("status") == "succeeded"]
-    failed = [r for r in view.records if r.get("status") != "succeeded"]
+    # a search's pruned trials ended as asked: counted apart, not as failures
+    pruned = [r for r in view.records if r.get("status") == "pruned"]
+    failed = [r for r in view.records if r.get("status") not in ("succeeded", "pruned")]
     planned = len(sweep.get("runs") or []) or len(records)
     best = next((r for r in view.records if r.get("run_id") == view.best), None)
     color_metric = key.metric if key else (view.metrics[0] if view.metrics else None)
@@ -155,6 +157,7 @@ def _context(
             "planned": planned,
             "succeeded": len(succeeded),
             "failed": len(failed),
+            "pruned": len(pruned),
             "pending": max(planned - len(records), 0),
         },
         "objective": _objective_text(key),
