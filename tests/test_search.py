@@ -279,6 +279,7 @@ def test_two_concurrent_submitters_of_one_search_lose_no_trial(bowl: Path, orch:
     trials = doc["search"]["trials"]
     assert [t["number"] for t in trials] == list(range(10))
     run_ids = {t["run_id"] for t in trials}
+    assert len(run_ids) == 10  # same seed, same start: still ten different points
     assert {entry["run_id"] for entry in doc["runs"]} == run_ids
     runs_dir = bowl / ".orch" / "runs"
     complete = {p.parent.name for p in runs_dir.glob("*/run.json")}

@@ -165,7 +165,7 @@ class SearchDriver(SweepDriver):
             finally:
                 for upload in uploads:
                     upload.result()
-                self.runs.write_sweep_index(sweep_id, state.stored())
+                state.write_index()
         if state.error is not None:
             raise state.error
         return state.result()
@@ -251,18 +251,23 @@ class _State:
             if not self._refresh():
                 return
 
-    def _number(self, trial: Trial) -> bool:
-        """Create ``trial``'s object under the first free number; False when every
-        number up to --trials is taken (by other submitters of the same search)."""
+    def _number(self, trial: Trial) -> Trial | None:
+        """Create ``trial``'s object under the first free number and return it; or the
+        trial another submitter made of the same point meanwhile (with the same seed and
+        history, two submitters ask the same points); None when every number up to
+        --trials is taken."""
         runs = self.d.runs
         while True:
             trial.number = 1 + max((t.number for t in self.trials), default=-1)
             if trial.number >= self.options.trials:
-                return False
+                return None
             if runs.create_trial(self.sweep_id, trial.number, trial.to_object()):
                 self.trials.append(trial)
-                return True
+                return trial
             self._refresh()
+            same = [t for t in self.trials if t.run_id == trial.run_id]
+            if same:
+                return same[0]
 
     def doc(self) -> SweepDoc:
         entries: dict[str, SweepEntry] = {}
@@ -357,12 +362,19 @@ class _State:
                         trial.run_id)
         if not trial.run_id:
             trial.run_id, trial.overrides = spec.run_id, point
-            if not self._number(trial):  # others took the last numbers meanwhile
+            numbered = self._number(trial)
+            if numbered is None:  # others took the last numbers meanwhile
                 from .study import _optuna
 
                 self.study.tell(asked, state=_optuna().trial.TrialState.FAIL)
                 return
-            self._publish()
+            if numbered is not trial:
+                # Another submitter's trial: its run is awaited below (the claim makes it
+                # run once), and from now on this submitter draws points of its own.
+                self.study.sampler.reseed_rng()
+                trial = numbered
+            else:
+                self._publish()
         asked.set_user_attr("run_id", spec.run_id)
         known = self.records.get(spec.run_id)
         if known is not None:  # the sampler asked for a point already run: its result stands
@@ -482,6 +494,15 @@ class _State:
                 flight.stop_sent = True
 
     # -- the outcome ------------------------------------------------------------------------
+
+    def write_index(self) -> None:
+        """The sweep's index, with this submission's view of the document in it; written
+        again while other submitters add trials, so the last index written lists every
+        trial even when it lands after a concurrent submitter's."""
+        while True:
+            self.d.runs.write_sweep_index(self.sweep_id, self.stored(), self.doc())
+            if not self._refresh():
+                return
 
     def stored(self) -> list[RunRecord]:
         """Every finished trial's record, other submitters' too: the index written from

@@ -201,9 +201,12 @@ class RunStore:
         sweeps = [sweep for sweep in parallel_map(read, keys, workers) if sweep is not None]
         return sorted(sweeps, key=lambda sweep: sweep.created_at, reverse=True)
 
-    def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord]) -> None:
+    def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord],
+                          sweep: SweepDoc | None = None) -> None:
         """One object with every completed record of the sweep: reading results of 10,000
         runs is then one GET instead of 10,000. Compact JSON: it is a cache, not for people.
+        ``sweep``: the document to embed (a search's writer passes its own view, since the
+        stored one may be a concurrent submitter's older rewrite); else the stored one.
         """
         key = self._sweep_key(sweep_id, ".index.json")
         runs = {self._check_id(r.run_id, "run id in an index record"): r.to_json() for r in records}
@@ -211,7 +214,7 @@ class RunStore:
             "schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(), "runs": runs
         }
         try:  # the sweep document rides along: a catalog read is then one GET per sweep
-            index["sweep"] = self.read_sweep(sweep_id).to_json()
+            index["sweep"] = (sweep or self.read_sweep(sweep_id)).to_json()
         except (NotFound, CorruptRecord):
             pass
         self.store.put(key, self._dump(key, index, compact=True))
