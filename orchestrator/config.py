@@ -327,9 +327,15 @@ class Composer:
     """
 
     def __init__(
-        self, config_dir: Path, config_name: str = "config", job_name: str = "app"
+        self, config_dir: Path, config_name: str = "config", job_name: str = "app", *,
+        reuse: bool = False,
     ) -> None:
         self.config_dir = Path(config_dir).resolve()
+        # ``reuse``: one composer asked for many points one call at a time (a search asks
+        # a trial, then composes it) keeps each defaults-list composition across calls, as
+        # one compose_many call does, instead of composing it again for every trial; the
+        # config tree must then not change while the composer is in use.
+        self._bases: dict[tuple[str, ...], _Base] | None = {} if reuse else None
         self.config_name = config_name
         self.job_name = job_name
         # paths in messages are shown relative to the config dir's parent: configs/model/x.yaml
@@ -509,7 +515,7 @@ class Composer:
         results: list[Composed] = []
         with self._session() as loader:
             groups = self._group_repository(loader)
-            bases: dict[tuple[str, ...], _Base] = {}
+            bases: dict[tuple[str, ...], _Base] = self._bases if self._bases is not None else {}
             parsed_cache: dict[str, Override] = {}
             done: dict[tuple[str, ...], Composed] = {}
             for num, raw_point in enumerate(points):

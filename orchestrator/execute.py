@@ -293,7 +293,7 @@ def _stop_check(job: Job, runs: RunStore, should_stop: ShouldStop | None) -> Sho
 
     def check(steps: StepMetrics) -> str | None:
         reason = should_stop(steps) if should_stop is not None else None
-        return reason or runs.read_stop_request(job.run_id)
+        return reason or runs.read_stop_request(job.run_id, job.owner)
 
     return check
 

@@ -4,6 +4,10 @@ The image is taken by digest (this daemon, else the registry recorded, else the
 store's blobs, only the missing layers), its data inputs by digest from the store's
 blobs (verified), run with the recorded command, env and resources, and its metrics
 compared with the stored ones. The rerun is stored as a new run with ``rerun_of``.
+
+A run a search's pruner stopped has no final metrics to compare: its rerun is stopped
+where the original's curve ends, and reproduces when its step metrics are the original's,
+line for line, up to there (the rerun may run a step or two further before it stops).
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 
 from .docker_api import DockerClient
 from .errors import ImageError, NotFound, UsageError
-from .execute import execute
+from .execute import ShouldStop, execute
 from .ids import DIGEST_REF, IMAGE_ID, RUN_ID
 from .image.archive import has_image
 from .image.imageconfig import ImageConfig
 from .image.transport import ensure_image, pull_by_digest
 from .job import Job
-from .record import RunRecord
+from .live import StepMetrics
+from .record import RunRecord, RunStatus
 from .settings import Settings
 from .store import RunStore
 
@@ -32,9 +37,16 @@ class RerunResult:
     original: RunRecord
     record: RunRecord
     differences: list[str]
+    #: For a pruned original: the last step compared (its curve's end), else None.
+    up_to_step: float | None = None
 
     @property
     def identical(self) -> bool:
+        if self.original.status is RunStatus.PRUNED:
+            # Stopped at the same step, or done before the stop reached it: either way it
+            # went through the original's states
+            ended = self.record.status in (RunStatus.PRUNED, RunStatus.SUCCEEDED)
+            return ended and not self.differences
         return self.record.succeeded and not self.differences
 
     def as_json(self) -> dict[str, Any]:
@@ -47,6 +59,7 @@ class RerunResult:
             "metrics": dict(self.record.metrics),
             "original_metrics": dict(self.original.metrics),
             "differences": self.differences,
+            "up_to_step": self.up_to_step,
         }
 
 
@@ -129,6 +142,10 @@ def rerun(
         lease_s=(settings or Settings()).lease_s,
         files=(("config.yaml", runs.read_file(original.run_id, "config.yaml")),),
     )
+    curve: list[dict[str, Any]] | None = None
+    if original.status is RunStatus.PRUNED:
+        curve = _curve(runs, original.run_id)
+    last_step = _step_of(curve[-1], len(curve)) if curve else None
     # The recorded inputs come from the store into this machine's cache, each file checked
     # against its digest (cached ones hashed again): the rerun reads the same bytes.
     record = execute(
@@ -139,5 +156,57 @@ def rerun(
         node=node,
         cache_root=(settings or Settings()).cache_root,
         verify_inputs=True,
+        should_stop=_stop_at(last_step) if last_step is not None else None,
     )
-    return RerunResult(original, record, compare_metrics(original.metrics, record.metrics))
+    if curve is None:
+        return RerunResult(original, record, compare_metrics(original.metrics, record.metrics))
+    return RerunResult(original, record, compare_curves(curve, _curve(runs, record.run_id)),
+                       up_to_step=last_step)
+
+
+def _curve(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
+    """A run's step metrics, one dict per well-formed line of its ``metrics.jsonl``."""
+    try:
+        data = runs.read_file(run_id, "metrics.jsonl")
+    except NotFound:
+        return []
+    lines = []
+    for line in data.splitlines():
+        try:
+            values = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the stop: what the step publisher also skips
+        if isinstance(values, dict):
+            lines.append(values)
+    return lines
+
+
+def _step_of(values: dict[str, Any], number: int) -> float:
+    step = values.get("step")
+    if isinstance(step, int | float) and not isinstance(step, bool):
+        return float(step)
+    return float(number)
+
+
+def _stop_at(last_step: float) -> ShouldStop:
+    def check(steps: StepMetrics) -> str | None:
+        if steps.step is not None and steps.step >= last_step:
+            return f"stopped at step {last_step:g}, where the original was pruned"
+        return None
+
+    return check
+
+
+def compare_curves(original: list[dict[str, Any]], rerun: list[dict[str, Any]]) -> list[str]:
+    """How the rerun's step metrics differ from a pruned original's, over its length."""
+    if not original:
+        return ["the pruned original has no step metrics to compare"]
+    differences = []
+    for number, old in enumerate(original, 1):
+        if number > len(rerun):
+            differences.append(f"step line {number}: {old!r} -> missing (the rerun stopped "
+                               f"after {len(rerun)} lines)")
+            break
+        differences.extend(f"step line {number}: {difference}"
+                           for difference in compare_metrics(old, rerun[number - 1]))
+    return differences

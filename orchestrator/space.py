@@ -122,6 +122,29 @@ class Space:
             for key, item in self.items
         ]
 
+    @classmethod
+    def from_json(cls, data: Any) -> Space:
+        """The space a search's document stored (:meth:`to_json`); what is not a well-formed
+        parameter is left out, since readers of old or edited documents only display it."""
+        items: list[tuple[str, str | Param]] = []
+        for entry in data if isinstance(data, list) else []:
+            key = entry.get("key") if isinstance(entry, dict) else None
+            if not isinstance(key, str):
+                continue
+            if isinstance(entry.get("fixed"), str):
+                items.append((key, entry["fixed"]))
+            elif entry.get("kind") == "categorical" and isinstance(entry.get("choices"), list):
+                items.append((key, Param(key, "categorical",
+                                         choices=tuple(str(c) for c in entry["choices"]))))
+            elif entry.get("kind") in ("int", "float") and all(
+                _number(entry.get(bound)) for bound in ("low", "high")
+            ):
+                step = entry.get("step")
+                items.append((key, Param(key, entry["kind"], entry["low"], entry["high"],
+                                         log=bool(entry.get("log")),
+                                         step=step if isinstance(step, int) else None)))
+        return cls(tuple(items))
+
 
 def _float_text(value: float) -> str:
     text = repr(value)

@@ -257,3 +257,46 @@ def test_a_pruned_trial_is_recorded_pruned_and_not_rerun(bowl: Path, orch: Orch)
     again = _runs(orch(*args))
     assert {r["status"] for r in again} == {"skipped"}
     assert json.loads((run_dir / "run.json").read_text())["attempt"] == 1
+
+
+@pytest.mark.docker
+def test_two_concurrent_submitters_of_one_search_lose_no_trial(bowl: Path, orch: Orch) -> None:
+    """Both ask trials of the same study at once: each trial number goes to one of them,
+    the document ends listing every trial, and no run is outside it or ran twice."""
+    args = [ORCH, "sweep", "-p", str(bowl), "--sampler", "tpe", "--trials", "10", "--seed", "2",
+            "--objective", "loss:min", *BOWL_SPACE, "steps=3", "sleep=0.2", "--jobs", "2",
+            "--json"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        outs = [proc.communicate(timeout=400) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
+    (sweep_id,) = {json.loads(out)["sweep_id"] for out, _ in outs}
+    doc = json.loads((bowl / ".orch" / "sweeps" / f"{sweep_id}.json").read_text())
+    trials = doc["search"]["trials"]
+    assert [t["number"] for t in trials] == list(range(10))
+    run_ids = {t["run_id"] for t in trials}
+    assert len(run_ids) == 10  # same seed, same start: still ten different points
+    assert {entry["run_id"] for entry in doc["runs"]} == run_ids
+    runs_dir = bowl / ".orch" / "runs"
+    complete = {p.parent.name for p in runs_dir.glob("*/run.json")}
+    assert complete == run_ids  # every run that ran is a trial of the document
+    records = [json.loads((runs_dir / run_id / "run.json").read_text()) for run_id in run_ids]
+    assert all(record["attempt"] == 1 for record in records)  # none ran twice
+    listed = json.loads(orch("results", sweep_id, "-p", str(bowl), "--format", "json").stdout)
+    assert [r["run_id"] for r in listed] == [t["run_id"] for t in trials]
+    assert {r["status"] for r in listed} == {"succeeded"}
+
+
+def test_a_reusing_composer_composes_each_trial_as_a_fresh_one(demo: Composer) -> None:
+    """The search's composer keeps the defaults-list compositions across its one-point
+    calls; every trial's config is still exactly what a fresh composer gives."""
+    reusing = Composer(REPO / "configs", reuse=True)
+    space = parse_space(SPACE, demo)
+    for point in [*random_points(space, 4, 6), ("optimizer=adam", "model=lstm")]:
+        (kept,) = reusing.compose_many([point])
+        (fresh,) = Composer(REPO / "configs").compose_many([point])
+        assert kept == fresh, point

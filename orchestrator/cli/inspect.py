@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ def results(
     from ..frame import RunFrame
     from ..results import render
     from ..results.table import where_keys
+    from ..search.view import SearchView
 
     color, statuses = sys.stdout.isatty(), _statuses(status)
     keys = where_keys(where)
@@ -64,6 +66,17 @@ def results(
         frame.load_runs(snap.entries, snap.labels)
         records = frame.thin_records(keys, metrics, overrides=bool(where))
         expand = frame.expander(records)
+        search = _search(context, snap.sweeps)
+        if search is not None:
+            # A search is shown in trial order with the best so far: its trials are few,
+            # so they are rendered from whole records.
+            whole = expand(records)
+            view = SearchView.build(search, whole, importances=fmt == "table")
+            click.echo(render(view.ordered(whole), fmt, sort=sort, where=where, color=color,
+                              status=statuses, limit=limit), nl=fmt != "csv")
+            if fmt == "table":
+                click.echo("\n" + view.text())
+            return
         try:
             if sort_metric and not any(sort_metric in r["metrics"] for r in records):
                 raise UsageError("no run has the --sort metric")  # said below, as before
@@ -74,6 +87,15 @@ def results(
             text = render(expand(records), fmt, sort=sort, where=where, color=color,
                           status=statuses, limit=limit)
     click.echo(text, nl=fmt != "csv")
+
+
+def _search(context: Context, sweeps: Sequence[Any]) -> dict[str, Any] | None:
+    """The search section of the selection's sweep document, when the selection is one
+    search with trials."""
+    if len(sweeps) != 1:
+        return None
+    search = context.runs().read_sweep(sweeps[0].sweep_id).search
+    return search if search and search.get("trials") else None
 
 
 @click.command("runs")
@@ -222,6 +244,14 @@ def report(
     runs = context.runs()
     sweep_doc = runs.read_sweep(sweep_id)
     records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
+    search = None
+    if sweep_doc.search and sweep_doc.search.get("trials"):
+        from ..search.view import SearchView
+
+        view = SearchView.build(sweep_doc.search, records)
+        records, search = view.ordered(records), view.to_json()
+        if objective is None and view.objective is not None:
+            objective = view.objective.text  # the search's own objective picks the best
     sort = parse_objective(objective, records) if objective else None
     ordered = sort_records(records, sort or default_sort(records))
     wanted = [str(r["run_id"]) for r in ordered[:MAX_CURVE_RUNS]]
@@ -239,5 +269,5 @@ def report(
                 if found:
                     curves[run_id] = found
     write_report(sweep_doc.to_json(), records, Path(output), sort, curves=curves,
-                 color_by=color_by)
+                 color_by=color_by, search=search)
     click.echo(f"wrote {output} ({len(records)} runs)", err=True)

@@ -28,14 +28,17 @@ def rerun(context: Context, target: str, as_json: bool) -> None:
             f"rerun {record.run_id} of {result.original.run_id}: "
             f"{record.status.value}, image {record.image_id}"
         )
-        if result.identical:
+        if result.identical and result.up_to_step is not None:
+            click.echo(f"step metrics identical up to step {result.up_to_step:g}, where the "
+                       "original was pruned")
+        elif result.identical:
             click.echo("metrics identical")
         else:
             click.echo("metrics NOT identical:")
             for line in result.differences or [f"status {record.status.value}"]:
                 click.echo(f"  {line}")
     if not result.identical:
-        what = "metrics differ" if record.succeeded else f"the rerun {record.status.value}"
+        what = "metrics differ" if result.differences else f"the rerun {record.status.value}"
         raise NotReproduced(
             f"rerun {record.run_id} did not reproduce {result.original.run_id}: {what}"
         )

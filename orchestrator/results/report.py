@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 
 from ..errors import OrchestratorError, UsageError
 from .curves import Curves, downsample
+from .searchplot import search_section
 from .table import (
     BEST_MARK,
     SortKey,
@@ -75,6 +76,7 @@ def write_report(
     *,
     curves: Mapping[str, Curves] | None = None,
     color_by: str | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the HTML report of ``sweep`` to ``path``.
 
@@ -83,9 +85,11 @@ def write_report(
     colours the parallel coordinates; without it, one is guessed from metric names and
     the page says so. ``curves`` (run id -> :func:`~.curves.parse_curve` of its
     ``metrics.jsonl``) adds one chart per step metric with every run's curve, coloured
-    by the config key ``color_by`` (default: the first swept one).
+    by the config key ``color_by`` (default: the first swept one). ``search`` (a
+    search's view, ``SearchView.to_json()``) adds its best-so-far chart and importances.
     """
-    html = render_report(sweep, records, sort, curves=curves, color_by=color_by)
+    html = render_report(sweep, records, sort, curves=curves, color_by=color_by,
+                         search=search)
     try:
         Path(path).write_text(html, encoding="utf-8")
     except OSError as exc:
@@ -99,6 +103,7 @@ def render_report(
     *,
     curves: Mapping[str, Curves] | None = None,
     color_by: str | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> str:
     import jinja2
 
@@ -118,6 +123,7 @@ def render_report(
         lstrip_blocks=True,
     )
     context = _context(sweep, records, sort, curves or {}, color_by)
+    context["search"] = search_section(search)
     return env.get_template(TEMPLATE_NAME).render(**context)
 
 
@@ -136,7 +142,9 @@ def _context(
     key = parse_sort(records, sort) if sort else None
     view = build_view(records, sort)
     succeeded = [r for r in view.records if r.get("status") == "succeeded"]
-    failed = [r for r in view.records if r.get("status") != "succeeded"]
+    # a search's pruned trials ended as asked: counted apart, not as failures
+    pruned = [r for r in view.records if r.get("status") == "pruned"]
+    failed = [r for r in view.records if r.get("status") not in ("succeeded", "pruned")]
     planned = len(sweep.get("runs") or []) or len(records)
     best = next((r for r in view.records if r.get("run_id") == view.best), None)
     color_metric = key.metric if key else (view.metrics[0] if view.metrics else None)
@@ -149,6 +157,7 @@ def _context(
             "planned": planned,
             "succeeded": len(succeeded),
             "failed": len(failed),
+            "pruned": len(pruned),
             "pending": max(planned - len(records), 0),
         },
         "objective": _objective_text(key),

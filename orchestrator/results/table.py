@@ -30,6 +30,8 @@ BEST_MARK = "★"
 _RUN_OBJECT_KEYS = ("run_id", "status", "overrides", "image_id", "metrics", "config")
 # Added when a record carries them (records read across sweeps, through the catalog).
 _SWEEP_KEYS = ("sweep_id", "sweep_name", "tags")
+# Added when a record carries them (a search's trials: ``search.view``).
+_TRIAL_KEYS = ("trial", "best_so_far")
 #: Keys ``--where`` knows besides config keys, metrics and overrides.
 LABEL_KEYS = ("tag", "name", "sweep", "status")
 
@@ -517,6 +519,7 @@ def _run_object(record: Mapping[str, Any], sweeps: bool = False) -> dict[str, An
     run = {key: record.get(key, defaults.get(key)) for key in _RUN_OBJECT_KEYS}
     if sweeps:
         run.update({key: record.get(key) for key in _SWEEP_KEYS})
+    run.update({key: record[key] for key in _TRIAL_KEYS if key in record})
     return run
 
 

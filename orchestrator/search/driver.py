@@ -8,10 +8,14 @@ points are not known up front:
   the command, the inputs' digests, the arguments and the search's settings
   (:meth:`SearchOptions.identity`), so re-submitting the same search, from any machine,
   names the same sweep; ``--trials`` is not in it, so raising it continues the search.
-* **Document.** ``sweeps/<id>.json`` lists the runs as the trials are created, and
-  ``search.trials`` keeps each trial's number, run id and parameters; it is rewritten
-  each time a trial is created, so ``orch results`` and ``orch watch`` see the search
-  grow.
+* **Trials.** Each trial is its own object, ``sweeps/<id>.trials/<number>`` (number, run
+  id, parameters, overrides), made by a conditional create: two submitters of the same
+  search never both get a number; the loser takes the next free one (or, with
+  ``--trials`` reached, drops its asked trial). ``sweeps/<id>.json`` lists the runs and
+  ``search.trials`` as a view of those objects, rewritten each time a trial is created
+  (so ``orch results`` and ``orch watch`` see the search grow) and listed again after
+  each rewrite: a rewrite lost to a concurrent submitter's older one is redone, so the
+  last writer's document holds every trial.
 * **Rebuild.** A submission reads the document and the trials' records and adds every
   finished trial to a fresh in-memory study (``add_trial``: values, state, the step curve
   when pruning). A trial without a finished record (killed with its submitter) or a
@@ -54,8 +58,10 @@ from .study import (
 
 log = logging.getLogger("orchestrator.search")
 
-#: How often the driver looks at its running trials' step metrics when pruning.
-POLL_S = 0.5
+#: How often the driver looks at its running trials' step metrics when pruning: a
+#: pruned container runs on for about this plus the node's live period (ORCH_LIVE_S)
+#: after the step that condemns it; one small GET per running trial per poll.
+POLL_S = 0.2
 
 
 @dataclass
@@ -69,6 +75,19 @@ class Trial:
 
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "run_id": self.run_id, "params": self.params}
+
+    def to_object(self) -> dict[str, Any]:
+        """The stored trial object: what the document lists, and the run's overrides."""
+        return {**self.to_json(), "overrides": list(self.overrides)}
+
+    @classmethod
+    def from_json(cls, item: Any) -> Trial | None:
+        if not (isinstance(item, dict) and isinstance(item.get("params"), dict)
+                and isinstance(item.get("number"), int) and isinstance(item.get("run_id"), str)):
+            return None
+        overrides = item.get("overrides")
+        return cls(item["number"], item["params"], item["run_id"],
+                   tuple(str(o) for o in overrides) if isinstance(overrides, list) else ())
 
 
 @dataclass
@@ -101,9 +120,11 @@ def search_sweep_id(
 
 
 def compose_space(project: Any, args: Sequence[str]) -> tuple[configmod.Composer, Space]:
-    """The project's composer and the search space of ``args``."""
+    """The project's composer (keeping what it composed across the trials' calls) and the
+    search space of ``args``."""
     composer = configmod.Composer(
-        project.config_dir, project.config_name, configmod.job_name_for(project.command)
+        project.config_dir, project.config_name, configmod.job_name_for(project.command),
+        reuse=True,
     )
     return composer, parse_space(args, composer)
 
@@ -144,7 +165,7 @@ class SearchDriver(SweepDriver):
             finally:
                 for upload in uploads:
                     upload.result()
-                self.runs.write_sweep_index(sweep_id, state.stored())
+                state.write_index()
         if state.error is not None:
             raise state.error
         return state.result()
@@ -193,15 +214,60 @@ class _State:
             doc = None
         if doc is not None:
             self.created_at = doc.created_at or self.created_at
-            for item in (doc.search or {}).get("trials", []):
-                if isinstance(item, dict) and isinstance(item.get("params"), dict):
-                    trial = Trial(int(item.get("number", len(self.trials))), item["params"],
-                                  str(item.get("run_id", "")))
-                    self.trials.append(trial)
+            # The document's list first: a search stored before trials were objects
+            self._merge((doc.search or {}).get("trials", []))
             overrides = {e.run_id: e.overrides for e in doc.runs}
             for trial in self.trials:
-                trial.overrides = overrides.get(trial.run_id, ())
+                trial.overrides = trial.overrides or overrides.get(trial.run_id, ())
+        self._merge(runs.read_trials(self.sweep_id), replace=True)
         runs.write_sweep(self.doc())  # kept if it exists; opens the sweep either way
+
+    def _merge(self, items: Any, *, replace: bool = False) -> bool:
+        """Add trials read from the store; True when any was new to this submission."""
+        known = {trial.number: i for i, trial in enumerate(self.trials)}
+        added = False
+        for item in items:
+            trial = Trial.from_json(item)
+            if trial is None:
+                continue
+            if trial.number not in known:
+                known[trial.number] = len(self.trials)
+                self.trials.append(trial)
+                added = True
+            elif replace:
+                self.trials[known[trial.number]] = trial
+        self.trials.sort(key=lambda t: t.number)
+        return added
+
+    def _refresh(self) -> bool:
+        """Trials other submitters of this search created since we last looked."""
+        return self._merge(self.d.runs.read_trials(self.sweep_id,
+                                                   [t.number for t in self.trials]))
+
+    def _publish(self) -> None:
+        """Rewrite the document until no trial object is missing from what we wrote."""
+        while True:
+            self.d.runs.update_sweep(self.doc())
+            if not self._refresh():
+                return
+
+    def _number(self, trial: Trial) -> Trial | None:
+        """Create ``trial``'s object under the first free number and return it; or the
+        trial another submitter made of the same point meanwhile (with the same seed and
+        history, two submitters ask the same points); None when every number up to
+        --trials is taken."""
+        runs = self.d.runs
+        while True:
+            trial.number = 1 + max((t.number for t in self.trials), default=-1)
+            if trial.number >= self.options.trials:
+                return None
+            if runs.create_trial(self.sweep_id, trial.number, trial.to_object()):
+                self.trials.append(trial)
+                return trial
+            self._refresh()
+            same = [t for t in self.trials if t.run_id == trial.run_id]
+            if same:
+                return same[0]
 
     def doc(self) -> SweepDoc:
         entries: dict[str, SweepEntry] = {}
@@ -287,7 +353,7 @@ class _State:
             asked = self.study.ask(self.distributions)
         else:
             asked = self.study.ask(self.distributions)
-            trial = Trial(len(self.trials), dict(asked.params))
+            trial = Trial(-1, dict(asked.params))  # numbered once its run id is known
         point = self.space.point(asked.params)
         (cfg,) = composer.compose_many([point])
         (spec,) = plan(self.d.project, env, [(point, cfg)], self.args, digests).runs
@@ -296,8 +362,19 @@ class _State:
                         trial.run_id)
         if not trial.run_id:
             trial.run_id, trial.overrides = spec.run_id, point
-            self.trials.append(trial)
-            self.d.runs.update_sweep(self.doc())
+            numbered = self._number(trial)
+            if numbered is None:  # others took the last numbers meanwhile
+                from .study import _optuna
+
+                self.study.tell(asked, state=_optuna().trial.TrialState.FAIL)
+                return
+            if numbered is not trial:
+                # Another submitter's trial: its run is awaited below (the claim makes it
+                # run once), and from now on this submitter draws points of its own.
+                self.study.sampler.reseed_rng()
+                trial = numbered
+            else:
+                self._publish()
         asked.set_user_attr("run_id", spec.run_id)
         known = self.records.get(spec.run_id)
         if known is not None:  # the sampler asked for a point already run: its result stands
@@ -412,13 +489,30 @@ class _State:
             if flight.asked.should_prune():
                 reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
                           f"({metric}={value:g})")
-                self.d.runs.request_stop(flight.spec.run_id, reason)
+                self.d.runs.request_stop(flight.spec.run_id, reason,
+                                         self.jobs[flight.spec.run_id].owner)
                 flight.stop_sent = True
 
     # -- the outcome ------------------------------------------------------------------------
 
+    def write_index(self) -> None:
+        """The sweep's index, with this submission's view of the document in it; written
+        again while other submitters add trials, so the last index written lists every
+        trial even when it lands after a concurrent submitter's."""
+        while True:
+            self.d.runs.write_sweep_index(self.sweep_id, self.stored(), self.doc())
+            if not self._refresh():
+                return
+
     def stored(self) -> list[RunRecord]:
-        ids = dict.fromkeys(t.run_id for t in self.trials if t.run_id)
+        """Every finished trial's record, other submitters' too: the index written from
+        them is what readers trust once no submission has the sweep open."""
+        self._publish()
+        ids = list(dict.fromkeys(t.run_id for t in self.trials if t.run_id))
+        missing = [run_id for run_id in ids if run_id not in self.records]
+        for run_id, record in zip(missing, self.d.runs.read_runs(missing), strict=True):
+            if record is not None:
+                self.records[run_id] = record
         return [self.records[run_id] for run_id in ids if run_id in self.records]
 
     def result(self) -> SweepResult:
@@ -426,11 +520,13 @@ class _State:
         overrides = {t.run_id: t.overrides for t in self.trials}
         for run_id in dict.fromkeys(t.run_id for t in self.trials if t.run_id):
             record = self.records.get(run_id)
-            if record is None:  # never started (the search was stopped): nothing stored
+            if record is None:  # never started (the search was stopped), or another
+                # submitter of the same search runs it still: nothing stored yet
                 plan_ = RunPlan(run_id=run_id, sweep_id=self.sweep_id,
                                 project=self.d.project.name, overrides=overrides[run_id])
-                queued = RunRecord.finish(plan_, status=RunStatus.QUEUED)
-                reported.append(SweepRun(queued, RunStatus.QUEUED.value))
+                live = self.d.runs.claims.is_live(run_id, self.d.settings.lease_s)
+                pending = RunStatus.RUNNING if live else RunStatus.QUEUED
+                reported.append(SweepRun(RunRecord.finish(plan_, status=pending), pending.value))
                 continue
             earlier = run_id in self.earlier
             status = "skipped" if earlier and record.status in (

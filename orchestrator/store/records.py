@@ -8,6 +8,9 @@
     sweeps/<sweep_id>.open-<nonce>      a submission of the sweep is committing runs: the
                                         index alone is not to be trusted (see ``catalog``)
     sweeps/<sweep_id>.reruns/<run_id>   a rerun of one of the sweep's runs (empty object)
+    sweeps/<sweep_id>.trials/<number>   a search's trial (number, run id, parameters),
+                                        created once: of two submitters of one search,
+                                        one gets each number
     runs/<run_id>/claim.json            who is running it (``claims``: a lease)
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
@@ -138,9 +141,38 @@ class RunStore:
 
     def update_sweep(self, sweep: SweepDoc) -> None:
         """Rewrite a search's document: its runs are listed as its trials are created
-        (a grid's document never changes, :meth:`write_sweep` writes it once)."""
+        (a grid's document never changes, :meth:`write_sweep` writes it once). The trial
+        objects are the truth; the document is their view, and whoever rewrites it lists
+        them again afterwards (``search.driver``), so a rewrite lost to a concurrent one
+        is redone."""
         key = self._sweep_key(self._check_id(sweep.sweep_id, "sweep id in the record"))
         self.store.put(key, self._dump(key, sweep.to_json()))
+
+    def create_trial(self, sweep_id: str, number: int, trial: Mapping[str, Any]) -> bool:
+        """Record a search's trial ``number``; False when another submitter has it."""
+        key = self._trial_key(sweep_id, number)
+        return self.store.create(key, self._dump(key, dict(trial)))
+
+    def read_trials(self, sweep_id: str, known: Sequence[int] = ()) -> list[dict[str, Any]]:
+        """A search's trial objects in number order, those numbered in ``known`` left out
+        (a submitter re-reads only what others added)."""
+        prefix = self._sweep_key(sweep_id, ".trials/")
+        skip = {self._trial_key(sweep_id, number) for number in known}
+        keys = [key for key in self.store.list(prefix) if key not in skip]
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return self._parse(key, self.store.get(key))
+            except (NotFound, CorruptRecord) as exc:
+                log.warning("skipped trial %s: %s", key, exc)
+                return None
+
+        found = [trial for trial in parallel_map(read, keys, 16) if trial is not None]
+        return sorted(found, key=lambda trial: trial["number"]
+                      if isinstance(trial.get("number"), int) else -1)
+
+    def _trial_key(self, sweep_id: str, number: int) -> str:
+        return self._sweep_key(sweep_id, f".trials/{number:06d}")
 
     def read_sweep(self, sweep_id: str) -> SweepDoc:
         key = self._sweep_key(sweep_id)
@@ -169,9 +201,12 @@ class RunStore:
         sweeps = [sweep for sweep in parallel_map(read, keys, workers) if sweep is not None]
         return sorted(sweeps, key=lambda sweep: sweep.created_at, reverse=True)
 
-    def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord]) -> None:
+    def write_sweep_index(self, sweep_id: str, records: Sequence[RunRecord],
+                          sweep: SweepDoc | None = None) -> None:
         """One object with every completed record of the sweep: reading results of 10,000
         runs is then one GET instead of 10,000. Compact JSON: it is a cache, not for people.
+        ``sweep``: the document to embed (a search's writer passes its own view, since the
+        stored one may be a concurrent submitter's older rewrite); else the stored one.
         """
         key = self._sweep_key(sweep_id, ".index.json")
         runs = {self._check_id(r.run_id, "run id in an index record"): r.to_json() for r in records}
@@ -179,7 +214,7 @@ class RunStore:
             "schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(), "runs": runs
         }
         try:  # the sweep document rides along: a catalog read is then one GET per sweep
-            index["sweep"] = self.read_sweep(sweep_id).to_json()
+            index["sweep"] = (sweep or self.read_sweep(sweep_id)).to_json()
         except (NotFound, CorruptRecord):
             pass
         self.store.put(key, self._dump(key, index, compact=True))
@@ -365,17 +400,26 @@ class RunStore:
     def delete_live(self, run_id: str) -> None:
         self.store.delete(self._run_key(run_id, "live.json"))
 
-    def request_stop(self, run_id: str, reason: str) -> None:
-        """Ask the node running ``run_id`` to stop it as pruned, saying why."""
+    def request_stop(self, run_id: str, reason: str, owner: str | None = None) -> None:
+        """Ask the node running ``run_id`` to stop it as pruned, saying why. ``owner``
+        names the attempt meant (its claim's owner): a request left by a driver that died
+        must not stop the next attempt, started by another submission, at once."""
         key = self._run_key(run_id, "stop.json")
-        self.store.put(key, self._dump(key, {"reason": reason, "requested_at": now_iso()}))
+        body: dict[str, Any] = {"reason": reason, "requested_at": now_iso()}
+        if owner is not None:
+            body["owner"] = owner
+        self.store.put(key, self._dump(key, body))
 
-    def read_stop_request(self, run_id: str) -> str | None:
-        """The reason of a pending stop request, None when there is none."""
+    def read_stop_request(self, run_id: str, owner: str | None = None) -> str | None:
+        """The reason of a pending stop request for the attempt of ``owner`` (a request
+        naming another attempt is not this one's), None when there is none."""
         key = self._run_key(run_id, "stop.json")
         try:
             data = self._parse(key, self.store.get(key))
         except (NotFound, CorruptRecord):
+            return None
+        meant = data.get("owner")
+        if owner is not None and isinstance(meant, str) and meant != owner:
             return None
         reason = data.get("reason")
         return reason if isinstance(reason, str) and reason else "stopped by the search"
