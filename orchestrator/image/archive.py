@@ -151,8 +151,9 @@ def _loaded_names(stream: str) -> set[str]:
 
 
 #: What the daemon says of a layer whose bytes are wrong: the decompressed tar does not
-#: hash to its diff ID, the gzip stream is damaged, or the data ends too early.
-_CORRUPT = ("invalid diffID", "gzip: ", "flate: ", "unexpected EOF")
+#: hash to its diff ID, the gzip stream is damaged (Go's reader, or unpigz when dockerd
+#: finds it on PATH), or the data ends too early.
+_CORRUPT = ("invalid diffID", "gzip: ", "flate: ", "unpigz: ", "unexpected EOF")
 
 
 def _explain(error: str) -> str:
