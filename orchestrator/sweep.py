@@ -28,7 +28,7 @@ from .errors import InputError
 from .execute import ClaimHeld, NotStarted
 from .image import builder
 from .image.builder import Environment, RunImage
-from .image.transport import base_layer_files, push_to_registry
+from .image.transport import base_layer_files, push_to_registry, store_layer
 from .job import Job
 from .project import Project
 from .record import (
@@ -511,17 +511,17 @@ class SweepDriver:
             self.progress("done", job.run_id, record)
 
     def _upload_environment(self, env: Environment) -> None:
-        blobs: dict[str, Any] = dict(
+        layers: dict[str, bytes | Path] = dict(
             base_layer_files(self.client, env.base.image_id, env.base.diff_ids)
         )
-        blobs.update({layer.diff_id: layer.path for layer in env.env_layers})
-        blobs[env.code.diff_id] = env.code.layer
-        blobs[env.env_image.image_id] = env.env_image.raw
-        blobs[env.code_image.image_id] = env.code_image.raw
-        for digest, source in blobs.items():
-            # the layer files come from orch's caches, checked when they were written
-            self.runs.blobs.put(digest, source, trusted=isinstance(source, Path))
+        layers.update({layer.diff_id: layer.path for layer in env.env_layers})
+        layers[env.code.diff_id] = env.code.layer
+        for diff_id, source in layers.items():
+            store_layer(self.runs.blobs, diff_id, source)
+        # Configs last: a node that finds an image's config finds its layers.
+        self.runs.blobs.put(env.env_image.image_id, env.env_image.raw)
+        self.runs.blobs.put(env.code_image.image_id, env.code_image.raw)
 
     def _upload_run_image(self, image: RunImage) -> None:
-        self.runs.blobs.put(image.diff_id, image.layer)
+        store_layer(self.runs.blobs, image.diff_id, image.layer)
         self.runs.blobs.put(image.image_id, image.config.raw)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -107,6 +108,8 @@ def _scan_tree(root: Path, needles: dict[str, bytes], found: list[str]) -> int:
         if path.is_file() and not path.is_symlink():
             count += 1
             data = path.read_bytes()
+            if data[:2] == b"\x1f\x8b":  # a layer blob, stored compressed: read what it holds
+                data += gzip.decompress(data)
             for name, needle in needles.items():
                 if needle in data or needle in str(path).encode():
                     found.append(f"{name} in {path}")

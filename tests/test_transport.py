@@ -11,7 +11,7 @@ import pytest
 from orchestrator.errors import ImageError
 from orchestrator.image.imageconfig import make_config
 from orchestrator.image.tarball import Entry, layer_bytes
-from orchestrator.image.transport import ensure_image
+from orchestrator.image.transport import ensure_image, store_layer
 from orchestrator.store import DirStore, RunStore
 
 
@@ -51,4 +51,30 @@ def test_a_run_image_comes_from_the_store_and_a_corrupt_layer_is_named(
     runs.store.put(key, bad_layer.replace(b"other", b"OTHER"))
     assert hashlib.sha256(runs.store.get(key)).hexdigest() != bad_diff_id.split(":")[1]
     with pytest.raises(ImageError, match="invalid diffID.*corrupt"):
+        ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", ""))
+
+
+def test_a_compressed_layer_loads_with_the_same_image_id_and_a_corrupt_one_is_named(
+    docker_client: object, base_image: str, tmp_path: Path
+) -> None:
+    client = docker_client
+    base = client.api.inspect_image(base_image)  # type: ignore[attr-defined]
+    text = (f"# {tmp_path.name}\n" + "x = 1\n" * 50000).encode()
+    layer, diff_id = layer_bytes([Entry("orch/big.py", data=text)])
+    image_id, raw = _image_on(base, layer, diff_id)
+    runs = RunStore(DirStore(tmp_path / "store"))
+    runs.blobs.put(image_id, raw)
+    assert store_layer(runs.blobs, diff_id, layer)
+    key = f"blobs/sha256/{diff_id.split(':')[1]}"
+    stored = runs.store.get(key)
+    assert stored[:2] == b"\x1f\x8b" and len(stored) < len(layer) / 10
+    try:
+        assert ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", "")) == "store"
+        assert client.api.inspect_image(image_id)["Id"] == image_id  # type: ignore[attr-defined]
+    finally:
+        client.api.remove_image(image_id, force=True)  # type: ignore[attr-defined]
+
+    # Damaged in transit or on disk: the daemon's gzip reader refuses it, orch names it.
+    runs.store.put(key, stored[: len(stored) // 2] + bytes(64) + stored[len(stored) // 2 + 64 :])
+    with pytest.raises(ImageError, match="corrupt: delete it from the store"):
         ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", ""))

@@ -115,10 +115,10 @@ class ThinArchive:
             buffer = io.BytesIO()
             self.write(buffer)
             return buffer.getvalue()
-        return _streamed(self.write)
+        return streamed(self.write)
 
 
-def _streamed(write: Callable[[IO[bytes]], None]) -> Iterator[bytes]:
+def streamed(write: Callable[[IO[bytes]], object]) -> Iterator[bytes]:
     """The bytes ``write`` produces, as they are produced (a writer thread and a pipe)."""
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
@@ -150,9 +150,15 @@ def _loaded_names(stream: str) -> set[str]:
     return names
 
 
+#: What the daemon says of a layer whose bytes are wrong: the decompressed tar does not
+#: hash to its diff ID, the gzip stream is damaged (Go's reader, or unpigz when dockerd
+#: finds it on PATH), or the data ends too early.
+_CORRUPT = ("invalid diffID", "gzip: ", "flate: ", "unpigz: ", "unexpected EOF")
+
+
 def _explain(error: str) -> str:
     """The daemon checks every layer against its diff ID; say what that means here."""
-    if "invalid diffID" in error:
+    if any(sign in error for sign in _CORRUPT):
         return (
             f"{error} (a layer blob is corrupt: delete it from the store's blobs and rerun "
             f"the sweep that made it, which uploads it again)"

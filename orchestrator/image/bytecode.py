@@ -19,21 +19,25 @@ as with ``pip install``.
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..docker_api import DockerClient, describe
 from ..errors import ImageError
+from .archive import streamed
 from .interpreter import Interpreter
 from .tarball import Entry, write_layer
 
 WORK = "/tmp/orch-bytecode"
 #: Files per compiling process: a big layer's files are compiled by several at once.
 CHUNK_FILES = 400
+#: Bytecode files up to this size are kept in memory (most are; torch's 5,400 are 140 MB).
+_IN_MEMORY = 64 << 10
 _WORKER = r"""
 import importlib.util, json, os, py_compile, sys, warnings
 warnings.simplefilter("ignore")
@@ -131,18 +135,17 @@ def compile_groups(
     command = ["python3", "-I", "-c", _DRIVER, WORK, _WORKER]
     container = None
     try:
-        with tempfile.TemporaryFile(dir=stage) as archive:
-            write_layer(members, archive)
-            archive.seek(0)
-            container = client.containers.create(
-                image_id,
-                command,
-                network_mode="none",
-                user="0:0",
-                labels={"org.orch.role": "bytecode"},
-            )
-            if not container.put_archive("/tmp", archive):
-                raise ImageError("cannot send the sources to the bytecode container")
+        container = client.containers.create(
+            image_id,
+            command,
+            network_mode="none",
+            user="0:0",
+            labels={"org.orch.role": "bytecode"},
+        )
+        # Streamed as the tar is written: the sources are not copied to disk first.
+        sources_tar = streamed(lambda out: write_layer(members, out))
+        if not container.put_archive("/tmp", sources_tar):
+            raise ImageError("cannot send the sources to the bytecode container")
         container.start()
         status = container.wait()
         if status.get("StatusCode") != 0:
@@ -161,31 +164,54 @@ def compile_groups(
                 pass
 
 
+class _ChunkReader(io.RawIOBase):
+    """A file over the chunks of an HTTP response, for ``tarfile``'s stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            self._rest = next(self._chunks, b"")
+            if not self._rest:
+                return 0
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
 def _read_results(
-    stream: object, owners: list[int], count: int, interpreter: Interpreter, stage: Path
+    stream: Iterator[bytes], owners: list[int], count: int, interpreter: Interpreter, stage: Path
 ) -> list[list[Entry]]:
+    """The ``.pyc`` files as they arrive: small ones kept in memory, large ones on disk."""
     results: list[list[Entry]] = [[] for _ in range(count)]
     suffix = f".{interpreter.cache_tag}.pyc"
-    with tempfile.TemporaryFile(dir=stage) as spool:
-        for chunk in stream:  # type: ignore[attr-defined]
-            spool.write(chunk)
-        spool.seek(0)
-        with tarfile.open(fileobj=spool, mode="r:") as tar:
-            number = 0
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = member.name.split("/", 2)  # out/<index>/<path>
-                valid = len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(owners)
-                if not valid or not parts[2].endswith(suffix):
-                    raise ImageError(f"unexpected file {member.name!r} from the bytecode container")
-                handle = tar.extractfile(member)
-                if handle is None:
-                    continue
-                number += 1
-                path = stage / f"pyc-{number:08d}"
-                with handle, path.open("wb") as out:
-                    while chunk := handle.read(1 << 20):
-                        out.write(chunk)
-                results[owners[int(parts[1])]].append(Entry(parts[2], source=path, mode=0o644))
+    reader = io.BufferedReader(_ChunkReader(stream), 1 << 20)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        number = 0
+        for member in tar:
+            if not member.isfile():
+                continue
+            parts = member.name.split("/", 2)  # out/<index>/<path>
+            valid = len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(owners)
+            if not valid or not parts[2].endswith(suffix):
+                raise ImageError(f"unexpected file {member.name!r} from the bytecode container")
+            handle = tar.extractfile(member)
+            if handle is None:
+                continue
+            owner = results[owners[int(parts[1])]]
+            if member.size <= _IN_MEMORY:
+                owner.append(Entry(parts[2], data=handle.read(), mode=0o644))
+                continue
+            number += 1
+            path = stage / f"pyc-{number:08d}"
+            with handle, path.open("wb") as out:
+                while chunk := handle.read(1 << 20):
+                    out.write(chunk)
+            owner.append(Entry(parts[2], source=path, mode=0o644))
     return results

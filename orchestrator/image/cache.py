@@ -5,6 +5,7 @@
     <root>/layers/<hex>.tar              layer tars by diff ID (base rootfs, exported bases)
     <root>/layers/pkg-<key>.tar, .json   environment layers (one per package or group) and
                                          their diff IDs and file lists (envlayer)
+    <root>/layers/*.tar.gz               a layer's compressed copy, once uploaded (compress)
     <root>/wheels/                       the wheelhouse (wheels)
     <root>/python/<hex>.json             the Python of a base image, by image ID (interpreter)
     <root>/checked/<hex>                 environment keys whose lock was found complete

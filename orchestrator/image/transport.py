@@ -1,10 +1,11 @@
 """Images travel by digest: into the store's blobs, to and from a registry, onto any daemon.
 
-Each blob is stored once under ``blobs/sha256/<hex>``: image configs and uncompressed
-layer tars. A daemon that lacks a run image gets exactly the layers it is missing: those
-above the longest chain it already has (from the run's prefix images or any environment
-image on it), so a one-package change to a lock ships that package's layer and the
-(smaller) layers stacked above it.
+Each blob is stored once under ``blobs/sha256/<hex>``: image configs, and layer tars
+gzip-compressed (:mod:`.compress`) under their diff IDs; layers stored uncompressed by
+earlier versions load as they are. A daemon that lacks a run image gets exactly the
+layers it is missing: those above the longest chain it already has (from the run's
+prefix images or any environment image on it), so a one-package change to a lock ships
+that package's layer and the (smaller) layers stacked above it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import IO, Protocol
 from ..docker_api import DockerClient, describe
 from ..errors import ImageError, NotFound
 from ..files import atomic_writer
-from . import cache
+from . import cache, compress
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .imageconfig import ImageConfig
 
@@ -35,6 +36,31 @@ class Blobs(Protocol):
     def get(self, digest: str) -> bytes: ...
 
     def get_file(self, digest: str, path: Path, *, verify: bool = True) -> None: ...
+
+
+class LayerSink(Protocol):
+    """Where layers are written to: the store's blobs (``RunStore.blobs``)."""
+
+    def has(self, digest: str) -> bool: ...
+
+    def put_encoded(
+        self, digest: str, source: bytes | Path, *, known_missing: bool = False
+    ) -> bool: ...
+
+
+def store_layer(blobs: LayerSink, diff_id: str, source: bytes | Path) -> bool:
+    """Put a layer into the store compressed, unless it is there: True if uploaded.
+
+    A layer file from orch's cache is compressed once, into a copy beside it that the
+    next store it goes to reuses.
+    """
+    if blobs.has(diff_id):
+        return False
+    if isinstance(source, Path):
+        encoded: bytes | Path = compress.compressed_copy(source)
+    else:
+        encoded = compress.gzip_bytes(source)
+    return blobs.put_encoded(diff_id, encoded, known_missing=True)
 
 
 def base_layer_files(
