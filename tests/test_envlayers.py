@@ -127,6 +127,68 @@ def test_one_package_change_rebuilds_one_layer(
     assert calls == [2, 1]
 
 
+def test_big_files_of_several_packages_keep_their_own_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files over the in-memory limit are staged on disk while the layers are written; each
+    package's must end up in its own layer (they once shared staged names)."""
+    no_compile(monkeypatch)
+    one = make_wheel(tmp_path, "one", {"one/blob.bin": (b"1" * (3 << 20), 0o644)})
+    two = make_wheel(tmp_path, "two", {"two/blob.bin": (b"2" * (2 << 20), 0o644)})
+    layers = write([one, two], tmp_path / "c")
+    for layer, name, byte in ((layers[0], "one", b"1"), (layers[1], "two", b"2")):
+        with tarfile.open(layer.path) as tar:
+            data = tar.extractfile(f"{SITE}/{name}/blob.bin").read()  # type: ignore[union-attr]
+        assert set(data) == set(byte), name
+
+
+def split_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A package big enough for a payload layer (thresholds lowered) and a small one."""
+    monkeypatch.setattr(envlayer, "SPLIT_BYTES", 1 << 20)
+    monkeypatch.setattr(envlayer, "SPLIT_SOURCE_BYTES", 1 << 10)
+    big = make_wheel(tmp_path, "big", {
+        "big/__init__.py": (b"# " + b"x" * 4_000 + b"\nVALUE = 1\n", 0o644),
+        "big/lib.so": (bytes(range(256)) * (8 << 10), 0o755),  # 2 MiB
+        "big/data/table.bin": (b"t" * 100, 0o644),
+    })
+    small = make_wheel(tmp_path, "small", {"small.py": (b"x = 1\n", 0o644)})
+    return big, small
+
+
+def test_a_big_package_gets_a_payload_layer_at_the_bottom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_compile(monkeypatch)
+    big, small = split_wheels(tmp_path, monkeypatch)
+    prefixes: list[list[envlayer.EnvLayer]] = []
+    layers = write_env_layers(
+        None, "base", DEBIAN, [small, big], tmp_path / "c", stdlib=False,  # type: ignore[arg-type]
+        on_ready=prefixes.append,
+    )
+    assert [(layer.wheels, layer.payload) for layer in layers] == [
+        (("big-1.0-py3-none-any.whl",), True),
+        (("big-1.0-py3-none-any.whl",), False),
+        (("small-1.0-py3-none-any.whl",), False),
+    ]
+    payload, sources = members(layers[0].path), members(layers[1].path)
+    assert {n for n in payload if payload[n].isfile()} == {f"{SITE}/big/lib.so",
+                                                          f"{SITE}/big/data/table.bin"}
+    assert payload[f"{SITE}/big/lib.so"].mode == 0o755
+    assert f"{SITE}/big/__init__.py" in sources and f"{SITE}/big-1.0.dist-info/RECORD" in sources
+    assert f"{SITE}/big/lib.so" not in sources
+    # Told as the bottom grew, the payload before the rest; at the end, every layer.
+    assert prefixes[0][0] == layers[0] and prefixes[-1] == layers
+    assert all(len(a) < len(b) for a, b in zip(prefixes, prefixes[1:], strict=False))
+    # Warm: the same layers from the cache, nothing unpacked.
+    install = envlayer._install_group
+    monkeypatch.setattr(envlayer, "_install_group", lambda *a: pytest.fail("unpacked again"))
+    assert write([small, big], tmp_path / "c") == layers
+    # A payload layer lost from the cache: its package is built again, same bytes.
+    layers[0].path.unlink()
+    monkeypatch.setattr(envlayer, "_install_group", install)
+    assert write([small, big], tmp_path / "c") == layers
+
+
 def test_interpreter_without_site_dir_is_refused() -> None:
     odd = Interpreter(**{**DEBIAN.to_json(), "site_dirs": ()})  # type: ignore[arg-type]
     with pytest.raises(ImageError, match=r"installs packages into /usr/local/lib/python3.11/"):
@@ -249,3 +311,52 @@ def test_incomplete_lock_is_refused_before_building(make_project, orch, tmp_path
         "'zipp>=3.20', which the lock does not pin"
     )
     assert not list(cache.glob("layers/pkg-*"))  # nothing was built
+
+
+@pytest.mark.docker
+def test_a_payload_goes_to_the_daemon_while_the_sources_compile(
+    make_project, docker_client: DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build loads the payload as an image of its own while the sources compile,
+    then the environment image; no prefix image is left behind, and the run works."""
+    import hashlib
+
+    from orchestrator.image import archive, builder, preload
+    from orchestrator.project import load_project
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    big, _ = split_wheels(wheels, monkeypatch)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    lock = f"--find-links wheels\nbig==1.0 --hash=sha256:{digest}\n"
+    check = "import big, os\nassert big.VALUE == 1\n"
+    check += "assert os.path.getsize(os.path.dirname(big.__file__) + '/lib.so') == 2 << 20\n"
+    root = make_project("payload", files={"requirements.txt": lock, "check.py": check},
+                        requirements="requirements.txt", command=["python3", "check.py"])
+    shutil.copytree(wheels, root / "wheels")
+    git_commit_all(root, "wheels")
+    loads: list[list[str]] = []
+    load = preload.Preloader._load
+
+    def traced(self, prefix):  # type: ignore[no-untyped-def]
+        loads.append([layer.diff_id for layer in prefix])
+        return load(self, prefix)
+
+    monkeypatch.setattr(preload.Preloader, "_load", traced)
+    env = builder.prepare(docker_client, load_project(root), cache_root=tmp_path / "cache")
+    try:
+        assert [layer.payload for layer in env.env_layers] == [True, False, False]
+        # First the payload alone (the stdlib and big's sources were still compiling).
+        assert loads[0] == [env.env_layers[0].diff_id]
+        attrs = docker_client.api.inspect_image(env.tag("env", env.env_key))
+        assert attrs["Id"] == env.env_image.image_id
+        assert attrs["RootFS"]["Layers"] == list(env.env_image.diff_ids)
+        labels = [archive.ENV_LABEL, "org.orch.project=payload"]
+        left = docker_client.api.images(quiet=True, all=True, filters={"label": labels})
+        assert left == [env.env_image.image_id]
+        output = docker_client.containers.run(
+            env.env_image.image_id, ["python3", "-c", check], remove=True, network_mode="none"
+        )
+        assert output == b""
+    finally:
+        docker_client.api.remove_image(env.env_image.image_id, force=True)

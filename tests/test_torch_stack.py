@@ -13,11 +13,13 @@ bytecode compilation), arrives at the same image IDs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,7 +175,8 @@ def test_layers_are_stored_gzip_compressed_under_their_diff_ids(torch_stack: dic
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         stored.update({item["Key"][len(prefix):]: item["Size"] for item in page["Contents"]})
     sizes = _layer_sizes(Path(torch_stack["env"]["ORCH_CACHE"]))
-    assert len(sizes) == 12  # the standard library's bytecode and the lock's 11 wheels
+    # The standard library's bytecode, the lock's 11 wheels, torch's and numpy's payloads.
+    assert len(sizes) == 14
     for diff_id, size in sizes.items():
         key = prefix + diff_id.split(":")[1]
         head = client.get_object(Bucket=bucket, Key=key, Range="bytes=0-1")["Body"].read()
@@ -181,6 +184,37 @@ def test_layers_are_stored_gzip_compressed_under_their_diff_ids(torch_stack: dic
         assert stored[diff_id.split(":")[1]] < size, diff_id
     total_stored = sum(stored[d.split(":")[1]] for d in sizes)
     assert total_stored < 0.6 * sum(sizes.values()), (total_stored, sum(sizes.values()))
+
+
+def test_every_layer_holds_what_its_package_installs(torch_stack: dict) -> None:
+    """Each file in the layers has the content its wheel's RECORD gives it, and torch's
+    libraries sit in a payload layer of their own, its sources and bytecode apart."""
+    cache = Path(torch_stack["env"]["ORCH_CACHE"]) / "layers"
+    checked = 0
+    payloads = {}
+    for meta in cache.glob("pkg-*.json"):
+        record = json.loads(meta.read_text())
+        if meta.name.endswith("-payload.json"):
+            payloads[record["wheels"][0].split("-")[0]] = meta.with_suffix(".tar")
+            continue
+        listing = dict(record["files"])
+        tars = [meta.with_suffix(".tar")]
+        if record.get("payload"):
+            tars.append(meta.with_name(meta.stem + "-payload.tar"))
+        for tar_path in tars:
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    if member.isfile() and member.name in listing:
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        assert hashlib.sha256(data).hexdigest() == listing.pop(member.name)
+                        checked += 1
+        assert not listing, sorted(listing)[:3]  # every installed file is in a layer
+    assert checked > 15_000
+    assert sorted(payloads) == ["numpy", "torch"]
+    with tarfile.open(payloads["torch"]) as tar:
+        names = tar.getnames()
+    assert f"{SITE[1:]}/torch/lib/libtorch_cpu.so" in names
+    assert not [n for n in names if n.endswith((".py", ".pyc"))]
 
 
 def test_rerun_on_an_empty_daemon_from_the_compressed_blobs(

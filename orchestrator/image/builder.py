@@ -18,11 +18,12 @@ from ..docker_api import DockerClient
 from ..errors import ImageError
 from ..files import atomic_write
 from ..project import Project
-from . import cache
+from . import cache, envlayer
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .code import CodeSnapshot, snapshot
 from .envlayer import EnvLayer
 from .imageconfig import ImageConfig, make_config, merge_env
+from .preload import Preloader
 from .tarball import Entry, layer_bytes
 
 RUN_USER = "65534:65534"
@@ -31,6 +32,8 @@ CONFIG_PATH = "/orch/config.yaml"
 OUTPUT_DIR = "/orch/output"
 #: Bumped whenever the environment layers' layout changes, so old caches are not reused.
 ENV_FORMAT = 2
+#: Layers per image that Docker's overlay2 driver allows.
+DOCKER_MAX_LAYERS = 127
 
 
 @dataclass(frozen=True)
@@ -144,10 +147,14 @@ def resolve_base(client: DockerClient, ref: str) -> BaseInfo:
 
 
 def _environment_layers(
-    client: DockerClient, project: Project, base: BaseInfo, cache_root: Path
+    client: DockerClient,
+    project: Project,
+    base: BaseInfo,
+    cache_root: Path,
+    on_ready: envlayer.OnReady,
 ) -> tuple[str, tuple[EnvLayer, ...]]:
     """Read and check the lock, fetch its wheels, write (or reuse) their layers."""
-    from . import closure, envlayer, interpreter, wheels
+    from . import closure, interpreter, wheels
 
     def key(lock_digest: str) -> str:
         return digest({"base": base.image_id, "lock": lock_digest, "format": ENV_FORMAT})
@@ -169,7 +176,15 @@ def _environment_layers(
             lock.requirements, wheel_files, python.version, wheels.DEFAULT_PLATFORM, lock.path
         )
         atomic_write(checked, b"complete\n")
-    layers = envlayer.write_env_layers(client, base.image_id, python, wheel_files, cache_root)
+    layers = envlayer.write_env_layers(
+        client, base.image_id, python, wheel_files, cache_root, on_ready=on_ready
+    )
+    if len(base.diff_ids) + len(layers) + 2 > DOCKER_MAX_LAYERS:
+        raise ImageError(
+            f"{project.requirements.name} needs {len(layers)} environment layers on "
+            f"{len(base.diff_ids)} base layers, over Docker's {DOCKER_MAX_LAYERS}: "
+            f"use a base image with fewer layers"
+        )
     return env_key, tuple(layers)
 
 
@@ -180,34 +195,45 @@ def prepare(
     allow_dirty: bool = False,
     cache_root: Path | None = None,
 ) -> Environment:
-    """Resolve the base, build (or reuse) the environment layer, snapshot the code.
+    """Resolve the base, build (or reuse) the environment layers, snapshot the code.
 
-    ``cache_root`` is where wheels and layers are kept (see :mod:`.cache`).
+    ``cache_root`` is where wheels and layers are kept (see :mod:`.cache`). An
+    environment built here goes to the daemon as it is built (see :mod:`.preload`).
     """
     from .envlayer import env_image_settings
 
     base = resolve_base(client, project.base_image)
-    env_key, env_layers = _environment_layers(client, project, base, cache.root(cache_root))
-    code = snapshot(
-        project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
-    )
     image_env = env_image_settings()
     image_env.update({"HOME": "/tmp", "ORCH_CONFIG": CONFIG_PATH, "ORCH_OUTPUT": OUTPUT_DIR})
     image_env.update(dict(project.env))
     settings = ImageSettings(base, image_env, "")
     labels = {"org.orch.project": project.name}
-    env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
-    return Environment(
-        project,
-        settings,
-        env_key,
-        env_layers,
-        code,
-        env_image=settings.config(
-            env_ids, {}, ["python3"], {**labels, ENV_LABEL.split("=")[0]: "env"}
-        ),
-        code_image=settings.config([*env_ids, code.diff_id], {}, list(project.command), labels),
+    env_labels = {**labels, ENV_LABEL.split("=")[0]: ENV_LABEL.split("=")[1]}
+    preload = Preloader(
+        client, lambda ids: settings.config(ids, {}, ["python3"], env_labels), base.diff_ids
     )
+    try:
+        env_key, env_layers = _environment_layers(
+            client, project, base, cache.root(cache_root), preload.offer
+        )
+        code = snapshot(
+            project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
+        )
+        env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
+        env = Environment(
+            project,
+            settings,
+            env_key,
+            env_layers,
+            code,
+            env_image=settings.config(env_ids, {}, ["python3"], env_labels),
+            code_image=settings.config([*env_ids, code.diff_id], {}, list(project.command), labels),
+        )
+        preload.finish(env.env_image, [env.tag("env", env.env_key)], env.env_layers)
+    except BaseException:
+        preload.discard()
+        raise
+    return env
 
 
 def config_layer(config_yaml: str, config_json: str) -> tuple[bytes, str]:

@@ -35,10 +35,12 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from installer import install
 from installer.destinations import WheelDestination
@@ -60,9 +62,16 @@ if TYPE_CHECKING:
     from installer.scripts import ScriptSection
 
 #: Bumped whenever the layout or content rules of the layers change.
-ENV_LAYER_FORMAT = 2
-#: Environment layers at most; Docker's limit is 127 layers per image.
+ENV_LAYER_FORMAT = 3
+#: Package layers at most; Docker's limit is 127 layers per image, and payload layers
+#: (a few: each is 32 MiB of binaries at least) come on top.
 MAX_LAYERS = 100
+#: A package installing this much besides its Python sources, and this much source,
+#: gets a payload layer (torch: 620 MB of libraries, 45 MB of sources).
+SPLIT_BYTES = 32 << 20
+SPLIT_SOURCE_BYTES = 4 << 20
+#: Wheels at least this big are unpacked and compiled by the heavy chain (see _Build).
+HEAVY_WHEEL = 16 << 20
 # Files larger than this are staged on disk, not kept in memory.
 _SPILL_BYTES = 1 << 20
 _CHUNK = 1 << 20
@@ -71,12 +80,14 @@ _CHUNK = 1 << 20
 @dataclass(frozen=True)
 class EnvLayer:
     """One environment layer: its tar in the cache, diff ID, and the wheels it installs
-    (none: the bytecode of the interpreter's standard library)."""
+    (none: the bytecode of the interpreter's standard library); ``payload`` when it holds
+    a package's files other than its Python sources (see :func:`split_payload`)."""
 
     diff_id: str
     path: Path
     size: int
     wheels: tuple[str, ...]
+    payload: bool = False
 
 
 def env_image_settings() -> dict[str, str]:
@@ -146,6 +157,26 @@ def stdlib_key(image_id: str, interpreter: Interpreter) -> str:
     )
 
 
+def is_payload(path: str) -> bool:
+    """Whether an installed file goes to its package's payload layer when it has one:
+    everything but Python sources (and their bytecode) and the ``.dist-info`` metadata."""
+    return not path.endswith(".py") and ".dist-info/" not in path
+
+
+def split_payload(entries: Sequence[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """``(payload, rest)`` of one package's entries; no payload when it is not worth a
+    layer of its own (see :data:`SPLIT_BYTES`)."""
+    payload = [e for e in entries if e.kind == "file" and is_payload(e.path)]
+    sources = sum(e.size() for e in entries if e.kind == "file" and bytecode.is_source(e.path))
+    if sum(e.size() for e in payload) < SPLIT_BYTES or sources < SPLIT_SOURCE_BYTES:
+        return [], list(entries)
+    return payload, [e for e in entries if not (e.kind == "file" and is_payload(e.path))]
+
+
+#: Called with the environment's bottom layers each time more of them are written.
+OnReady = Callable[[list[EnvLayer]], None]
+
+
 def write_env_layers(
     client: DockerClient,
     image_id: str,
@@ -154,75 +185,220 @@ def write_env_layers(
     cache_root: Path,
     *,
     stdlib: bool = True,
+    on_ready: OnReady | None = None,
 ) -> list[EnvLayer]:
     """Write (or reuse) the layers of ``wheels`` for the base image ``image_id``, bottom first.
 
-    With ``stdlib``, the first layer holds the bytecode of the interpreter's standard
-    library (its :attr:`EnvLayer.wheels` is empty): the base recipe ships none, and a
-    run's user cannot write it, so without it every run would compile what it imports.
-    Layers already in the cache are neither unpacked nor compiled again. Files that two
-    packages install with different content are refused, across all layers.
+    The order: the payload layers (a big package's files other than its Python sources,
+    see :func:`split_payload`; they need no bytecode), then with ``stdlib`` the bytecode
+    of the interpreter's standard library (the base recipe ships none, and a run's user
+    cannot write it, so without it every run would compile what it imports), then one
+    layer per package, heaviest first. Layers already in the cache are neither unpacked
+    nor compiled again. Files that two packages install with different content are
+    refused, across all layers. ``on_ready`` is given the longest written prefix of the
+    layers whenever it grows, while the rest are still built (see :class:`_Build`).
     """
-    groups: list[list[Path] | None] = [*([None] if stdlib else []), *plan_layers(wheels)]
-    keys = [
-        (stdlib_key(image_id, interpreter) if g is None else layer_key(g, interpreter))
-        for g in groups
-    ]
-    keys = [key.removeprefix("sha256:") for key in keys]
-    names = [() if g is None else _names(g) for g in groups]
+    groups = plan_layers(wheels)
+    keys = [layer_key(g, interpreter).removeprefix("sha256:") for g in groups]
+    names = [_names(g) for g in groups]
     layers_dir = cache.layers(cache_root)
-    known: dict[int, tuple[EnvLayer, dict[str, str]]] = {}
+    known: dict[int, _Package] = {}
     for index, key in enumerate(keys):
-        found = _read_meta(layers_dir / f"pkg-{key}.json", layers_dir / f"pkg-{key}.tar")
+        found = _read_package(layers_dir, key, names[index])
         if found is not None:
-            diff_id, files = found
-            tar = layers_dir / f"pkg-{key}.tar"
-            known[index] = (EnvLayer(diff_id, tar, tar.stat().st_size, names[index]), files)
+            known[index] = found
+    std_key = stdlib_key(image_id, interpreter).removeprefix("sha256:") if stdlib else None
+    std = _read_layer(layers_dir, f"pkg-{std_key}", ()) if std_key else None
     missing = [index for index in range(len(groups)) if index not in known]
-    if not missing:
-        _check_conflicts([(names[i], known[i][1]) for i in range(len(groups))])
-        return [known[index][0] for index in range(len(groups))]
+    if not missing and (std_key is None or std is not None):
+        _check_conflicts([(names[i], known[i].files) for i in range(len(groups))])
+        return _ordered([known[i] for i in range(len(groups))], std)
     layers_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layers_dir, prefix=".stage-") as tmp:
-        stage = Path(tmp)
-        installed: dict[int, _LayerDestination] = {}
-        for i in missing:
-            group = groups[i]
-            if group is not None:
-                installed[i] = _install_group(group, interpreter, stage)
-        listings = {i: installed[i].listing() if i in installed else {} for i in missing}
-        _check_conflicts(
-            [(names[i], known[i][1] if i in known else listings[i]) for i in range(len(groups))]
-        )
-        entries = {
-            i: [item.entry for item in installed[i].files.values()] if i in installed else []
-            for i in missing
-        }
-        jobs: list[list[Entry] | bytecode.InImage] = [
-            entries[i] if i in installed else bytecode.InImage(interpreter.stdlib.strip("/"))
-            for i in missing
-        ]
-        compiled = bytecode.compile_groups(client, image_id, interpreter, jobs, stage)
-        for i, pyc in zip(missing, compiled, strict=True):
-            tar = layers_dir / f"pkg-{keys[i]}.tar"
-            diff_id = write_layer_file(entries[i] + pyc, tar)
-            record = {
-                "diff_id": diff_id,
-                "size": tar.stat().st_size,
-                "mtime": fixed_mtime(),
-                "format": ENV_LAYER_FORMAT,
-                "wheels": list(names[i]),
-                "files": listings[i],
-            }
-            atomic_write(
-                layers_dir / f"pkg-{keys[i]}.json", json.dumps(record, sort_keys=True).encode()
-            )
-            known[i] = (EnvLayer(diff_id, tar, tar.stat().st_size, names[i]), listings[i])
-    return [known[index][0] for index in range(len(groups))]
+        build = _Build(client, image_id, interpreter, layers_dir, Path(tmp), on_ready)
+        return build.run(groups, keys, names, known, std_key if std is None else None, std)
 
 
 def _names(group: Sequence[Path]) -> tuple[str, ...]:
     return tuple(sorted(wheel.name for wheel in group))
+
+
+@dataclass(frozen=True)
+class _Package:
+    """One package group's layers (its payload layer when it has one) and every file it installs."""
+
+    layer: EnvLayer
+    payload: EnvLayer | None
+    files: dict[str, str]
+
+
+def _ordered(packages: Sequence[_Package], std: EnvLayer | None) -> list[EnvLayer]:
+    payloads = [p.payload for p in packages if p.payload is not None]
+    return [*payloads, *([std] if std is not None else []), *(p.layer for p in packages)]
+
+
+class _Build:
+    """The missing layers, built by two chains side by side on the machine's cores.
+
+    The heavy chain unpacks the big wheels (torch), writes their payload layers and
+    compiles their sources; the light chain does the same for the other wheels and the
+    standard library, so its compiling overlaps the heavy unpacking. Once every package is
+    unpacked the layer order is known, and each time a longer bottom part of it is
+    written, ``on_ready`` is told: the payload layers can go to the daemon while the
+    sources still compile. Bytes never depend on this schedule: each layer is its
+    package's own content, compiled by itself.
+    """
+
+    def __init__(
+        self,
+        client: DockerClient,
+        image_id: str,
+        interpreter: Interpreter,
+        layers_dir: Path,
+        stage: Path,
+        on_ready: OnReady | None,
+    ) -> None:
+        self.client = client
+        self.image_id = image_id
+        self.interpreter = interpreter
+        self.layers_dir = layers_dir
+        self.stage = stage
+        self.on_ready = on_ready
+        self._lock = threading.Lock()
+        self._failed = threading.Event()
+        self._payload_known: dict[int, EnvLayer | None] = {}
+        self._written: dict[int, EnvLayer] = {}
+        self._files: dict[int, dict[str, str]] = {}
+        self._std: EnvLayer | None = None
+        self._reported = 0
+
+    def run(
+        self,
+        groups: list[list[Path]],
+        keys: list[str],
+        names: list[tuple[str, ...]],
+        known: dict[int, _Package],
+        std_key: str | None,
+        std: EnvLayer | None,
+    ) -> list[EnvLayer]:
+        self.groups, self.keys, self.names, self.std_key = groups, keys, names, std_key
+        for index, package in known.items():
+            self._payload_known[index] = package.payload
+            self._written[index] = package.layer
+            self._files[index] = package.files
+        self._std = std
+        missing = [index for index in range(len(groups)) if index not in known]
+        heavy = [i for i in missing if sum(w.stat().st_size for w in groups[i]) >= HEAVY_WHEEL]
+        light = [i for i in missing if i not in heavy]
+        with ThreadPoolExecutor(2, thread_name_prefix="orch-env") as pool:
+            chains = [
+                pool.submit(self._chain, heavy, False, "heavy"),
+                pool.submit(self._chain, light, std_key is not None, "light"),
+            ]
+            for chain in chains:
+                exc = chain.exception()
+                if exc is not None:
+                    raise exc
+        packages = [
+            _Package(self._written[i], self._payload_known[i], self._files[i])
+            for i in range(len(groups))
+        ]
+        return _ordered(packages, self._std)
+
+    def _chain(self, indices: list[int], with_std: bool, name: str) -> None:
+        try:
+            self._build_chain(indices, with_std, self.stage / name)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _build_chain(self, indices: list[int], with_std: bool, stage: Path) -> None:
+        stage.mkdir()
+        rest: dict[int, list[Entry]] = {}
+        for i in indices:
+            if self._failed.is_set():
+                return
+            # A folder per package: spilled files are numbered per package.
+            (stage / f"g{i}").mkdir()
+            installed = _install_group(self.groups[i], self.interpreter, stage / f"g{i}")
+            entries = [item.entry for item in installed.files.values()]
+            payload_entries, rest[i] = split_payload(entries)
+            payload = None
+            if payload_entries:
+                payload = self._write(f"pkg-{self.keys[i]}-payload", payload_entries, i, {})
+            self._unpacked(i, payload, installed.listing())
+        jobs: list[list[Entry] | bytecode.InImage] = [rest[i] for i in indices]
+        if with_std:
+            jobs.insert(0, bytecode.InImage(self.interpreter.stdlib.strip("/")))
+        if not jobs or self._failed.is_set():
+            return
+        client, interpreter = self.client, self.interpreter
+        compiled = bytecode.compile_groups(client, self.image_id, interpreter, jobs, stage)
+        if with_std:
+            assert self.std_key is not None
+            self._done(None, self._write(f"pkg-{self.std_key}", compiled.pop(0), None, {}))
+        for i, pyc in zip(indices, compiled, strict=True):
+            self._done(i, self._write(f"pkg-{self.keys[i]}", rest[i] + pyc, i, self._files[i]))
+
+    def _write(
+        self, name: str, entries: list[Entry], index: int | None, files: dict[str, str]
+    ) -> EnvLayer:
+        tar = self.layers_dir / f"{name}.tar"
+        diff_id = write_layer_file(entries, tar)
+        wheels = () if index is None else self.names[index]
+        record: dict[str, Any] = {
+            "diff_id": diff_id,
+            "size": tar.stat().st_size,
+            "mtime": fixed_mtime(),
+            "format": ENV_LAYER_FORMAT,
+            "wheels": list(wheels),
+            "files": files,
+        }
+        if index is not None and not name.endswith("-payload"):
+            record["payload"] = self._payload_known[index] is not None
+        atomic_write(self.layers_dir / f"{name}.json", json.dumps(record, sort_keys=True).encode())
+        return EnvLayer(diff_id, tar, record["size"], wheels, payload=name.endswith("-payload"))
+
+    def _unpacked(self, index: int, payload: EnvLayer | None, files: dict[str, str]) -> None:
+        with self._lock:
+            self._payload_known[index] = payload
+            self._files[index] = files
+            if len(self._payload_known) == len(self.groups):
+                # Every package is unpacked: the conflicts can be checked, the order is known.
+                _check_conflicts([(self.names[i], self._files[i]) for i in range(len(self.groups))])
+        self._report()
+
+    def _done(self, index: int | None, layer: EnvLayer) -> None:
+        """Package ``index``'s layer (None: the standard library's) is written."""
+        with self._lock:
+            if index is None:
+                self._std = layer
+            else:
+                self._written[index] = layer
+        self._report()
+
+    def _report(self) -> None:
+        """Tell ``on_ready`` of the longest written prefix, when it grew."""
+        if self.on_ready is None:
+            return
+        with self._lock:
+            if len(self._payload_known) < len(self.groups):
+                return
+            count = len(self.groups)
+            payloads = [self._payload_known[i] for i in range(count)]
+            order: list[EnvLayer | None] = [p for p in payloads if p is not None]
+            if self.std_key is not None or self._std is not None:
+                order.append(self._std)
+            order += [self._written.get(i) for i in range(count)]
+            ready: list[EnvLayer] = []
+            for layer in order:
+                if layer is None:
+                    break
+                ready.append(layer)
+            if len(ready) <= self._reported:
+                return
+            self._reported = len(ready)
+        self.on_ready(ready)
 
 
 def _check_conflicts(listings: Sequence[tuple[tuple[str, ...], dict[str, str]]]) -> None:
@@ -239,7 +415,34 @@ def _check_conflicts(listings: Sequence[tuple[tuple[str, ...], dict[str, str]]])
                 )
 
 
-def _read_meta(meta: Path, tar: Path) -> tuple[str, dict[str, str]] | None:
+def _read_package(layers_dir: Path, key: str, names: tuple[str, ...]) -> _Package | None:
+    """A package group's layers from the cache, or None when any part is missing or stale."""
+    meta = _read_record(layers_dir / f"pkg-{key}.json", layers_dir / f"pkg-{key}.tar")
+    if meta is None or not isinstance(meta[1].get("payload"), bool):
+        return None
+    record, files = meta[1], meta[1].get("files")
+    if not isinstance(files, dict):
+        return None
+    payload = None
+    if record["payload"]:
+        payload = _read_layer(layers_dir, f"pkg-{key}-payload", names, payload=True)
+        if payload is None:
+            return None
+    layer = EnvLayer(meta[0], layers_dir / f"pkg-{key}.tar", record["size"], names)
+    return _Package(layer, payload, files)
+
+
+def _read_layer(
+    layers_dir: Path, name: str, names: tuple[str, ...], payload: bool = False
+) -> EnvLayer | None:
+    meta = _read_record(layers_dir / f"{name}.json", layers_dir / f"{name}.tar")
+    if meta is None:
+        return None
+    return EnvLayer(meta[0], layers_dir / f"{name}.tar", meta[1]["size"], names, payload=payload)
+
+
+def _read_record(meta: Path, tar: Path) -> tuple[str, dict[str, Any]] | None:
+    """``(diff_id, record)`` of one cached layer tar, when its record matches the tar."""
     try:
         record = json.loads(meta.read_text())
         size = tar.stat().st_size
@@ -251,12 +454,10 @@ def _read_meta(meta: Path, tar: Path) -> tuple[str, dict[str, str]] | None:
     current = {"size": size, "mtime": fixed_mtime(), "format": ENV_LAYER_FORMAT}
     if any(record.get(name) != value for name, value in current.items()):
         return None
-    diff_id, files = record.get("diff_id"), record.get("files")
+    diff_id = record.get("diff_id")
     if not isinstance(diff_id, str) or not diff_id.startswith("sha256:"):
         return None
-    if not isinstance(files, dict):
-        return None
-    return diff_id, files
+    return diff_id, record
 
 
 # -- installing ----------------------------------------------------------------------
