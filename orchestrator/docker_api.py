@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 from .errors import BackendError
 
 if TYPE_CHECKING:
-    from docker.types import DeviceRequest
+    from docker.types import DeviceRequest, Mount
 
 
 class Image(Protocol):
@@ -89,7 +89,9 @@ class Container(Protocol):
 
     def get_archive(self, path: str, /) -> tuple[Iterator[bytes], dict[str, Any] | None]: ...
 
-    def put_archive(self, path: str, data: bytes | IO[bytes] | Iterator[bytes], /) -> bool: ...
+    def put_archive(
+        self, path: str, data: bytes | IO[bytes] | Iterator[bytes | memoryview], /
+    ) -> bool: ...
 
     def remove(self, *, force: bool = False) -> None: ...
 
@@ -110,7 +112,7 @@ class DockerAPI(Protocol):
         ...
 
     def load_image(
-        self, data: bytes | IO[bytes] | Iterator[bytes], /, quiet: bool | None = None
+        self, data: bytes | IO[bytes] | Iterator[bytes | memoryview], /, quiet: bool | None = None
     ) -> Iterable[Any]:
         """``docker load`` of a whole archive, a file or a stream of chunks (sent
         chunked): the daemon's progress messages (dicts)."""
@@ -150,12 +152,14 @@ class ContainerCollection(Protocol):
         command: list[str] | None = None,
         *,
         cap_drop: list[str] | None = None,
+        cpu_shares: int | None = None,
         detach: bool = False,
         device_requests: list[DeviceRequest] | None = None,
         environment: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         mem_limit: str | int | None = None,
         memswap_limit: str | int | None = None,
+        mounts: list[Mount] | None = None,
         name: str | None = None,
         nano_cpus: int | None = None,
         network_mode: str | None = None,

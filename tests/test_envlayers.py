@@ -33,7 +33,7 @@ def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Compile nothing (no Docker); returns the sizes of the groups it was asked for."""
     calls: list[int] = []
 
-    def fake(client, image_id, interp, groups, stage):  # type: ignore[no-untyped-def]
+    def fake(client, image_id, interp, groups, stage, **_):  # type: ignore[no-untyped-def]
         calls.append(len(groups))
         return [[] for _ in groups]
 
@@ -227,11 +227,24 @@ def test_layers_with_bytecode_are_reproducible(
 ) -> None:
     a = write_env_layers(docker_client, base_image, base_python, small_wheels, tmp_path / "a")
     # In reverse order, into another cache, cut into other chunks (so other processes
-    # compile each file): the same bytes.
+    # compile each file), the sources sent to the daemon as a remote one gets them, not
+    # mounted: the same bytes.
     monkeypatch.setattr(bytecode, "CHUNK_FILES", 7)
+    monkeypatch.setattr(bytecode, "_is_local", lambda client: False)
     b = write_env_layers(docker_client, base_image, base_python, small_wheels[::-1], tmp_path / "b")
     assert [layer.diff_id for layer in a] == [layer.diff_id for layer in b]
     assert all(x.path.read_bytes() == y.path.read_bytes() for x, y in zip(a, b, strict=True))
+    # A local socket whose daemon sees other files (another mount namespace): the mounted
+    # folder lacks orch's token, and the sources are sent instead.
+    import docker.types
+
+    real_mount, elsewhere = docker.types.Mount, tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(bytecode, "_is_local", lambda client: True)
+    monkeypatch.setattr(docker.types, "Mount", lambda target, source, type: real_mount(
+        target, str(elsewhere), type=type))
+    c = write_env_layers(docker_client, base_image, base_python, small_wheels, tmp_path / "c")
+    assert [layer.diff_id for layer in c] == [layer.diff_id for layer in a]
     # The standard library's bytecode at the bottom, then the packages, heaviest first.
     assert a[0].wheels == () and a[1].wheels[0].startswith("setuptools-")
     stdlib = members(a[0].path)

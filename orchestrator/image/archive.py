@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +17,7 @@ from typing import IO, Any
 from ..docker_api import DockerClient, describe
 from ..errors import ImageError
 from .imageconfig import ImageConfig
-from .tarball import Entry, write_layer
+from .tarball import Entry, layer_chunks
 
 #: The label of environment images: how :func:`present_prefix` finds them, tagged or not.
 ENV_LABEL = "org.orch.kind=env"
@@ -54,6 +52,10 @@ class ThinArchive:
         self.layers.setdefault(diff_id, LayerSource(data, path))
 
     def write(self, out: IO[bytes]) -> None:
+        for chunk in self.chunks():
+            out.write(chunk)
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
         """The archive through the same deterministic tar writer as layers: the loader
         unpacks it whole before reading manifest.json, so member order does not matter."""
         entries = [
@@ -72,13 +74,13 @@ class ThinArchive:
                 }
             )
         entries.append(Entry("manifest.json", data=json.dumps(manifest, sort_keys=True).encode()))
-        write_layer(entries, out)
+        return layer_chunks(entries)
 
     def load(self, client: DockerClient) -> None:
         """Load into the daemon behind ``client`` in one request.
 
         The archive goes to the daemon as it is written (small ones from memory, ones
-        with layer files streamed through a pipe): nothing is spooled to disk first.
+        with layer files read as they are sent): nothing is spooled to disk first.
         """
         if not self.images:
             return
@@ -110,34 +112,21 @@ class ThinArchive:
                 f"(remove stale orch images with 'orch image prune' and retry)"
             )
 
-    def _body(self) -> bytes | Iterator[bytes]:
+    def _body(self) -> bytes | Iterator[bytes | memoryview]:
         if all(source.path is None for source in self.layers.values()):
             buffer = io.BytesIO()
             self.write(buffer)
             return buffer.getvalue()
-        return streamed(self.write)
+        return streamed(self.chunks())
 
 
-def streamed(write: Callable[[IO[bytes]], object]) -> Iterator[bytes]:
-    """The bytes ``write`` produces, as they are produced (a writer thread and a pipe)."""
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as out:
-                write(out)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=produce, name="orch-archive", daemon=True)
-    thread.start()
-    with os.fdopen(read_fd, "rb") as source:
-        while chunk := source.read(1 << 20):
-            yield chunk
-    thread.join()
-    if failure:
-        raise ImageError(f"cannot write the image archive: {failure[0]}") from failure[0]
+def streamed(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    """``chunks`` as a request body, read as it is sent: nothing is spooled to disk, and
+    a layer file that cannot be read is an ImageError, not the HTTP library's."""
+    try:
+        yield from chunks
+    except OSError as exc:
+        raise ImageError(f"cannot read a layer for the daemon: {exc}") from exc
 
 
 def _loaded_names(stream: str) -> set[str]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,11 @@ from ..docker_api import DockerClient, describe
 from ..errors import ImageError
 from .archive import streamed
 from .interpreter import Interpreter
-from .tarball import Entry, write_layer
+from .tarball import Entry, layer_chunks
 
 WORK = "/tmp/orch-bytecode"
+#: The driver's exit status when the mounted work folder is not the one orch wrote.
+_NOT_SHARED = 3
 #: Files per compiling process: a big layer's files are compiled by several at once.
 CHUNK_FILES = 400
 #: Bytecode files up to this size are kept in memory (most are; torch's 5,400 are 140 MB).
@@ -66,7 +70,13 @@ for rel in sorted(files):
 """
 _DRIVER = r"""
 import concurrent.futures, json, os, subprocess, sys
-work, worker = sys.argv[1], sys.argv[2]
+work, worker, token = sys.argv[1], sys.argv[2], sys.argv[3]
+if token:  # the work folder is mounted: is it ours?
+    try:
+        if open(os.path.join(work, "token")).read() != token:
+            sys.exit(NOT_SHARED)
+    except OSError:
+        sys.exit(NOT_SHARED)
 count = len(json.load(open(os.path.join(work, "jobs.json"))))
 env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"}
 def run(index):
@@ -76,7 +86,7 @@ os.makedirs(os.path.join(work, "out"), exist_ok=True)
 with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
     codes = list(pool.map(run, range(count)))
 sys.exit(max(codes, default=0))
-"""
+""".replace("NOT_SHARED", str(_NOT_SHARED))
 
 
 @dataclass(frozen=True)
@@ -97,11 +107,14 @@ def compile_groups(
     interpreter: Interpreter,
     groups: Sequence[Sequence[Entry] | InImage],
     stage: Path,
+    *,
+    cpu_shares: int | None = None,
 ) -> list[list[Entry]]:
     """The ``__pycache__/*.pyc`` entries of each group's ``.py`` files, in group order.
 
     Entry paths are relative to the image root (``usr/local/lib/...``); the bytecode
     files are kept under ``stage``, which must outlive the returned entries.
+    ``cpu_shares`` is the container's CPU weight against others (Docker's default 1024).
     """
     sources = [
         []
@@ -111,8 +124,6 @@ def compile_groups(
     ]
     if not any(sources) and not any(isinstance(group, InImage) for group in groups):
         return [[] for _ in groups]
-    import docker.errors
-
     # Big groups (torch: 5,000 files) are cut into chunks that run in parallel. The cut
     # depends on the group's own sorted file list only, so the bytes do not change.
     jobs: list[object] = []
@@ -131,37 +142,139 @@ def compile_groups(
                 members.append(Entry(path, data=entry.data, source=entry.source))
             jobs.append([e.path for e in chunk])
             owners.append(number)
-    members.append(Entry("orch-bytecode/jobs.json", data=json.dumps(jobs).encode()))
-    command = ["python3", "-I", "-c", _DRIVER, WORK, _WORKER]
+    jobs_json = json.dumps(jobs).encode()
+    settings: dict[str, Any] = {
+        "network_mode": "none",
+        "labels": {"org.orch.role": "bytecode"},
+        **({"cpu_shares": cpu_shares} if cpu_shares else {}),
+    }
+    if _is_local(client):
+        results = _compile_mounted(client, image_id, members, jobs_json, stage, settings)
+        if results is not None:
+            return _collect(results, owners, len(groups), interpreter)
+    members.append(Entry("orch-bytecode/jobs.json", data=jobs_json))
+    results = _compile_archived(client, image_id, members, stage, settings)
+    return _collect(results, owners, len(groups), interpreter)
+
+
+def _is_local(client: DockerClient) -> bool:
+    """Whether the daemon listens on a socket of this machine (it may share our files)."""
+    return str(getattr(client.api, "base_url", "")).startswith("http+docker://")
+
+
+def _compile_mounted(
+    client: DockerClient,
+    image_id: str,
+    members: list[Entry],
+    jobs: bytes,
+    stage: Path,
+    settings: dict[str, Any],
+) -> list[tuple[int, str, Entry]] | None:
+    """Compile with the work folder bind-mounted from ``stage``: no sources sent, no
+    results read back through the API, the ``.pyc`` files stay where the workers wrote
+    them. None when the daemon does not see this machine's files (another mount
+    namespace, a VM): the caller sends them instead."""
+    import docker.errors
+    from docker.types import Mount
+
+    work = Path(tempfile.mkdtemp(dir=stage, prefix="bytecode-"))
+    token = os.urandom(16).hex()
+    (work / "token").write_text(token)
+    (work / "jobs.json").write_bytes(jobs)
+    for member in members:
+        target = work / member.path.removeprefix("orch-bytecode/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if member.data is not None:
+            target.write_bytes(member.data)
+        elif member.source is not None:
+            os.link(member.source, target)
+    command = ["python3", "-I", "-c", _DRIVER, WORK, _WORKER, token]
+    # Our own user, so that what the workers write is ours to read and delete.
+    user = f"{os.getuid()}:{os.getgid()}"
+    mount = Mount(WORK, str(work), type="bind")
     container = None
     try:
-        container = client.containers.create(
-            image_id,
-            command,
-            network_mode="none",
-            user="0:0",
-            labels={"org.orch.role": "bytecode"},
-        )
-        # Streamed as the tar is written: the sources are not copied to disk first.
-        sources_tar = streamed(lambda out: write_layer(members, out))
-        if not container.put_archive("/tmp", sources_tar):
-            raise ImageError("cannot send the sources to the bytecode container")
+        try:
+            container = client.containers.create(
+                image_id, command, user=user, mounts=[mount], **settings
+            )
+        except docker.errors.APIError:
+            return None  # the daemon has no such path: it runs elsewhere
         container.start()
-        status = container.wait()
-        if status.get("StatusCode") != 0:
-            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
-            last = logs.splitlines()[-1] if logs else str(status)
-            raise ImageError(f"compiling bytecode in {image_id} failed: {last}")
-        stream, _ = container.get_archive(f"{WORK}/out")
-        return _read_results(stream, owners, len(groups), interpreter, stage)
+        status = container.wait().get("StatusCode")
+        if status == _NOT_SHARED:
+            return None
+        _check_status(container, status, image_id)
     except docker.errors.DockerException as exc:
         raise ImageError(f"cannot compile bytecode in {image_id}: {describe(exc)}") from exc
     finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except docker.errors.DockerException:  # noqa: S110 - best effort: it has exited
-                pass
+        _remove(container)
+    found = []
+    out = work / "out"
+    for folder, _, names in os.walk(out):
+        for name in names:
+            path = Path(folder, name)
+            index, rel = path.relative_to(out).as_posix().split("/", 1)
+            found.append((int(index), rel, Entry(rel, source=path, mode=0o644)))
+    return found
+
+
+def _compile_archived(
+    client: DockerClient,
+    image_id: str,
+    members: list[Entry],
+    stage: Path,
+    settings: dict[str, Any],
+) -> list[tuple[int, str, Entry]]:
+    """Compile with the sources sent by ``put_archive`` and the results read back."""
+    import docker.errors
+
+    command = ["python3", "-I", "-c", _DRIVER, WORK, _WORKER, ""]
+    container = None
+    try:
+        container = client.containers.create(image_id, command, user="0:0", **settings)
+        # Streamed as the tar is written: the sources are not copied to disk first.
+        sources_tar = streamed(layer_chunks(members))
+        if not container.put_archive("/tmp", sources_tar):
+            raise ImageError("cannot send the sources to the bytecode container")
+        container.start()
+        _check_status(container, container.wait().get("StatusCode"), image_id)
+        stream, _ = container.get_archive(f"{WORK}/out")
+        return _read_results(stream, stage)
+    except docker.errors.DockerException as exc:
+        raise ImageError(f"cannot compile bytecode in {image_id}: {describe(exc)}") from exc
+    finally:
+        _remove(container)
+
+
+def _check_status(container: Any, status: object, image_id: str) -> None:
+    if status != 0:
+        logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+        last = logs.splitlines()[-1] if logs else f"exit status {status}"
+        raise ImageError(f"compiling bytecode in {image_id} failed: {last}")
+
+
+def _remove(container: Any) -> None:
+    import docker.errors
+
+    if container is not None:
+        try:
+            container.remove(force=True)
+        except docker.errors.DockerException:  # noqa: S110 - best effort: it has exited
+            pass
+
+
+def _collect(
+    results: list[tuple[int, str, Entry]], owners: list[int], count: int, interpreter: Interpreter
+) -> list[list[Entry]]:
+    """The ``.pyc`` entries of each group, from ``(job, path, entry)`` of each file written."""
+    grouped: list[list[Entry]] = [[] for _ in range(count)]
+    suffix = f".{interpreter.cache_tag}.pyc"
+    for job, rel, entry in results:
+        if not 0 <= job < len(owners) or not rel.endswith(suffix) or ".." in rel.split("/"):
+            raise ImageError(f"unexpected file {rel!r} from the bytecode container")
+        grouped[owners[job]].append(entry)
+    return grouped
 
 
 class _ChunkReader(io.RawIOBase):
@@ -185,12 +298,9 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def _read_results(
-    stream: Iterator[bytes], owners: list[int], count: int, interpreter: Interpreter, stage: Path
-) -> list[list[Entry]]:
+def _read_results(stream: Iterator[bytes], stage: Path) -> list[tuple[int, str, Entry]]:
     """The ``.pyc`` files as they arrive: small ones kept in memory, large ones on disk."""
-    results: list[list[Entry]] = [[] for _ in range(count)]
-    suffix = f".{interpreter.cache_tag}.pyc"
+    results: list[tuple[int, str, Entry]] = []
     reader = io.BufferedReader(_ChunkReader(stream), 1 << 20)
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         number = 0
@@ -198,20 +308,19 @@ def _read_results(
             if not member.isfile():
                 continue
             parts = member.name.split("/", 2)  # out/<index>/<path>
-            valid = len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(owners)
-            if not valid or not parts[2].endswith(suffix):
+            if len(parts) != 3 or not parts[1].isdigit():
                 raise ImageError(f"unexpected file {member.name!r} from the bytecode container")
             handle = tar.extractfile(member)
             if handle is None:
                 continue
-            owner = results[owners[int(parts[1])]]
+            job, rel = int(parts[1]), parts[2]
             if member.size <= _IN_MEMORY:
-                owner.append(Entry(parts[2], data=handle.read(), mode=0o644))
+                results.append((job, rel, Entry(rel, data=handle.read(), mode=0o644)))
                 continue
             number += 1
             path = stage / f"pyc-{number:08d}"
             with handle, path.open("wb") as out:
                 while chunk := handle.read(1 << 20):
                     out.write(chunk)
-            owner.append(Entry(parts[2], source=path, mode=0o644))
+            results.append((job, rel, Entry(rel, source=path, mode=0o644)))
     return results

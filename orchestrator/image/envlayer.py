@@ -37,7 +37,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -72,6 +72,8 @@ SPLIT_BYTES = 32 << 20
 SPLIT_SOURCE_BYTES = 4 << 20
 #: Wheels at least this big are unpacked and compiled by the heavy chain (see _Build).
 HEAVY_WHEEL = 16 << 20
+#: The light chain's compiling container's CPU weight (Docker's default is 1024).
+LIGHT_CPU = 128
 # Files larger than this are staged on disk, not kept in memory.
 _SPILL_BYTES = 1 << 20
 _CHUNK = 1 << 20
@@ -240,13 +242,14 @@ def _ordered(packages: Sequence[_Package], std: EnvLayer | None) -> list[EnvLaye
 class _Build:
     """The missing layers, built by two chains side by side on the machine's cores.
 
-    The heavy chain unpacks the big wheels (torch), writes their payload layers and
-    compiles their sources; the light chain does the same for the other wheels and the
-    standard library, so its compiling overlaps the heavy unpacking. Once every package is
-    unpacked the layer order is known, and each time a longer bottom part of it is
-    written, ``on_ready`` is told: the payload layers can go to the daemon while the
-    sources still compile. Bytes never depend on this schedule: each layer is its
-    package's own content, compiled by itself.
+    The heavy chain unpacks the big wheels (torch) and compiles their sources; the light
+    chain does the same for the other wheels and the standard library, at a lower CPU
+    weight, so that it fills the cores the heavy chain leaves idle without delaying it.
+    Payload layers are written by a thread of their own as soon as their package is
+    unpacked. Once every package is unpacked the layer order is known, and each time a
+    longer bottom part of it is written, ``on_ready`` is told: the payload layers go to
+    the daemon while the sources still compile. Bytes never depend on this schedule:
+    each layer is its package's own content, compiled by itself.
     """
 
     def __init__(
@@ -266,7 +269,9 @@ class _Build:
         self.on_ready = on_ready
         self._lock = threading.Lock()
         self._failed = threading.Event()
-        self._payload_known: dict[int, EnvLayer | None] = {}
+        #: Per package: whether it has a payload layer (known once it is unpacked).
+        self._split: dict[int, bool] = {}
+        self._payloads: dict[int, EnvLayer] = {}
         self._written: dict[int, EnvLayer] = {}
         self._files: dict[int, dict[str, str]] = {}
         self._std: EnvLayer | None = None
@@ -283,36 +288,46 @@ class _Build:
     ) -> list[EnvLayer]:
         self.groups, self.keys, self.names, self.std_key = groups, keys, names, std_key
         for index, package in known.items():
-            self._payload_known[index] = package.payload
+            self._split[index] = package.payload is not None
+            if package.payload is not None:
+                self._payloads[index] = package.payload
             self._written[index] = package.layer
             self._files[index] = package.files
         self._std = std
         missing = [index for index in range(len(groups)) if index not in known]
         heavy = [i for i in missing if sum(w.stat().st_size for w in groups[i]) >= HEAVY_WHEEL]
         light = [i for i in missing if i not in heavy]
-        with ThreadPoolExecutor(2, thread_name_prefix="orch-env") as pool:
-            chains = [
-                pool.submit(self._chain, heavy, False, "heavy"),
-                pool.submit(self._chain, light, std_key is not None, "light"),
-            ]
-            for chain in chains:
-                exc = chain.exception()
-                if exc is not None:
-                    raise exc
+        self._payload_writer = ThreadPoolExecutor(1, thread_name_prefix="orch-payload")
+        self._payload_writes: list[Future[None]] = []
+        try:
+            with ThreadPoolExecutor(2, thread_name_prefix="orch-env") as pool:
+                chains = [
+                    pool.submit(self._chain, heavy, False, "heavy", None),
+                    pool.submit(self._chain, light, std_key is not None, "light", LIGHT_CPU),
+                ]
+                _first_error(chains)
+        except BaseException:
+            self._failed.set()
+            raise
+        finally:
+            self._payload_writer.shutdown(wait=True)
+        _first_error(self._payload_writes)
         packages = [
-            _Package(self._written[i], self._payload_known[i], self._files[i])
+            _Package(self._written[i], self._payloads.get(i), self._files[i])
             for i in range(len(groups))
         ]
         return _ordered(packages, self._std)
 
-    def _chain(self, indices: list[int], with_std: bool, name: str) -> None:
+    def _chain(self, indices: list[int], with_std: bool, name: str, cpu: int | None) -> None:
         try:
-            self._build_chain(indices, with_std, self.stage / name)
+            self._build_chain(indices, with_std, self.stage / name, cpu)
         except BaseException:
             self._failed.set()
             raise
 
-    def _build_chain(self, indices: list[int], with_std: bool, stage: Path) -> None:
+    def _build_chain(
+        self, indices: list[int], with_std: bool, stage: Path, cpu: int | None
+    ) -> None:
         stage.mkdir()
         rest: dict[int, list[Entry]] = {}
         for i in indices:
@@ -322,23 +337,37 @@ class _Build:
             (stage / f"g{i}").mkdir()
             installed = _install_group(self.groups[i], self.interpreter, stage / f"g{i}")
             entries = [item.entry for item in installed.files.values()]
-            payload_entries, rest[i] = split_payload(entries)
-            payload = None
-            if payload_entries:
-                payload = self._write(f"pkg-{self.keys[i]}-payload", payload_entries, i, {})
-            self._unpacked(i, payload, installed.listing())
+            payload, rest[i] = split_payload(entries)
+            if payload:
+                write = self._payload_writer.submit(self._write_payload, i, payload)
+                self._payload_writes.append(write)
+            self._unpacked(i, bool(payload), installed.listing())
         jobs: list[list[Entry] | bytecode.InImage] = [rest[i] for i in indices]
         if with_std:
             jobs.insert(0, bytecode.InImage(self.interpreter.stdlib.strip("/")))
         if not jobs or self._failed.is_set():
             return
-        client, interpreter = self.client, self.interpreter
-        compiled = bytecode.compile_groups(client, self.image_id, interpreter, jobs, stage)
+        compiled = bytecode.compile_groups(
+            self.client, self.image_id, self.interpreter, jobs, stage, cpu_shares=cpu
+        )
         if with_std:
             assert self.std_key is not None
             self._done(None, self._write(f"pkg-{self.std_key}", compiled.pop(0), None, {}))
         for i, pyc in zip(indices, compiled, strict=True):
             self._done(i, self._write(f"pkg-{self.keys[i]}", rest[i] + pyc, i, self._files[i]))
+
+    def _write_payload(self, index: int, entries: list[Entry]) -> None:
+        if self._failed.is_set():
+            return
+        layer = self._write(f"pkg-{self.keys[index]}-payload", entries, index, {})
+        # Staged files deleted at once are dropped from the page cache unwritten: the
+        # disk does not have to take torch's 620 MB twice while the build goes on.
+        for entry in entries:
+            if entry.source is not None:
+                entry.source.unlink()
+        with self._lock:
+            self._payloads[index] = layer
+        self._report()
 
     def _write(
         self, name: str, entries: list[Entry], index: int | None, files: dict[str, str]
@@ -346,6 +375,7 @@ class _Build:
         tar = self.layers_dir / f"{name}.tar"
         diff_id = write_layer_file(entries, tar)
         wheels = () if index is None else self.names[index]
+        payload = name.endswith("-payload")
         record: dict[str, Any] = {
             "diff_id": diff_id,
             "size": tar.stat().st_size,
@@ -354,16 +384,16 @@ class _Build:
             "wheels": list(wheels),
             "files": files,
         }
-        if index is not None and not name.endswith("-payload"):
-            record["payload"] = self._payload_known[index] is not None
+        if index is not None and not payload:
+            record["payload"] = self._split[index]
         atomic_write(self.layers_dir / f"{name}.json", json.dumps(record, sort_keys=True).encode())
-        return EnvLayer(diff_id, tar, record["size"], wheels, payload=name.endswith("-payload"))
+        return EnvLayer(diff_id, tar, record["size"], wheels, payload=payload)
 
-    def _unpacked(self, index: int, payload: EnvLayer | None, files: dict[str, str]) -> None:
+    def _unpacked(self, index: int, split: bool, files: dict[str, str]) -> None:
         with self._lock:
-            self._payload_known[index] = payload
+            self._split[index] = split
             self._files[index] = files
-            if len(self._payload_known) == len(self.groups):
+            if len(self._split) == len(self.groups):
                 # Every package is unpacked: the conflicts can be checked, the order is known.
                 _check_conflicts([(self.names[i], self._files[i]) for i in range(len(self.groups))])
         self._report()
@@ -382,11 +412,10 @@ class _Build:
         if self.on_ready is None:
             return
         with self._lock:
-            if len(self._payload_known) < len(self.groups):
-                return
             count = len(self.groups)
-            payloads = [self._payload_known[i] for i in range(count)]
-            order: list[EnvLayer | None] = [p for p in payloads if p is not None]
+            if len(self._split) < count:
+                return
+            order = [self._payloads.get(i) for i in range(count) if self._split[i]]
             if self.std_key is not None or self._std is not None:
                 order.append(self._std)
             order += [self._written.get(i) for i in range(count)]
@@ -399,6 +428,13 @@ class _Build:
                 return
             self._reported = len(ready)
         self.on_ready(ready)
+
+
+def _first_error(futures: Sequence[Future[None]]) -> None:
+    for future in futures:
+        exc = future.exception()
+        if exc is not None:
+            raise exc
 
 
 def _check_conflicts(listings: Sequence[tuple[tuple[str, ...], dict[str, str]]]) -> None:

@@ -13,7 +13,7 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -91,31 +91,15 @@ def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
 _COPY = 1 << 20
 
 
-class _Sink:
-    """Where the tar bytes go: hashed, counted, and written to ``out`` when there is one."""
-
-    def __init__(self, out: IO[bytes] | None) -> None:
-        self._out = out
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.sha.update(data)
-        self.size += len(data)
-        if self._out is not None:
-            self._out.write(data)
-
-
-def write_layer(entries: Iterable[Entry], out: IO[bytes] | None) -> str:
-    """Write the layer tar to ``out`` (or only hash it when ``out`` is None).
+def layer_chunks(entries: Iterable[Entry]) -> Iterator[bytes | memoryview]:
+    """The layer tar's bytes, piece by piece; a memoryview is valid until the next piece.
 
     The bytes are exactly those of ``tarfile`` in GNU format (its own headers, its
     block padding and end-of-archive records); only the copying is done here.
-    Returns the diff ID, ``sha256:<hex>`` of the uncompressed tar bytes.
     """
     mtime = fixed_mtime()
-    sink = _Sink(out)
     buffer = bytearray(_COPY)
+    size = 0
     for entry in _with_parents(entries):
         info = tarfile.TarInfo(entry.path)
         info.mtime = mtime
@@ -131,24 +115,40 @@ def write_layer(entries: Iterable[Entry], out: IO[bytes] | None) -> str:
             info.size = len(entry.data)
         elif entry.source is not None:
             info.size = entry.source.stat().st_size
-        sink.write(info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        header = info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
+        size += len(header) + info.size
         if entry.kind != "file" or not info.size:
+            yield header
             continue
+        yield header
         if entry.data is not None:
-            sink.write(entry.data)
+            yield entry.data
         elif entry.source is not None:
-            _copy_file(entry.source, info.size, sink, buffer)
+            yield from _file_chunks(entry.source, info.size, buffer)
         remainder = info.size % tarfile.BLOCKSIZE
         if remainder:
-            sink.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
-    sink.write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
-    remainder = sink.size % tarfile.RECORDSIZE
-    if remainder:
-        sink.write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
-    return "sha256:" + sink.sha.hexdigest()
+            yield tarfile.NUL * (tarfile.BLOCKSIZE - remainder)
+            size += tarfile.BLOCKSIZE - remainder
+    # Two zero blocks end the archive, then zeros up to a whole record (as tar -b20).
+    size += tarfile.BLOCKSIZE * 2
+    padding = -size % tarfile.RECORDSIZE
+    yield tarfile.NUL * (tarfile.BLOCKSIZE * 2 + padding)
 
 
-def _copy_file(source: Path, size: int, sink: _Sink, buffer: bytearray) -> None:
+def write_layer(entries: Iterable[Entry], out: IO[bytes] | None) -> str:
+    """Write the layer tar to ``out`` (or only hash it when ``out`` is None).
+
+    Returns the diff ID, ``sha256:<hex>`` of the uncompressed tar bytes.
+    """
+    sha = hashlib.sha256()
+    for chunk in layer_chunks(entries):
+        sha.update(chunk)
+        if out is not None:
+            out.write(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def _file_chunks(source: Path, size: int, buffer: bytearray) -> Iterator[memoryview]:
     view = memoryview(buffer)
     left = size
     with source.open("rb", buffering=0) as handle:
@@ -156,7 +156,7 @@ def _copy_file(source: Path, size: int, sink: _Sink, buffer: bytearray) -> None:
             count = handle.readinto(view[: min(left, len(buffer))])
             if not count:
                 raise ImageError(f"{source} shrank while its layer was written")
-            sink.write(view[:count])
+            yield view[:count]
             left -= count
 
 
