@@ -161,19 +161,33 @@ def _fresh_cache(ctx: Ctx, wheel_store: Path) -> Path:
 
 
 def _orch_build(ctx: Ctx, root: Path, cache: Path) -> tuple[float, int, Any]:
-    """Build the environment and code images and load them: (seconds, bytes sent, env)."""
+    """Build the environment and code images and load them: (seconds, bytes sent, env).
+
+    The bytes sent are those of every layer in every archive loaded, the ones the build
+    loads while it goes (see orchestrator.image.preload) included."""
     from orchestrator.image import builder
+    from orchestrator.image.archive import ThinArchive
     from orchestrator.project import load_project
 
-    start = time.perf_counter()
-    env = builder.prepare(ctx.client, load_project(root), cache_root=cache)
-    archive = builder.thin_archive(ctx.client, env, [])
-    sent = sum(
-        source.path.stat().st_size if source.path else len(source.data or b"")
-        for source in archive.layers.values()
-    )
-    archive.load(ctx.client)
-    return time.perf_counter() - start, sent, env
+    sent = [0]
+    load = ThinArchive.load
+
+    def counted(archive: ThinArchive, client: Any) -> None:
+        sent[0] += sum(
+            source.path.stat().st_size if source.path else len(source.data or b"")
+            for source in archive.layers.values()
+        )
+        load(archive, client)
+
+    ThinArchive.load = counted  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        env = builder.prepare(ctx.client, load_project(root), cache_root=cache)
+        builder.thin_archive(ctx.client, env, []).load(ctx.client)
+        seconds = time.perf_counter() - start
+    finally:
+        ThinArchive.load = load  # type: ignore[method-assign]
+    return seconds, sent[0], env
 
 
 def _drop_images(ctx: Ctx, env: Any) -> None:
