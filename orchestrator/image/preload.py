@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from ..docker_api import DockerClient
+from ..docker_api import DockerClient, describe
 from ..errors import ImageError
 from .archive import ENV_LABEL, ThinArchive, present_prefix
 from .envlayer import EnvLayer
@@ -69,6 +69,11 @@ class Preloader:
         if not self._images:
             return
         present = self._present or 0
+        if present == len(layers) and image.image_id in self._images:
+            # The last prefix was the whole environment: it is the image, only untagged.
+            self._tag(image.image_id, tags)
+            self._remove(keep=image.image_id)
+            return
         archive = ThinArchive()
         for index, layer in enumerate(layers):
             if index >= present:
@@ -76,6 +81,16 @@ class Preloader:
         archive.add_image(image, list(tags))
         archive.load(self._client)
         self._remove(keep=image.image_id)
+
+    def _tag(self, image_id: str, tags: Sequence[str]) -> None:
+        import docker.errors
+
+        try:
+            for tag in tags:
+                repository, _, name = tag.rpartition(":")
+                self._client.api.tag(image_id, repository, name)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"cannot tag {image_id}: {describe(exc)}") from exc
 
     def discard(self) -> None:
         """The build failed: wait for the thread and remove the prefix images."""
