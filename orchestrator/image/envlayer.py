@@ -19,8 +19,11 @@ interpreter and these rules, and cached under ``<cache>/layers/pkg-<key>.tar``: 
 that changes one package rebuilds one layer, and two projects that pin the same wheel
 share its layer in the store. Layers are stacked heaviest first, so that the big ones
 sit at the bottom (Docker identifies a layer on a node by the layers below it too: a
-change to a small package leaves the chain of the big ones intact). Below them all is
-the bytecode of the base interpreter's standard library, one layer per base image. Past
+change to a small package leaves the chain of the big ones intact). Below them is the
+bytecode of the base interpreter's standard library, one layer per base image, and below
+that the payload layers: a big package's files other than its Python sources
+(``<cache>/layers/pkg-<key>-payload.tar``, see :func:`split_payload`), which need no
+bytecode and so reach the daemon while the sources compile (:class:`_Build`). Past
 :data:`MAX_LAYERS` packages the smallest share one layer (Docker allows 127 layers in
 all, and the base, code and config layers need theirs).
 """
