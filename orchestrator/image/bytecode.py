@@ -2,9 +2,11 @@
 
 A ``.pyc`` is only valid for the interpreter that wrote it, and the bytes a compiler
 writes may change between patch releases, so the sources go into one short-lived
-container of the base image (no network, sources sent with ``put_archive``, results read
-with ``get_archive``: no bind mount, so any daemon will do) and come back as hash-based
-bytecode (PEP 552, ``unchecked-hash``): no source mtime inside, nothing checked at import.
+container of the base image (no network) and come back as hash-based bytecode (PEP 552,
+``unchecked-hash``): no source mtime inside, nothing checked at import. A daemon on a
+local socket that sees this machine's files (a token file written here says so) gets the
+work folder bind-mounted; any other daemon gets the sources with ``put_archive`` and
+gives the results back with ``get_archive``. The bytes are the same either way.
 
 Determinism: each chunk of a group (one layer's files, sorted, cut every
 :data:`CHUNK_FILES`) is compiled by a fresh interpreter with ``PYTHONHASHSEED=0`` (set
