@@ -152,7 +152,6 @@ class ContainerCollection(Protocol):
         command: list[str] | None = None,
         *,
         cap_drop: list[str] | None = None,
-        cpu_shares: int | None = None,
         detach: bool = False,
         device_requests: list[DeviceRequest] | None = None,
         environment: dict[str, str] | None = None,

@@ -33,7 +33,7 @@ def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Compile nothing (no Docker); returns the sizes of the groups it was asked for."""
     calls: list[int] = []
 
-    def fake(client, image_id, interp, groups, stage, **_):  # type: ignore[no-untyped-def]
+    def fake(client, image_id, interp, groups, stage):  # type: ignore[no-untyped-def]
         calls.append(len(groups))
         return [[] for _ in groups]
 

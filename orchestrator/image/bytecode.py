@@ -109,14 +109,11 @@ def compile_groups(
     interpreter: Interpreter,
     groups: Sequence[Sequence[Entry] | InImage],
     stage: Path,
-    *,
-    cpu_shares: int | None = None,
 ) -> list[list[Entry]]:
     """The ``__pycache__/*.pyc`` entries of each group's ``.py`` files, in group order.
 
     Entry paths are relative to the image root (``usr/local/lib/...``); the bytecode
     files are kept under ``stage``, which must outlive the returned entries.
-    ``cpu_shares`` is the container's CPU weight against others (Docker's default 1024).
     """
     sources = [
         []
@@ -145,11 +142,7 @@ def compile_groups(
             jobs.append([e.path for e in chunk])
             owners.append(number)
     jobs_json = json.dumps(jobs).encode()
-    settings: dict[str, Any] = {
-        "network_mode": "none",
-        "labels": {"org.orch.role": "bytecode"},
-        **({"cpu_shares": cpu_shares} if cpu_shares else {}),
-    }
+    settings: dict[str, Any] = {"network_mode": "none", "labels": {"org.orch.role": "bytecode"}}
     if _is_local(client):
         results = _compile_mounted(client, image_id, members, jobs_json, stage, settings)
         if results is not None:

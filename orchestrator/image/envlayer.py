@@ -75,8 +75,6 @@ SPLIT_BYTES = 32 << 20
 SPLIT_SOURCE_BYTES = 4 << 20
 #: Wheels at least this big are unpacked and compiled by the heavy chain (see _Build).
 HEAVY_WHEEL = 16 << 20
-#: The light chain's compiling container's CPU weight (Docker's default is 1024).
-LIGHT_CPU = 128
 # Files larger than this are staged on disk, not kept in memory.
 _SPILL_BYTES = 1 << 20
 _CHUNK = 1 << 20
@@ -221,7 +219,7 @@ def write_env_layers(
     layers_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layers_dir, prefix=".stage-") as tmp:
         build = _Build(client, image_id, interpreter, layers_dir, Path(tmp), on_ready)
-        return build.run(groups, keys, names, known, std_key if std is None else None, std)
+        return build.run(groups, keys, names, known, std_key, std)
 
 
 def _names(group: Sequence[Path]) -> tuple[str, ...]:
@@ -237,17 +235,40 @@ class _Package:
     files: dict[str, str]
 
 
+#: A place in the environment: ("payload", package), ("stdlib", -1) or ("package", package).
+Slot = tuple[str, int]
+
+
+def _slots(split: Sequence[bool], stdlib: bool) -> list[Slot]:
+    """The environment's layers, bottom first: the payloads of the packages that have one,
+    the standard library's bytecode, then every package, in the packages' order."""
+    payloads = [("payload", i) for i, has in enumerate(split) if has]
+    packages = [("package", i) for i in range(len(split))]
+    return [*payloads, *([("stdlib", -1)] if stdlib else []), *packages]
+
+
 def _ordered(packages: Sequence[_Package], std: EnvLayer | None) -> list[EnvLayer]:
-    payloads = [p.payload for p in packages if p.payload is not None]
-    return [*payloads, *([std] if std is not None else []), *(p.layer for p in packages)]
+    def layer(slot: Slot) -> EnvLayer:
+        kind, i = slot
+        if kind == "payload":
+            payload = packages[i].payload
+            assert payload is not None
+            return payload
+        if kind == "stdlib":
+            assert std is not None
+            return std
+        return packages[i].layer
+
+    split = [package.payload is not None for package in packages]
+    return [layer(slot) for slot in _slots(split, std is not None)]
 
 
 class _Build:
     """The missing layers, built by two chains side by side on the machine's cores.
 
     The heavy chain unpacks the big wheels (torch) and compiles their sources; the light
-    chain does the same for the other wheels and the standard library, at a lower CPU
-    weight, so that it fills the cores the heavy chain leaves idle without delaying it.
+    chain does the same for the other wheels and the standard library, so its compiling
+    overlaps the heavy unpacking.
     Payload layers are written by a thread of their own as soon as their package is
     unpacked. Once every package is unpacked the layer order is known, and each time a
     longer bottom part of it is written, ``on_ready`` is told: the payload layers go to
@@ -279,6 +300,8 @@ class _Build:
         self._files: dict[int, dict[str, str]] = {}
         self._std: EnvLayer | None = None
         self._reported = 0
+        self._payload_writer = ThreadPoolExecutor(1, thread_name_prefix="orch-payload")
+        self._payload_writes: list[Future[None]] = []
 
     def run(
         self,
@@ -297,16 +320,16 @@ class _Build:
             self._written[index] = package.layer
             self._files[index] = package.files
         self._std = std
+        self._stdlib = std_key is not None
         missing = [index for index in range(len(groups)) if index not in known]
         heavy = [i for i in missing if sum(w.stat().st_size for w in groups[i]) >= HEAVY_WHEEL]
         light = [i for i in missing if i not in heavy]
-        self._payload_writer = ThreadPoolExecutor(1, thread_name_prefix="orch-payload")
-        self._payload_writes: list[Future[None]] = []
+        build_std = std is None and std_key is not None
         try:
             with ThreadPoolExecutor(2, thread_name_prefix="orch-env") as pool:
                 chains = [
-                    pool.submit(self._chain, heavy, False, "heavy", None),
-                    pool.submit(self._chain, light, std_key is not None, "light", LIGHT_CPU),
+                    pool.submit(self._chain, heavy, False, "heavy"),
+                    pool.submit(self._chain, light, build_std, "light"),
                 ]
                 _first_error(chains)
         except BaseException:
@@ -315,22 +338,18 @@ class _Build:
         finally:
             self._payload_writer.shutdown(wait=True)
         _first_error(self._payload_writes)
-        packages = [
-            _Package(self._written[i], self._payloads.get(i), self._files[i])
-            for i in range(len(groups))
-        ]
-        return _ordered(packages, self._std)
+        ready = self._ready()
+        assert len(ready) == len(self._order())  # every layer was written
+        return ready
 
-    def _chain(self, indices: list[int], with_std: bool, name: str, cpu: int | None) -> None:
+    def _chain(self, indices: list[int], with_std: bool, name: str) -> None:
         try:
-            self._build_chain(indices, with_std, self.stage / name, cpu)
+            self._build_chain(indices, with_std, self.stage / name)
         except BaseException:
             self._failed.set()
             raise
 
-    def _build_chain(
-        self, indices: list[int], with_std: bool, stage: Path, cpu: int | None
-    ) -> None:
+    def _build_chain(self, indices: list[int], with_std: bool, stage: Path) -> None:
         stage.mkdir()
         rest: dict[int, list[Entry]] = {}
         for i in indices:
@@ -350,9 +369,8 @@ class _Build:
             jobs.insert(0, bytecode.InImage(self.interpreter.stdlib.strip("/")))
         if not jobs or self._failed.is_set():
             return
-        compiled = bytecode.compile_groups(
-            self.client, self.image_id, self.interpreter, jobs, stage, cpu_shares=cpu
-        )
+        client, interpreter = self.client, self.interpreter
+        compiled = bytecode.compile_groups(client, self.image_id, interpreter, jobs, stage)
         if with_std:
             assert self.std_key is not None
             self._done(None, self._write(f"pkg-{self.std_key}", compiled.pop(0), None, {}))
@@ -415,22 +433,29 @@ class _Build:
         if self.on_ready is None:
             return
         with self._lock:
-            count = len(self.groups)
-            if len(self._split) < count:
+            if len(self._split) < len(self.groups):
                 return
-            order = [self._payloads.get(i) for i in range(count) if self._split[i]]
-            if self.std_key is not None or self._std is not None:
-                order.append(self._std)
-            order += [self._written.get(i) for i in range(count)]
-            ready: list[EnvLayer] = []
-            for layer in order:
-                if layer is None:
-                    break
-                ready.append(layer)
+            ready = self._ready()
             if len(ready) <= self._reported:
                 return
             self._reported = len(ready)
         self.on_ready(ready)
+
+    def _order(self) -> list[Slot]:
+        return _slots([self._split[i] for i in range(len(self.groups))], self._stdlib)
+
+    def _ready(self) -> list[EnvLayer]:
+        """The longest bottom part of the environment that is written (every package unpacked)."""
+        ready: list[EnvLayer] = []
+        for kind, i in self._order():
+            if kind == "stdlib":
+                layer = self._std
+            else:
+                layer = (self._payloads if kind == "payload" else self._written).get(i)
+            if layer is None:
+                break
+            ready.append(layer)
+        return ready
 
 
 def _first_error(futures: Sequence[Future[None]]) -> None:
