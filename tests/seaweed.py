@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import free_port
 
 ACCESS_KEY = "orchtestkey"
 SECRET_KEY = "orchtestsecret"
@@ -59,17 +60,8 @@ def weed_binary() -> str | None:
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """Distinct free loopback ports, none given out before in this process."""
+    return [free_port() for _ in range(count)]
 
 
 def port_open(port: int) -> bool:

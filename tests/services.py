@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,10 +39,31 @@ class ServiceError(RuntimeError):
     """A test service did not start or stop in time."""
 
 
+# Below Linux's default ephemeral range (32768-60999), so no outgoing connection takes a
+# port between the probe and the service binding it.
+_PORT_RANGE = (20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on and that no earlier call in this process returned.
+
+    A service such as Ray takes several ports at once and refuses two components on one
+    port; successive ``bind(0)`` probes may return the same port, so each port is given once.
+    """
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise ServiceError(f"no free loopback port in {_PORT_RANGE[0]}-{_PORT_RANGE[1] - 1}")
 
 
 def _tail(path: Path, lines: int = 15) -> str:
