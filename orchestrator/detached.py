@@ -46,6 +46,10 @@ def _progress(total: int) -> Any:
     return report
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _field(record: Any, name: str) -> str | None:
     # The record of a progress event: a run.json mapping or a typed record.
     value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
@@ -89,6 +93,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
             registry=request.registry,
             allow_dirty=request.allow_dirty,
             progress=_progress(len(points)),
+            say=_say,
             batch=max(8, 2 * (request.jobs or 1)),
             settings=settings,
             staged_inputs=dict(request.inputs),

@@ -89,3 +89,10 @@ class Interrupted(OrchestratorError):
     """The user stopped the command (Ctrl-C, SIGTERM, SIGHUP); what finished is kept."""
 
     exit_code = 130
+
+
+class BuildCancelled(Interrupted):
+    """The environment build was cancelled (Ctrl-C twice, SIGTERM); what it finished is cached."""
+
+    def __init__(self, what: str = "the layers it finished are cached") -> None:
+        super().__init__(f"environment build cancelled: {what}, a re-submission builds the rest")

@@ -9,7 +9,9 @@ A :class:`Stop` is shared by the sweep driver, the backend and every run in flig
   and checkpoint; its claim is released so a re-submission runs it at once.
 
 Runs register what to do on cancel with :meth:`on_cancel`; a hook registered after the
-cancel runs at once, so no container started late can slip through.
+cancel runs at once, so no container started late can slip through. Work before the
+first run (the environment build) says what it is with :meth:`doing`, so that the
+messages name it; a drain lets it finish (what it makes is cached), a cancel stops it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Stop:
         self._cancel = threading.Event()
         self._hooks: dict[int, Callable[[], None]] = {}
         self._next = 0
+        self._doing: list[str] = []
 
     @property
     def draining(self) -> bool:
@@ -64,6 +67,22 @@ class Stop:
             with self._lock:
                 self._hooks.pop(key, None)
 
+    @contextmanager
+    def doing(self, what: str) -> Iterator[None]:
+        """Name what is under way while no run is (``"the environment build"``)."""
+        with self._lock:
+            self._doing.append(what)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._doing.remove(what)
+
+    @property
+    def activity(self) -> str | None:
+        with self._lock:
+            return self._doing[-1] if self._doing else None
+
 
 def _run_hook(hook: Callable[[], None]) -> None:
     try:
@@ -73,21 +92,32 @@ def _run_hook(hook: Callable[[], None]) -> None:
 
 
 @contextmanager
-def terminal_signals(stop: Stop, say: Callable[[str], None], running: Callable[[], int]) -> (
-    Iterator[None]
-):
+def terminal_signals(
+    stop: Stop, say: Callable[[str], None], running: Callable[[], int]
+) -> Iterator[None]:
     """SIGINT drains then cancels; SIGTERM and SIGHUP cancel; the old handlers come back."""
 
+    def stopping() -> str:
+        activity = stop.activity
+        return "the running containers" if activity is None or running() else activity
+
     def on_int(signum: int, frame: FrameType | None) -> None:
+        activity = stop.activity
         if stop.draining:
-            say("cancelling: stopping the running containers")
+            say(f"cancelling: stopping {stopping()}")
             stop.cancel()
+        elif activity is not None and not running():
+            say(
+                f"stopping: {activity} finishes (what it makes is cached), then nothing "
+                "starts (Ctrl-C again to cancel it)"
+            )
+            stop.drain()
         else:
             say(f"stopping: waiting for {running()} running runs (Ctrl-C again to cancel them)")
             stop.drain()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        say(f"cancelling on {signal.Signals(signum).name}: stopping the running containers")
+        say(f"cancelling on {signal.Signals(signum).name}: stopping {stopping()}")
         stop.cancel()
 
     wanted = {signal.SIGINT: on_int, signal.SIGTERM: on_term, signal.SIGHUP: on_term}

@@ -220,6 +220,7 @@ class SweepDriver:
         registry: str | None = None,
         allow_dirty: bool = False,
         progress: Progress | None = None,
+        say: Callable[[str], None] | None = None,
         batch: int = 8,
         settings: Settings | None = None,
         stop: Stop | None = None,
@@ -234,6 +235,8 @@ class SweepDriver:
         self.registry = registry
         self.allow_dirty = allow_dirty
         self.progress = progress or (lambda event, run_id, record: None)
+        #: Lines for the user: what an environment build downloads and builds.
+        self.say = say or (lambda line: None)
         self.batch = batch
         self.settings = settings or Settings()
         self.stop = stop or Stop()
@@ -257,7 +260,7 @@ class SweepDriver:
     ) -> SweepResult:
         """Run every point; ``search`` (a random search's settings) goes into the sweep's
         document, to say how the points were drawn."""
-        env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
+        env = self._environment()
         self.pinned = self._pin_inputs(points)
         digests = {name: item.digest for name, item in self.pinned.items()}
         sweep = plan(self.project, env, points, args, digests)
@@ -417,6 +420,12 @@ class SweepDriver:
 
     def _input_refs(self, spec: RunSpec) -> dict[str, InputRef]:
         return {name: self.pinned[name].ref for name, _ in spec.inputs}
+
+    def _environment(self) -> Environment:
+        """The project's environment, built if it must be: a cancel stops the build."""
+        return builder.prepare(
+            self.client, self.project, allow_dirty=self.allow_dirty, stop=self.stop, say=self.say
+        )
 
     def _prepare_batch(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Compile nothing (no Docker); returns the sizes of the groups it was asked for."""
     calls: list[int] = []
 
-    def fake(client, image_id, interp, groups, stage):  # type: ignore[no-untyped-def]
+    def fake(client, image_id, interp, groups, stage, stop=None):  # type: ignore[no-untyped-def]
         calls.append(len(groups))
         return [[] for _ in groups]
 
@@ -262,6 +263,52 @@ def test_layers_with_bytecode_are_reproducible(
     sources = [n for n in members(packaging.path) if n.endswith(".py")]
     compiled = [n for n in members(packaging.path) if n.endswith(".pyc")]
     assert len(sources) == len(compiled) > 10
+
+
+def bytecode_containers(client: DockerClient) -> list[object]:
+    return client.containers.list(all=True, filters={"label": "org.orch.role=bytecode"})
+
+
+@pytest.mark.docker
+def test_a_cancel_kills_the_compile_container_and_leaves_nothing_half_written(
+    docker_client: DockerClient, base_image: str, base_python: Interpreter,
+    small_wheels: list[Path], tmp_path: Path,
+) -> None:
+    """Ctrl-C twice (or SIGTERM) while the bytecode compiles: the container is killed, not
+    waited for; nothing half-written is left, and the next build into the same cache makes
+    the same layers as a build never cancelled."""
+    import threading
+
+    from orchestrator.errors import BuildCancelled
+    from orchestrator.stopping import Stop
+
+    assert bytecode_containers(docker_client) == []
+    stop, said = Stop(), []
+
+    def cancel_once_compiling() -> None:
+        deadline = time.monotonic() + 120
+        while not bytecode_containers(docker_client) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.cancel()
+
+    canceller = threading.Thread(target=cancel_once_compiling)
+    canceller.start()
+    cache = tmp_path / "cancelled"
+    with pytest.raises(BuildCancelled, match="a re-submission builds the rest"):
+        write_env_layers(docker_client, base_image, base_python, small_wheels, cache,
+                         stop=stop, say=said.append)
+    canceller.join()
+    assert said == ["environment: building 5 of 5 package layers"]
+    assert bytecode_containers(docker_client) == []
+    layers = cache / "layers"
+    assert list(layers.glob(".stage-*")) == []  # staged sources and bytecode gone
+    for meta in layers.glob("pkg-*.json"):  # a layer is recorded only once it is whole
+        assert meta.with_suffix(".tar").stat().st_size == json.loads(meta.read_text())["size"]
+    finished = write_env_layers(docker_client, base_image, base_python, small_wheels, cache)
+    reference = write_env_layers(
+        docker_client, base_image, base_python, small_wheels, tmp_path / "reference"
+    )
+    assert [layer.diff_id for layer in finished] == [layer.diff_id for layer in reference]
 
 
 TINY_PTH = {

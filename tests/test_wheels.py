@@ -200,7 +200,7 @@ def test_unreachable_index_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_downloaded_file_with_wrong_hash_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fake_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+    def fake_pip(args: list[str], stop: object) -> subprocess.CompletedProcess[str]:
         out = Path(args[args.index("-d") + 1])
         out.mkdir()
         (out / "six-1.16.0-py2.py3-none-any.whl").write_bytes(b"not the real thing")
@@ -244,7 +244,7 @@ def test_warm_cache_needs_no_network(
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
 
-    def no_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+    def no_pip(args: list[str], stop: object) -> subprocess.CompletedProcess[str]:
         raise AssertionError(f"pip ran on a warm cache: {args}")
 
     monkeypatch.setattr(wheels, "_run_pip", no_pip)
@@ -264,7 +264,7 @@ def test_prefilled_wheelhouse_is_used_for_single_hash_pins(
         target.write_bytes(path.read_bytes())
     calls: list[str] = []
 
-    def fake_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+    def fake_pip(args: list[str], stop: object) -> subprocess.CompletedProcess[str]:
         calls.append(Path(args[args.index("-r") + 1]).read_text())
         return subprocess.CompletedProcess(args, 1, "", "ERROR: offline\n")
 

@@ -76,6 +76,12 @@ class Progress:
         else:
             click.echo(message, err=True)
 
+    def note(self, message: str) -> None:
+        """A line of what the sweep is doing (an environment build), on a terminal only:
+        where stderr is read by a program, an error stays its one line."""
+        if self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
+
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()

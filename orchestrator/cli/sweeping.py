@@ -219,6 +219,7 @@ def sweep(
             registry=registry,
             allow_dirty=allow_dirty,
             progress=progress,
+            say=progress.note,
             batch=max(8, 2 * (jobs or 1)),
             settings=settings,
             stop=stop,

@@ -10,6 +10,7 @@ before anything reaches the daemon; a whole sweep then loads in one thin archive
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..docker_api import DockerClient
 from ..errors import ImageError
 from ..files import atomic_write
 from ..project import Project
+from ..stopping import Stop
 from . import cache, envlayer
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .code import CodeSnapshot, snapshot
@@ -152,6 +154,8 @@ def _environment_layers(
     base: BaseInfo,
     cache_root: Path,
     on_ready: envlayer.OnReady,
+    stop: Stop,
+    say: Callable[[str], None],
 ) -> tuple[str, tuple[EnvLayer, ...]]:
     """Read and check the lock, fetch its wheels, write (or reuse) their layers."""
     from . import closure, interpreter, wheels
@@ -167,7 +171,12 @@ def _environment_layers(
     if not lock.requirements:
         return env_key, ()
     wheel_files = wheels.ensure_wheels(
-        lock.requirements, cache.wheels(cache_root), python.version, pip_options=lock.pip_options
+        lock.requirements,
+        cache.wheels(cache_root),
+        python.version,
+        pip_options=lock.pip_options,
+        stop=stop,
+        say=say,
     )
     # Reading every wheel's metadata takes seconds for a torch lock: once per lock.
     checked = cache.root(cache_root) / "checked" / env_key.removeprefix("sha256:")
@@ -177,7 +186,14 @@ def _environment_layers(
         )
         atomic_write(checked, b"complete\n")
     layers = envlayer.write_env_layers(
-        client, base.image_id, python, wheel_files, cache_root, on_ready=on_ready
+        client,
+        base.image_id,
+        python,
+        wheel_files,
+        cache_root,
+        on_ready=on_ready,
+        stop=stop,
+        say=say,
     )
     if len(base.diff_ids) + len(layers) + 2 > DOCKER_MAX_LAYERS:
         raise ImageError(
@@ -194,13 +210,20 @@ def prepare(
     *,
     allow_dirty: bool = False,
     cache_root: Path | None = None,
+    stop: Stop | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Environment:
     """Resolve the base, build (or reuse) the environment layers, snapshot the code.
 
     ``cache_root`` is where wheels and layers are kept (see :mod:`.cache`). An
     environment built here goes to the daemon as it is built (see :mod:`.preload`).
+    ``say`` is told what a build downloads and builds; a cancelled ``stop`` ends the
+    build with :class:`~orchestrator.errors.Interrupted`, the layers it finished cached.
     """
     from .envlayer import env_image_settings
+
+    stop = stop or Stop()
+    say = say or (lambda line: None)
 
     base = resolve_base(client, project.base_image)
     image_env = env_image_settings()
@@ -212,27 +235,30 @@ def prepare(
     preload = Preloader(
         client, lambda ids: settings.config(ids, {}, ["python3"], env_labels), base.diff_ids
     )
-    try:
-        env_key, env_layers = _environment_layers(
-            client, project, base, cache.root(cache_root), preload.offer
-        )
-        code = snapshot(
-            project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
-        )
-        env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
-        env = Environment(
-            project,
-            settings,
-            env_key,
-            env_layers,
-            code,
-            env_image=settings.config(env_ids, {}, ["python3"], env_labels),
-            code_image=settings.config([*env_ids, code.diff_id], {}, list(project.command), labels),
-        )
-        preload.finish(env.env_image, [env.tag("env", env.env_key)], env.env_layers)
-    except BaseException:
-        preload.discard()
-        raise
+    with stop.doing("the environment build"):
+        try:
+            env_key, env_layers = _environment_layers(
+                client, project, base, cache.root(cache_root), preload.offer, stop, say
+            )
+            code = snapshot(
+                project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
+            )
+            env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
+            env = Environment(
+                project,
+                settings,
+                env_key,
+                env_layers,
+                code,
+                env_image=settings.config(env_ids, {}, ["python3"], env_labels),
+                code_image=settings.config(
+                    [*env_ids, code.diff_id], {}, list(project.command), labels
+                ),
+            )
+            preload.finish(env.env_image, [env.tag("env", env.env_key)], env.env_layers)
+        except BaseException:
+            preload.discard()
+            raise
     return env
 
 

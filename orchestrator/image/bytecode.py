@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..docker_api import DockerClient, describe
-from ..errors import ImageError
+from ..errors import BuildCancelled, ImageError
+from ..stopping import Stop
 from .archive import streamed
 from .interpreter import Interpreter
 from .tarball import Entry, layer_chunks
@@ -109,12 +110,15 @@ def compile_groups(
     interpreter: Interpreter,
     groups: Sequence[Sequence[Entry] | InImage],
     stage: Path,
+    stop: Stop | None = None,
 ) -> list[list[Entry]]:
     """The ``__pycache__/*.pyc`` entries of each group's ``.py`` files, in group order.
 
     Entry paths are relative to the image root (``usr/local/lib/...``); the bytecode
-    files are kept under ``stage``, which must outlive the returned entries.
+    files are kept under ``stage``, which must outlive the returned entries. A cancelled
+    ``stop`` kills the container and raises :class:`~orchestrator.errors.BuildCancelled`.
     """
+    stop = stop or Stop()
     sources = [
         []
         if isinstance(group, InImage)
@@ -144,11 +148,11 @@ def compile_groups(
     jobs_json = json.dumps(jobs).encode()
     settings: dict[str, Any] = {"network_mode": "none", "labels": {"org.orch.role": "bytecode"}}
     if _is_local(client):
-        results = _compile_mounted(client, image_id, members, jobs_json, stage, settings)
+        results = _compile_mounted(client, image_id, members, jobs_json, stage, settings, stop)
         if results is not None:
             return _collect(results, owners, len(groups), interpreter)
     members.append(Entry("orch-bytecode/jobs.json", data=jobs_json))
-    results = _compile_archived(client, image_id, members, stage, settings)
+    results = _compile_archived(client, image_id, members, stage, settings, stop)
     return _collect(results, owners, len(groups), interpreter)
 
 
@@ -164,6 +168,7 @@ def _compile_mounted(
     jobs: bytes,
     stage: Path,
     settings: dict[str, Any],
+    stop: Stop,
 ) -> list[tuple[int, str, Entry]] | None:
     """Compile with the work folder bind-mounted from ``stage``: no sources sent, no
     results read back through the API, the ``.pyc`` files stay where the workers wrote
@@ -195,8 +200,7 @@ def _compile_mounted(
             )
         except docker.errors.APIError:
             return None  # the daemon has no such path: it runs elsewhere
-        container.start()
-        status = container.wait().get("StatusCode")
+        status = _run(container, stop)
         if status == _NOT_SHARED:
             return None
         _check_status(container, status, image_id)
@@ -220,6 +224,7 @@ def _compile_archived(
     members: list[Entry],
     stage: Path,
     settings: dict[str, Any],
+    stop: Stop,
 ) -> list[tuple[int, str, Entry]]:
     """Compile with the sources sent by ``put_archive`` and the results read back."""
     import docker.errors
@@ -232,14 +237,24 @@ def _compile_archived(
         sources_tar = streamed(layer_chunks(members))
         if not container.put_archive("/tmp", sources_tar):
             raise ImageError("cannot send the sources to the bytecode container")
-        container.start()
-        _check_status(container, container.wait().get("StatusCode"), image_id)
+        _check_status(container, _run(container, stop), image_id)
         stream, _ = container.get_archive(f"{WORK}/out")
         return _read_results(stream, stage)
     except docker.errors.DockerException as exc:
         raise ImageError(f"cannot compile bytecode in {image_id}: {describe(exc)}") from exc
     finally:
         _remove(container)
+
+
+def _run(container: Any, stop: Stop) -> object:
+    """Start the container and wait for its exit status; a cancel kills it."""
+    with stop.on_cancel(lambda: container.kill()):
+        if not stop.cancelled:
+            container.start()
+            status = container.wait().get("StatusCode")
+    if stop.cancelled:
+        raise BuildCancelled()
+    return status
 
 
 def _check_status(container: Any, status: object, image_id: str) -> None:

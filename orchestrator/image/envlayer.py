@@ -39,6 +39,7 @@ import posixpath
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ from installer.utils import Scheme, construct_record_file, fix_shebang
 
 from ..canonical import digest
 from ..docker_api import DockerClient
-from ..errors import ImageError
+from ..errors import BuildCancelled, ImageError, OrchestratorError
 from ..files import atomic_write, sha256_file
+from ..stopping import Stop
 from . import bytecode, cache
 from .interpreter import Interpreter
 from .tarball import Entry, fixed_mtime, write_layer_file
@@ -189,6 +191,8 @@ def write_env_layers(
     *,
     stdlib: bool = True,
     on_ready: OnReady | None = None,
+    stop: Stop | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[EnvLayer]:
     """Write (or reuse) the layers of ``wheels`` for the base image ``image_id``, bottom first.
 
@@ -200,6 +204,8 @@ def write_env_layers(
     nor compiled again. Files that two packages install with different content are
     refused, across all layers. ``on_ready`` is given the longest written prefix of the
     layers whenever it grows, while the rest are still built (see :class:`_Build`).
+    ``say`` is told what is built and how long it took; a cancelled ``stop`` ends the build
+    with :class:`~orchestrator.errors.Interrupted`, the layers written so far cached.
     """
     groups = plan_layers(wheels)
     keys = [layer_key(g, interpreter).removeprefix("sha256:") for g in groups]
@@ -216,10 +222,19 @@ def write_env_layers(
     if not missing and (std_key is None or std is not None):
         _check_conflicts([(names[i], known[i].files) for i in range(len(groups))])
         return _ordered([known[i] for i in range(len(groups))], std)
+    say = say or (lambda line: None)
+    say(f"environment: building {len(missing)} of {len(groups)} package layers")
+    started = time.monotonic()
     layers_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layers_dir, prefix=".stage-") as tmp:
-        build = _Build(client, image_id, interpreter, layers_dir, Path(tmp), on_ready)
-        return build.run(groups, keys, names, known, std_key, std)
+        build = _Build(client, image_id, interpreter, layers_dir, Path(tmp), on_ready, stop)
+        layers = build.run(groups, keys, names, known, std_key, std)
+    size = sum(layer.size for layer in layers)
+    say(
+        f"environment: {len(layers)} layers ({size / 1e6:.0f} MB) built in "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    return layers
 
 
 def _names(group: Sequence[Path]) -> tuple[str, ...]:
@@ -284,6 +299,7 @@ class _Build:
         layers_dir: Path,
         stage: Path,
         on_ready: OnReady | None,
+        stop: Stop | None = None,
     ) -> None:
         self.client = client
         self.image_id = image_id
@@ -291,6 +307,7 @@ class _Build:
         self.layers_dir = layers_dir
         self.stage = stage
         self.on_ready = on_ready
+        self.stop = stop or Stop()
         self._lock = threading.Lock()
         self._failed = threading.Event()
         #: Per package: whether it has a payload layer (known once it is unpacked).
@@ -357,7 +374,9 @@ class _Build:
                 return
             # A folder per package: spilled files are numbered per package.
             (stage / f"g{i}").mkdir()
-            installed = _install_group(self.groups[i], self.interpreter, stage / f"g{i}")
+            installed = _install_group(
+                self.groups[i], self.interpreter, stage / f"g{i}", self._check
+            )
             entries = [item.entry for item in installed.files.values()]
             payload, rest[i] = split_payload(entries)
             if payload:
@@ -369,13 +388,20 @@ class _Build:
             jobs.insert(0, bytecode.InImage(self.interpreter.stdlib.strip("/")))
         if not jobs or self._failed.is_set():
             return
+        self._check()
         client, interpreter = self.client, self.interpreter
-        compiled = bytecode.compile_groups(client, self.image_id, interpreter, jobs, stage)
+        compiled = bytecode.compile_groups(
+            client, self.image_id, interpreter, jobs, stage, self.stop
+        )
         if with_std:
             assert self.std_key is not None
             self._done(None, self._write(f"pkg-{self.std_key}", compiled.pop(0), None, {}))
         for i, pyc in zip(indices, compiled, strict=True):
             self._done(i, self._write(f"pkg-{self.keys[i]}", rest[i] + pyc, i, self._files[i]))
+
+    def _check(self) -> None:
+        if self.stop.cancelled:
+            raise BuildCancelled()
 
     def _write_payload(self, index: int, entries: list[Entry]) -> None:
         if self._failed.is_set():
@@ -528,9 +554,12 @@ def _read_record(meta: Path, tar: Path) -> tuple[str, dict[str, Any]] | None:
 
 
 def _install_group(
-    wheels: Sequence[Path], interpreter: Interpreter, stage: Path | None
+    wheels: Sequence[Path],
+    interpreter: Interpreter,
+    stage: Path | None,
+    check: Callable[[], None] = lambda: None,
 ) -> _LayerDestination:
-    destination = _LayerDestination(interpreter, stage)
+    destination = _LayerDestination(interpreter, stage, check)
     for wheel in sorted(wheels, key=lambda p: p.name):
         destination.start(wheel.name)
         try:
@@ -538,7 +567,7 @@ def _install_group(
                 # Names only: the wheel's hash was checked against the lock already.
                 source.validate_record(validate_contents=False)
                 install(source, destination, additional_metadata={"INSTALLER": b"orch"})
-        except ImageError:
+        except OrchestratorError:
             raise
         except (InstallerError, InvalidScript, ValueError, KeyError, OSError) as exc:
             raise ImageError(f"cannot install {wheel.name}: {_first_line(exc)}") from exc
@@ -564,9 +593,13 @@ class _LayerDestination(WheelDestination):
     large files go there (and are referenced by path) instead of staying in memory.
     """
 
-    def __init__(self, interpreter: Interpreter, stage: Path | None) -> None:
+    def __init__(
+        self, interpreter: Interpreter, stage: Path | None, check: Callable[[], None]
+    ) -> None:
         self.interpreter = interpreter
         self.stage = stage
+        #: Called before each file: raises to stop the install (a cancelled build).
+        self.check = check
         self.files: dict[str, _Written] = {}
         self.wheel = ""
         self.schemes: dict[str, str] = {}
@@ -619,6 +652,7 @@ class _LayerDestination(WheelDestination):
             self._write(scheme, record_file_path, stream, executable=False)
 
     def _write(self, scheme: Scheme, path: str, stream: BinaryIO, executable: bool) -> RecordEntry:
+        self.check()
         root = self.schemes[scheme]
         layer_path = posixpath.normpath(posixpath.join(root, path))
         if path.startswith("/") or not (layer_path + "/").startswith(root.rstrip("/") + "/"):

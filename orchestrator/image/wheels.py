@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from packaging.tags import Tag
@@ -27,8 +27,9 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from ..canonical import digest
-from ..errors import ImageError
+from ..errors import BuildCancelled, ImageError
 from ..files import atomic_write, sha256_file
+from ..stopping import Stop
 
 # Re-exported: whoever fetches wheels also parses the lock and names the target.
 from .lock import Lock as Lock
@@ -50,11 +51,15 @@ def ensure_wheels(
     platform: str = DEFAULT_PLATFORM,
     *,
     pip_options: Sequence[str] = (),
+    stop: Stop | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """One wheel per requirement, from the cache or from one ``pip download``.
 
     ``pip_options`` are the lock's index lines (:attr:`Lock.pip_options`), passed to pip.
     Returns the cached wheel paths (``cache_dir/sha256/<hex>/<file>``) sorted by name.
+    pip runs in a session of its own, so a terminal's Ctrl-C does not reach it: a drained
+    ``stop`` lets the download finish, a cancelled one terminates it.
     """
     tags = tag_ranks(python_version, platform)
     platforms = target_platforms(platform)
@@ -69,7 +74,11 @@ def ensure_wheels(
         else:
             found[req.name] = cached
     if missing:
-        found.update(_download(missing, cache_dir, python_version, platform, pip_options))
+        if say is not None:
+            say(f"environment: downloading {len(missing)} of {len(reqs)} wheels with pip")
+        found.update(
+            _download(missing, cache_dir, python_version, platform, pip_options, stop or Stop())
+        )
     return [found[name] for name in sorted(found)]
 
 
@@ -133,7 +142,8 @@ def _download(
     cache_dir: Path,
     python_version: str,
     platform: str,
-    pip_options: Sequence[str] = (),
+    pip_options: Sequence[str],
+    stop: Stop,
 ) -> dict[str, Path]:
     by_name = {req.name: req for req in reqs}
     platforms = target_platforms(platform)
@@ -151,7 +161,9 @@ def _download(
         args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
         args += list(pip_options)
         args += ["-d", str(out), "-r", str(lock)]
-        result = _run_pip(args)
+        result = _run_pip(args, stop)
+        if stop.cancelled:
+            raise BuildCancelled("no wheel was downloaded")
         if result.returncode != 0:
             raise ImageError(_pip_error(result.stderr, reqs, python_version, platform))
         fetched: dict[str, Path] = {}
@@ -190,11 +202,23 @@ def _download(
     return fetched
 
 
-def _run_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_pip(args: list[str], stop: Stop) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(args, capture_output=True, text=True, check=False)
+        with (
+            subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            ) as proc,
+            stop.on_cancel(proc.terminate),
+        ):
+            out, err = proc.communicate()
     except OSError as exc:
         raise ImageError(f"cannot run pip ({args[0]} -m pip): {exc}") from exc
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platform: str) -> str:

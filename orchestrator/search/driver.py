@@ -40,7 +40,6 @@ from .. import config as configmod
 from ..canonical import short_id
 from ..errors import NotFound, OrchestratorError
 from ..execute import ClaimHeld, NotStarted
-from ..image import builder
 from ..image.builder import Environment
 from ..job import Job
 from ..record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
@@ -149,7 +148,7 @@ class SearchDriver(SweepDriver):
         options.check()
         composer, _ = compose_space(self.project, ())
         distributions = optuna_distributions(space)
-        env = builder.prepare(self.client, self.project, allow_dirty=self.allow_dirty)
+        env = self._environment()
         self.pinned = self._pin_all()
         digests = {name: item.digest for name, item in self.pinned.items()}
         sweep_id = search_sweep_id(self.project, env, args, options, digests)
