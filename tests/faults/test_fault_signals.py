@@ -149,3 +149,68 @@ def test_cancel_stops_the_containers_and_records_them_cancelled(
         kept = root / ".orch" / "runs" / run_id / "attempts" / "1" / "run.json"
         assert json.loads(kept.read_text())["status"] == "cancelled"
     record_property("faults_survived", 1)
+
+
+LOCK = Path(__file__).parents[1] / "data" / "lock" / "uv.txt"
+
+
+def bytecode_containers() -> list[object]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        return client.containers.list(all=True, filters={"label": "org.orch.role=bytecode"})
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("how", ["once", "twice"])
+def test_ctrl_c_during_the_environment_build(
+    base_image: str, tmp_path: Path, how: str, record_property: Callable[[str, object], None],
+) -> None:
+    """A cold build of the environment (its bytecode compiling) meets Ctrl-C. Once: the
+    build finishes into the cache, no run starts. Twice: the build stops there, its
+    compile container killed. Either way: exit 130, no container, stage folder or run is
+    left, and a re-submission runs the whole sweep."""
+    from orchestrator.image.wheels import ensure_wheels, read_lock
+
+    root = make_project(tmp_path / "proj", "buildsignals", base_image, job=JOB,
+                        config="x: 0\nsteps: 1\n", requirements="requirements.txt")
+    (root / "requirements.txt").write_text(LOCK.read_text())
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", "lock"], check=True)
+    cache = tmp_path / "cache"
+    # The wheels are there already: what the signal meets is the build, not pip.
+    ensure_wheels(read_lock(LOCK, "3.11.2").requirements, cache / "wheels", "3.11.2")
+    work = tmp_path / "work"
+    env = orch_env(ORCH_WORK_DIR=str(work), ORCH_CACHE=str(cache), ORCH_LEASE_S="30")
+    assert bytecode_containers() == []
+    proc = start_sweep(root, env, tmp_path, steps=1)
+    wait_for(lambda: bool(bytecode_containers()), 120, "the bytecode compiling")
+    _signal(proc, signal.SIGINT)
+    if how == "twice":
+        time.sleep(0.3)
+        _signal(proc, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    err = (tmp_path / "err").read_text()
+    assert ("stopping: the environment build finishes (what it makes is cached), then "
+            "nothing starts (Ctrl-C again to cancel it)") in err
+    layers = cache / "layers"
+    built = sorted(p.name for p in layers.glob("pkg-*.json"))
+    if how == "once":
+        assert len(built) == 6, built  # the five packages and the standard library
+        assert "not started" in err.splitlines()[-1]
+    else:
+        assert "cancelling: stopping the environment build" in err
+        assert err.splitlines()[-1] == ("error: environment build cancelled: the layers it "
+                                        "finished are cached, a re-submission builds the rest")
+    assert bytecode_containers() == []
+    assert list(layers.glob(".stage-*")) == []
+    assert statuses(root) == {}
+    if (root / ".orch" / "runs").is_dir():  # the sweep was planned (once) or not (twice)
+        nothing_left(root, work)
+    again = run_orch(["sweep", "-p", str(root), "x=1,2,3,4", "steps=1", "--jobs", "2",
+                      "--json"], env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in json.loads(again.stdout)["runs"]] == ["succeeded"] * 4
+    record_property("faults_survived", 1)
