@@ -294,3 +294,78 @@ def test_logs_follow_prints_each_line_once(make_project: Callable[..., Path],
     assert (runs / run_id / "stdout.log").read_text() == followed.stdout
     again = orch("logs", "-f", run_id, "-p", str(root))  # complete: the stored logs, once
     assert again.stdout == followed.stdout and again.stderr == followed.stderr
+
+
+@pytest.mark.docker
+def test_logs_follow_waits_for_a_queued_run(make_project: Callable[..., Path],
+                                            orch: Callable[..., Any]) -> None:
+    """`orch logs -f` on a run still queued behind another (--jobs 1) waits for it to start
+    and prints all of it, once."""
+    root = make_project("queuedfollow", files={"slow.py": SLOW_STEPS,
+                                               "configs/config.yaml": "x: 1\n"},
+                        command=["python3", "slow.py"])
+    sweep = subprocess.Popen([ORCH, "sweep", "-p", str(root), "x=1,2", "--jobs", "1",
+                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        runs = root / ".orch" / "runs"
+        first = _wait_for(lambda: list(runs.glob("*/claim.json")), 120, "a claimed run")
+        docs = list((root / ".orch" / "sweeps").glob("*[0-9a-f].json"))
+        planned = [entry["run_id"] for entry in json.loads(docs[0].read_text())["runs"]]
+        queued = next(run_id for run_id in planned if run_id != first[0].parent.name)
+        assert not (runs / queued / "claim.json").exists()
+        followed = orch("logs", "-f", queued[:8], "-p", str(root), timeout=180)
+        out, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, err
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout == "".join(f"line {i}\n" for i in range(1, 13))
+    assert followed.stderr == "".join(f"err {i}\n" for i in range(1, 13))
+    assert (runs / queued / "stdout.log").read_text() == followed.stdout
+
+
+def test_following_a_queued_run_stops_when_no_live_submission_will_run_it(
+    tmp_path: Path,
+) -> None:
+    """A queued run is waited for while its sweep's submission is alive: the open marker
+    younger than the lease, or a run of the sweep claimed. Once neither holds (a killed
+    submitter), the follower returns instead of waiting for ever."""
+    from orchestrator.logs import follow
+    from orchestrator.store.dir import DirStore
+
+    runs = RunStore(DirStore(tmp_path / "store"))
+    runs.write_sweep(SweepDoc(sweep_id="5f" * 6,
+                              runs=(SweepEntry("aaaa1111"), SweepEntry("bbbb2222"))))
+    marker = next((tmp_path / "store" / "sweeps").glob("5f5f5f5f5f5f.open-*"))
+
+    def age_marker() -> None:
+        os.utime(marker, (time.time() - 120, time.time() - 120))
+
+    def polls_until(change: Callable[[], None]) -> int:
+        """Follow the queued run; ``change`` happens at the third look for its container;
+        the looks made."""
+        polls = 0
+
+        class Daemon:  # no container of the run, ever
+            class containers:  # noqa: N801 - the docker client's attribute
+                @staticmethod
+                def list(**_: Any) -> list[Any]:
+                    nonlocal polls
+                    polls += 1
+                    if polls == 3:
+                        change()
+                    return []
+
+        printed = follow(runs, Daemon, "bbbb", lambda chunk: None, lease_s=60, poll_s=0.01,
+                         check_s=0.0)
+        assert printed.stdout == 0
+        return polls
+
+    # A fresh marker: waited for until the marker is old (the submitter died).
+    assert polls_until(age_marker) == 3
+    # An old marker, but the sweep's other run is claimed: waited for until it is released.
+    assert runs.claims.claim("aaaa1111", "someone", lease_s=60)
+    assert polls_until(lambda: runs.claims.release("aaaa1111")) == 3
+    # Neither: it returns at once.
+    assert polls_until(lambda: None) == 1

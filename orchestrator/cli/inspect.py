@@ -146,7 +146,8 @@ def show(context: Context, run_id: str, as_json: bool) -> None:
 @click.command()
 @click.argument("run_id", shell_complete=complete_run_ids)
 @with_context()
-@click.option("-f", "--follow", is_flag=True, help="Wait for a running run and print its logs.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Print a running run's logs as they come; a queued run is waited for.")
 @click.option("--stderr/--no-stderr", default=True, help="Include stderr.log.")
 def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
     """A run's stdout and stderr."""
@@ -163,7 +164,7 @@ def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
             click.echo(chunk, nl=False, err=True)
 
         printed = follow_run(runs, context.docker, run_id, write_out,
-                             write_err if stderr else None)
+                             write_err if stderr else None, lease_s=context.settings.lease_s)
         done = (printed.stdout, printed.stderr)
     full = runs.resolve_run_id(run_id)
     _stream(runs, full, "stdout.log", err=False, skip=done[0])
