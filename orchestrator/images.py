@@ -13,6 +13,7 @@ from typing import Any
 
 from .docker_api import DockerClient, describe
 from .errors import ImageError
+from .image.archive import ENV_LABEL
 from .store import RunStore
 
 PROJECT_LABEL = "org.orch.project"
@@ -63,7 +64,8 @@ def prune_plan(
     Spared: images a container uses; images of runs of a sweep still going (one of its
     runs holds a live claim: its queued runs' images are loaded before they start); and,
     unless ``foreign``, images of runs this store does not know (another store's runs of
-    the same project). Other projects' images are never touched.
+    the same project). Other projects' images are never touched. Also removed: the
+    prefix images a killed environment build left (see :func:`_leftover_prefixes`).
     """
     keep: set[str] = set()
     projects: set[str] = set()
@@ -91,7 +93,56 @@ def prune_plan(
             spared[image.image_id] = "a run this store does not know (--foreign removes it)"
         else:
             remove.append(image)
+    remove.extend(_leftover_prefixes(client, projects))
     return PrunePlan(remove=tuple(remove), referenced=frozenset(keep), spared=spared)
+
+
+def _leftover_prefixes(client: DockerClient, projects: set[str]) -> list[DaemonImage]:
+    """Untagged environment images of ``projects`` whose layers another image of the
+    project has at its bottom.
+
+    An environment build loads its bottom layers as images of their own while it goes on
+    (:mod:`.image.preload`) and removes them at its end; a build that was killed leaves
+    them. Removing one frees only its record: its layers stay with the longer image. A
+    prefix no other image covers is spared: a build still going may need it.
+    """
+    import docker.errors
+
+    kind_key, kind = ENV_LABEL.split("=")
+    items = client.api.images(all=True, filters={"label": PROJECT_LABEL})
+    images = [DaemonImage.from_api(item) for item in items]
+    candidates = [
+        image
+        for image, item in zip(images, items, strict=True)
+        if (item.get("Labels") or {}).get(kind_key) == kind
+        and not image.tags
+        and image.project in projects
+    ]
+    if not candidates:
+        return []
+
+    def layers(image_id: str) -> tuple[str, ...]:
+        try:
+            return tuple(client.api.inspect_image(image_id)["RootFS"]["Layers"])
+        except docker.errors.APIError:
+            return ()  # gone meanwhile: covers nothing
+
+    wanted = {image.project for image in candidates}
+    chains = [
+        (image.image_id, image.project, layers(image.image_id))
+        for image in images
+        if image.project in wanted
+    ]
+    leftovers = []
+    for image in candidates:
+        mine = next(chain for image_id, _, chain in chains if image_id == image.image_id)
+        if mine and any(
+            image_id != image.image_id and project == image.project
+            and len(chain) >= len(mine) and chain[: len(mine)] == mine
+            for image_id, project, chain in chains
+        ):
+            leftovers.append(image)
+    return leftovers
 
 
 def remove_image(client: DockerClient, image_id: str) -> None:

@@ -418,5 +418,34 @@ def test_a_payload_goes_to_the_daemon_while_the_sources_compile(
             env.env_image.image_id, ["python3", "-c", check], remove=True, network_mode="none"
         )
         assert output == b""
+        # A build killed after loading its payload leaves that prefix image (untagged);
+        # `orch image prune` removes it, since the env image holds its layers.
+        from orchestrator.images import prune_plan, remove_image
+        from orchestrator.record import SweepDoc
+        from orchestrator.store import RunStore
+        from orchestrator.store.dir import DirStore
+
+        payload = env.env_layers[0]
+        prefix = env.settings.config([*env.settings.base.diff_ids, payload.diff_id], {},
+                                     ["python3"], {"org.orch.project": "payload",
+                                                   "org.orch.kind": "env"})
+        killed = archive.ThinArchive()  # what Preloader._load sends
+        killed.add_layer(payload.diff_id, path=payload.path)
+        killed.add_image(prefix)
+        killed.load(docker_client)
+        leftover = set(docker_client.api.images(quiet=True, all=True, filters={"label": labels}))
+        leftover -= {env.env_image.image_id}
+        assert len(leftover) == 1
+        runs = RunStore(DirStore(tmp_path / "store"))
+        runs.write_sweep(SweepDoc(sweep_id="ab" * 6, project="payload"))
+        plan = prune_plan(docker_client, runs, lease_s=60)
+        assert [image.image_id for image in plan.remove] == sorted(leftover)
+        for image in plan.remove:
+            remove_image(docker_client, image.image_id)
+        left = docker_client.api.images(quiet=True, all=True, filters={"label": labels})
+        assert left == [env.env_image.image_id]
+        assert docker_client.containers.run(
+            env.env_image.image_id, ["python3", "-c", check], remove=True, network_mode="none"
+        ) == b""
     finally:
         docker_client.api.remove_image(env.env_image.image_id, force=True)

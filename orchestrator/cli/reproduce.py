@@ -94,7 +94,9 @@ def image_prune(context: Context, dry_run: bool, foreign: bool) -> None:
 
     Only images of projects that have runs in this store are considered, so other
     projects' images on the same daemon are never touched; images a container or a
-    running sweep needs are spared, and so are other stores' runs unless --foreign.
+    running sweep needs are spared, and so are other stores' runs unless --foreign. The
+    untagged prefix images a killed environment build left go too, when a longer image
+    of the project holds their layers.
     """
     from ..images import prune_plan, remove_image
 
