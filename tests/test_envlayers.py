@@ -298,7 +298,8 @@ def test_a_cancel_kills_the_compile_container_and_leaves_nothing_half_written(
         write_env_layers(docker_client, base_image, base_python, small_wheels, cache,
                          stop=stop, say=said.append)
     canceller.join()
-    assert said == ["environment: building 5 of 5 package layers"]
+    assert said == ["environment: building 5 of 5 package layers and the standard library's "
+                    "bytecode"]
     assert bytecode_containers(docker_client) == []
     layers = cache / "layers"
     assert list(layers.glob(".stage-*")) == []  # staged sources and bytecode gone

@@ -223,7 +223,8 @@ def write_env_layers(
         _check_conflicts([(names[i], known[i].files) for i in range(len(groups))])
         return _ordered([known[i] for i in range(len(groups))], std)
     say = say or (lambda line: None)
-    say(f"environment: building {len(missing)} of {len(groups)} package layers")
+    stdlib_too = " and the standard library's bytecode" if std_key and std is None else ""
+    say(f"environment: building {len(missing)} of {len(groups)} package layers{stdlib_too}")
     started = time.monotonic()
     layers_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layers_dir, prefix=".stage-") as tmp:
