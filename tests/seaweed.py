@@ -154,10 +154,13 @@ class SeaweedServer:
             # A lone master has no raft peers to resume with: with the default (true) a
             # restart waits ~16 s for a leader election, with false it is up in ~3 s.
             "-master.resumeState=false",
-            # Every bucket is a collection with volumes of its own: with the default limit
-            # of 8 volumes (30 GB each) a few buckets exhaust the server.
+            # Every bucket is a collection with volumes of its own (7 at its first write):
+            # with the default limit of 8 volumes (30 GB each) a few buckets exhaust the
+            # server. 0 (free disk / volume size) made the limit depend on the machine: with
+            # 25 GB free, the suite's 44 buckets used all 309 volumes and writes failed.
+            # Volumes are sparse files, so a fixed, generous count costs no disk.
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=0",
+            "-volume.max=2000",
         ]
 
     def start(self, timeout: float = 60.0) -> str:
