@@ -128,18 +128,15 @@ def _leftover_prefixes(client: DockerClient, projects: set[str]) -> list[DaemonI
             return ()  # gone meanwhile: covers nothing
 
     wanted = {image.project for image in candidates}
-    chains = [
-        (image.image_id, image.project, layers(image.image_id))
-        for image in images
-        if image.project in wanted
-    ]
+    chains = {image.image_id: layers(image.image_id) for image in images if image.project in wanted}
+    projects_of = {image.image_id: image.project for image in images}
     leftovers = []
     for image in candidates:
-        mine = next(chain for image_id, _, chain in chains if image_id == image.image_id)
+        mine = chains[image.image_id]
         if mine and any(
-            image_id != image.image_id and project == image.project
-            and len(chain) >= len(mine) and chain[: len(mine)] == mine
-            for image_id, project, chain in chains
+            image_id != image.image_id and projects_of[image_id] == image.project
+            and chain[: len(mine)] == mine
+            for image_id, chain in chains.items()
         ):
             leftovers.append(image)
     return leftovers

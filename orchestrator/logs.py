@@ -149,8 +149,7 @@ def _in_flight(runs: RunStore, prefix: str, lease_s: float) -> bool:
             sweep = runs.read_sweep(name.rsplit(".open-", 1)[0])
         except NotFound:
             continue
-        mine = [run_id for run_id in sweep.run_ids if run_id.startswith(prefix)]
-        if not mine:
+        if not any(run_id.startswith(prefix) for run_id in sweep.run_ids):
             continue
         age = store.age(key)
         if age is not None and age <= lease_s:
