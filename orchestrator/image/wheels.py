@@ -9,6 +9,13 @@ Which wheel a requirement resolves to, when its hashes name several compatible
 ones, is decided by pip once and recorded under ``cache_dir/resolved/``: a warm
 cache then makes the same choice pip made, never a different one that happens to
 be on disk.
+
+A requirement pip finds no wheel for may be pinned by its sdist's hash (pip-compile
+does so for sdist-only releases). Given an :class:`~.sdist.SdistBuilder`, orch fetches
+that sdist itself (pip cannot download one without running its build backend here, on
+the host: pip is asked only where the file is), keeps it under
+``cache_dir/sha256/<hex>/`` once its hash matches the lock, and has it built into a
+wheel in a container (:mod:`.sdist`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from packaging.requirements import InvalidRequirement
+from packaging.requirements import Requirement as _PkgRequirement
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -43,6 +58,9 @@ from .target import pip_download_args as pip_download_args
 from .target import tag_ranks
 from .target import target_platforms as target_platforms
 
+if TYPE_CHECKING:
+    from .sdist import SdistBuilder
+
 
 def ensure_wheels(
     reqs: Sequence[Requirement],
@@ -53,22 +71,29 @@ def ensure_wheels(
     pip_options: Sequence[str] = (),
     stop: Stop | None = None,
     say: Callable[[str], None] | None = None,
+    sdists: SdistBuilder | None = None,
 ) -> list[Path]:
     """One wheel per requirement, from the cache or from one ``pip download``.
 
     ``pip_options`` are the lock's index lines (:attr:`Lock.pip_options`), passed to pip.
     Returns the cached wheel paths (``cache_dir/sha256/<hex>/<file>``) sorted by name.
     pip runs in a session of its own, so a terminal's Ctrl-C does not reach it: a drained
-    ``stop`` lets the download finish, a cancelled one terminates it.
+    ``stop`` lets the download finish, a cancelled one terminates it. With ``sdists``, a
+    requirement that has no wheel for the target but an sdist with a locked hash gets a
+    wheel built from it (``cache_dir/sha256/<sdist hex>/built-<recipe>/<file>``).
     """
     tags = tag_ranks(python_version, platform)
     platforms = target_platforms(platform)
+    stop = stop or Stop()
     found: dict[str, Path] = {}
     missing: list[Requirement] = []
     for req in reqs:
         if not req.hashes:
             raise ImageError(f"'{req.name}' has no hash: pin it with hashes (pip hash)")
-        cached = _cached_wheel(req, cache_dir, python_version, platforms, tags)
+        # A built wheel exists only where pip found no wheel for this target.
+        cached = sdists.built(req, cache_dir) if sdists is not None else None
+        if cached is None:
+            cached = _cached_wheel(req, cache_dir, python_version, platforms, tags)
         if cached is None:
             missing.append(req)
         else:
@@ -76,9 +101,23 @@ def ensure_wheels(
     if missing:
         if say is not None:
             say(f"environment: downloading {len(missing)} of {len(reqs)} wheels with pip")
-        found.update(
-            _download(missing, cache_dir, python_version, platform, pip_options, stop or Stop())
+        fetched, sources = _download(
+            missing, cache_dir, python_version, platform, pip_options, stop, sdists is not None
         )
+        found.update(fetched)
+        for req in sources:
+            assert sdists is not None  # sources are only looked for with a builder
+            sdist = _fetch_sdist(req, cache_dir, python_version, platform, pip_options, stop)
+            found[req.name] = sdists.build(
+                req,
+                sdist,
+                cache_dir,
+                python_version,
+                platform,
+                pip_options=pip_options,
+                stop=stop,
+                say=say,
+            )
     return [found[name] for name in sorted(found)]
 
 
@@ -144,28 +183,33 @@ def _download(
     platform: str,
     pip_options: Sequence[str],
     stop: Stop,
-) -> dict[str, Path]:
+    sources: bool = False,
+) -> tuple[dict[str, Path], list[Requirement]]:
+    """The wheels pip downloads for ``reqs``; with ``sources``, also the requirements
+    pip found no wheel for (pip stops at the first: each is taken out, pip asked again)."""
     by_name = {req.name: req for req in reqs}
     platforms = target_platforms(platform)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    no_wheel: list[Requirement] = []
     # Inside cache_dir, so that moving into the wheelhouse is an atomic rename.
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         work = Path(tmp)
-        lock = work / "requirements.txt"
-        lock.write_text(
-            "".join(req.pin() + "".join(f" --hash={h}" for h in req.hashes) + "\n" for req in reqs)
-        )
         out = work / "wheels"
-        args = [sys.executable, "-m", "pip", "download"]
-        args += pip_download_args(python_version, platform)
-        args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
-        args += list(pip_options)
-        args += ["-d", str(out), "-r", str(lock)]
-        result = _run_pip(args, stop)
-        if stop.cancelled:
-            raise BuildCancelled("no wheel was downloaded")
-        if result.returncode != 0:
-            raise ImageError(_pip_error(result.stderr, reqs, python_version, platform))
+        while True:
+            wanted = [req for req in reqs if req not in no_wheel]
+            if not wanted:
+                return {}, no_wheel
+            result = _run_pip(
+                _pip_args(wanted, work, out, python_version, platform, pip_options), stop
+            )
+            if stop.cancelled:
+                raise BuildCancelled("no wheel was downloaded")
+            if result.returncode == 0:
+                break
+            lacking = by_name.get(_no_wheel_for(result.stderr) or "") if sources else None
+            if lacking is None or lacking in no_wheel:
+                raise ImageError(_pip_error(result.stderr, wanted, python_version, platform))
+            no_wheel.append(lacking)
         fetched: dict[str, Path] = {}
         for path in sorted(out.iterdir()) if out.is_dir() else []:
             try:
@@ -193,13 +237,144 @@ def _download(
                 json.dumps(choice, sort_keys=True).encode(),
             )
             fetched[name] = target
-    absent = sorted(set(by_name) - set(fetched))
+    absent = sorted(set(by_name) - set(fetched) - {req.name for req in no_wheel})
     if absent:
         raise ImageError(
             f"pip download returned no wheel for '{by_name[absent[0]].pin()}': "
             "check the lock and pip's index configuration"
         )
-    return fetched
+    return fetched, no_wheel
+
+
+def _pip_args(
+    reqs: Sequence[Requirement],
+    work: Path,
+    out: Path,
+    python_version: str,
+    platform: str,
+    pip_options: Sequence[str],
+) -> list[str]:
+    """``pip download`` of ``reqs`` by hash, for the target, into ``out``."""
+    lock = work / "requirements.txt"
+    lock.write_text(
+        "".join(req.pin() + "".join(f" --hash={h}" for h in req.hashes) + "\n" for req in reqs)
+    )
+    args = [sys.executable, "-m", "pip", "download"]
+    args += pip_download_args(python_version, platform)
+    args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
+    args += list(pip_options)
+    return [*args, "-d", str(out), "-r", str(lock)]
+
+
+def _no_wheel_for(stderr: str) -> str | None:
+    """The requirement pip found no wheel for, when the index answered (else None)."""
+    if _unreachable(stderr.splitlines()):
+        return None
+    match = re.search(r"No matching distribution found for (\S+)", stderr)
+    if match is None:
+        return None
+    try:
+        return canonicalize_name(_PkgRequirement(match.group(1)).name)
+    except InvalidRequirement:
+        return None
+
+
+# -- sdists --------------------------------------------------------------------------
+
+
+def _fetch_sdist(
+    req: Requirement,
+    cache_dir: Path,
+    python_version: str,
+    platform: str,
+    pip_options: Sequence[str],
+    stop: Stop,
+) -> Path:
+    """``req``'s sdist with a locked hash: from ``cache_dir/sha256/<hex>/`` or downloaded
+    there, its hash checked before it is kept."""
+    from .sdist import sdist_matches
+
+    for hexdigest in req.hex_digests():
+        folder = cache_dir / "sha256" / hexdigest
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if path.is_file() and sdist_matches(path.name, req):
+                return path
+    urls = _sdist_urls(req, cache_dir, python_version, platform, pip_options, stop)
+    if not urls:
+        raise ImageError(
+            f"no wheel for '{req.pin()}' for Python {python_version} on {platform}, and no "
+            "sdist of it on the index: pick a version with a wheel for the target"
+        )
+    mismatches: list[str] = []
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        for url in urls:
+            filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+            path = Path(tmp) / filename
+            _fetch_url(url, path, req)
+            if stop.cancelled:
+                raise BuildCancelled("the sdist was not downloaded")
+            actual = "sha256:" + sha256_file(path)
+            if actual not in req.hashes:
+                mismatches.append(f"{filename} has {actual}")
+                continue
+            target = cache_dir / "sha256" / actual.removeprefix("sha256:") / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            return target
+    raise ImageError(
+        f"hash mismatch for '{req.pin()}': the lock expects {' or '.join(req.hashes)}, "
+        f"the index's sdist {', '.join(mismatches)}: update the lock (pip hash) or check the index"
+    )
+
+
+def _sdist_urls(
+    req: Requirement,
+    cache_dir: Path,
+    python_version: str,
+    platform: str,
+    pip_options: Sequence[str],
+    stop: Stop,
+) -> list[str]:
+    """Where pip sees ``req``'s sdists, with pip's own index configuration and the lock's.
+
+    A binary-only ``pip download -vvv`` logs each sdist it skips ("No sources permitted");
+    downloading one through pip would prepare it, running its build backend on the host.
+    """
+    from .sdist import sdist_matches
+
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        args = _pip_args([req], Path(tmp), Path(tmp) / "out", python_version, platform, pip_options)
+        result = _run_pip([*args, "-vvv"], stop)
+    if stop.cancelled:
+        raise BuildCancelled("no sdist was downloaded")
+    urls = []
+    pattern = re.compile(r"Skipping link: No sources permitted for [^:]+: (\S+)")
+    for match in pattern.finditer(result.stdout + result.stderr):
+        url = match.group(1)
+        name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        if sdist_matches(name, req) and url not in urls:
+            urls.append(url)
+    return urls
+
+
+def _fetch_url(url: str, path: Path, req: Requirement) -> None:
+    """Copy ``url`` (``file:``, ``http:``, ``https:``) to ``path``, with pip's CA bundle."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    try:
+        if scheme == "file":
+            shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), path)
+            return
+        if scheme not in ("http", "https"):
+            raise ImageError(f"cannot download the sdist of '{req.pin()}' from {url}")
+        context = ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
+        timeout = float(os.environ.get("PIP_DEFAULT_TIMEOUT") or 60)
+        with (
+            urllib.request.urlopen(url, timeout=timeout, context=context) as response,  # noqa: S310 - scheme checked above
+            path.open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise ImageError(f"cannot download the sdist of '{req.pin()}' from {url}: {exc}") from exc
 
 
 def _run_pip(args: list[str], stop: Stop) -> subprocess.CompletedProcess[str]:
@@ -226,14 +401,7 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if any("No module named pip" in line for line in lines):
         return f"pip is not installed for {sys.executable}: install pip in orch's environment"
-    unreachable = [
-        line
-        for line in lines
-        if "Retrying" in line
-        and any(
-            kind in line for kind in ("NewConnectionError", "SSLError", "ProxyError", "Timeout")
-        )
-    ]
+    unreachable = _unreachable(lines)
     for line in lines:
         match = re.search(r"No matching distribution found for (\S+)", line)
         if match and unreachable:
@@ -275,3 +443,15 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
     last = errors[-1] if errors else (lines[-1] if lines else "no output")
     names = ", ".join(r.pin() for r in reqs)
     return f"pip download failed for {names}: {last.removeprefix('ERROR: ')}"
+
+
+def _unreachable(lines: Sequence[str]) -> list[str]:
+    """pip's lines saying that it could not connect to an index."""
+    return [
+        line
+        for line in lines
+        if "Retrying" in line
+        and any(
+            kind in line for kind in ("NewConnectionError", "SSLError", "ProxyError", "Timeout")
+        )
+    ]
