@@ -213,6 +213,29 @@ def test_tag_note_and_name_commands(where: Where, three: dict[str, Any]) -> None
     assert "+TAG" in where.refused("tag", three["wide"], "lstm")
 
 
+def test_report_and_watch_take_names_and_tags_like_results(
+    where: Where, three: dict[str, Any], tmp_path: Path
+) -> None:
+    page = tmp_path / "base.html"
+    for ref in ("baseline-lr", "lstm", three["base"][:6]):  # a name, a tag, an id prefix
+        where.orch("report", ref, "-o", str(page))
+        assert three["base_records"][0].run_id in page.read_text()
+        page.unlink()
+        watched = where.orch("watch", ref, "--once")
+        assert watched.startswith(f"sweep {three['base']}:"), watched
+    # A reused name: the newest sweep of that name, and stderr says so.
+    change(where.runs.store, "sweep", three["wide"], name="baseline-lr")
+    for verb, args, code in (("reporting", ["report", "baseline-lr", "-o", str(page)], 0),
+                             ("watching", ["watch", "baseline-lr", "--once"], 1)):  # wide failed
+        result = CliRunner().invoke(cli, [*args, "--store", where.uri], env=where.env)
+        assert result.exit_code == code, result.stderr
+        assert (f"'baseline-lr' names 2 sweeps; {verb} the newest, {three['wide']} "
+                f"(others: {three['base']};") in result.stderr
+    assert three["wide_records"][0].run_id in page.read_text()
+    assert "close: baseline-lr" in where.refused("report", "baseline-lx", "-o", str(page))
+    assert "close: baseline-lr" in where.refused("watch", "baseline-lx")
+
+
 def test_concurrent_taggers_lose_nothing(where: Where, three: dict[str, Any]) -> None:
     store = where.runs.store
     barrier = threading.Barrier(8)

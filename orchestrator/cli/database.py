@@ -52,6 +52,43 @@ def snapshot(
     return catalog.read(refs, project=project, live=live, frame=frame)
 
 
+def one_sweep(context: Context, ref: str, verb: str) -> str:
+    """The one sweep a command that shows a single sweep (``report``, ``watch``) works
+    on, named as ``results`` names them (:meth:`Catalog.resolve`: an id, a unique id
+    prefix, a name or a tag). A name or tag of several sweeps means the newest of them:
+    the one just submitted under a reused name; stderr says which and lists the others."""
+    from ..catalog import Catalog, check_ref
+    from ..errors import NotFound
+    from ..labels import Labels, read_labels
+    from ..pool import parallel_map
+
+    check_ref(ref)
+    runs = context.runs()
+    catalog = Catalog(runs, lease_s=context.settings.lease_s)
+    listing = catalog.listing()
+    # An exact id needs no labels (one listing fewer).
+    labels = Labels() if ref in listing.sweep_ids else read_labels(runs.store, notes=False)
+    found = catalog.resolve([ref], listing, labels)
+    if len(found) == 1:
+        return found[0]
+
+    def created(sweep_id: str) -> str:
+        try:
+            return runs.read_sweep(sweep_id).created_at
+        except NotFound:
+            return ""  # an index without its document: oldest
+
+    dates = parallel_map(created, found)
+    ordered = [sid for _, sid in sorted(zip(dates, found, strict=True), reverse=True)]
+    others = ", ".join(ordered[1:6]) + (" ..." if len(ordered) > 6 else "")
+    click.echo(
+        f"note: {ref!r} names {len(ordered)} sweeps; {verb} the newest, {ordered[0]} "
+        f"(others: {others}; give a sweep id for another)",
+        err=True,
+    )
+    return ordered[0]
+
+
 def selection_options(func: Any) -> Any:
     """``SWEEP...`` plus ``--all-projects``, shared by the commands that read many runs."""
     func = click.option(

@@ -18,7 +18,7 @@ from .context import (
     read_run,
     with_context,
 )
-from .database import _statuses, selection_options, snapshot
+from .database import _statuses, one_sweep, selection_options, snapshot
 
 if TYPE_CHECKING:
     from ..store import RunStore
@@ -233,7 +233,8 @@ MAX_CURVE_RUNS = 200
 def report(
     context: Context, sweep_id: str, output: str, objective: str | None, color_by: str | None
 ) -> None:
-    """One self-contained HTML report of a sweep: curves, table and plots, no network."""
+    """One self-contained HTML report of a sweep (id, name or tag; of several sweeps,
+    the newest): curves, table and plots, no network."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..errors import NotFound
@@ -241,7 +242,7 @@ def report(
     from ..results.curves import parse_curve
     from ..results.objective import parse_objective
 
-    check_id(sweep_id, "sweep id")
+    sweep_id = one_sweep(context, sweep_id, "reporting")
     runs = context.runs()
     sweep_doc = runs.read_sweep(sweep_id)
     records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .context import Context, check_id, complete_sweep_ids, with_context
+from .context import Context, complete_sweep_ids, with_context
+from .database import one_sweep
 
 if TYPE_CHECKING:
     from ..watch import RunView, Snapshot
@@ -115,7 +116,8 @@ def table(snapshot: Snapshot) -> Any:
 def watch(
     context: Context, sweep_id: str, interval: float, once: bool, metrics: tuple[str, ...]
 ) -> None:
-    """Every run of a sweep, live: status, attempt, step, latest metrics, elapsed, ETA.
+    """Every run of a sweep (id, name or tag; of several sweeps, the newest), live:
+    status, attempt, step, latest metrics, elapsed, ETA.
 
     Ends by itself once no run is queued or running: exit 0, or 1 if a run failed or was
     cancelled. Ctrl-C leaves it (exit 130); the sweep itself goes on.
@@ -123,7 +125,7 @@ def watch(
     from ..errors import RunsFailed
     from ..watch import Watcher
 
-    check_id(sweep_id, "sweep id")
+    sweep_id = one_sweep(context, sweep_id, "watching")
     watcher = Watcher(context.runs(), sweep_id, context.settings.lease_s, metrics=metrics)
     snapshot = watcher.refresh()
     if once or not sys.stdout.isatty():
