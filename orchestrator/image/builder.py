@@ -159,6 +159,7 @@ def _environment_layers(
 ) -> tuple[str, tuple[EnvLayer, ...]]:
     """Read and check the lock, fetch its wheels, write (or reuse) their layers."""
     from . import closure, interpreter, wheels
+    from .sdist import SdistBuilder
 
     def key(lock_digest: str) -> str:
         return digest({"base": base.image_id, "lock": lock_digest, "format": ENV_FORMAT})
@@ -177,6 +178,7 @@ def _environment_layers(
         pip_options=lock.pip_options,
         stop=stop,
         say=say,
+        sdists=SdistBuilder(client, base.image_id),
     )
     # Reading every wheel's metadata takes seconds for a torch lock: once per lock.
     checked = cache.root(cache_root) / "checked" / env_key.removeprefix("sha256:")
