@@ -29,6 +29,7 @@ from .record import SweepDoc as SweepDoc
 from .settings import Settings as Settings
 from .spec import RunSpec as RunSpec
 from .spec import SweepSpec as SweepSpec
+from .store.artifacts import pull as pull
 
 __all__ = [
     "BackendError",
@@ -55,4 +56,5 @@ __all__ = [
     "UsageError",
     "VerifyMismatch",
     "load_project",
+    "pull",
 ]

@@ -253,6 +253,42 @@ class InputRef:
         )
 
 
+@dataclass(frozen=True)
+class ArtifactFile:
+    """The size and SHA-256 of one stored output file, as its run's commit saw it.
+
+    ``orch pull`` checks every file it downloads against these. Records written before
+    they were kept have none (``RunRecord.artifact_files`` is then empty).
+    """
+
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> ArtifactFile:
+        fields = _Fields(data, where)
+        size = fields.integer("size")
+        digest = fields.required_str("sha256")
+        if size is None or size < 0:
+            raise fields.bad("size", "a size in bytes")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise fields.bad("sha256", "64 lowercase hex digits")
+        return cls(size, digest)
+
+
+def _artifact_files_from_json(fields: _Fields) -> dict[str, ArtifactFile]:
+    value = fields.mapping("artifact_files")
+    files = {}
+    for name, item in value.items():
+        if not isinstance(item, dict):
+            raise fields.bad("artifact_files", "an object of {size, sha256} objects")
+        files[name] = ArtifactFile.from_json(item, f"{fields.where} (artifact_files.{name})")
+    return files
+
+
 def _inputs_from_json(fields: _Fields) -> dict[str, InputRef]:
     value = fields.mapping("inputs")
     refs = {}
@@ -388,6 +424,9 @@ class RunRecord(RunPlan):
     gpus_simulated: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    #: Size and SHA-256 of each artifact by name, computed when the run was committed
+    #: (empty in records written before they were kept).
+    artifact_files: dict[str, ArtifactFile] = field(default_factory=dict)
     #: Which attempt of the run this is: 1, then one more each time a re-submission
     #: retries a failed or cancelled run (earlier attempts are kept beside it).
     attempt: int = 1
@@ -433,6 +472,10 @@ class RunRecord(RunPlan):
             data["resumed_from_attempt"] = self.resumed_from_attempt
         if self.dropped_outputs:
             data["dropped_outputs"] = dict(self.dropped_outputs)
+        if self.artifact_files:
+            data["artifact_files"] = {
+                name: item.to_json() for name, item in sorted(self.artifact_files.items())
+            }
         return data
 
     @classmethod
@@ -458,6 +501,7 @@ class RunRecord(RunPlan):
             gpus_simulated=fields.flag("gpus_simulated", False),
             metrics=fields.metrics("metrics"),
             artifacts=fields.strings("artifacts"),
+            artifact_files=_artifact_files_from_json(fields),
             attempt=fields.integer("attempt", 1) or 1,
             resumed_from_attempt=fields.integer("resumed_from_attempt"),
             dropped_outputs=fields.str_map("dropped_outputs"),

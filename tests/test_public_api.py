@@ -11,7 +11,7 @@ def test_all_is_pinned() -> None:
         "Interrupted", "NotFound", "NotReproduced", "OrchestratorError", "Project",
         "ProjectError", "ResultError", "RunPlan", "RunRecord", "RunSpec", "RunStatus",
         "RunsFailed", "Settings", "StoreError", "SweepDoc", "SweepSpec", "UsageError",
-        "VerifyMismatch", "load_project",
+        "VerifyMismatch", "load_project", "pull",
     ]
     for name in orchestrator.__all__:
         assert getattr(orchestrator, name) is not None

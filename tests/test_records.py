@@ -181,7 +181,7 @@ def test_claim_commit_writes_run_json_last(
         "dirty.diff": b"",
     }
     store.ops.clear()
-    runs.commit_run(record("r1"), files)
+    committed = runs.commit_run(record("r1"), files)
 
     puts = [key for op, key in store.ops if op == "put"]
     assert puts[-1] == "runs/r1/run.json"
@@ -190,7 +190,9 @@ def test_claim_commit_writes_run_json_last(
     assert deletes and min(deletes) > store.ops.index(("put", "runs/r1/run.json"))
 
     assert runs.is_complete("r1")
-    assert runs.read_run("r1") == record("r1")
+    assert runs.read_run("r1") == committed  # the record, with each output's size and digest
+    assert committed.artifact_files["model.txt"].sha256 == hashlib.sha256(b"weights").hexdigest()
+    assert committed.artifact_files["model.txt"].size == 7 and len(committed.artifact_files) == 1
     assert runs.list_run_files("r1") == sorted([*files, "run.json"])
     assert runs.read_file("r1", "output/model.txt") == b"weights"
     assert not store.exists("runs/r1/claim.json")

@@ -43,6 +43,7 @@ from .data import inputs_command
 from .database import best, export, gc, name, note, query, tag
 from .detach import status
 from .inspect import compare, list_runs, logs, report, results, show
+from .pull import pull
 from .reproduce import image, rerun
 from .sweeping import compose, sweep
 from .watch import watch
@@ -178,6 +179,7 @@ for _command in (
     list_runs,
     show,
     logs,
+    pull,
     rerun,
     image,
     compare,

@@ -8,6 +8,10 @@ leaves the old object or the complete new one, never an empty ``run.json``; the 
 is not synced, so the newest rename may be lost with the cut (the run then reads as not
 finished, and is run again).
 
+Stored files are the user's who runs orch (:mod:`.owner`): a run's outputs, written by the
+container's user (65534), are copied into the store rather than hard-linked, and under
+``sudo`` what the store creates is given to ``SUDO_UID``.
+
 Why not :func:`orchestrator.files.atomic_writer`: its temporary file sits beside the
 target, inside the key space, where :meth:`DirStore.list` would show it and a crashed
 writer would leave it; the scratch directory keeps both out of every listing, and
@@ -22,12 +26,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import NotFound, StoreError, UsageError
 from ..files import atomic_writer
 from .base import check_key, check_prefix
+from .owner import Owner
 
 _TMP = ".tmp"
 _GITIGNORE = ".gitignore"
@@ -39,9 +44,11 @@ _CHUNK = 1 << 20
 class DirStore:
     """Keys are paths under ``root``; the directory is created on the first write."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: Owner | None = None) -> None:
         self.root = Path(root).expanduser().absolute()
         self.uri = self.root.as_uri()
+        #: Whose the files and directories the store creates are (see :mod:`.owner`).
+        self.owner = owner or Owner.invoking()
         self._prepared = False
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"store {self.root} is not a directory: pass a directory path")
@@ -74,23 +81,24 @@ class DirStore:
         """Make the store's directory: kept out of git (a store inside a project would
         otherwise show in ``git status``, and make every sweep's dirty check walk it),
         and rid of the scratch files a killed writer left behind."""
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.owner.makedirs(tmp_dir)
         ignore = self.root / _GITIGNORE
         if not ignore.exists():
             with contextlib.suppress(OSError):
                 ignore.write_text("# orch's result store: not part of the project's code\n*\n")
+                self.owner.give(ignore)
         cutoff = time.time() - _STALE_TMP_S
         for leftover in tmp_dir.iterdir():
             with contextlib.suppress(OSError):
                 if leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
 
-    @staticmethod
-    def _write_synced(tmp: Path, data: bytes) -> None:
+    def _write_synced(self, tmp: Path, data: bytes) -> None:
         with tmp.open("wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        self.owner.give(tmp)
 
     def _fail(self, action: str, key: str, exc: OSError) -> StoreError:
         reason = exc.strerror or str(exc)
@@ -102,7 +110,7 @@ class DirStore:
             tmp = self._tmp()
             try:
                 self._write_synced(tmp, data)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self.owner.makedirs(path.parent)
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -110,8 +118,11 @@ class DirStore:
             raise self._fail("write", key, exc) from exc
 
     def put_file(self, key: str, path: Path) -> None:
-        """Hard-link ``path`` into the store when possible (same filesystem), else copy.
+        """Hard-link ``path`` into the store when possible (same filesystem, and a file
+        already the store owner's), else copy.
 
+        A file of another user (a run's output, uid 65534) is copied: a link would keep
+        that user's file in the store, and a chown of it would change the source too.
         A linked file shares its inode with ``path``: callers must replace, never rewrite
         in place, a file they have stored. Its :meth:`age` is that of the source file.
         """
@@ -120,14 +131,19 @@ class DirStore:
         try:
             tmp = self._tmp()
             try:
-                try:
-                    os.link(source, tmp)
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        raise
+                linked = False
+                if self.owner.owns(source):
+                    try:
+                        os.link(source, tmp)
+                        linked = True
+                    except OSError as exc:
+                        if exc.errno == errno.ENOENT:
+                            raise
+                if not linked:  # another file system, or another user's file
                     shutil.copyfile(source, tmp)
+                    self.owner.give(tmp)
                 _fsync_path(tmp)  # a linked source may not be on disk yet either
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.owner.makedirs(dest.parent)
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -147,7 +163,11 @@ class DirStore:
         except OSError as exc:
             raise self._fail("read", key, exc) from exc
 
-    def get_file(self, key: str, path: Path) -> None:
+    def get_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Copy the object to ``path``; ``progress`` is called with each chunk's size (an
+        exception it raises stops the copy, leaving nothing at ``path``)."""
         source = self._path(key)
         target = Path(path)
         if not source.is_file():
@@ -155,7 +175,12 @@ class DirStore:
         try:
             # A copy out of the store, not synced: the store holds the durable one.
             with source.open("rb") as src, atomic_writer(target, fsync=False) as out:
-                shutil.copyfileobj(src, out, _CHUNK)
+                if progress is None:
+                    shutil.copyfileobj(src, out, _CHUNK)
+                else:
+                    while chunk := src.read(_CHUNK):
+                        out.write(chunk)
+                        progress(len(chunk))
         except FileNotFoundError:
             raise NotFound(f"no such key {key!r} in {self.uri}") from None
         except OSError as exc:
@@ -188,7 +213,7 @@ class DirStore:
             tmp = self._tmp()
             try:
                 self._write_synced(tmp, data)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self.owner.makedirs(path.parent)
                 try:
                     os.link(tmp, path)
                     return True
@@ -202,6 +227,7 @@ class DirStore:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
                     return False
+                self.owner.give(path)
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                     handle.flush()

@@ -14,7 +14,9 @@
     runs/<run_id>/claim.json            who is running it (``claims``: a lease)
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
-    runs/<run_id>/run.json              written last: its presence means "complete"
+    runs/<run_id>/run.json              written last: its presence means "complete"; it
+                                        holds each output's size and SHA-256, computed
+                                        as the output was stored (``orch pull`` checks them)
     runs/<run_id>/live.json             a running attempt's latest step metrics (removed
                                         when it commits)
     runs/<run_id>/stop.json             a search's pruner asks the running attempt to stop
@@ -34,6 +36,8 @@ claims and blobs are their own classes (``claims``, ``blobs``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -48,7 +52,7 @@ from typing import Any
 from ..errors import NotFound, StoreError, UsageError
 from ..ids import STORE_ID
 from ..pool import parallel_map
-from ..record import SCHEMA, CorruptRecord, RunRecord, SweepDoc, now_iso
+from ..record import SCHEMA, ArtifactFile, CorruptRecord, RunRecord, SweepDoc, now_iso
 from .base import Store, check_key
 from .blobs import Blobs
 from .claims import Claims
@@ -57,6 +61,9 @@ from .jsonio import dump_json
 #: Readers of many records skip a corrupt one with a warning here instead of failing the
 #: whole command; the CLI prints these as ``warning:`` lines.
 log = logging.getLogger("orchestrator.store")
+
+#: A run's outputs (artifacts) are the files under this name in its directory.
+OUTPUT_DIR = "output/"
 
 
 class RunStore:
@@ -329,10 +336,14 @@ class RunStore:
 
     def commit_run(
         self, record: RunRecord, files: Mapping[str, bytes | Path], workers: int = 8
-    ) -> None:
+    ) -> RunRecord:
         """Upload ``files`` (keyed relative to ``runs/<id>/``), then ``run.json``, then
         release the claim. A crash before ``run.json`` leaves an incomplete run that
         readers ignore and a later sweep redoes.
+
+        The size and SHA-256 of every output (``output/...``) are computed as it is
+        stored and written into the record's ``artifact_files``; the record written is
+        returned.
         """
         run_id = self._check_id(record.run_id, "run id in the record")
         for name in files:
@@ -340,29 +351,68 @@ class RunStore:
             if name == "run.json" or Claims.is_claim_file(name):
                 raise UsageError(f"file name {name!r} is reserved in a run's directory")
         run_key = self._run_key(run_id, "run.json")
-        body = self._dump(run_key, record.to_json())
+        self._dump(run_key, record.to_json())  # not plain JSON: fail before uploading
 
-        def upload(item: tuple[str, bytes | Path]) -> None:
+        def upload(item: tuple[str, bytes | Path]) -> tuple[str, ArtifactFile] | None:
             name, source = item
             key = self._run_key(run_id, name)
+            output = name.startswith(OUTPUT_DIR)
+            described = None
             if isinstance(source, bytes | bytearray | memoryview):
-                self.store.put(key, bytes(source))
+                data = bytes(source)
+                if output:
+                    described = ArtifactFile(len(data), hashlib.sha256(data).hexdigest())
+                self.store.put(key, data)
             else:
-                self.store.put_file(key, Path(os.fspath(source)))
+                path = Path(os.fspath(source))
+                if output:
+                    described = _describe(path)
+                self.store.put_file(key, path)
+            return (name[len(OUTPUT_DIR):], described) if described else None
 
-        parallel_map(upload, list(files.items()), workers)
+        described = parallel_map(upload, list(files.items()), workers)
+        outputs = dict(item for item in described if item is not None)
+        if outputs:
+            record = dataclasses.replace(
+                record, artifact_files={**record.artifact_files, **outputs}
+            )
+        body = self._dump(run_key, record.to_json())
         if record.rerun_of and record.sweep_id:
             # Not in the sweep's document: this pointer is how readers of the sweep find it.
             pointer = self._sweep_key(record.sweep_id, f".reruns/{run_id}")
             self.store.put(pointer, b"")
         self.store.put(run_key, body)
         self.claims.release(run_id)
+        return record
 
     def list_run_files(self, run_id: str) -> list[str]:
         """Names relative to ``runs/<id>/`` (claims left out), sorted."""
         base = self._run_key(run_id, "")
         names = (key[len(base) :] for key in self.store.list(base))
         return [name for name in names if not Claims.is_claim_file(name)]
+
+    def list_outputs(self, run_id: str) -> list[str]:
+        """A run's stored outputs (artifacts): names relative to its ``output/``, sorted."""
+        base = self._run_key(run_id, OUTPUT_DIR)
+        return [key[len(base) :] for key in self.store.list(base)]
+
+    def fetch_output(
+        self, run_id: str, name: str, target: Path,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Copy one of a run's outputs to ``target`` (atomically). ``progress``, for a
+        store whose ``get_file`` takes it (the directory and S3 stores), is called with
+        each chunk's size and may stop the copy by raising."""
+        key = self._run_key(run_id, OUTPUT_DIR + check_key(name))
+        try:
+            if progress is None:
+                self.store.get_file(key, target)
+            else:
+                self.store.get_file(key, target, progress=progress)  # type: ignore[call-arg]
+        except NotFound:
+            raise NotFound(
+                f"run {run_id!r} has no output {name!r} in store {self.store.uri}"
+            ) from None
 
     def fetch_file(self, run_id: str, name: str, target: Path) -> None:
         """Copy a run's file to ``target`` in chunks (a log can be larger than memory)."""
@@ -474,3 +524,15 @@ class RunStore:
             except (NotFound, CorruptRecord) as exc:
                 log.warning("skipped %s", exc)
         return sorted(records, key=lambda r: r.attempt)
+
+
+def _describe(path: Path) -> ArtifactFile:
+    """Size and SHA-256 of a file, read once in chunks (memory independent of its size)."""
+    try:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            return ArtifactFile(handle.tell(), digest)
+    except FileNotFoundError as exc:
+        raise StoreError(f"cannot store output {path}: the file is missing") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot read output {path}: {exc.strerror or exc}") from exc

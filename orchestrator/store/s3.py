@@ -272,7 +272,12 @@ class S3Store:
 
         return self._call("get", key, fetch)
 
-    def get_file(self, key: str, path: Path) -> None:
+    def get_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Download the object to ``path`` (atomically); ``progress`` is called with each
+        chunk's size, from worker threads too (an exception it raises stops the download,
+        leaving nothing at ``path``; a retried attempt reports its bytes again)."""
         full = self._full(key)
         target = Path(path)
 
@@ -291,15 +296,20 @@ class S3Store:
             with atomic_writer(target, fsync=False) as handle:
                 for chunk in response["Body"].iter_chunks(1024 * 1024):
                     handle.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 if size is not None and size > RANGE_PART:
-                    self._rest_in_parts(full, size, handle)
+                    self._rest_in_parts(full, size, handle, progress)
 
         try:
             self._call("get", key, fetch)
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
-    def _rest_in_parts(self, full: str, size: int, handle: BinaryIO) -> None:
+    def _rest_in_parts(
+        self, full: str, size: int, handle: BinaryIO,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """The bytes after the first part, as ranged GETs side by side, written in place:
         one stream alone is slower than the wire for a big layer."""
         from concurrent.futures import ThreadPoolExecutor
@@ -317,11 +327,20 @@ class S3Store:
             for chunk in response["Body"].iter_chunks(1024 * 1024):
                 os.pwrite(fd, chunk, offset)
                 offset += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
             if offset != end + 1:
                 raise StoreError(f"S3 get of {full}: range {start}-{end} came back short")
 
         with ThreadPoolExecutor(RANGE_WORKERS, thread_name_prefix="orch-s3-range") as pool:
-            list(pool.map(part, range(RANGE_PART, size, RANGE_PART)))
+            futures = [pool.submit(part, start) for start in range(RANGE_PART, size, RANGE_PART)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:  # a failed or stopped download: no more parts
+                    future.cancel()
+                raise
         handle.seek(size)
 
     def _head(self, key: str) -> Mapping[str, Any] | None:
