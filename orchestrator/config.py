@@ -36,6 +36,7 @@ into the others' Hydra internals.
 from __future__ import annotations
 
 import copy
+import enum
 import itertools
 import json
 import math
@@ -44,7 +45,7 @@ import pickle
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,23 +73,27 @@ from hydra.errors import (
 from hydra.plugins.config_source import ConfigResult
 from hydra.types import RunMode
 from hydra.version import VersionBase
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf._utils import get_yaml_loader
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf, open_dict, read_write
+from omegaconf._utils import _DEFAULT_MARKER_, get_yaml_loader
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.resolvers import oc as _oc_resolvers
 
 from . import canonical
 from .errors import ConfigError
-from .inputs.decl import resolve_input
+from .inputs.decl import env_name as input_env_name
+from .inputs.decl import mount_path, resolve_input
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
     "HYDRA_RUNTIME",
     "Composed",
     "Composer",
+    "PointConfig",
     "config_digest",
     "expand_sweep",
     "job_name_for",
     "parse_overrides",
+    "run_env",
     "to_json",
     "to_yaml",
 ]
@@ -130,6 +135,70 @@ _MAX_PLACEHOLDERS = 32
 # sweep makes that input's digest part of the run's identity (orchestrator.inputs).
 if not OmegaConf.has_resolver("orch.input"):
     OmegaConf.register_new_resolver("orch.input", resolve_input)
+
+
+# ${oc.env:NAME} is resolved where the run runs. Composition knows the variables orch itself
+# sets in every run's container (:func:`run_env`); any other name is *deferred*: the
+# composed config keeps the interpolation text and the run resolves it (a Hydra
+# application by itself; a plain script reading /orch/config.yaml with OmegaConf likewise).
+# So no host variable is baked, and composing never needs one that only the container has.
+_oc_env = _oc_resolvers.env
+#: The run environment of the composition in progress (set under _HYDRA_LOCK), or None:
+#: then ``oc.env`` is OmegaConf's own.
+_RUN_ENV: Mapping[str, str] | None = None
+#: orch's variables a run only gets when it starts: deferred, never refused.
+_RUN_TIME_ORCH = frozenset({"ORCH_RUN_ID", "ORCH_ATTEMPT", "ORCH_CHECKPOINT"})
+
+
+class _Deferred(Exception):
+    """An ``oc.env`` variable only the run's environment holds."""
+
+
+def _env_resolver(key: str, default: Any = _DEFAULT_MARKER_) -> Any:
+    known = _RUN_ENV
+    if known is None:
+        return _oc_env(key, default)
+    if key in known:
+        return known[key]
+    if key.startswith("ORCH_") and key not in _RUN_TIME_ORCH:
+        raise ValueError(
+            f"oc.env:{key}: orch sets no such variable in a run (ORCH_ names are orch's; "
+            f"it sets {', '.join(sorted({*known, *_RUN_TIME_ORCH}))})"
+        )
+    raise _Deferred(key)
+
+
+OmegaConf.register_new_resolver("oc.env", _env_resolver, replace=True)
+
+
+def run_env(env: Mapping[str, str], inputs: Sequence[str] = ()) -> dict[str, str]:
+    """The variables every run's container has before it starts, as composition may read
+    them: orch.yaml's ``env`` and orch's own fixed paths."""
+    known = dict(env)
+    known.update({"ORCH_CONFIG": "/orch/config.yaml", "ORCH_OUTPUT": HYDRA_RUNTIME["run.dir"]})
+    known.update({input_env_name(name): mount_path(name) for name in inputs})
+    return known
+
+
+@contextmanager
+def _run_env_set(env: Mapping[str, str] | None) -> Iterator[None]:
+    global _RUN_ENV
+    saved, _RUN_ENV = _RUN_ENV, env
+    try:
+        yield
+    finally:
+        _RUN_ENV = saved
+
+
+def _is_deferred(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(16):  # OmegaConf wraps a resolver's error once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, _Deferred):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -306,11 +375,33 @@ class Composed:
     """One composed point: the run's config and what its ``${hydra:...}`` read.
 
     ``hydra`` holds the documented mapping for this point (dotted keys under ``hydra.``):
-    the values a record keeps to say what Hydra-shaped code inside the run saw.
+    the values a record keeps to say what Hydra-shaped code inside the run saw. ``node`` is
+    the whole hydra node, resolved, when the composer keeps it (a Hydra application gets it
+    baked into its run, see :mod:`orchestrator.hydra_app`). ``deferred`` names the keys
+    whose value only the run's environment can give (see :func:`run_env`): they keep their
+    interpolation text.
     """
 
     config: dict[str, Any]
     hydra: dict[str, Any] = field(default_factory=dict)
+    node: dict[str, Any] | None = None
+    deferred: tuple[str, ...] = ()
+
+
+class PointConfig(dict[str, Any]):
+    """A composed point's config, the plain mapping that is recorded, carrying what its run
+    also needs from the composition: the hydra node baked for a Hydra application, and the
+    keys deferred to the run. It is a dict so that everything reading points reads it as
+    before; a copy made with ``dict()`` drops the extras on purpose."""
+
+    node: dict[str, Any] | None = None
+    deferred: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, composed: Composed) -> PointConfig:
+        point = cls(composed.config)
+        point.node, point.deferred = composed.node, composed.deferred
+        return point
 
 
 _R = TypeVar("_R")
@@ -328,9 +419,13 @@ class Composer:
 
     def __init__(
         self, config_dir: Path, config_name: str = "config", job_name: str = "app", *,
-        reuse: bool = False,
+        reuse: bool = False, env: Mapping[str, str] | None = None, keep_hydra: bool = False,
     ) -> None:
         self.config_dir = Path(config_dir).resolve()
+        #: What ``${oc.env:...}`` may read at composition (:func:`run_env`).
+        self.env = run_env({}) if env is None else dict(env)
+        #: Keep each point's whole hydra node (:attr:`Composed.node`), for a Hydra app.
+        self.keep_hydra = keep_hydra
         # ``reuse``: one composer asked for many points one call at a time (a search asks
         # a trial, then composes it) keeps each defaults-list composition across calls, as
         # one compose_many call does, instead of composing it again for every trial; the
@@ -627,7 +722,13 @@ class Composer:
         except (AssertionError, OmegaConfBaseException) as exc:
             # a hydra node the config itself replaced with something else than Hydra's
             raise ConfigError(f"hydra: not Hydra's configuration node ({exc})") from exc
-        return Composed(_finalize(task), hydra_values)
+        config, deferred = _finalize(task, self.env)
+        node = None
+        if self.keep_hydra:
+            with _run_env_set(self.env):
+                node = cast(dict[str, Any], _resolve_partially(cfg.hydra, "hydra", [],
+                                                               lenient=True))
+        return Composed(config, hydra_values, node, deferred)
 
     def _group_repository(self, loader: ConfigLoaderImpl) -> Any:
         """The repository Hydra decides "is this key a config group?" with (honours
@@ -689,7 +790,9 @@ class Composer:
                     )
                 )
                 bases[base_key] = base
-            reads_hydra = base.reads_hydra or any("hydra" in line for line in point)
+            reads_hydra = (
+                self.keep_hydra or base.reads_hydra or any("hydra" in line for line in point)
+            )
             if reads_hydra and any(_reads_current_value(o) for o in value_overrides):
                 # +key and ~key=VALUE read the current value first; when that may read the
                 # hydra node, only a full compose reads it in the state Hydra has then
@@ -700,7 +803,8 @@ class Composer:
             if reads_hydra:
                 return self._finalize_point(cfg, parsed, num), False
             _, hydra_values = base.job.values(parsed, num)
-            return Composed(_finalize(cfg), hydra_values), True
+            config, deferred = _finalize(cfg, self.env)
+            return Composed(config, hydra_values, None, deferred), True
         except Exception:  # noqa: BLE001 - whatever went wrong, a full compose decides
             return None, False
 
@@ -976,10 +1080,22 @@ def _find_override(overrides: Sequence[str], key: str) -> str | None:
     return None
 
 
-def _finalize(cfg: DictConfig) -> dict[str, Any]:
-    """Resolved plain containers; a missing value or a broken interpolation names its key."""
+def _finalize(
+    cfg: DictConfig, env: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Resolved plain containers, and the keys deferred to the run (see :func:`run_env`);
+    a missing value or a broken interpolation names its key."""
     try:
-        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        with _run_env_set(env):
+            deferred: list[str] = []
+            try:
+                data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            except OmegaConfBaseException as exc:
+                if not _is_deferred(exc):
+                    raise
+                data = None
+            if data is None:  # the rare config that reads the run's environment: key by key
+                data = _resolve_partially(cfg, "", deferred)
     except OmegaConfBaseException as exc:
         message = _omegaconf_message(exc)
         if "Missing mandatory value" in message:
@@ -989,7 +1105,48 @@ def _finalize(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("the composed config is not a mapping")
     _check_keys(data, "")
-    return cast(dict[str, Any], data)
+    return cast(dict[str, Any], data), tuple(deferred)
+
+
+def _resolve_partially(
+    node: DictConfig | ListConfig, path: str, deferred: list[str], *, lenient: bool = False
+) -> Any:
+    """``node`` as plain containers, resolved except where resolution needs a deferred
+    variable: such a value keeps its interpolation text and its key goes to ``deferred``.
+    ``lenient`` (Hydra's own node, which Hydra never resolves as a whole either): a value
+    that cannot be resolved, or is missing, keeps its text too."""
+    keys: Sequence[Any] = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    out: dict[Any, Any] | list[Any] = {} if isinstance(node, DictConfig) else []
+    for key in keys:
+        if isinstance(node, ListConfig):
+            where = f"{path}[{key}]"
+        else:
+            where = f"{path}.{key}" if path else str(key)
+        child = node._get_node(key)
+        assert isinstance(child, Node)  # one key listed by keys()
+        try:
+            if isinstance(child, DictConfig | ListConfig) and not (
+                child._is_none() or child._is_missing() or child._is_interpolation()
+            ):
+                value = _resolve_partially(child, where, deferred, lenient=lenient)
+            else:
+                value = node[key]  # a missing '???' raises, as to_container would
+                if isinstance(value, DictConfig | ListConfig):
+                    value = OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            if not (lenient or _is_deferred(exc)):
+                raise
+            if _is_deferred(exc):
+                deferred.append(where)
+            value = OmegaConf.to_container(child) if isinstance(
+                child, DictConfig | ListConfig) else child._value()
+        if isinstance(value, enum.Enum):
+            value = value.name
+        if isinstance(out, dict):
+            out[key] = value
+        else:
+            out.append(value)
+    return out
 
 
 def _check_keys(value: Any, path: str) -> None:
@@ -1134,31 +1291,43 @@ def _escape_interpolation(text: str) -> str:
     return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
 
 
-def _escaped(value: Any) -> Any:
+def _escaped(value: Any, path: str, keep: Collection[str]) -> Any:
+    if path in keep:
+        return value
     if isinstance(value, str):
         return _escape_interpolation(value) if "${" in value else value
     if isinstance(value, dict):
-        return {key: _escaped(item) for key, item in value.items()}
+        return {key: _escaped(item, f"{path}.{key}" if path else str(key), keep)
+                for key, item in value.items()}
     if isinstance(value, list):
-        return [_escaped(item) for item in value]
+        return [_escaped(item, f"{path}[{index}]", keep) for index, item in enumerate(value)]
     return value
 
 
-def to_yaml(config: dict[str, Any]) -> str:
+def to_yaml(
+    config: dict[str, Any], *, deferred: Collection[str] = (), escape: bool = True
+) -> str:
     """Deterministic YAML: sorted keys, block style, UTF-8 kept as is.
 
     OmegaConf (Hydra's reader) loads it back to exactly ``config``: strings that would read
     as numbers, booleans, nulls or dates are quoted, and interpolation syntax in a string is
-    escaped (``\\${x}``). PyYAML loads it back to exactly ``config`` except for those
-    escapes, which a plain YAML reader shows as written; config.json has them verbatim.
+    escaped (``\\${x}``) - except at the ``deferred`` keys (:attr:`Composed.deferred`),
+    whose interpolation the run resolves, and everywhere when ``escape`` is false. PyYAML
+    loads it back to exactly ``config`` except for those escapes, which a plain YAML reader
+    shows as written; config.json has them verbatim.
     """
     return yaml.dump(
-        _escaped(config),
+        _escaped(config, "", frozenset(deferred)) if escape else config,
         Dumper=_RunYamlDumper,
         sort_keys=True,
         default_flow_style=False,
         allow_unicode=True,
     )
+
+
+def yaml_loader() -> type[yaml.SafeLoader]:
+    """The YAML loader OmegaConf (and so Hydra) reads config files with."""
+    return _OmegaConfLoader
 
 
 def to_json(config: dict[str, Any]) -> str:

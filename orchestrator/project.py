@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from .errors import ProjectError
+from .hydra_app import command_args as hydra_app_args
+from .hydra_app import detect as detect_hydra_app
 from .ids import DIGEST_REF as DIGEST_REF
 from .ids import IMAGE_ID as IMAGE_ID
 from .inputs.decl import InputDecl, parse_inputs
@@ -36,6 +38,8 @@ _KNOWN = {
     "env",
     "pass_env",
     "inputs",
+    "hydra_app",
+    "overrides",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -71,6 +75,19 @@ class Project:
     pass_env: tuple[str, ...] = ()
     #: Data inputs (``inputs:``), mounted read-only at /orch/inputs/<name>.
     inputs: tuple[InputDecl, ...] = ()
+    #: The command starts a ``@hydra.main`` application (``hydra_app:`` or detected; see
+    #: orchestrator.hydra_app), and how orch knows: the script, or "orch.yaml".
+    hydra_app: str | None = None
+    #: Overrides every point starts with (``overrides:``), before the command line's.
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def run_command(self) -> tuple[str, ...]:
+        """The command a run's container starts: a Hydra application gets the arguments
+        that make it load the config orch composed."""
+        if self.hydra_app is None:
+            return self.command
+        return (*self.command, *hydra_app_args(self.config_name))
 
     @property
     def pinned(self) -> bool:
@@ -218,6 +235,17 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
     except ValueError as exc:
         raise ProjectError(f"{path}: {exc}") from None
 
+    hydra_app = data.get("hydra_app")
+    if hydra_app is not None and not isinstance(hydra_app, bool):
+        raise _fail(path, "hydra_app", "must be true or false (default: detected from the "
+                    "command's script)")
+    app = (detect_hydra_app(root, command) if hydra_app is None
+           else PROJECT_FILE if hydra_app else None)
+
+    overrides = data.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise _fail(path, "overrides", 'must be a list of Hydra overrides, e.g. ["trainer=cpu"]')
+
     return Project(
         root=root,
         name=name,
@@ -233,6 +261,8 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         env=tuple(sorted((k, str(v)) for k, v in env.items())),
         pass_env=tuple(sorted(set(pass_env))),
         inputs=inputs,
+        hydra_app=app,
+        overrides=tuple(overrides),
     )
 
 

@@ -336,6 +336,11 @@ class RunPlan:
     #: Names of variables each node passes from its own environment at run time (the
     #: names only: their values are never recorded).
     pass_env: tuple[str, ...] = ()
+    #: Config keys whose ``${oc.env:...}`` the run resolved: their value in ``config`` is
+    #: the interpolation text (orchestrator.config.run_env).
+    deferred: tuple[str, ...] = ()
+    #: The hydra node a Hydra application received (orchestrator.hydra_app), else None.
+    hydra: dict[str, Any] | None = None
 
     def plan(self) -> RunPlan:
         """Only the plan's fields: what a rerun starts from."""
@@ -371,6 +376,10 @@ class RunPlan:
             data["rerun_of"] = self.rerun_of
         if self.pass_env:
             data["pass_env"] = list(self.pass_env)
+        if self.deferred:
+            data["deferred"] = list(self.deferred)
+        if self.hydra is not None:
+            data["hydra"] = self.hydra
         return data
 
     @staticmethod
@@ -404,6 +413,8 @@ class RunPlan:
             "inputs": _inputs_from_json(fields),
             "rerun_of": fields.text("rerun_of"),
             "pass_env": fields.strings("pass_env"),
+            "deferred": fields.strings("deferred"),
+            "hydra": fields.get("hydra", dict, "a JSON object", None),
         }
 
 

@@ -30,6 +30,13 @@ class RunSpec:
     env: tuple[tuple[str, str], ...] = ()
     #: (name, manifest digest) of each data input the run reads, sorted by name.
     inputs: tuple[tuple[str, str], ...] = ()
+    #: Config keys whose value the run resolves (``${oc.env:...}`` it alone holds).
+    deferred: tuple[str, ...] = ()
+    #: Canonical JSON of the hydra node a Hydra application receives (empty otherwise).
+    #: Not part of the identity: it follows from the config files (the code layer) and the
+    #: point, except ``job.num``, the point's place in its sweep, which must not make one
+    #: config two runs.
+    hydra: bytes = b""
 
     @classmethod
     def create(
@@ -44,6 +51,8 @@ class RunSpec:
         gpus: int = 0,
         env: tuple[tuple[str, str], ...] = (),
         inputs: tuple[tuple[str, str], ...] = (),
+        deferred: tuple[str, ...] = (),
+        hydra: dict[str, Any] | None = None,
     ) -> RunSpec:
         return cls(
             project,
@@ -55,6 +64,8 @@ class RunSpec:
             gpus,
             env,
             tuple(sorted(inputs)),
+            tuple(deferred),
+            canonical_bytes(hydra) if hydra is not None else b"",
         )
 
     @property
@@ -62,10 +73,15 @@ class RunSpec:
         config: dict[str, Any] = json.loads(self.config_bytes)
         return config
 
+    @property
+    def hydra_node(self) -> dict[str, Any] | None:
+        node: dict[str, Any] | None = json.loads(self.hydra) if self.hydra else None
+        return node
+
     def identity(self) -> dict[str, Any]:
         """What defines the run. Overrides are absent on purpose: two spellings of the
-        same composed config are the same run. ``inputs`` appears only when there are
-        some, so the ids of runs without data inputs stay what they were."""
+        same composed config are the same run. ``inputs`` (and ``deferred``) appear only
+        when there are some, so the ids of runs without them stay what they were."""
         identity = {
             "project": self.project,
             "env_key": self.env_key,
@@ -77,6 +93,8 @@ class RunSpec:
         }
         if self.inputs:
             identity["inputs"] = dict(self.inputs)
+        if self.deferred:  # the same text, resolved or left to the run, is not one run
+            identity["deferred"] = list(self.deferred)
         return identity
 
     @property

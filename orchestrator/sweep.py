@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import config as configmod
+from . import hydra_app
 from . import inputs as inputsmod
 from .backends.base import Backend
 from .docker_api import DockerClient
@@ -107,14 +108,37 @@ class SweepResult:
 def compose_points(
     project: Project, args: Sequence[str], max_points: int = 100_000
 ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    composer = configmod.Composer(
-        project.config_dir, project.config_name, configmod.job_name_for(project.command)
-    )
-    points = configmod.expand_sweep(list(args), composer, max_points)
-    configs = composer.compose_many(points)
-    composed = [(tuple(point), cfg) for point, cfg in zip(points, configs, strict=True)]
+    composer = composer_for(project)
+    points = configmod.expand_sweep([*project.overrides, *args], composer, max_points)
+    composed = compose_each(composer, points)
     point_inputs(project, composed)  # an unknown input is a config error, found up front
     return composed
+
+
+def _node_for_run(node: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if node is None else hydra_app.node_for_run(node)
+
+
+def composer_for(project: Project, *, reuse: bool = False) -> configmod.Composer:
+    """The composer of a project's runs: its config tree, the job name its command gives,
+    the environment its runs have, and the hydra node kept for a Hydra application."""
+    return configmod.Composer(
+        project.config_dir, project.config_name, configmod.job_name_for(project.command),
+        reuse=reuse,
+        env=configmod.run_env(dict(project.env), [decl.name for decl in project.inputs]),
+        keep_hydra=project.hydra_app is not None,
+    )
+
+
+def compose_each(
+    composer: configmod.Composer, points: Sequence[Sequence[str]], prefix: Sequence[str] = ()
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Each point (after ``prefix``: orch.yaml's ``overrides``) with its composed config."""
+    full = [(*prefix, *point) for point in points]
+    return [
+        (point, configmod.PointConfig.of(result))
+        for point, result in zip(full, composer.compose_points(full), strict=True)
+    ]
 
 
 def point_inputs(
@@ -151,10 +175,12 @@ def plan(
             config=cfg,
             env_key=env.env_key,
             code_key=env.code_key,
-            command=project.command,
+            command=project.run_command,
             gpus=project.resources.gpus,
             env=project.env,
             inputs=tuple((name, _digest(digests, name)) for name in names),
+            deferred=getattr(cfg, "deferred", ()),
+            hydra=_node_for_run(getattr(cfg, "node", None)),
         )
         specs.setdefault(spec.run_id, spec)  # two spellings of one config are one run
     return SweepSpec(project.name, tuple(args), tuple(specs.values()))
@@ -361,7 +387,7 @@ class SweepDriver:
         repo_digest: str | None,
     ) -> Job:
         cfg = spec.config
-        files = {"config.yaml": configmod.to_yaml(cfg).encode()}
+        files = {"config.yaml": configmod.to_yaml(cfg, deferred=spec.deferred).encode()}
         if env.code.dirty and env.code.diff:
             files["dirty.diff"] = env.code.diff
         project = self.project
@@ -389,8 +415,8 @@ class SweepDriver:
             ),
             env_key=env.env_key,
             code_key=env.code_key,
-            command=tuple(project.command),
-            env={**env.image_env, "ORCH_RUN_ID": spec.run_id},
+            command=spec.command,
+            env={**env.image_env, **builder.run_image_env(env, spec.run_id, bool(spec.hydra))},
             resources=RunResources(
                 cpus=project.resources.cpus,
                 gpus=project.resources.gpus,
@@ -403,6 +429,8 @@ class SweepDriver:
             dirty=env.code.dirty,
             pass_env=project.pass_env,
             inputs=self._input_refs(spec),
+            deferred=spec.deferred,
+            hydra=spec.hydra_node,
         )
         settings = self.settings
         return Job(
@@ -435,14 +463,13 @@ class SweepDriver:
         io: ThreadPoolExecutor,
         uploads: list[Future[Any]],
     ) -> list[Job]:
-        images = []
-        for spec in batch:
-            cfg = spec.config
-            images.append(
-                builder.run_image(
-                    env, spec.run_id, spec.overrides, configmod.to_yaml(cfg), configmod.to_json(cfg)
-                )
+        images = [
+            builder.run_image(
+                env, spec.run_id, spec.overrides, spec.config, command=spec.command,
+                deferred=spec.deferred, hydra=spec.hydra_node,
             )
+            for spec in batch
+        ]
         builder.load_run_images(self.client, env, images)
         jobs = []
         for spec, image in zip(batch, images, strict=True):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as configmod
 from .docker_api import DockerClient
 from .errors import ImageError
 from .git import git, git_text, git_try
@@ -47,13 +46,14 @@ def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> 
         try:
             project = load_project(worktree / sub, allow_unpinned=not record.get("pinned", True))
             env = builder.prepare(client, project)
-            cfg = record["config"]
             image = builder.run_image(
                 env,
                 record["run_id"],
                 tuple(record.get("overrides", [])),
-                configmod.to_yaml(cfg),
-                configmod.to_json(cfg),
+                record["config"],
+                command=record.get("command") or project.run_command,
+                deferred=record.get("deferred", ()),
+                hydra=record.get("hydra"),
             )
         finally:
             git_try(top, "worktree", "remove", "--force", str(worktree))  # best effort

@@ -38,13 +38,13 @@ Point = tuple[tuple[str, ...], dict[str, Any]]
 def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the composed config of one point."""
     from .. import config as configmod
+    from ..sweep import compose_each, composer_for
 
     project = context.project(allow_unpinned=True)
-    composer = configmod.Composer(
-        project.config_dir, project.config_name, configmod.job_name_for(project.command)
-    )
-    cfg = composer.compose(list(overrides))
-    click.echo(configmod.to_json(cfg) if as_json else configmod.to_yaml(cfg), nl=False)
+    ((_, cfg),) = compose_each(composer_for(project), [overrides], project.overrides)
+    deferred = getattr(cfg, "deferred", ())
+    text = configmod.to_json(cfg) if as_json else configmod.to_yaml(cfg, deferred=deferred)
+    click.echo(text, nl=False)
 
 
 @click.command()

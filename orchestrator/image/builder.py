@@ -10,10 +10,13 @@ before anything reaches the daemon; a whole sweep then loads in one thin archive
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .. import config as configmod
+from .. import hydra_app
 from ..canonical import digest
 from ..docker_api import DockerClient
 from ..errors import ImageError
@@ -264,32 +267,62 @@ def prepare(
     return env
 
 
-def config_layer(config_yaml: str, config_json: str) -> tuple[bytes, str]:
-    return layer_bytes(
-        [
-            Entry("orch/config.yaml", data=config_yaml.encode("utf-8")),
-            Entry("orch/config.json", data=config_json.encode("utf-8")),
-            Entry("orch/output", "dir", mode=0o1777),
-        ]
-    )
+def config_layer(files: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """The run's own layer: ``files`` ((absolute path, bytes), under /orch) and the
+    writable output directory."""
+    entries: list[Entry] = []
+    for path, data in files:
+        parent = path.rsplit("/", 1)[0].lstrip("/")
+        if parent != "orch" and not any(e.path == parent for e in entries):
+            entries.append(Entry(parent, "dir", mode=0o755))
+        entries.append(Entry(path.lstrip("/"), data=data))
+    entries.append(Entry("orch/output", "dir", mode=0o1777))
+    return layer_bytes(entries)
 
 
 def run_image(
-    env: Environment, run_id: str, overrides: tuple[str, ...], config_yaml: str, config_json: str
+    env: Environment,
+    run_id: str,
+    overrides: tuple[str, ...],
+    config: dict[str, Any],
+    *,
+    command: Sequence[str],
+    deferred: Sequence[str] = (),
+    hydra: dict[str, Any] | None = None,
 ) -> RunImage:
-    layer, diff_id = config_layer(config_yaml, config_json)
+    """The image of one run: the code image, plus its config (/orch/config.yaml and
+    .json) and, for a Hydra application, the config Hydra loads (orchestrator.hydra_app)."""
+    files = [
+        ("/orch/config.yaml", configmod.to_yaml(config, deferred=deferred).encode()),
+        ("/orch/config.json", configmod.to_json(config).encode()),
+    ]
+    if hydra is not None:
+        files += hydra_app.baked_files(config, hydra, env.project.config_name, deferred)
+    extra_env = run_image_env(env, run_id, hydra is not None)
+    layer, diff_id = config_layer(files)
     labels = {
         "org.orch.project": env.project.name,
         "org.orch.run_id": run_id,
         "org.orch.overrides": json.dumps(list(overrides)),
     }
     image = env.settings.config(
-        [*env.code_image.diff_ids, diff_id],
-        {"ORCH_RUN_ID": run_id},
-        list(env.project.command),
-        labels,
+        [*env.code_image.diff_ids, diff_id], extra_env, list(command), labels
     )
     return RunImage(run_id, image, layer, diff_id, env.tag("run", run_id))
+
+
+def run_image_env(env: Environment, run_id: str, hydra: bool) -> dict[str, str]:
+    """What a run's image config adds to the project's environment variables."""
+    extra = {"ORCH_RUN_ID": run_id}
+    if hydra:
+        extra.update(hydra_app.image_env(dict(_env_pairs(env.base.env)), env.image_env))
+    return extra
+
+
+def _env_pairs(items: Sequence[str]) -> Iterator[tuple[str, str]]:
+    for item in items:
+        name, _, value = item.partition("=")
+        yield name, value
 
 
 def thin_archive(client: DockerClient, env: Environment, images: list[RunImage]) -> ThinArchive:

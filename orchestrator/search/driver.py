@@ -45,7 +45,15 @@ from ..job import Job
 from ..record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
 from ..space import Space, optuna_distributions, parse_space, random_points
 from ..spec import RUN_ID_LENGTH, RunSpec
-from ..sweep import SweepDriver, SweepResult, SweepRun, plan, point_inputs
+from ..sweep import (
+    SweepDriver,
+    SweepResult,
+    SweepRun,
+    compose_each,
+    composer_for,
+    plan,
+    point_inputs,
+)
 from .study import (
     MissingObjective,
     SearchOptions,
@@ -121,10 +129,7 @@ def search_sweep_id(
 def compose_space(project: Any, args: Sequence[str]) -> tuple[configmod.Composer, Space]:
     """The project's composer (keeping what it composed across the trials' calls) and the
     search space of ``args``."""
-    composer = configmod.Composer(
-        project.config_dir, project.config_name, configmod.job_name_for(project.command),
-        reuse=True,
-    )
+    composer = composer_for(project, reuse=True)
     return composer, parse_space(args, composer)
 
 
@@ -135,8 +140,7 @@ def random_search_points(
     ``--trials`` points drawn up front, run and skipped like any grid."""
     composer, space = compose_space(project, args)
     points = random_points(space, options.seed, options.trials)
-    configs = composer.compose_many(points)
-    composed = [(tuple(p), cfg) for p, cfg in zip(points, configs, strict=True)]
+    composed = compose_each(composer, points, project.overrides)
     point_inputs(project, composed)  # an unknown input is a config error, found up front
     return space, composed
 
@@ -353,8 +357,8 @@ class _State:
         else:
             asked = self.study.ask(self.distributions)
             trial = Trial(-1, dict(asked.params))  # numbered once its run id is known
-        point = self.space.point(asked.params)
-        (cfg,) = composer.compose_many([point])
+        ((point, cfg),) = compose_each(composer, [self.space.point(asked.params)],
+                                       self.d.project.overrides)
         (spec,) = plan(self.d.project, env, [(point, cfg)], self.args, digests).runs
         if trial.run_id and trial.run_id != spec.run_id:
             log.warning("trial %d composes to run %s now, not %s", trial.number, spec.run_id,
