@@ -396,11 +396,13 @@ class PointConfig(dict[str, Any]):
 
     node: dict[str, Any] | None = None
     deferred: tuple[str, ...] = ()
+    #: The config files the composition of the points read (see Composer.files_read).
+    files: tuple[Path, ...] = ()
 
     @classmethod
-    def of(cls, composed: Composed) -> PointConfig:
+    def of(cls, composed: Composed, files: tuple[Path, ...] = ()) -> PointConfig:
         point = cls(composed.config)
-        point.node, point.deferred = composed.node, composed.deferred
+        point.node, point.deferred, point.files = composed.node, composed.deferred, files
         return point
 
 
@@ -446,6 +448,11 @@ class Composer:
         # per open session (they nest), how to take its placeholders out of the ConfigStore
         self._undo_stack: list[list[Callable[[], None]]] = []
         self.validate()
+
+    def files_read(self) -> tuple[Path, ...]:
+        """Every config file this composer's compositions have read, as real paths (a
+        link is followed to what was read)."""
+        return tuple(sorted(Path(path) for path in self._source.checked))
 
     # -- validation ---------------------------------------------------------------------
 

@@ -135,10 +135,17 @@ def compose_each(
 ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     """Each point (after ``prefix``: orch.yaml's ``overrides``) with its composed config."""
     full = [(*prefix, *point) for point in points]
+    composed = composer.compose_points(full)
+    files = composer.files_read()
     return [
-        (point, configmod.PointConfig.of(result))
-        for point, result in zip(full, composer.compose_points(full), strict=True)
+        (point, configmod.PointConfig.of(result, files))
+        for point, result in zip(full, composed, strict=True)
     ]
+
+
+def config_files(points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]) -> tuple[Path, ...]:
+    """The config files the composition of ``points`` read."""
+    return tuple(sorted({path for _, cfg in points for path in getattr(cfg, "files", ())}))
 
 
 def point_inputs(
@@ -277,6 +284,8 @@ class SweepDriver:
         self.pinned: dict[str, inputsmod.Pinned] = {}
         #: Jobs look for stop requests in the store (a search that prunes sets it).
         self.stop_requests = False
+        #: The config files the points' composition read (untracked ones make it dirty).
+        self.config_files: tuple[Path, ...] = ()
 
     def run(
         self,
@@ -286,6 +295,7 @@ class SweepDriver:
     ) -> SweepResult:
         """Run every point; ``search`` (a random search's settings) goes into the sweep's
         document, to say how the points were drawn."""
+        self.config_files = config_files(points)
         env = self._environment()
         self.pinned = self._pin_inputs(points)
         digests = {name: item.digest for name, item in self.pinned.items()}
@@ -452,7 +462,8 @@ class SweepDriver:
     def _environment(self) -> Environment:
         """The project's environment, built if it must be: a cancel stops the build."""
         return builder.prepare(
-            self.client, self.project, allow_dirty=self.allow_dirty, stop=self.stop, say=self.say
+            self.client, self.project, allow_dirty=self.allow_dirty, stop=self.stop, say=self.say,
+            config_files=self.config_files,
         )
 
     def _prepare_batch(

@@ -253,3 +253,41 @@ def test_the_baked_node_does_not_depend_on_the_machine(tmp_path: Path) -> None:
         assert str(tmp_path) not in files[0][1].decode()
         baked.append(files)
     assert baked[0] == baked[1]
+
+
+# -- a config file git does not track ------------------------------------------------------
+
+
+def test_an_ignored_config_file_the_composition_reads_is_dirty(tmp_path: Path) -> None:
+    """The template's ``optional local: default``: a gitignored file that changes the
+    configs is refused like an uncommitted change, named; --allow-dirty bakes it."""
+    from helpers import git_commit_all
+
+    from orchestrator.errors import ImageError
+    from orchestrator.image.code import snapshot
+
+    root = write_project(tmp_path / "p")
+    train = root / "configs" / "train.yaml"
+    train.write_text(train.read_text().replace(
+        "  - _self_\n", "  - _self_\n  - optional local: default\n"))
+    (root / ".gitignore").write_text("configs/local/\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root)
+    project = load_project(root)
+    points = sweepmod.compose_points(project, [])
+    assert snapshot(root, config_files=sweepmod.config_files(points)).dirty is False
+    (root / "configs" / "local").mkdir()
+    (root / "configs" / "local" / "default.yaml").write_text("# @package _global_\nseed: 7\n")
+    points = sweepmod.compose_points(project, [])
+    assert points[0][1]["seed"] == 7
+    read = sweepmod.config_files(points)
+    with pytest.raises(ImageError, match=r"^configs/local/default.yaml: read by the config"):
+        snapshot(root, config_files=read)
+    code = snapshot(root, allow_dirty=True, config_files=read)
+    assert code.dirty and "orch/code/configs/local/default.yaml" in code.files
+    assert b"configs/local/default.yaml" in code.diff
+    # an ignored file the composition does not read changes nothing
+    (root / "configs" / "local" / "other.yaml").write_text("# @package _global_\nseed: 8\n")
+    (root / "configs" / "local" / "default.yaml").unlink()
+    points = sweepmod.compose_points(load_project(root), [])
+    assert snapshot(root, config_files=sweepmod.config_files(points)).dirty is False

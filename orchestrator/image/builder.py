@@ -217,8 +217,10 @@ def prepare(
     cache_root: Path | None = None,
     stop: Stop | None = None,
     say: Callable[[str], None] | None = None,
+    config_files: Sequence[Path] = (),
 ) -> Environment:
-    """Resolve the base, build (or reuse) the environment layers, snapshot the code.
+    """Resolve the base, build (or reuse) the environment layers, snapshot the code
+    (``config_files``: what the runs' composition read, see :func:`.code.snapshot`).
 
     ``cache_root`` is where wheels and layers are kept (see :mod:`.cache`). An
     environment built here goes to the daemon as it is built (see :mod:`.preload`).
@@ -246,7 +248,8 @@ def prepare(
                 client, project, base, cache.root(cache_root), preload.offer, stop, say
             )
             code = snapshot(
-                project.root, project.exclude, allow_dirty=allow_dirty, inputs=project.inputs_inside
+                project.root, project.exclude, allow_dirty=allow_dirty,
+                inputs=project.inputs_inside, config_files=config_files,
             )
             env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
             env = Environment(

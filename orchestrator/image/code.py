@@ -49,10 +49,17 @@ def _repo_root(root: Path) -> Path | None:
 
 
 def snapshot(
-    root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False, inputs: Iterable[str] = ()
+    root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False, inputs: Iterable[str] = (),
+    config_files: Iterable[Path] = (),
 ) -> CodeSnapshot:
     """Snapshot the project's code at ``root`` into a deterministic layer; ``inputs``
-    (patterns, like ``exclude``) are data inputs inside the project, left out as well."""
+    (patterns, like ``exclude``) are data inputs inside the project, left out as well.
+
+    ``config_files`` are the files the runs' composition read: one git does not track (a
+    gitignored ``configs/local/default.yaml``) shaped the configs although a checkout of
+    the commit lacks it, so it counts as an uncommitted change (baked, and named in the
+    diff, with ``allow_dirty``).
+    """
     excludes = tuple(exclude)
     patterns = (*excludes, *inputs)
     repo = _repo_root(root)
@@ -71,6 +78,16 @@ def snapshot(
     sub = "" if sub == "." else sub
     has_head = git_try(root, "rev-parse", "--verify", "-q", "HEAD") is not None
     changed = _changed_files(root, sub, patterns) if has_head else ["(no commit yet)"]
+    ignored = _ignored_reads(root, config_files)
+    if ignored and not allow_dirty:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more"
+                                          if len(ignored) > 5 else "")
+        raise ImageError(
+            f"{shown}: read by the config's composition but not tracked by git (ignored), so "
+            "a checkout of the commit composes other configs: commit it, remove it, or pass "
+            "--allow-dirty (it is then baked and the run recorded dirty)"
+        )
+    changed = sorted({*changed, *ignored})
     if changed and not allow_dirty:
         shown = ", ".join(changed[:10]) + (
             f" and {len(changed) - 10} more" if len(changed) > 10 else ""
@@ -83,10 +100,10 @@ def snapshot(
     tree_ref = f"HEAD:{sub}" if sub else "HEAD^{tree}"
     tree = git_text(root, "rev-parse", tree_ref) if has_head else None
     if changed:
-        entries = _worktree_entries(root, patterns)
+        entries = _worktree_entries(root, patterns, ignored)
         diff = git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""
         untracked = git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
-        names = [n for n in untracked.decode().split("\0") if n]
+        names = sorted({*(n for n in untracked.decode().split("\0") if n), *ignored})
         if names:
             diff += (
                 b"\n# untracked files baked into the image:\n"
@@ -181,10 +198,23 @@ def _cat_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
     return result
 
 
-def _worktree_entries(root: Path, patterns: tuple[str, ...]) -> list[Entry]:
+def _ignored_reads(root: Path, files: Iterable[Path]) -> list[str]:
+    """The project-relative names of ``files`` inside ``root`` that git ignores."""
+    top = root.resolve()
+    rels = sorted({f.resolve().relative_to(top).as_posix() for f in files
+                   if f.resolve().is_relative_to(top)})
+    if not rels:
+        return []
+    out = git(root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", *rels)
+    return sorted(n for n in out.decode().split("\0") if n)
+
+
+def _worktree_entries(
+    root: Path, patterns: tuple[str, ...], ignored: Iterable[str] = ()
+) -> list[Entry]:
     listing = git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", ".")
     entries = []
-    for rel in sorted(set(n for n in listing.decode().split("\0") if n)):
+    for rel in sorted({*(n for n in listing.decode().split("\0") if n), *ignored}):
         full = root / rel
         if excluded(rel, patterns) or not (full.is_file() or full.is_symlink()):
             continue  # deleted in the working tree, or a submodule dir

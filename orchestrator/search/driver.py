@@ -152,6 +152,7 @@ class SearchDriver(SweepDriver):
         options.check()
         composer, _ = compose_space(self.project, ())
         distributions = optuna_distributions(space)
+        self.config_files = composer.files_read()  # what parse_space composed, if anything
         env = self._environment()
         self.pinned = self._pin_all()
         digests = {name: item.digest for name, item in self.pinned.items()}
