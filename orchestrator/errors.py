@@ -11,6 +11,7 @@ errors (docker, botocore, ray, yaml, hydra) are translated where they are caught
      |    +-- VerifyMismatch rebuilt image differs from the recorded one
      +-- InputError          a declared data input missing, unreadable, changed or lost
      +-- BackendError        Docker daemon or Ray cluster unreachable or refusing
+     +-- MissingDependency   an optional package (optuna, mlflow, ray) is not installed
      +-- StoreError          store unreachable, refused, corrupt
      |    +-- NotFound       a key/run/sweep that does not exist
      +-- Interrupted         stopped by Ctrl-C, SIGTERM or SIGHUP (exit 130)
@@ -21,9 +22,15 @@ errors (docker, botocore, ray, yaml, hydra) are translated where they are caught
 Each class carries its ``exit_code`` the way click's exceptions do; the CLI maps an
 error to one ``error:`` line and that code (2 for every error, 1 for a result that is
 "no"), so no command decides exit codes by itself.
+
+An optional package is imported where it is used, through :func:`require`: its absence
+is then a :class:`MissingDependency` naming what needs it and the extra that installs it.
 """
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 
 class OrchestratorError(Exception):
@@ -61,6 +68,29 @@ class InputError(OrchestratorError):
 
 class BackendError(OrchestratorError):
     """The execution backend (Docker daemon, Ray cluster) is unreachable or refused."""
+
+
+class MissingDependency(OrchestratorError):
+    """An optional package is not installed: ``--sampler tpe needs optuna: pip install
+    'orch[search]'``. An environment error, the user's to fix by installing."""
+
+    exit_code = 2
+
+    def __init__(self, needs: str, install: str) -> None:
+        super().__init__(f"{needs}: pip install {install}")
+
+
+def require(module: str, what: str, install: str) -> ModuleType:
+    """``import module`` for ``what`` (an option or a command), or MissingDependency
+    saying ``pip install <install>``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package = module.partition(".")[0]
+        needs = f"{what} needs {package}"
+        if exc.name and exc.name.partition(".")[0] != package:
+            needs += f" (installed, but it cannot import {exc.name})"  # a broken install
+        raise MissingDependency(needs, install) from exc
 
 
 class StoreError(OrchestratorError):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BackendError, UsageError
+from .errors import BackendError, require
 from .query import read_steps
 from .results.table import display_value, flatten
 from .store import RunStore
@@ -41,15 +41,7 @@ class ExportResult:
 
 
 def _mlflow() -> Any:
-    try:
-        import mlflow  # noqa: F401
-        from mlflow.tracking import MlflowClient
-    except ImportError as exc:
-        raise UsageError(
-            "orch export mlflow needs the mlflow package: pip install 'orch[mlflow]' "
-            "(or pip install mlflow)"
-        ) from exc
-    return MlflowClient
+    return require("mlflow.tracking", "orch export mlflow", "'orch[mlflow]'").MlflowClient
 
 
 def _ms(stamp: Any) -> int | None:

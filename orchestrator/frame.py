@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import UsageError
+from .errors import require
 from .labels import Labels
 from .record import RunStatus
 
@@ -52,11 +52,8 @@ _EMPTY_RUNS = (
 
 
 def duckdb_module() -> Any:
-    try:
-        import duckdb
-    except ImportError as exc:  # a dependency, but an environment may lack it
-        raise UsageError("orch query needs DuckDB: pip install duckdb") from exc
-    return duckdb
+    # A dependency of orch, but an environment may lack it.
+    return require("duckdb", "reading runs into a table (orch results, query)", "duckdb")
 
 
 @dataclass(frozen=True)

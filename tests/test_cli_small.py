@@ -1,5 +1,5 @@
 """Small CLI behaviours a new user meets: plain progress lines where stderr is no
-terminal (a CI log)."""
+terminal (a CI log), and a missing optional dependency as one ``error:`` line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -155,3 +156,69 @@ def test_a_cold_build_and_its_runs_show_in_a_ci_log(
     assert again.returncode == 0, again.stderr
     assert again.stderr.splitlines() == [f"[1/1] run {ok} skipped: succeeded before"]
 
+
+# -- a missing optional dependency ---------------------------------------------------------
+
+#: Put on PYTHONPATH, it hides the packages in ORCH_TEST_HIDE as if they were not installed:
+#: ``import`` fails with ModuleNotFoundError and ``find_spec`` answers None, as without them.
+HIDE = """
+import os, sys
+from importlib.machinery import PathFinder
+
+HIDDEN = set(os.environ["ORCH_TEST_HIDE"].split(","))
+
+
+class Hiding:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            return None
+        return PathFinder.find_spec(name, path, target)
+
+    @classmethod
+    def invalidate_caches(cls):
+        PathFinder.invalidate_caches()
+
+
+sys.meta_path[:] = [Hiding if finder is PathFinder else finder for finder in sys.meta_path]
+"""
+
+SEARCH = ["sweep", "--sampler", "tpe", "optimizer.lr=interval(0.001,0.1)", "--trials", "2",
+          "--objective", "loss"]
+
+
+@pytest.mark.parametrize(("hide", "args", "line"), [
+    ("optuna", SEARCH, "error: --sampler tpe needs optuna: pip install 'orch[search]'"),
+    ("optuna", [*SEARCH, "--dry-run"],
+     "error: --sampler tpe needs optuna: pip install 'orch[search]'"),
+    ("optuna", ["sweep", "--sampler", "qmc", "optimizer.lr=interval(0.001,0.1)", "--trials",
+                "2", "--objective", "loss", "--pruner", "median"],
+     "error: --sampler qmc needs optuna: pip install 'orch[search]'"),
+    ("ray", ["sweep", "--backend", "ray"],
+     "error: --backend ray needs ray: pip install 'orch[ray]'"),
+    ("ray", ["sweep", "--backend", "ray", "--dry-run"],
+     "error: --backend ray needs ray: pip install 'orch[ray]'"),
+    ("mlflow", ["export", "mlflow", "--tracking-uri", "http://127.0.0.1:1"],
+     "error: orch export mlflow needs mlflow: pip install 'orch[mlflow]'"),
+    ("duckdb", ["results"],
+     "error: reading runs into a table (orch results, query) needs duckdb: pip install duckdb"),
+])
+def test_a_missing_optional_package_is_one_error_line_naming_the_extra(
+    tmp_path: Path, orch: Callable[..., Any], hide: str, args: list[str], line: str
+) -> None:
+    sitedir = tmp_path / "site"
+    sitedir.mkdir()
+    (sitedir / "sitecustomize.py").write_text(HIDE)
+    root = tmp_path / "proj"
+    (root / "configs").mkdir(parents=True)
+    (root / "orch.yaml").write_text(
+        "name: proj\nbase_image: sha256:" + "0" * 64 + '\ncommand: ["python3", "train.py"]\n')
+    (root / "configs" / "config.yaml").write_text("optimizer:\n  lr: 0.01\n")
+    (root / "train.py").write_text("print('never run')\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root, "initial")
+    proc = orch(*args, "-p", str(root), cwd=root,
+                env={"PYTHONPATH": str(sitedir), "ORCH_TEST_HIDE": hide})
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [line], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

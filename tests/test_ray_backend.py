@@ -37,7 +37,12 @@ from orchestrator.backends.ray import (  # noqa: E402
     submit_detached,
     task_error,
 )
-from orchestrator.errors import BackendError, ImageError, OrchestratorError  # noqa: E402
+from orchestrator.errors import (  # noqa: E402
+    BackendError,
+    ImageError,
+    MissingDependency,
+    OrchestratorError,
+)
 from orchestrator.execute import ClaimHeld  # noqa: E402
 from orchestrator.job import Job  # noqa: E402
 from orchestrator.record import PrefixImages, RunPlan, RunResources  # noqa: E402
@@ -242,9 +247,10 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.Monkey
                                                        tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     runs = RunStore(open_store(str(tmp_path / "store"), project_dir=tmp_path))
-    with pytest.raises(BackendError) as info:
+    with pytest.raises(MissingDependency) as info:
         RayBackend(runs, address=None, max_in_flight=1)
-    assert str(info.value) == "--backend ray needs Ray: pip install 'orch[ray]'"
+    assert str(info.value) == "--backend ray needs ray: pip install 'orch[ray]'"
+    assert info.value.exit_code == 2
 
 
 def test_unreachable_cluster_is_named_quickly(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..docker_api import DockerClient
-from ..errors import BackendError, Interrupted, RunsFailed, UsageError
+from ..errors import Interrupted, MissingDependency, RunsFailed, UsageError
 from ..stopping import Stop, terminal_signals
 from .context import Context, with_context
 from .progress import Progress
@@ -368,7 +368,7 @@ def check_options(
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise BackendError("--backend ray needs Ray: pip install 'orch[ray]'")
+            raise MissingDependency("--backend ray needs ray", "'orch[ray]'")
     if detach:
         if backend != "ray" or not ray_address:
             raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")

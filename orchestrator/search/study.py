@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import MissingDependency, UsageError, require
 from ..record import RunRecord, RunStatus
 from ..results.table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
 
@@ -97,6 +97,8 @@ class SearchOptions:
         if len(self.objectives) > 1 and self.sampler not in (*_MULTI_OK, "random"):
             raise UsageError(f"--sampler {self.sampler} optimizes one objective; for "
                              f"{len(self.objectives)} use nsgaii or tpe")
+        if self.adaptive:
+            _optuna(f"--sampler {self.sampler}")  # before a build, not after it
 
     @property
     def adaptive(self) -> bool:
@@ -115,13 +117,8 @@ class SearchOptions:
         return {**self.identity(), "n_trials": self.trials}
 
 
-def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise UsageError(
-            "an adaptive search needs Optuna: pip install 'orch[search]' (or pip install optuna)"
-        ) from None
+def _optuna(what: str = "an adaptive search") -> Any:
+    optuna: Any = require("optuna", what, "'orch[search]'")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -147,10 +144,10 @@ def make_sampler(options: SearchOptions, resumed: int = 0) -> Any:
         return samplers.TPESampler(seed=seed, multivariate=True,
                                    constant_liar=options.jobs > 1)
     if options.sampler == "cmaes":
-        _needs("cmaes", "cmaes")
+        _needs("cmaes", "cmaes", options.sampler)
         return samplers.CmaEsSampler(seed=seed)
     if options.sampler == "gp":
-        _needs("torch", "torch scipy")
+        _needs("torch", "torch scipy", options.sampler)
         return samplers.GPSampler(seed=seed)
     if options.sampler == "nsgaii":
         return samplers.NSGAIISampler(seed=seed)
@@ -159,11 +156,11 @@ def make_sampler(options: SearchOptions, resumed: int = 0) -> Any:
     raise UsageError(f"--sampler {options.sampler} is not an Optuna sampler")
 
 
-def _needs(module: str, packages: str) -> None:
+def _needs(module: str, packages: str, sampler: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise UsageError(f"this sampler needs {packages}: pip install {packages}")
+        raise MissingDependency(f"--sampler {sampler} needs {packages}", packages)
 
 
 def make_pruner(name: str | None) -> Any:

@@ -16,19 +16,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendError
+from ...errors import BackendError, require
 
-_INSTALL_HINT = "--backend ray needs Ray: pip install 'orch[ray]'"
 _HOST_PORT = re.compile(r"^(?:ray://)?\[?([A-Za-z0-9.:-]+?)\]?:(\d{1,5})$")
 
 
 def import_ray() -> Any:
-    """The ``ray`` module, or BackendError with the install hint."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise BackendError(_INSTALL_HINT) from exc
-    return ray
+    """The ``ray`` module, or MissingDependency naming the extra to install."""
+    return require("ray", "--backend ray", "'orch[ray]'")
 
 
 def one_line(exc: BaseException) -> str:
