@@ -224,10 +224,13 @@ def check_run(
         return None
     shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more"
                                          if len(differences) > 5 else "")
+    fix = (
+        "does the command pass its arguments on to the @hydra.main script?" if node is not None
+        else "set hydra_app: true in orch.yaml, so that orch gives it the config"
+    )
     return (
         f"the Hydra application ran another config than the recorded one ({SAVED_CONFIG} "
-        f"differs at {shown}): it composed its own; run it as a Hydra app (hydra_app: "
-        f"true in orch.yaml) and pass the command's arguments through to it"
+        f"differs at {shown}): it composed its own ({fix})"
     )
 
 
