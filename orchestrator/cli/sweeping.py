@@ -172,6 +172,11 @@ def sweep(
             space, points = random_search_points(project, overrides, search)
         else:
             points = compose_points(project, overrides, settings)
+        if project.hydra_app is not None:
+            how = ("hydra_app: true in orch.yaml" if project.hydra_app == "orch.yaml"
+                   else f"@hydra.main in {project.hydra_app}")
+            click.echo(f"a Hydra application ({how}): each run starts it on its composed "
+                       "config (--config-path=/orch/hydra)", err=True)
         if dry_run:
             if not detach:
                 context.runs()  # a store URI that cannot be opened fails here, as it would
