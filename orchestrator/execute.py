@@ -27,7 +27,7 @@ from . import inputs as inputsmod
 from .container import RUN_UID, Outputs, RunDirs, Running
 from .docker_api import DockerClient
 from .job import Job
-from .live import MAX_KEYS, StepMetrics, number
+from .live import MAX_KEYS, RunMetrics, StepMetrics, number
 from .record import RunRecord, RunStatus, iso, now_iso
 from .settings import Settings
 from .stopping import Stop
@@ -218,7 +218,9 @@ def execute(
             dirs=dirs,
             mounts=mounts,
         )
-        steps = StepMetrics(dirs.output / "metrics.jsonl")
+        # metrics.jsonl, else a metrics.csv or event files a framework wrote anywhere in the
+        # outputs; the steps of the latter end up as the stored metrics.jsonl
+        steps = RunMetrics(dirs.output, step_log=dirs.root / "steps.jsonl")
 
         def before_start() -> None:
             if stop.draining:
@@ -317,7 +319,7 @@ def _outcome(
     job: Job,
     result: container.ContainerResult,
     dirs: RunDirs,
-    steps: StepMetrics,
+    steps: RunMetrics,
     node: str | None,
     gpu_ids: list[str],
     gpus_simulated: bool,
@@ -330,6 +332,8 @@ def _outcome(
     files.update(dict(job.files))
     metrics_path = outputs.files.pop("metrics.json", None)
     jsonl = outputs.files.pop("metrics.jsonl", None)
+    if jsonl is None:  # a framework's metrics.csv or event files, written as metrics.jsonl
+        jsonl = steps.step_log()
     if outputs.total_bytes > job.max_output_bytes:
         over = (
             f"outputs total {outputs.total_bytes} bytes, over the limit of "
@@ -342,6 +346,8 @@ def _outcome(
     if metrics_error is not None and metrics_path is not None:
         outputs.files["metrics.json"] = metrics_path  # the user's file, kept as it was
     reason = reason or metrics_error
+    for note in steps.notes():
+        log.warning("run %s: step metrics: %s", job.run_id, note)
     if jsonl is not None:
         files["metrics.jsonl"] = jsonl
     files["metrics.json"] = json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n"

@@ -1,4 +1,4 @@
-"""Step metrics: ``$ORCH_OUTPUT/metrics.jsonl``, read while the run writes it.
+"""Step metrics from ``$ORCH_OUTPUT/metrics.jsonl``, read while the run writes it.
 
 One JSON object of numbers per line, with an optional ``step`` (else the line number)
 and optional ``epoch``/``time``. The reader keeps only the latest value of each key and a
@@ -10,32 +10,20 @@ writing; a torn last line is simply not complete yet).
 from __future__ import annotations
 
 import json
-import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: A line longer than this is not a metrics line; it is skipped, not buffered.
-MAX_LINE = 1 << 20
-#: More distinct keys than this across a run's step metrics are not followed.
-MAX_KEYS = 10_000
-
-
-def number(value: object) -> float | int | None:
-    """A finite JSON number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        as_float = float(value)
-    except OverflowError:
-        return None
-    return value if math.isfinite(as_float) else None
+from ._base import MAX_LINE, final_of, keep, number, open_nofollow
 
 
 @dataclass
-class StepMetrics:
-    """Follows one ``metrics.jsonl`` incrementally: :meth:`poll` reads what is new."""
+class JsonlSteps:
+    """Follows one ``metrics.jsonl`` (``root/rel``) incrementally: :meth:`poll` reads
+    what is new."""
 
-    path: Path
+    root: Path
+    rel: str = "metrics.jsonl"
     latest: dict[str, float] = field(default_factory=dict)
     step: float | None = None
     lines: int = 0
@@ -46,22 +34,19 @@ class StepMetrics:
 
     def poll(self) -> bool:
         """Read complete new lines; True when anything changed."""
+        fd = open_nofollow(self.root, self.rel)
+        if fd is None:
+            return False
         changed = False
-        while True:
-            read, took = self._read_once()
-            changed |= took
-            if not read:
-                return changed
-
-    def _read_once(self) -> tuple[bool, bool]:
-        try:
-            with self.path.open("rb") as handle:
+        with os.fdopen(fd, "rb") as handle:
+            while True:
                 handle.seek(self._offset)
                 data = handle.read(16 * MAX_LINE)
-        except FileNotFoundError:
-            return False, False
-        if not data:
-            return False, False
+                if not data:
+                    return changed
+                changed |= self._feed(data)
+
+    def _feed(self, data: bytes) -> bool:
         self._offset += len(data)
         changed = False
         chunks = data.split(b"\n")
@@ -78,7 +63,7 @@ class StepMetrics:
                 self.bad_lines += 1
                 continue
             changed |= self._take(line)
-        return True, changed
+        return changed
 
     def _take(self, line: bytes) -> bool:
         if not line.strip():
@@ -97,9 +82,7 @@ class StepMetrics:
             checked = number(value)
             if key == "step" or checked is None:
                 continue
-            if key not in self.latest and len(self.latest) >= MAX_KEYS:
-                continue
-            self.latest[str(key)] = checked
+            keep(self.latest, str(key), checked)
         return True
 
     def final(self) -> dict[str, float]:
@@ -108,4 +91,4 @@ class StepMetrics:
         if self._partial and not self._skipping:  # a last line without its newline
             self._take(self._partial)
             self._partial = b""
-        return {k: v for k, v in sorted(self.latest.items()) if k not in ("epoch", "time")}
+        return final_of(self.latest)
