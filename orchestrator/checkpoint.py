@@ -54,7 +54,7 @@ def restore(runs: RunStore, run_id: str, root: Path, owner_uid: int) -> int | No
         if attempt is None:
             return None
         with tarfile.open(Path(tmp) / "checkpoint.tar", mode="r:") as tar:
-            tar.extractall(root, filter="data")
+            _extract_data(tar, root)
     for directory, dirs, names in os.walk(root):
         for name in [*dirs, *names]:
             try:
@@ -62,6 +62,25 @@ def restore(runs: RunStore, run_id: str, root: Path, owner_uid: int) -> int | No
             except PermissionError:
                 pass  # not root: the files stay readable, and the run writes new ones
     return attempt
+
+
+def _extract_data(tar: tarfile.TarFile, root: Path) -> None:
+    """Regular files and directories only, inside ``root``: tarfile's "data" filter, which
+    Python 3.11 has only from 3.11.4 on (Debian 12's own python3 is 3.11.2); older ones
+    get the same rules here."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(root, filter="data")
+        return
+    top = root.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if not target.is_relative_to(top) or not (member.isfile() or member.isdir()):
+            continue  # a saver writes neither: such a member is not ours to unpack
+        member.mode = (member.mode | 0o600) & 0o755 if member.isfile() else 0o755
+        member.uid = member.gid = 0
+        tar.extract(member, root, set_attrs=False)
+        if member.isfile():
+            os.chmod(target, member.mode)
 
 
 class Saver:
