@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, container
+from . import checkpoint, container, hydra_app
 from . import inputs as inputsmod
 from .container import RUN_UID, Outputs, RunDirs, Running
 from .docker_api import DockerClient
@@ -346,6 +346,10 @@ def _outcome(
     if metrics_error is not None and metrics_path is not None:
         outputs.files["metrics.json"] = metrics_path  # the user's file, kept as it was
     reason = reason or metrics_error
+    if reason is None and not result.cancelled and pruned is None:
+        # the record is what ran: a Hydra application's own account of its config
+        reason = hydra_app.check_run(dirs.output, job.plan.config, job.plan.deferred,
+                                     job.plan.hydra)
     for note in steps.notes():
         log.warning("run %s: step metrics: %s", job.run_id, note)
     if jsonl is not None:
