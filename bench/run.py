@@ -34,6 +34,7 @@ import inputs_bench  # noqa: E402
 import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
+import pull_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
 import search_bench  # noqa: E402
@@ -97,6 +98,7 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "tpe_trials_ratio": ("<=", 0.5, "TPE trials / random search trials to within 5%"),
     "pruning_compute_ratio": ("<=", 0.6, "container-seconds pruned / unpruned"),
     "optuna_per_trial_ratio": ("<=", 1.2, "orch+optuna per trial / orch's per-run floor"),
+    "pull_ratio": ("<=", 1.2, "orch pull of 1 GB + 1,000 files (S3) / parallel boto3 download"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -118,6 +120,7 @@ SECTIONS: dict[str, Section] = {
     "search": search_bench.search,
     "ray": ray_runner.ray,
     "transport": transport_bench.transport,
+    "pull": pull_bench.pull,
     "cancel": cancel_bench.cancel,
     "torch": torch_bench.torch,
     "breakdown": orch_bench.breakdown,
@@ -151,6 +154,7 @@ PRODUCES = {
         "torch_store_bytes_ratio",
     ],
     "search": ["tpe_trials_ratio", "pruning_compute_ratio", "optuna_per_trial_ratio"],
+    "pull": ["pull_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",

@@ -380,6 +380,9 @@ class _Puller:
                                        self._advance if self.chunked else None)
             except NotFound:
                 return _Failure(name, "recorded but missing from the store", missing=True)
+            except StoreError as exc:
+                raise StoreError(f"run {self.record.run_id}: cannot download output "
+                                 f"{name!r}: {exc}") from exc
             size, digest = _measure(tmp)
             if expected is not None and (size, digest) != (expected.size, expected.sha256):
                 got = (f"{size} bytes, recorded {expected.size}" if size != expected.size
