@@ -137,6 +137,8 @@ def test_the_best_checkpoint_comes_out_and_the_run_reruns(
     assert all(p.stat().st_uid == os.getuid() for p in tmp_path.rglob("*.ckpt"))
     rerun = json.loads(orch(template, "rerun", best["run_id"], "--json").stdout)
     assert rerun["identical"] is True, rerun["differences"]
+    # and its image, baked Hydra config included, rebuilds to the same ID
+    orch(template, "image", "verify", best["run_id"])
 
 
 def test_a_hydra_app_that_recomposes_fails_with_the_reason(
