@@ -32,7 +32,6 @@ mode new files get (``0666`` less the umask).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import os
 import re
@@ -48,7 +47,7 @@ from ..errors import NotFound, StoreError, UsageError
 from ..record import ArtifactFile, RunRecord
 from .base import Store, check_key
 from .owner import Owner
-from .records import RunStore
+from .records import RunStore, describe_file
 
 #: Files fetched at once by default (the same as the input transfers).
 WORKERS = 16
@@ -383,13 +382,14 @@ class _Puller:
             except StoreError as exc:
                 raise StoreError(f"run {self.record.run_id}: cannot download output "
                                  f"{name!r}: {exc}") from exc
-            size, digest = _measure(tmp)
-            if expected is not None and (size, digest) != (expected.size, expected.sha256):
-                got = (f"{size} bytes, recorded {expected.size}" if size != expected.size
-                       else f"sha256 {digest[:12]}..., recorded {expected.sha256[:12]}...")
-                return _Failure(name, got)
+            got = describe_file(tmp)
+            if expected is not None and got != expected:
+                problem = (f"{got.size} bytes, recorded {expected.size}"
+                           if got.size != expected.size else
+                           f"sha256 {got.sha256[:12]}..., recorded {expected.sha256[:12]}...")
+                return _Failure(name, problem)
             if not self.chunked and self.progress is not None:
-                self.progress.advanced(size)
+                self.progress.advanced(got.size)
             os.chmod(tmp, self.mode)
             self.owner.give(tmp)
             os.replace(tmp, final)
@@ -398,7 +398,7 @@ class _Puller:
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        return PulledFile(name, final, size, digest, True, expected is not None)
+        return PulledFile(name, final, got.size, got.sha256, True, expected is not None)
 
     def _advance(self, nbytes: int) -> None:
         if self.stop.is_set():
@@ -426,15 +426,9 @@ def _same(path: Path, expected: ArtifactFile) -> bool:
     try:
         if not path.is_file() or path.stat().st_size != expected.size:
             return False
-        return _measure(path) == (expected.size, expected.sha256)
+        return describe_file(path) == expected
     except OSError:
         return False
-
-
-def _measure(path: Path) -> tuple[int, str]:
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return handle.tell(), digest
 
 
 def _takes_progress(store: Store) -> bool:

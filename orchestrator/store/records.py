@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound, StoreError, UsageError
+from ..files import sha256_file
 from ..ids import STORE_ID
 from ..pool import parallel_map
 from ..record import SCHEMA, ArtifactFile, CorruptRecord, RunRecord, SweepDoc, now_iso
@@ -357,18 +358,22 @@ class RunStore:
             name, source = item
             key = self._run_key(run_id, name)
             output = name.startswith(OUTPUT_DIR)
-            described = None
+            info = None
             if isinstance(source, bytes | bytearray | memoryview):
                 data = bytes(source)
                 if output:
-                    described = ArtifactFile(len(data), hashlib.sha256(data).hexdigest())
+                    info = ArtifactFile(len(data), hashlib.sha256(data).hexdigest())
                 self.store.put(key, data)
             else:
                 path = Path(os.fspath(source))
                 if output:
-                    described = _describe(path)
+                    try:
+                        info = describe_file(path)
+                    except OSError as exc:
+                        raise StoreError(f"cannot store output {path}: "
+                                         f"{exc.strerror or exc}") from exc
                 self.store.put_file(key, path)
-            return (name[len(OUTPUT_DIR):], described) if described else None
+            return (name[len(OUTPUT_DIR):], info) if info else None
 
         described = parallel_map(upload, list(files.items()), workers)
         outputs = dict(item for item in described if item is not None)
@@ -526,13 +531,6 @@ class RunStore:
         return sorted(records, key=lambda r: r.attempt)
 
 
-def _describe(path: Path) -> ArtifactFile:
-    """Size and SHA-256 of a file, read once in chunks (memory independent of its size)."""
-    try:
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            return ArtifactFile(handle.tell(), digest)
-    except FileNotFoundError as exc:
-        raise StoreError(f"cannot store output {path}: the file is missing") from exc
-    except OSError as exc:
-        raise StoreError(f"cannot read output {path}: {exc.strerror or exc}") from exc
+def describe_file(path: Path) -> ArtifactFile:
+    """The size and SHA-256 of a file, as a record keeps them for an output."""
+    return ArtifactFile(path.stat().st_size, sha256_file(path))
