@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 import cancel_bench  # noqa: E402
+import hydra_bench  # noqa: E402
 import inputs_bench  # noqa: E402
 import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
@@ -99,6 +100,11 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "pruning_compute_ratio": ("<=", 0.6, "container-seconds pruned / unpruned"),
     "optuna_per_trial_ratio": ("<=", 1.2, "orch+optuna per trial / orch's per-run floor"),
     "pull_ratio": ("<=", 1.2, "orch pull of 1 GB + 1,000 files (S3) / parallel boto3 download"),
+    "hydra_app_per_run_ratio": (
+        "<=",
+        1.1,
+        "tiny @hydra.main app per run (16-run sweep) / docker run, configs mounted",
+    ),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -121,6 +127,7 @@ SECTIONS: dict[str, Section] = {
     "ray": ray_runner.ray,
     "transport": transport_bench.transport,
     "pull": pull_bench.pull,
+    "hydra_app": hydra_bench.hydra_app,
     "cancel": cancel_bench.cancel,
     "torch": torch_bench.torch,
     "breakdown": orch_bench.breakdown,
@@ -155,6 +162,7 @@ PRODUCES = {
     ],
     "search": ["tpe_trials_ratio", "pruning_compute_ratio", "optuna_per_trial_ratio"],
     "pull": ["pull_ratio"],
+    "hydra_app": ["hydra_app_per_run_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -171,6 +179,7 @@ ALIASES = {
     "pruning": "search",
     "fixed": "fixed_sweep",
     "transports": "transport",
+    "hydra_app_per_run": "hydra_app",
 }
 
 
