@@ -246,14 +246,13 @@ def _select(record: RunRecord, stored: Sequence[str], patterns: Sequence[str]) -
         chosen.update(hits)
     if unmatched:
         what = ", ".join(repr(p) for p in unmatched)
-        verb = "matches" if len(unmatched) == 1 else "match"
         if available:
             shown = ", ".join(available[:_SHOWN])
             more = f", ... ({len(available)} in all)" if len(available) > _SHOWN else ""
             has = f"its outputs: {shown}{more}"
         else:
             has = "it has no outputs"
-        raise UsageError(f"nothing of run {record.run_id}'s outputs {verb} {what}; {has}")
+        raise UsageError(f"no output of run {record.run_id} matches {what}; {has}")
     return sorted(chosen)
 
 
