@@ -34,6 +34,7 @@ _KNOWN = {
     "resources",
     "network",
     "exclude",
+    "code",
     "timeout",
     "env",
     "pass_env",
@@ -68,6 +69,8 @@ class Project:
     resources: Resources = field(default_factory=Resources)
     network: str = "none"
     exclude: tuple[str, ...] = ()
+    #: What makes the code layer (``code:``, paths or globs); empty: every tracked file.
+    code: tuple[str, ...] = ()
     timeout: float | None = None
     env: tuple[tuple[str, str], ...] = ()
     #: Names of variables passed to every run from the environment of whoever runs it
@@ -203,6 +206,13 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
     exclude = data.get("exclude", [])
     if not isinstance(exclude, list) or not all(isinstance(item, str) for item in exclude):
         raise _fail(path, "exclude", "must be a list of glob patterns")
+    code = data.get("code", [])
+    if not isinstance(code, list) or not all(
+        isinstance(item, str) and item.strip("/") and not item.startswith("/")
+        and ".." not in item.split("/") for item in code
+    ):
+        raise _fail(path, "code", "must be a list of paths or globs inside the project, "
+                    "e.g. [train.py, configs]")
 
     timeout = data.get("timeout")
     if timeout is not None and (
@@ -257,6 +267,7 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         resources=parse_resources(data.get("resources", {}), str(path)),
         network=network,
         exclude=tuple(exclude),
+        code=tuple(item.rstrip("/") for item in code),
         timeout=float(timeout) if timeout is not None else None,
         env=tuple(sorted((k, str(v)) for k, v in env.items())),
         pass_env=tuple(sorted(set(pass_env))),

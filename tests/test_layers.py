@@ -3,7 +3,8 @@
 Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job docker_api stopping live git pool
-    1  spec project config hydra_app inputs space  (inputs: takes the store's blobs as a parameter)
+    1  spec project config hydra_app inputs space scaffold
+                                (inputs: takes the store's blobs as a parameter)
     2  store request labels        (knows nothing of Docker or Ray)
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
@@ -30,7 +31,7 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
          "stopping", "live", "git", "pool"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config", "hydra_app", "inputs", "space"], 1),
+    **dict.fromkeys(["spec", "project", "config", "hydra_app", "inputs", "space", "scaffold"], 1),
     **dict.fromkeys(["store", "request", "labels"], 2),
     **dict.fromkeys(["image", "images"], 3),
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),

@@ -45,6 +45,7 @@ from .detach import status
 from .inspect import compare, list_runs, logs, report, results, show
 from .pull import pull
 from .reproduce import image, rerun
+from .start import image_base, init
 from .sweeping import compose, sweep
 from .watch import watch
 
@@ -171,7 +172,9 @@ def cli() -> None:
     """orch: sweep Hydra configs into pinned containers; store, compare and rerun results."""
 
 
+image.add_command(image_base)
 for _command in (
+    init,
     compose,
     sweep,
     status,

@@ -51,6 +51,10 @@ ENV = [
 ]
 LABEL_RECIPE = "org.orch.base.recipe"
 LABEL_PACKAGES = "org.orch.base.packages"
+#: The package set of the default base image, shipped in the package (package data) so that
+#: ``orch image base`` builds it from an installed wheel; ``images/`` in the source tree
+#: links to it, and ``make base-image`` rewrites it when Debian's packages moved on.
+PACKAGES_FILE = Path(__file__).with_name("bookworm-python.packages.txt")
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,25 @@ def fast_path(
     return image
 
 
+def default_image_id(client: DockerClient, cache_root: Path | None = None) -> str | None:
+    """The ID of the default base image (the package set of :data:`PACKAGES_FILE`) when the
+    daemon behind ``client`` has it, whoever built it there; None when it must be built."""
+    image = fast_path(client, PACKAGES_FILE, cache_root)
+    if image is not None:
+        return image.image_id
+    import docker.errors
+
+    try:
+        found = client.images.get(TAG)
+    except docker.errors.DockerException:
+        return None  # not there (or not readable): building it is the answer either way
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    packages = PACKAGES_FILE.read_text(encoding="utf-8")
+    if labels.get(LABEL_RECIPE) != RECIPE or labels.get(LABEL_PACKAGES) != packages:
+        return None
+    return str(found.id)
+
+
 def build_image(
     rootfs: Path, log: Log = quiet, cache_root: Path | None = None
 ) -> tuple[BaseImage, Path]:
@@ -306,6 +329,11 @@ def _record_packages(
 ) -> None:
     old = read_or_empty(path) if path.is_file() else None
     if old == packages:
+        return
+    if old is not None and not os.access(path, os.W_OK):
+        # An installed wheel's copy, read-only for this user: it keeps the release's set.
+        log(f"the package set differs from {path} (read-only, kept): the base image ID "
+            "differs from the one this release of orch records")
         return
     if frozen:
         raise ImageError(

@@ -249,7 +249,7 @@ def prepare(
             )
             code = snapshot(
                 project.root, project.exclude, allow_dirty=allow_dirty,
-                inputs=project.inputs_inside, config_files=config_files,
+                inputs=project.inputs_inside, config_files=config_files, code=project.code,
             )
             env_ids = [*base.diff_ids, *(layer.diff_id for layer in env_layers)]
             env = Environment(

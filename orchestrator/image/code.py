@@ -1,5 +1,9 @@
 """The code layer: the project's git-tracked files at HEAD, under /orch/code.
 
+``code:`` in orch.yaml, when given, is an allowlist: only the paths (or globs) it names, and
+what lies under them, make the layer; a file elsewhere neither enters the layer nor makes
+the tree dirty. ``exclude:`` then leaves out parts of what it names.
+
 A dirty tree is refused unless asked for; then the working tree is baked, the record
 says ``dirty: true`` and the diff is kept next to the run.
 """
@@ -32,15 +36,40 @@ class CodeSnapshot:
     files: tuple[str, ...]
 
 
-def excluded(path: str, patterns: Iterable[str]) -> bool:
-    """``path`` (relative to the project) matches a pattern, or lies under a matching dir."""
+def excluded(path: str, patterns: Iterable[str], code: tuple[str, ...] = ()) -> bool:
+    """``path`` (relative to the project) matches a pattern, or lies under a matching dir;
+    or ``code`` is an allowlist that does not hold it."""
+    if code and not matches(path, code):
+        return True
+    return matches(path, (*ALWAYS_EXCLUDED, *patterns))
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    """``path`` matches a pattern, or lies under a directory that matches one."""
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in (*ALWAYS_EXCLUDED, *patterns):
+    for pattern in patterns:
         bare = pattern.rstrip("/")
         if any(fnmatch.fnmatchcase(prefix, bare) for prefix in prefixes):
             return True
     return False
+
+
+def _skip_path(root: Path, rel: str, patterns: tuple[str, ...], code: tuple[str, ...]) -> bool:
+    """For a walk of the tree: a directory stays when a ``code`` entry may lie under it."""
+    if matches(rel, (*ALWAYS_EXCLUDED, *patterns)):
+        return True
+    if not code or matches(rel, code):
+        return False
+    if not (root / rel).is_dir() or (root / rel).is_symlink():
+        return True
+    parts = rel.split("/")
+    return not any(
+        len(pattern.split("/")) > len(parts) and all(
+            fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, pattern.split("/"),
+                                                                  strict=False))
+        for pattern in code
+    )
 
 
 def _repo_root(root: Path) -> Path | None:
@@ -50,7 +79,7 @@ def _repo_root(root: Path) -> Path | None:
 
 def snapshot(
     root: Path, exclude: Iterable[str] = (), allow_dirty: bool = False, inputs: Iterable[str] = (),
-    config_files: Iterable[Path] = (),
+    config_files: Iterable[Path] = (), code: Iterable[str] = (),
 ) -> CodeSnapshot:
     """Snapshot the project's code at ``root`` into a deterministic layer; ``inputs``
     (patterns, like ``exclude``) are data inputs inside the project, left out as well.
@@ -58,9 +87,10 @@ def snapshot(
     ``config_files`` are the files the runs' composition read: one git does not track (a
     gitignored ``configs/local/default.yaml``) shaped the configs although a checkout of
     the commit lacks it, so it counts as an uncommitted change (baked, and named in the
-    diff, with ``allow_dirty``).
+    diff, with ``allow_dirty``). ``code`` (patterns) is the allowlist of ``code:``.
     """
     excludes = tuple(exclude)
+    allow = tuple(code)
     patterns = (*excludes, *inputs)
     repo = _repo_root(root)
     if repo is None:
@@ -69,15 +99,18 @@ def snapshot(
                 f"{root} is not a git repository: commit the project (git init && git add -A && "
                 f"git commit) so runs are pinned to a commit, or pass --allow-dirty"
             )
-        entries = tree_entries(root, CODE_PREFIX, skip=lambda rel: excluded(rel, patterns))
+        entries = tree_entries(
+            root, CODE_PREFIX, skip=lambda rel: _skip_path(root, rel, patterns, allow)
+        )
         data, diff_id = layer_bytes(entries)
         files = tuple(e.path for e in entries if e.kind != "dir")
+        _check_code(root, files, allow)
         return CodeSnapshot(data, diff_id, None, None, True, b"", files)
 
     sub = root.resolve().relative_to(repo).as_posix()
     sub = "" if sub == "." else sub
     has_head = git_try(root, "rev-parse", "--verify", "-q", "HEAD") is not None
-    changed = _changed_files(root, sub, patterns) if has_head else ["(no commit yet)"]
+    changed = _changed_files(root, sub, patterns, allow) if has_head else ["(no commit yet)"]
     ignored = _ignored_reads(root, config_files)
     if ignored and not allow_dirty:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more"
@@ -100,7 +133,7 @@ def snapshot(
     tree_ref = f"HEAD:{sub}" if sub else "HEAD^{tree}"
     tree = git_text(root, "rev-parse", tree_ref) if has_head else None
     if changed:
-        entries = _worktree_entries(root, patterns, ignored)
+        entries = _worktree_entries(root, patterns, ignored, allow)
         diff = git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""
         untracked = git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", ".")
         names = sorted({*(n for n in untracked.decode().split("\0") if n), *ignored})
@@ -110,10 +143,11 @@ def snapshot(
                 + "".join(f"#   {n}\n" for n in names).encode()
             )
     else:
-        entries = _head_entries(root, sub, patterns)
+        entries = _head_entries(root, sub, patterns, allow)
         diff = b""
     files = tuple(e.path for e in entries if e.kind != "dir")
     _check_files(root, files, excludes)
+    _check_code(root, files, allow)
     data, diff_id = layer_bytes(entries)
     return CodeSnapshot(data, diff_id, commit, tree, bool(changed), diff, files)
 
@@ -138,7 +172,20 @@ def _check_files(root: Path, files: tuple[str, ...], patterns: tuple[str, ...]) 
         )
 
 
-def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]:
+def _check_code(root: Path, files: tuple[str, ...], code: tuple[str, ...]) -> None:
+    """A ``code:`` entry that names nothing is a typo, not an empty directory."""
+    rels = [f[len(CODE_PREFIX) + 1 :] for f in files]
+    for pattern in code:
+        if not any(matches(rel, (pattern,)) for rel in rels):
+            raise ImageError(
+                f"orch.yaml code: {pattern!r} names no file of {root} that git tracks: "
+                "fix the path, or commit the files"
+            )
+
+
+def _changed_files(
+    root: Path, sub: str, patterns: tuple[str, ...], code: tuple[str, ...] = ()
+) -> list[str]:
     out = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
     changed = []
     records = out.decode(errors="replace").split("\0")
@@ -152,12 +199,14 @@ def _changed_files(root: Path, sub: str, patterns: tuple[str, ...]) -> list[str]
         if status[0] in "RC":
             index += 1  # the next field is the rename's source
         rel = path[len(sub) + 1 :] if sub and path.startswith(sub + "/") else path
-        if not excluded(rel, patterns):
+        if not excluded(rel, patterns, code):
             changed.append(rel)
     return sorted(changed)
 
 
-def _head_entries(root: Path, sub: str, patterns: tuple[str, ...]) -> list[Entry]:
+def _head_entries(
+    root: Path, sub: str, patterns: tuple[str, ...], code: tuple[str, ...] = ()
+) -> list[Entry]:
     listing = git(root, "ls-tree", "-r", "-z", "--full-tree", "HEAD", "--", sub or ".")
     wanted: list[tuple[str, str, str]] = []
     for record in listing.decode().split("\0"):
@@ -166,7 +215,7 @@ def _head_entries(root: Path, sub: str, patterns: tuple[str, ...]) -> list[Entry
         meta, path = record.split("\t", 1)
         mode, kind, sha = meta.split()
         rel = path[len(sub) + 1 :] if sub else path
-        if kind != "blob" or excluded(rel, patterns):
+        if kind != "blob" or excluded(rel, patterns, code):
             continue  # submodules (commits) are not part of the snapshot
         wanted.append((mode, sha, rel))
     contents = _cat_blobs(root, [sha for _, sha, _ in wanted])
@@ -210,13 +259,13 @@ def _ignored_reads(root: Path, files: Iterable[Path]) -> list[str]:
 
 
 def _worktree_entries(
-    root: Path, patterns: tuple[str, ...], ignored: Iterable[str] = ()
+    root: Path, patterns: tuple[str, ...], ignored: Iterable[str] = (), code: tuple[str, ...] = ()
 ) -> list[Entry]:
     listing = git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", ".")
     entries = []
     for rel in sorted({*(n for n in listing.decode().split("\0") if n), *ignored}):
         full = root / rel
-        if excluded(rel, patterns) or not (full.is_file() or full.is_symlink()):
+        if excluded(rel, patterns, code) or not (full.is_file() or full.is_symlink()):
             continue  # deleted in the working tree, or a submodule dir
         if full.is_symlink():
             entries.append(
