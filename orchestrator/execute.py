@@ -270,7 +270,7 @@ def execute(
         record, files = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
                                  resumed[0], pruned[0])
         try:
-            runs.commit_run(record, files)
+            record = runs.commit_run(record, files)
         except BaseException:
             # Let a re-submission run it at once rather than wait out the lease; if even
             # that fails (a store turned read-only), the failed commit is what to report.
