@@ -14,40 +14,53 @@ This module sits at the level of the CLI: it drives the sweep, and nothing impor
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import OrchestratorError, UsageError
+from .errors import OrchestratorError
 from .request import SweepOutcome, SweepRequest, write_outcome
 from .store.base import Store
 
 EXIT_FAILED = 1
 
 
-def _progress(total: int) -> Any:
+class _Lines:
     """Progress lines on stderr (the job's log), as ``orch sweep`` prints without a tty."""
-    finished = 0
 
-    def report(event: str, run_id: str, record: Any) -> None:
-        nonlocal finished
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.finished = 0
+        self._running = 0
+
+    def __call__(self, event: str, run_id: str, record: Any) -> None:
+        if event == "running":
+            self._running += 1
         if event not in ("done", "skipped", "waiting"):
             return
+        if event == "done":
+            self._running = max(0, self._running - 1)
         if event in ("done", "skipped"):
-            finished += 1
+            self.finished += 1
         status = _field(record, "status") if event == "done" else event
         reason = _field(record, "reason") if event == "done" else None
         shown = f" ({reason})" if reason else ""
-        print(f"[{finished}/{total}] {run_id} {status}{shown}", file=sys.stderr, flush=True)
+        print(f"[{self.finished}/{self.total}] {run_id} {status}{shown}", file=sys.stderr,
+              flush=True)
 
-    return report
+    def say(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
+    def note(self, line: str) -> None:
+        self.say(line)
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    def running(self) -> int:
+        return self._running
+
+    def close(self) -> None:
+        pass
 
 
 def _field(record: Any, name: str) -> str | None:
@@ -58,25 +71,22 @@ def _field(record: Any, name: str) -> str | None:
 
 def run_request(request: SweepRequest, project_dir: Path, store: Store) -> SweepOutcome:
     """Run the request's sweep of ``project_dir`` on the Ray cluster this process is in."""
-    from . import sweep as sweepmod
+    from .api.running import make_driver, with_base_image
     from .backends.ray import RayBackend
     from .docker_api import connect
-    from .project import is_pinned, load_project
+    from .project import load_project
     from .settings import Settings
     from .store import RunStore
+    from .sweep import compose_points
 
     # The head's own settings: the driver of a detached sweep runs there.
     settings = Settings.from_env()
 
-    project = load_project(project_dir, allow_unpinned=request.allow_unpinned)
-    if request.base_image is not None:
-        if not is_pinned(request.base_image) and not request.allow_unpinned:
-            raise UsageError(
-                f"--base-image {request.base_image!r} is not pinned: pass an image ID "
-                f"(sha256:...) or name@sha256:<digest>, or add --allow-unpinned"
-            )
-        project = dataclasses.replace(project, base_image=request.base_image)
-    points = sweepmod.compose_points(project, request.overrides, settings.max_points)
+    project = with_base_image(
+        load_project(project_dir, allow_unpinned=request.allow_unpinned),
+        request.base_image, request.allow_unpinned,
+    )
+    points = compose_points(project, request.overrides, settings.max_points)
     runs = RunStore(store)
     client = connect()
     # A Ray Job's driver is told its cluster in RAY_ADDRESS; "auto" finds it otherwise.
@@ -85,17 +95,16 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
         runs, address=address, max_in_flight=request.jobs, s3_endpoint=request.s3_endpoint
     )
     try:
-        driver = sweepmod.SweepDriver(
+        driver = make_driver(
             project,
             client,
             runs,
             backend,
+            settings=settings,
+            jobs=request.jobs,
             registry=request.registry,
             allow_dirty=request.allow_dirty,
-            progress=_progress(len(points)),
-            say=_say,
-            batch=max(8, 2 * (request.jobs or 1)),
-            settings=settings,
+            display=_Lines(len(points)),
             staged_inputs=dict(request.inputs),
         )
         result = driver.run(list(request.overrides), points)

@@ -96,6 +96,24 @@ def _place(config: dict[str, Any], parts: list[str], value: Any) -> None:
     config[parts[-1]] = value
 
 
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _leaves(
+    shape: dict[str, Any], expr: str, path: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], str]]:
+    """The leaf fields of a struct type of :func:`_typed`, as (key path, expression)."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    for key, inner in shape.items():
+        field = f"struct_extract({expr}, {_literal(key)})"
+        if isinstance(inner, dict):
+            found += _leaves(inner, field, (*path, key))
+        else:
+            found.append(((*path, key), field))
+    return found
+
+
 def _typed(structure: Any, leaf: str | None = None) -> Any:
     """A json_group_structure made a json_transform type: integers as BIGINT (what
     read_json infers), unknowable types (always null, empty objects) kept as JSON."""
@@ -119,6 +137,8 @@ class RunFrame:
         self.con.execute(
             f"CREATE TABLE index_runs (sweep_id VARCHAR, run_id VARCHAR, r {RECORD_TYPE})"
         )
+        #: The struct types of ``runs.config`` and ``runs.metrics`` ("JSON": no keys).
+        self.shapes: dict[str, Any] = {"config": "JSON", "metrics": "JSON"}
 
     def __enter__(self) -> RunFrame:
         return self
@@ -228,11 +248,17 @@ class RunFrame:
             self.con.execute(_EMPTY_RUNS)
             return
         self.load_runs(entries, labels)
+        self.runs_from_raw()
+
+    def runs_from_raw(self) -> None:
+        """Table ``runs`` of :meth:`build_runs` from table ``raw`` of :meth:`load_runs`
+        (which is dropped): for a caller that read ``raw`` first (:meth:`thin_records`)."""
         config_shape, metrics_shape = self.con.execute(
             "SELECT json_group_structure(r.config), json_group_structure(r.metrics) FROM raw"
         ).fetchone()
         config = _typed(json.loads(config_shape)) if config_shape else "JSON"
         metrics = _typed(json.loads(metrics_shape), "DOUBLE") if metrics_shape else "JSON"
+        self.shapes = {"config": config, "metrics": metrics}
 
         def shaped(column: str, shape: Any) -> str:
             # A struct with no fields is not a type: an empty config (a queued run) is null.
@@ -363,6 +389,24 @@ class RunFrame:
                 "overrides": overrides or [],
             }
         return found
+
+    def flat_columns(self) -> list[str]:
+        """``runs`` as select expressions with one column per config and metrics leaf,
+        named as ``orch query`` spells them: ``config.optimizer.lr``, ``metrics.loss``
+        (a DataFrame's columns, the way ``mlflow.search_runs`` names them)."""
+        names = [d[0] for d in self.con.execute("SELECT * FROM runs LIMIT 0").description]
+        columns: list[str] = []
+        for name in names:
+            shape = self.shapes.get(name)
+            if shape is None:
+                columns.append(_identifier(name))
+            elif isinstance(shape, dict):
+                columns += [
+                    f"{expr} AS {_identifier('.'.join([name, *path]))}"
+                    for path, expr in _leaves(shape, _identifier(name), ())
+                ]
+            # else: no run has a key there, so there is no column to make
+        return columns
 
     def run_ids(self, exclude: Iterable[str] = ("queued",)) -> list[str]:
         """Run ids of ``runs`` whose status is not in ``exclude``."""

@@ -5,12 +5,13 @@ Layers, lowest first (a module may import its own layer and those below)::
     0  errors ids canonical files settings record job docker_api stopping live git pool
     1  spec project config hydra_app inputs space scaffold
                                 (inputs: takes the store's blobs as a parameter)
-    2  store request labels        (knows nothing of Docker or Ray)
+    2  store request labels workspace  (knows nothing of Docker or Ray; workspace connects
+                                        lazily, through docker_api)
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
     6  sweep rerun verify housekeeping logs detached results tally watch catalog frame query gc
-       export_mlflow search
+       export_mlflow search api    (api: the library the CLI calls)
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -32,13 +33,13 @@ LAYERS: dict[str, int] = {
          "stopping", "live", "git", "pool"], 0
     ),
     **dict.fromkeys(["spec", "project", "config", "hydra_app", "inputs", "space", "scaffold"], 1),
-    **dict.fromkeys(["store", "request", "labels"], 2),
+    **dict.fromkeys(["store", "request", "labels", "workspace"], 2),
     **dict.fromkeys(["image", "images"], 3),
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
         ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results", "tally",
-         "watch", "catalog", "frame", "query", "gc", "export_mlflow", "search"],
+         "watch", "catalog", "frame", "query", "gc", "export_mlflow", "search", "api"],
         6,
     ),
     "cli": 7,

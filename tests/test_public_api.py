@@ -9,9 +9,11 @@ def test_all_is_pinned() -> None:
     assert orchestrator.__all__ == [
         "BackendError", "ConfigError", "CorruptRecord", "ImageError", "InputError",
         "Interrupted", "NotFound", "NotReproduced", "OrchestratorError", "Project",
-        "ProjectError", "ResultError", "RunPlan", "RunRecord", "RunSpec", "RunStatus",
-        "RunsFailed", "Settings", "StoreError", "SweepDoc", "SweepSpec", "UsageError",
-        "VerifyMismatch", "load_project", "pull",
+        "ProjectError", "RerunResult", "ResultError", "RunPlan", "RunRecord", "RunSpec",
+        "RunStatus", "RunsFailed", "Settings", "StoreError", "SweepDoc", "SweepResult",
+        "SweepRun", "SweepSpec", "UsageError", "VerifyMismatch", "Workspace",
+        # the library the CLI calls (orchestrator.api)
+        "best", "load_project", "pull", "rerun", "runs", "search", "show", "steps", "sweep",
     ]
     for name in orchestrator.__all__:
         assert getattr(orchestrator, name) is not None

@@ -1,106 +1,34 @@
 """What a command works on: the project, the store, the Docker daemon and the settings.
 
 :func:`with_context` gives a command the ``-p/--project``, ``--store`` and
-``--s3-endpoint`` options and hands it one :class:`Context` in their place. The context
-resolves everything lazily and once: a command that needs no project never looks for
-one, and ``orch --help`` imports none of the heavy modules.
+``--s3-endpoint`` options and hands it one :class:`Context` in their place: the
+library's :class:`~orchestrator.workspace.Workspace`, which resolves everything lazily
+and once (a command that needs no project never looks for one, and ``orch --help``
+imports none of the heavy modules).
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
-from ..errors import UsageError
+from ..workspace import Workspace, check_id, read_run
 
 if TYPE_CHECKING:
-    from ..project import Project
-    from ..record import RunRecord
-    from ..settings import Settings
     from ..store import RunStore
+
+__all__ = ["Context", "check_id", "complete_run_ids", "complete_sweep_ids", "read_run",
+           "with_context"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Context:
-    """The resolved inputs of one command, each made on first use and then kept."""
-
-    def __init__(
-        self,
-        project_dir: str | None = None,
-        store_uri: str | None = None,
-        s3_endpoint: str | None = None,
-    ) -> None:
-        self.project_dir = project_dir
-        self.store_uri = store_uri
-        self.s3_endpoint = s3_endpoint
-        self._settings: Settings | None = None
-        self._root: Path | None = None
-        self._projects: dict[bool, Project] = {}
-        self._runs: RunStore | None = None
-        self._docker: Any = None
-        self._docker_lock = threading.Lock()  # sweep connects on a background thread
-
-    @property
-    def settings(self) -> Settings:
-        """``ORCH_*`` from the environment, read (and validated) once per command."""
-        if self._settings is None:
-            from ..settings import Settings
-
-            self._settings = Settings.from_env()
-        return self._settings
-
-    def project_root(self) -> Path:
-        if self._root is None:
-            from ..project import find_project
-
-            self._root = find_project(Path(self.project_dir or "."))
-        return self._root
-
-    def project(self, allow_unpinned: bool = False) -> Project:
-        if allow_unpinned not in self._projects:
-            from ..project import load_project
-
-            self._projects[allow_unpinned] = load_project(
-                self.project_root(), allow_unpinned=allow_unpinned
-            )
-        return self._projects[allow_unpinned]
-
-    def runs(self) -> RunStore:
-        """The store: ``--store``, else ``.orch/`` in the project."""
-        if self._runs is None:
-            from ..store import RunStore, open_store
-
-            # An explicit store needs no project (results can be read anywhere).
-            root = Path(self.project_dir or ".") if self.store_uri else self.project_root()
-            try:
-                store = open_store(self.store_uri, project_dir=root, s3_endpoint=self.s3_endpoint)
-            except UsageError as exc:
-                raise UsageError(f"--store: {exc}") from exc
-            self._runs = RunStore(store)
-        return self._runs
-
-    def docker(self) -> Any:
-        """The Docker client (``DOCKER_HOST`` or the local socket); BackendError if none."""
-        with self._docker_lock:
-            if self._docker is None:
-                from ..docker_api import connect
-
-                self._docker = connect()
-            return self._docker
-
-    def close(self) -> None:
-        with self._docker_lock:
-            client, self._docker = self._docker, None
-        if client is not None:
-            client.close()
+class Context(Workspace):
+    """A command's :class:`~orchestrator.workspace.Workspace` (made from its options)."""
 
 
 def with_context(
@@ -150,22 +78,6 @@ def with_context(
         return decorated
 
     return decorate
-
-
-# --------------------------------------------------------------------------- ids
-
-
-def check_id(value: str, what: str) -> None:
-    if not re.match(r"^[0-9a-f]{1,64}\Z", value):
-        raise UsageError(
-            f"{value!r} is not a valid {what}: expected hex characters (see orch runs)"
-        )
-
-
-def read_run(runs: RunStore, run_id: str) -> RunRecord:
-    """The record of a run named by its id or a unique prefix of it."""
-    check_id(run_id, "run id")
-    return runs.read_run(runs.resolve_run_id(run_id))
 
 
 # --------------------------------------------------------------------------- completion

@@ -13,43 +13,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import OrchestratorError, UsageError
+from ..errors import UsageError
 from .context import Context, complete_sweep_ids, with_context
 
 if TYPE_CHECKING:
     from ..catalog import Snapshot
     from ..frame import RunFrame
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
-
-
 def project_name(context: Context) -> str | None:
     """The name in the project's ``orch.yaml``, or None outside a project."""
-    import yaml
-
-    try:
-        root = context.project_root()
-        data = yaml.safe_load((root / "orch.yaml").read_text())
-    except (OrchestratorError, OSError, yaml.YAMLError):
-        return None
-    name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
+    return context.project_name()
 
 
 def snapshot(
     context: Context, refs: Sequence[str], all_projects: bool, *, live: bool = True,
     frame: RunFrame | None = None,
 ) -> Snapshot:
-    """The runs named by ``refs`` (sweep ids, names, tags); none: the project's, or with
-    ``all_projects`` (or outside a project) every run in the store; with a ``frame``,
-    indexed records stay in it (see :meth:`Catalog.read`)."""
-    from ..catalog import Catalog, check_ref
+    """The runs named by ``refs``: :func:`orchestrator.api.reading.snapshot`."""
+    from ..api.reading import snapshot as read_snapshot
 
-    for ref in refs:
-        check_ref(ref)
-    project = None if refs or all_projects else project_name(context)
-    catalog = Catalog(context.runs(), lease_s=context.settings.lease_s)
-    return catalog.read(refs, project=project, live=live, frame=frame)
+    return read_snapshot(context, refs, all_projects, live=live, frame=frame)
 
 
 def one_sweep(context: Context, ref: str, verb: str) -> str:
@@ -98,13 +81,9 @@ def selection_options(func: Any) -> Any:
 
 
 def _statuses(values: Sequence[str]) -> tuple[str, ...]:
-    found = tuple(s.strip() for value in values for s in value.split(",") if s.strip())
-    for status in found:
-        if status not in STATUSES:
-            from ..labels import close_matches
+    from ..api.reading import parse_statuses
 
-            raise UsageError(f"--status: {close_matches(status, STATUSES, 'status')}")
-    return found
+    return parse_statuses(values, "--status")
 
 
 # --------------------------------------------------------------------------- best
@@ -126,13 +105,10 @@ def best(
 ) -> None:
     """The best run of all experiments by METRIC[:max|min]: its config, what differs
     from the runner-up, its image, and how to rerun it."""
-    from ..results.best import find_best, render_best
+    from ..api.reading import best_run
+    from ..results.best import render_best
 
-    snap = snapshot(context, sweeps, all_projects, live=False)
-    answer = find_best(snap.records, metric, where)
-    answer["rerun"] = f"orch rerun {answer['run_id']}" + (
-        f" --store {context.store_uri}" if context.store_uri else ""
-    )
+    answer = best_run(context, metric, sweeps, all_projects=all_projects, where=where)
     if as_json:
         click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
     else:

@@ -120,21 +120,9 @@ def list_runs(context: Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(context: Context, run_id: str, as_json: bool) -> None:
     """The whole record of a run, then its earlier attempts (oldest first)."""
-    runs = context.runs()
-    current = read_run(runs, run_id)
-    record = current.to_json()
-    # Beside the record's own fields, not inside them: a record never has this key.
-    record["attempts"] = [
-        {
-            "attempt": earlier.attempt,
-            "status": earlier.status.value,
-            "reason": earlier.reason,
-            "exit_code": earlier.exit_code,
-            "started_at": earlier.started_at,
-            "ended_at": earlier.ended_at,
-        }
-        for earlier in runs.read_attempts(current.run_id)
-    ]
+    from ..api.reading import described_run
+
+    record = described_run(context, run_id)
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return

@@ -16,10 +16,9 @@ from .context import Context, complete_run_ids, read_run, with_context
 @click.option("--json", "as_json", is_flag=True)
 def rerun(context: Context, target: str, as_json: bool) -> None:
     """Run a recorded run again by RUN_ID, sha256:IMAGE_ID or REPO@sha256:DIGEST."""
-    from ..rerun import rerun as do_rerun
+    from ..api.running import rerun_in
 
-    runs = context.runs()
-    result = do_rerun(context.docker(), runs, target, settings=context.settings)
+    result = rerun_in(context, target)
     record = result.record
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))

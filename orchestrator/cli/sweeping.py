@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..docker_api import DockerClient
-from ..errors import Interrupted, MissingDependency, RunsFailed, UsageError
-from ..stopping import Stop, terminal_signals
+from ..errors import Interrupted, RunsFailed, UsageError
 from .context import Context, with_context
 from .progress import Progress
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
-    from ..project import Project
-    from ..record import SweepDoc
     from ..search import SearchOptions
-    from ..settings import Settings
     from ..space import Space
-    from ..store import RunStore
     from ..sweep import Retry
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
@@ -136,23 +128,20 @@ def sweep(
 ) -> None:
     """Expand OVERRIDES (Hydra sweep syntax) to a grid, or search them (--sampler); build,
     run and store every point."""
-    from ..labels import check_label
+    from ..api import running as api
 
     settings = context.settings
-    search = search_options(sampler, trials, seed, objective, pruner, jobs)
+    search = api.search_options(sampler, trials, seed, objective, pruner, jobs)
     if search is not None and detach:
         raise UsageError("--detach runs grids only for now: run the search's driver here "
                          "(its trials still run on the cluster with --backend ray)")
-    for value, what in [(sweep_name, "--name"), *((t, "--tag") for t in tags)]:
-        if value is not None:
-            check_label(value, what)
+    api.check_labels(sweep_name, tags)
     if detach and (sweep_name or tags or note):
         raise UsageError("--name, --tag and --note do not go with --detach yet: label the "
                          "sweep afterwards (orch name / orch tag / orch note)")
-    project = context.project(allow_unpinned=allow_unpinned)
-    if base_image is not None:
-        project = with_base_image(project, base_image, allow_unpinned)
-    check_options(context, backend, ray_address, registry, detach)
+    project = api.with_base_image(context.project(allow_unpinned=allow_unpinned), base_image,
+                                  allow_unpinned)
+    api.check_options(context, backend, ray_address, registry, detach)
     with _background() as background:
         # Reaching the daemon overlaps with composing; a config error still comes first.
         # (Only for a local socket: a remote host that hangs would hold up the exit.)
@@ -160,23 +149,11 @@ def sweep(
         connecting: Future[Any] | None = None
         if local and not (dry_run or detach):
             connecting = background.submit(context.docker)
-        space: Space | None = None
-        if search is not None and search.adaptive:
-            from ..search import compose_space
-
-            _, space = compose_space(project, overrides)
-            points: list[Point] = []
-        elif search is not None:
-            from ..search import random_search_points
-
-            space, points = random_search_points(project, overrides, search)
-        else:
-            points = compose_points(project, overrides, settings)
-        if project.hydra_app is not None:
-            how = ("hydra_app: true in orch.yaml" if project.hydra_app == "orch.yaml"
-                   else f"@hydra.main in {project.hydra_app}")
-            click.echo(f"a Hydra application ({how}): each run starts it on its composed "
-                       "config (--config-path=/orch/hydra)", err=True)
+        planned = api.plan(project, overrides, search, settings)
+        points, space = planned.points, planned.space
+        hydra = api.hydra_note(project)
+        if hydra is not None:
+            click.echo(hydra, err=True)
         if dry_run:
             if not detach:
                 context.runs()  # a store URI that cannot be opened fails here, as it would
@@ -207,42 +184,14 @@ def sweep(
             return
         runs = context.runs()
         if sweep_name or tags or note:
-            runs.after_write_sweep.append(_labeller(runs, sweep_name, tags, note))
+            runs.after_write_sweep.append(api.labeller(runs, sweep_name, tags, note))
         client = connecting.result() if connecting is not None else context.docker()
     ids = [g for g in (gpu_ids or "").split(",") if g.strip()]
-    stop = Stop()
-    engine = _backend(backend, client, context, jobs, ids, ray_address, stop)
-    progress = Progress(search.trials if search is not None else len(points))
-    from ..search import SearchDriver
-
-    try:
-        driver = SearchDriver(
-            project,
-            client,
-            runs,
-            engine,
-            registry=registry,
-            allow_dirty=allow_dirty,
-            progress=progress,
-            say=progress.note,
-            batch=max(8, 2 * (jobs or 1)),
-            settings=settings,
-            stop=stop,
-            retry=retry,
-        )
-        say = progress.say
-        with terminal_signals(stop, say, progress.running), stop.on_cancel(engine.cancel):
-            if search is not None and search.adaptive:
-                assert space is not None
-                result = driver.search(overrides, space, search)
-            else:
-                described = search.to_json() if search is not None else None
-                if described is not None and space is not None:
-                    described["space"] = space.to_json()
-                result = driver.run(overrides, points, search=described)
-    finally:
-        progress.close()
-        engine.close()
+    result = api.launch(
+        context, project, client, overrides, planned, search, backend=backend,
+        ray_address=ray_address, registry=registry, jobs=jobs, gpu_ids=ids,
+        allow_dirty=allow_dirty, retry=retry, display=Progress,
+    )
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
@@ -276,62 +225,6 @@ def _background() -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def compose_points(project: Project, overrides: Sequence[str], settings: Settings) -> list[Point]:
-    """Every point of the sweep, composed (at most ``settings.max_points`` of them)."""
-    from .. import sweep as sweepmod
-
-    return sweepmod.compose_points(project, overrides, settings.max_points)
-
-
-def _labeller(
-    runs: RunStore, name: str | None, tags: Sequence[str], note: str | None
-) -> Callable[[SweepDoc], None]:
-    """Labels the sweep as soon as its document exists (its name then works at once)."""
-
-    def label(sweep: SweepDoc) -> None:
-        from ..labels import change, read_target
-
-        current = read_target(runs.store, "sweep", sweep.sweep_id)
-        change(
-            runs.store,
-            "sweep",
-            sweep.sweep_id,
-            add=[t for t in tags if t not in current.tags],
-            name=name if name and name != current.name else None,
-            note=note if note is not None and note != current.note else None,
-        )
-
-    return label
-
-
-def search_options(
-    sampler: str, trials: int | None, seed: int, objective: str | None, pruner: str | None,
-    jobs: int | None,
-) -> SearchOptions | None:
-    """The search the options ask for (None: a grid), checked."""
-    from ..search import SearchOptions, parse_objectives
-
-    if sampler == "grid":
-        given = [name for name, value in (("--trials", trials), ("--pruner", pruner))
-                 if value is not None]
-        if given:
-            raise UsageError(f"{' and '.join(given)}: only for a search: add --sampler "
-                             "random or --sampler tpe (a grid runs every point)")
-        return None
-    if trials is None:
-        raise UsageError(f"--sampler {sampler} needs --trials N: how many trials to run")
-    options = SearchOptions(
-        sampler=sampler,
-        trials=trials,
-        seed=seed,
-        objectives=parse_objectives(objective) if objective else (),
-        pruner=pruner,
-        jobs=jobs or 1,
-    )
-    options.check()
-    return options
-
-
 def _print_points(
     points: Sequence[Point], as_json: bool, space: Space | None = None,
     search: SearchOptions | None = None,
@@ -356,65 +249,6 @@ def _print_points(
     for index, (point, _) in enumerate(points, 1):
         click.echo(f"{index:4d}  {' '.join(point) or '(defaults)'}")
     click.echo(f"{len(points)} point(s); nothing built or run (--dry-run)", err=True)
-
-
-def check_options(
-    context: Context, backend: str, ray_address: str | None, registry: str | None, detach: bool
-) -> None:
-    """Every option that can be checked without building or running: a dry run says
-    now what the real run would refuse later."""
-    if registry is not None and not re.match(
-        r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+\Z", registry
-    ):
-        raise UsageError(
-            f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch"
-        )
-    if backend == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise MissingDependency("--backend ray needs ray", "'orch[ray]'")
-    if detach:
-        if backend != "ray" or not ray_address:
-            raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")
-        if not context.store_uri:
-            raise UsageError("--detach needs --store that every node of the cluster can reach")
-
-
-def with_base_image(project: Project, ref: str, allow_unpinned: bool) -> Project:
-    import dataclasses
-
-    from ..project import is_pinned
-
-    if not ref or (not is_pinned(ref) and not allow_unpinned):
-        raise UsageError(
-            f"--base-image {ref!r} is not pinned: pass an image ID (sha256:...) or "
-            f"name@sha256:<digest>, or add --allow-unpinned"
-        )
-    return dataclasses.replace(project, base_image=ref)
-
-
-def _backend(
-    kind: str,
-    client: DockerClient,
-    context: Context,
-    jobs: int | None,
-    gpu_ids: list[str],
-    ray_address: str | None,
-    stop: Stop,
-) -> Backend:
-    if kind == "ray":
-        from ..backends.ray import RayBackend
-
-        return RayBackend(
-            context.runs(), address=ray_address, max_in_flight=jobs, s3_endpoint=context.s3_endpoint
-        )
-    from ..backends.local import LocalBackend
-
-    return LocalBackend(
-        client, context.runs(), jobs=jobs or 1, gpu_ids=gpu_ids, stop=stop,
-        work_root=context.settings.work_root,
-    )
 
 
 def counts_text(statuses: Iterator[str] | Sequence[str]) -> str:
