@@ -216,7 +216,7 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from orchestrator import config as configmod
-    from orchestrator import sweep as sweepmod
+    from orchestrator.drivers import grid as sweepmod
     from orchestrator.image import builder
     from orchestrator.project import load_project
 
@@ -423,7 +423,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 
     from orchestrator import config as configmod
     from orchestrator import container
-    from orchestrator import sweep as sweepmod
+    from orchestrator.drivers import grid as sweepmod
     from orchestrator.image import builder
     from orchestrator.image.archive import ThinArchive
     from orchestrator.project import load_project
@@ -579,7 +579,8 @@ def timed(owner, name, label):
     setattr(owner, name, wrapper)
 T0 = time.perf_counter()
 import orchestrator.cli
-from orchestrator import sweep, execute, container
+from orchestrator import execute, container
+from orchestrator.drivers import grid as sweep
 from orchestrator.image import builder, archive
 from orchestrator.store import records
 from orchestrator.cli import context

@@ -11,16 +11,15 @@ of the drivers (``SweepResult``, ``SweepRun``, ``RerunResult``) are imported on 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import api as _api
 from .api import best as best
+from .api import rerun as rerun
 from .api import runs as runs
+from .api import search as search
 from .api import show as show
 from .api import steps as steps
+from .api import sweep as sweep
 from .errors import BackendError as BackendError
 from .errors import ConfigError as ConfigError
 from .errors import ImageError as ImageError
@@ -49,63 +48,12 @@ from .store.artifacts import pull as pull
 from .workspace import Workspace as Workspace
 
 if TYPE_CHECKING:
-    from .api import rerun as rerun
-    from .api import search as search
-    from .api import sweep as sweep
-    from .rerun import RerunResult as RerunResult
-    from .sweep import SweepResult as SweepResult
-    from .sweep import SweepRun as SweepRun
+    from .drivers.grid import SweepResult as SweepResult
+    from .drivers.grid import SweepRun as SweepRun
+    from .drivers.rerun import RerunResult as RerunResult
 
-_LAZY = {"RerunResult": "rerun", "SweepResult": "sweep", "SweepRun": "sweep"}
-
-
-class _Entry:
-    """A public function that shares its name with a module of the package.
-
-    ``sweep``, ``search`` and ``rerun`` are the library's functions, and also the
-    modules ``orchestrator/sweep.py``, ``search/`` and ``rerun.py`` (the package
-    regrouping of issue #25 moves those into ``drivers/``). Until then the package's
-    attribute is this: called, it is the function; any other attribute is read from
-    (and written to, so ``monkeypatch`` works) the module, so ``from orchestrator import
-    sweep as sweepmod; sweepmod.compose_points(...)`` keeps working.
-    """
-
-    def __init__(self, func: Callable[..., Any], module: str) -> None:
-        own = {"_func": func, "_module": module, "__wrapped__": func}
-        own.update({k: getattr(func, k) for k in ("__doc__", "__name__", "__qualname__")})
-        for key, value in own.items():
-            object.__setattr__(self, key, value)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._func(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(importlib.import_module(self._module), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(importlib.import_module(self._module), name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(importlib.import_module(self._module), name)
-
-    def __repr__(self) -> str:
-        return f"<function orchestrator.{self._func.__name__}>"
-
-
-class _Package(types.ModuleType):
-    """Importing ``orchestrator.sweep`` sets the package's ``sweep`` to the module:
-    the public function keeps the name (the module stays in ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _ENTRIES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_ENTRIES = {"sweep": "sweep", "search": "search", "rerun": "rerun"}
-for _name, _module in _ENTRIES.items():
-    globals()[_name] = _Entry(getattr(_api, _name), f"{__name__}.{_module}")
-sys.modules[__name__].__class__ = _Package
+_LAZY = {"RerunResult": "drivers.rerun", "SweepResult": "drivers.grid",
+         "SweepRun": "drivers.grid"}
 
 
 def __getattr__(name: str) -> Any:

@@ -74,10 +74,10 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
     from .api.running import make_driver, with_base_image
     from .backends.ray import RayBackend
     from .docker_api import connect
+    from .drivers.grid import compose_points
     from .project import load_project
     from .settings import Settings
     from .store import RunStore
-    from .sweep import compose_points
 
     # The head's own settings: the driver of a detached sweep runs there.
     settings = Settings.from_env()

@@ -21,7 +21,7 @@ import yaml
 
 from orchestrator import config as configmod
 from orchestrator import hydra_app
-from orchestrator import sweep as sweepmod
+from orchestrator.drivers import grid as sweepmod
 from orchestrator.errors import ConfigError, ProjectError
 from orchestrator.project import load_project
 

@@ -36,8 +36,8 @@ import pytest
 from click.testing import CliRunner
 from omegaconf import OmegaConf
 
-from orchestrator import sweep as sweepmod
 from orchestrator.cli import cli
+from orchestrator.drivers import grid as sweepmod
 from orchestrator.project import load_project
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lightning-hydra-template" / "configs"

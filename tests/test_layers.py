@@ -10,8 +10,8 @@ Layers, lowest first (a module may import its own layer and those below)::
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
-    6  sweep rerun verify housekeeping logs detached results tally watch catalog frame query gc
-       export_mlflow search api    (api: the library the CLI calls)
+    6  drivers (grid, search, rerun) verify housekeeping logs detached results tally watch
+       catalog frame query gc export_mlflow api    (api: the library the CLI calls)
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -38,8 +38,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
-        ["sweep", "rerun", "verify", "housekeeping", "logs", "detached", "results", "tally",
-         "watch", "catalog", "frame", "query", "gc", "export_mlflow", "search", "api"],
+        ["drivers", "verify", "housekeeping", "logs", "detached", "results", "tally",
+         "watch", "catalog", "frame", "query", "gc", "export_mlflow", "api"],
         6,
     ),
     "cli": 7,

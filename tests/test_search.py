@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import Composer
+from orchestrator.drivers.search import SearchOptions, parse_objectives
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.search import SearchOptions, parse_objectives
 from orchestrator.space import Param, parse_space, random_points, random_values, sample_value
 
 REPO = Path(__file__).resolve().parent.parent

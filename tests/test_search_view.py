@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Composer
-from orchestrator.rerun import compare_curves
+from orchestrator.drivers.rerun import compare_curves
+from orchestrator.drivers.search.view import MIN_IMPORTANCE_TRIALS, SearchView
 from orchestrator.results import render
-from orchestrator.search.view import MIN_IMPORTANCE_TRIALS, SearchView
 from orchestrator.space import Space, parse_space
 from orchestrator.store import MemoryStore, RunStore
 

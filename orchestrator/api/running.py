@@ -24,15 +24,15 @@ from ..workspace import Workspace
 if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..docker_api import DockerClient
+    from ..drivers.grid import Retry, SweepResult
+    from ..drivers.rerun import RerunResult
+    from ..drivers.search import SearchDriver, SearchOptions
     from ..project import Project
     from ..record import RunRecord, SweepDoc
-    from ..rerun import RerunResult
-    from ..search import SearchDriver, SearchOptions
     from ..settings import Settings
     from ..space import Space
     from ..stopping import Stop
     from ..store import RunStore
-    from ..sweep import Retry, SweepResult
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -87,7 +87,7 @@ def search_options(
     jobs: int | None,
 ) -> SearchOptions | None:
     """The search the options ask for (None: a grid), checked."""
-    from ..search import SearchOptions, parse_objectives
+    from ..drivers.search import SearchOptions, parse_objectives
 
     if sampler == "grid":
         given = [name for name, value in (("--trials", trials), ("--pruner", pruner))
@@ -189,16 +189,16 @@ def plan(
 ) -> Plan:
     """Compose the sweep (at most ``settings.max_points`` grid points)."""
     if search is not None and search.adaptive:
-        from ..search import compose_space
+        from ..drivers.search import compose_space
 
         _, space = compose_space(project, overrides)
         return Plan([], space)
     if search is not None:
-        from ..search import random_search_points
+        from ..drivers.search import random_search_points
 
         space, points = random_search_points(project, overrides, search)
         return Plan(points, space)
-    from ..sweep import compose_points
+    from ..drivers.grid import compose_points
 
     return Plan(compose_points(project, overrides, settings.max_points))
 
@@ -248,7 +248,7 @@ def make_driver(
 ) -> SearchDriver:
     """The driver of a sweep or search (it runs grids too): one batch of images is
     prepared ahead of about twice the runs in parallel."""
-    from ..search import SearchDriver
+    from ..drivers.search import SearchDriver
 
     return SearchDriver(
         project,
@@ -464,6 +464,6 @@ def rerun(
 
 def rerun_in(ws: Workspace, target: str) -> RerunResult:
     """:func:`rerun` in a workspace."""
-    from ..rerun import rerun as do_rerun
+    from ..drivers.rerun import rerun as do_rerun
 
     return do_rerun(ws.docker(), ws.runs(), target, settings=ws.settings)

@@ -50,11 +50,11 @@ def results(
 ) -> None:
     """Runs of sweeps (ids, names or tags; none: every sweep of the project), their
     swept parameters and metrics; queued and running runs too."""
+    from ..drivers.search.view import SearchView
     from ..errors import UsageError
     from ..frame import RunFrame
     from ..results import render
     from ..results.table import where_keys
-    from ..search.view import SearchView
 
     color, statuses = sys.stdout.isatty(), _statuses(status)
     keys = where_keys(where)
@@ -236,7 +236,7 @@ def report(
     records = [r.to_json() for r in runs.read_sweep_runs(sweep_id)]
     search = None
     if sweep_doc.search and sweep_doc.search.get("trials"):
-        from ..search.view import SearchView
+        from ..drivers.search.view import SearchView
 
         view = SearchView.build(sweep_doc.search, records)
         records, search = view.ordered(records), view.to_json()

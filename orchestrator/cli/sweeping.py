@@ -16,9 +16,9 @@ from .context import Context, with_context
 from .progress import Progress
 
 if TYPE_CHECKING:
-    from ..search import SearchOptions
+    from ..drivers.grid import Retry
+    from ..drivers.search import SearchOptions
     from ..space import Space
-    from ..sweep import Retry
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -30,7 +30,7 @@ Point = tuple[tuple[str, ...], dict[str, Any]]
 def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the composed config of one point."""
     from .. import config as configmod
-    from ..sweep import compose_each, composer_for
+    from ..drivers.grid import compose_each, composer_for
 
     project = context.project(allow_unpinned=True)
     ((_, cfg),) = compose_each(composer_for(project), [overrides], project.overrides)
@@ -161,8 +161,8 @@ def sweep(
             return
         if detach:
             from ..backends.ray import submit_detached
+            from ..drivers.grid import stage_inputs
             from ..request import SweepRequest
-            from ..sweep import stage_inputs
 
             assert ray_address is not None and context.store_uri is not None  # check_options
             # The job carries git's view of the project, not its (gitignored) data: the

@@ -36,16 +36,16 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPo
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import config as configmod
-from ..canonical import short_id
-from ..errors import NotFound, OrchestratorError
-from ..execute import ClaimHeld, NotStarted
-from ..image.builder import Environment
-from ..job import Job
-from ..record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
-from ..space import Space, optuna_distributions, parse_space, random_points
-from ..spec import RUN_ID_LENGTH, RunSpec
-from ..sweep import (
+from ... import config as configmod
+from ...canonical import short_id
+from ...errors import NotFound, OrchestratorError
+from ...execute import ClaimHeld, NotStarted
+from ...image.builder import Environment
+from ...job import Job
+from ...record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
+from ...space import Space, optuna_distributions, parse_space, random_points
+from ...spec import RUN_ID_LENGTH, RunSpec
+from ..grid import (
     SweepDriver,
     SweepResult,
     SweepRun,
@@ -176,7 +176,7 @@ class SearchDriver(SweepDriver):
 
     def _pin_all(self) -> dict[str, Any]:
         """Every declared input: which ones a trial reads is known only once it is asked."""
-        from .. import inputs as inputsmod
+        from ... import inputs as inputsmod
 
         if not self.project.inputs:
             return {}

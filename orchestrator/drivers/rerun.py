@@ -18,18 +18,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .docker_api import DockerClient
-from .errors import ImageError, NotFound, UsageError
-from .execute import ShouldStop, execute
-from .ids import DIGEST_REF, IMAGE_ID, RUN_ID
-from .image.archive import has_image
-from .image.imageconfig import ImageConfig
-from .image.transport import ensure_image, pull_by_digest
-from .job import Job
-from .live import StepMetrics
-from .record import RunRecord, RunStatus
-from .settings import Settings
-from .store import RunStore
+from ..docker_api import DockerClient
+from ..errors import ImageError, NotFound, UsageError
+from ..execute import ShouldStop, execute
+from ..ids import DIGEST_REF, IMAGE_ID, RUN_ID
+from ..image.archive import has_image
+from ..image.imageconfig import ImageConfig
+from ..image.transport import ensure_image, pull_by_digest
+from ..job import Job
+from ..live import StepMetrics
+from ..record import RunRecord, RunStatus
+from ..settings import Settings
+from ..store import RunStore
 
 
 @dataclass

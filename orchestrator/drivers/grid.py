@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import config as configmod
-from . import hydra_app
-from . import inputs as inputsmod
-from .backends.base import Backend
-from .docker_api import DockerClient
-from .errors import InputError
-from .execute import ClaimHeld, NotStarted
-from .image import builder
-from .image.builder import Environment, RunImage
-from .image.transport import base_layer_files, push_to_registry, store_layer
-from .job import Job
-from .project import Project
-from .record import (
+from .. import config as configmod
+from .. import hydra_app
+from .. import inputs as inputsmod
+from ..backends.base import Backend
+from ..docker_api import DockerClient
+from ..errors import InputError
+from ..execute import ClaimHeld, NotStarted
+from ..image import builder
+from ..image.builder import Environment, RunImage
+from ..image.transport import base_layer_files, push_to_registry, store_layer
+from ..job import Job
+from ..project import Project
+from ..record import (
     CorruptRecord,
     InputRef,
     Layers,
@@ -45,10 +45,10 @@ from .record import (
     SweepEntry,
     now_iso,
 )
-from .settings import Settings
-from .spec import RunSpec, SweepSpec
-from .stopping import Stop
-from .store import RunStore
+from ..settings import Settings
+from ..spec import RunSpec, SweepSpec
+from ..stopping import Stop
+from ..store import RunStore
 
 log = logging.getLogger("orchestrator.sweep")
 
@@ -230,7 +230,7 @@ def _digest(digests: Mapping[str, str] | None, name: str) -> str:
 
 
 def _s3_client(endpoint: str | None) -> Any:
-    from .store.s3 import make_client
+    from ..store.s3 import make_client
 
     return make_client(endpoint)
 

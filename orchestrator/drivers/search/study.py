@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependency, UsageError, require
-from ..record import RunRecord, RunStatus
-from ..results.table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
+from ...errors import MissingDependency, UsageError, require
+from ...record import RunRecord, RunStatus
+from ...results.table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
 
 log = logging.getLogger("orchestrator.search")
 
