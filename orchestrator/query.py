@@ -70,6 +70,9 @@ def _steps_rows(runs: RunStore, run_ids: Sequence[str]) -> list[tuple[Any, ...]]
 def run_query(runs: RunStore, frame: RunFrame, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of ``sql`` over the frame's ``runs`` table (see
     :meth:`RunFrame.build_runs`) and ``steps``, read here when the SQL names it."""
+    if not sql.strip().strip(";").strip():
+        raise UsageError("SQL: the query is empty: give one statement, e.g. "
+                         "'SELECT run_id, status FROM runs'")
     con = frame.con
     con.execute("CREATE TABLE steps (run_id VARCHAR, step DOUBLE, name VARCHAR, value DOUBLE)")
     if _STEPS.search(sql):
@@ -80,6 +83,8 @@ def run_query(runs: RunStore, frame: RunFrame, sql: str) -> tuple[list[str], lis
     con.execute("SET lock_configuration = true")
     try:
         result = con.execute(sql)
+        if result is None:  # a statement without a result (DuckDB returns none for it)
+            return [], []
         columns = [d[0] for d in result.description or []]
         found = result.fetchall() if result.description else []
     except frame.duckdb.Error as exc:

@@ -309,6 +309,11 @@ def test_a_retry_committed_after_the_index_is_found(where: Where) -> None:
     assert snap.stats["run_reads"] == 0 and not snap.listing.open
 
 
+@pytest.mark.parametrize("sql", ["", "  ", ";", " ; ;"])
+def test_an_empty_query_is_one_error_line(where: Where, three: dict[str, Any], sql: str) -> None:
+    assert "the query is empty" in where.refused("query", sql)
+
+
 def test_query_while_a_sweep_commits(where: Where, three: dict[str, Any]) -> None:
     runs = where.runs
     sweep_id = rid("sweep", "busy")
