@@ -289,6 +289,18 @@ def _artifact_files_from_json(fields: _Fields) -> dict[str, ArtifactFile]:
     return files
 
 
+#: The networks orch.yaml allows a run; a record naming another (``host``) is not one orch
+#: wrote, and a rerun must not start a container on it.
+RUN_NETWORKS = ("none", "bridge")
+
+
+def _network(fields: _Fields) -> str:
+    network = fields.text("network", "none") or "none"
+    if network not in RUN_NETWORKS:
+        raise fields.bad("network", " or ".join(repr(n) for n in RUN_NETWORKS))
+    return str(network)
+
+
 def _inputs_from_json(fields: _Fields) -> dict[str, InputRef]:
     value = fields.mapping("inputs")
     refs = {}
@@ -406,7 +418,7 @@ class RunPlan:
             "command": fields.strings("command"),
             "env": fields.str_map("env"),
             "resources": RunResources.from_json(resources, f"{where} (resources)"),
-            "network": fields.text("network", "none") or "none",
+            "network": _network(fields),
             "git_commit": fields.text("git_commit"),
             "git_tree": fields.text("git_tree"),
             "dirty": fields.flag("dirty", False),

@@ -97,6 +97,7 @@ def test_a_plan_drops_everything_the_run_observed() -> None:
         ({"gpus": [0]}, "gpus"),
         ({"resources": {"cpus": "many"}}, "cpus"),
         ({"layers": {"base": "sha256:x"}}, "base"),
+        ({"network": "host"}, "network"),  # a rerun must never start it on the host network
     ],
 )
 def test_a_corrupt_field_is_named(change: dict[str, object], field: str) -> None:
