@@ -222,3 +222,25 @@ def test_a_missing_optional_package_is_one_error_line_naming_the_extra(
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stderr.splitlines() == [line], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# -- what a run names reaches the terminal escaped -------------------------------------------
+
+
+def test_control_sequences_in_names_are_escaped_in_best_and_watch() -> None:
+    """A metric named with an escape sequence (a run writes its own names) is shown, not
+    obeyed, as in results and show."""
+    from orchestrator.cli.watch import plain_line
+    from orchestrator.results.best import render_best
+    from orchestrator.watch import RunView
+
+    text = render_best({
+        "metric": "acc\x1b[2J", "direction": "max", "value": 1.0, "run_id": "abc",
+        "candidates": 1, "sweeps": 1, "sweep_id": "s", "overrides": ["x=1\n2"],
+        "metrics": {"acc\x1b[2J": 1.0, "b\x07": 2.0},
+    })
+    assert "\x1b" not in text and "\x07" not in text and "acc\\x1b[2J" in text
+    assert len(text.splitlines()) == 6  # the newline in an override stays on its line
+    line = plain_line(RunView("abc", ("x=\x1b]0;t\x07",), "running",
+                              metrics={"m\x1b[31m": 1.0}), ["m\x1b[31m"])
+    assert line.isprintable() and "m\\x1b[31m=1" in line

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..results.table import printable
 from .context import Context, complete_sweep_ids, with_context
 from .database import one_sweep
 
@@ -62,7 +63,7 @@ def plain_line(run: RunView, metrics: list[str]) -> str:
         fields.append("overrides=" + ",".join(run.overrides))
     if run.reason:
         fields.append(f"reason={' '.join(run.reason.split())}")
-    return " ".join(fields)
+    return printable(" ".join(fields))
 
 
 def plain(snapshot: Snapshot) -> str:
@@ -88,7 +89,7 @@ def table(snapshot: Snapshot) -> Any:
     grid.add_column("attempt", justify="right")
     grid.add_column("step", justify="right")
     for name in snapshot.metrics:
-        grid.add_column(name, justify="right")
+        grid.add_column(Text(printable(name)), justify="right")
     grid.add_column("elapsed", justify="right")
     grid.add_column("overrides", overflow="fold")
     for run in snapshot.runs:
@@ -100,7 +101,7 @@ def table(snapshot: Snapshot) -> Any:
             _number(run.step),
             *(_number(run.metrics.get(name)) for name in snapshot.metrics),
             _duration(run.elapsed_s),
-            Text(" ".join(run.overrides)),
+            Text(printable(" ".join(run.overrides))),
         )
     return grid
 

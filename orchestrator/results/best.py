@@ -18,6 +18,7 @@ from .table import (
     format_number,
     is_number,
     metric_names,
+    printable,
     select,
 )
 
@@ -113,4 +114,5 @@ def render_best(answer: Mapping[str, Any]) -> str:
     if answer.get("git_commit"):
         lines.append(f"commit:     {answer['git_commit']}")
     lines.append(f"rerun:      {answer.get('rerun') or 'orch rerun ' + str(answer['run_id'])}")
-    return "\n".join(lines)
+    # names and values are the runs' (a metric name with an escape sequence): one line each
+    return "\n".join(printable(line) for line in lines)

@@ -559,7 +559,7 @@ def _metric_labels(view: View) -> list[str]:
     return [f"metrics.{name}" if name in keys else name for name in view.metrics]
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """A label on one line: control characters (a newline in a metric's name) escaped."""
     if text.isprintable():
         return text
@@ -569,7 +569,7 @@ def _printable(text: str) -> str:
 def _human_header(view: View) -> list[str]:
     marker = [""] if view.best else []
     sweep = ["sweep"] if view.sweeps else []
-    names = [_printable(name) for name in [*view.keys, *_metric_labels(view)]]
+    names = [printable(name) for name in [*view.keys, *_metric_labels(view)]]
     return [*marker, "run_id", *sweep, "status", *names, "duration"]
 
 
