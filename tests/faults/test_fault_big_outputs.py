@@ -9,7 +9,6 @@ claim released, and the sweep goes on.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -38,15 +37,27 @@ json.dump({"mb": mb}, open(os.path.join(out, "metrics.json"), "w"))
 """
 
 
+#: Starts `orch sweep` from a small process and reports its peak RSS: a child forked from
+#: pytest itself counts pytest's pages (hundreds of MB once a test module has imported
+#: torch) in its peak until it execs, which is not orch's memory.
+_LAUNCH = """\
+import os, resource, subprocess, sys
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+"""
+
+
 def sweep_rss(root: Path, env: dict[str, str], *overrides: str) -> tuple[int, int, str]:
     """(exit code, peak RSS in MB of the `orch sweep` process, stderr)."""
     err_path = root.parent / "err.txt"
     with err_path.open("wb") as err:
-        proc = subprocess.Popen([ORCH, "sweep", "-p", str(root), *overrides, "--json"],
-                                stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss // 1024, err_path.read_text()
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", _LAUNCH, ORCH, "sweep", "-p", str(root), *overrides,
+             "--json"],
+            stdout=subprocess.PIPE, stderr=err, env=env, check=True, text=True,
+        ).stdout.split()
+    rss_kb, code = int(out[0]), int(out[1])
+    return code, rss_kb // 1024, err_path.read_text()
 
 
 @pytest.mark.parametrize(("mode", "mb"), [("stdout", 500), ("artifact", 1900)])
