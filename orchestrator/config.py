@@ -1311,20 +1311,18 @@ def _escaped(value: Any, path: str, keep: Collection[str]) -> Any:
     return value
 
 
-def to_yaml(
-    config: dict[str, Any], *, deferred: Collection[str] = (), escape: bool = True
-) -> str:
+def to_yaml(config: dict[str, Any], *, deferred: Collection[str] = ()) -> str:
     """Deterministic YAML: sorted keys, block style, UTF-8 kept as is.
 
     OmegaConf (Hydra's reader) loads it back to exactly ``config``: strings that would read
     as numbers, booleans, nulls or dates are quoted, and interpolation syntax in a string is
-    escaped (``\\${x}``) - except at the ``deferred`` keys (:attr:`Composed.deferred`),
-    whose interpolation the run resolves, and everywhere when ``escape`` is false. PyYAML
-    loads it back to exactly ``config`` except for those escapes, which a plain YAML reader
-    shows as written; config.json has them verbatim.
+    escaped (``\\${x}``) - except under the ``deferred`` keys (:attr:`Composed.deferred`),
+    whose interpolation the run resolves. PyYAML loads it back to exactly ``config`` except
+    for those escapes, which a plain YAML reader shows as written; config.json has them
+    verbatim.
     """
     return yaml.dump(
-        _escaped(config, "", frozenset(deferred)) if escape else config,
+        _escaped(config, "", frozenset(deferred)),
         Dumper=_RunYamlDumper,
         sort_keys=True,
         default_flow_style=False,

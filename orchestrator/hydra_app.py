@@ -174,11 +174,11 @@ def primary_config(
     # Hydra runs a single job here: the mode it starts with must be RUN (the callback
     # then puts orch's value back)
     node["mode"] = "RUN"
-    task = configmod.to_yaml(config, deferred=deferred)
     head = yaml.safe_dump({"defaults": defaults}, sort_keys=False)
-    # the node's text is Hydra's own: what was left unresolved Hydra resolves in the run
-    hydra = configmod.to_yaml({"hydra": node}, escape=False)
-    return f"# The run's config, composed by orch (orchestrator/hydra_app.py)\n{head}{task}{hydra}"
+    # the node's text is Hydra's own (kept unescaped, like the deferred keys): what was left
+    # unresolved, Hydra resolves in the run
+    body = configmod.to_yaml({**config, "hydra": node}, deferred=[*deferred, "hydra"])
+    return f"# The run's config, composed by orch (orchestrator/hydra_app.py)\n{head}{body}"
 
 
 def node_for_run(node: dict[str, Any]) -> dict[str, Any]:
