@@ -259,13 +259,8 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
         specs = sweepmod.plan(project, env, points, args).runs
         start = time.perf_counter()
         images = [
-            builder.run_image(
-                env,
-                spec.run_id,
-                spec.overrides,
-                configmod.to_yaml(spec.config),
-                configmod.to_json(spec.config),
-            )
+            builder.run_image(env, spec.run_id, spec.overrides, spec.config,
+                              command=spec.command)
             for spec in specs
         ]
         builder.load_run_images(client, env, images)
@@ -421,7 +416,6 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
     archive vs two concurrent ones) and the CLI's fixed cost. Not in the default set."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestrator import config as configmod
     from orchestrator import container
     from orchestrator.drivers import grid as sweepmod
     from orchestrator.image import builder
@@ -437,9 +431,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
         args = [*_lr_sweep(count), f"training_settings.seed={_seed()}"]
         specs = sweepmod.plan(project, env, sweepmod.compose_points(project, args), args).runs
         return [
-            builder.run_image(
-                env, s.run_id, s.overrides, configmod.to_yaml(s.config), configmod.to_json(s.config)
-            )
+            builder.run_image(env, s.run_id, s.overrides, s.config, command=s.command)
             for s in specs
         ]
 
