@@ -39,7 +39,7 @@ OWN_FILES = frozenset({
     "README.md", "SHA256SUMS", "make_mnist.py", "requirements.in", "requirements.lock",
     "ruff.toml", PATCH, "patches/mnist_datamodule.py.diff",
 })
-#: Tool caches that may appear in the fixture directory (ignored by /work/main's .gitignore).
+#: Tool caches that may appear in the fixture directory (ignored by the repository's .gitignore).
 CACHES = frozenset({"__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache"})
 #: The synthetic MNIST: train + test images, and the split of their concatenation
 #: (the datamodule's default, [55000, 5000, 10000], needs the real 70,000 images).

@@ -4,6 +4,7 @@ a patch that touches only the two torchvision imports, and a project that tests 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import struct
 import subprocess
@@ -22,7 +23,9 @@ from lht import (
     write_mnist,
 )
 
-MIRROR = Path("/work/.mirror/ashleve+lightning-hydra-template/repo")
+#: A git directory of upstream (``LHT_UPSTREAM_GIT=.../lightning-hydra-template/.git``), to
+#: compare the fixture with upstream itself; without one, with SHA256SUMS made from it.
+MIRROR = Path(os.environ.get("LHT_UPSTREAM_GIT", "/nonexistent"))
 REPO = Path(__file__).resolve().parent.parent
 
 
