@@ -71,3 +71,36 @@ def make_wheel(directory: Path, name: str, files: dict[str, tuple[bytes, int]],
             info.external_attr = (0o100000 | mode) << 16
             archive.writestr(info, data)
     return wheel
+
+
+#: A ``sitecustomize`` that hides the packages named in ORCH_TEST_HIDE as if they were not
+#: installed: ``import`` fails with ModuleNotFoundError and ``find_spec`` answers None.
+_HIDE = """
+import os, sys
+from importlib.machinery import PathFinder
+
+HIDDEN = set(os.environ["ORCH_TEST_HIDE"].split(","))
+
+
+class Hiding:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            return None
+        return PathFinder.find_spec(name, path, target)
+
+    @classmethod
+    def invalidate_caches(cls):
+        PathFinder.invalidate_caches()
+
+
+sys.meta_path[:] = [Hiding if finder is PathFinder else finder for finder in sys.meta_path]
+"""
+
+
+def hiding_env(tmp_path: Path, *packages: str) -> dict[str, str]:
+    """Environment variables under which a Python process finds none of ``packages``."""
+    sitedir = tmp_path / "hiding-site"
+    sitedir.mkdir(exist_ok=True)
+    (sitedir / "sitecustomize.py").write_text(_HIDE)
+    return {"PYTHONPATH": str(sitedir), "ORCH_TEST_HIDE": ",".join(packages)}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import hiding_env
 
 pytestmark = pytest.mark.docker
 
@@ -136,40 +137,14 @@ def test_search_from_python_draws_what_the_cli_would(make_project: Callable[...,
     assert {run.status for run in result.runs} == {"succeeded"}
 
 
-HIDE = """
-import os, sys
-from importlib.machinery import PathFinder
-
-HIDDEN = set(os.environ["ORCH_TEST_HIDE"].split(","))
-
-
-class Hiding:
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in HIDDEN:
-            return None
-        return PathFinder.find_spec(name, path, target)
-
-    @classmethod
-    def invalidate_caches(cls):
-        PathFinder.invalidate_caches()
-
-
-sys.meta_path[:] = [Hiding if finder is PathFinder else finder for finder in sys.meta_path]
-"""
-
-
 @pytest.mark.parametrize("call", ["runs()", "steps()"])
 def test_without_pandas_one_error_names_the_extra(tmp_path: Path, call: str) -> None:
-    sitedir = tmp_path / "site"
-    sitedir.mkdir()
-    (sitedir / "sitecustomize.py").write_text(HIDE)
     code = ("import orchestrator\n"
             "try:\n"
             f"    orchestrator.{call}\n"
             "except orchestrator.errors.MissingDependency as exc:\n"
             "    print(exc)\n")
-    env = {**os.environ, "PYTHONPATH": str(sitedir), "ORCH_TEST_HIDE": "pandas"}
+    env = {**os.environ, **hiding_env(tmp_path, "pandas")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import git_commit_all, make_wheel
+from helpers import git_commit_all, hiding_env, make_wheel
 
 from orchestrator.cli import progress as progress_module
 from orchestrator.cli.progress import Progress
@@ -159,30 +159,6 @@ def test_a_cold_build_and_its_runs_show_in_a_ci_log(
 
 # -- a missing optional dependency ---------------------------------------------------------
 
-#: Put on PYTHONPATH, it hides the packages in ORCH_TEST_HIDE as if they were not installed:
-#: ``import`` fails with ModuleNotFoundError and ``find_spec`` answers None, as without them.
-HIDE = """
-import os, sys
-from importlib.machinery import PathFinder
-
-HIDDEN = set(os.environ["ORCH_TEST_HIDE"].split(","))
-
-
-class Hiding:
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in HIDDEN:
-            return None
-        return PathFinder.find_spec(name, path, target)
-
-    @classmethod
-    def invalidate_caches(cls):
-        PathFinder.invalidate_caches()
-
-
-sys.meta_path[:] = [Hiding if finder is PathFinder else finder for finder in sys.meta_path]
-"""
-
 SEARCH = ["sweep", "--sampler", "tpe", "optimizer.lr=interval(0.001,0.1)", "--trials", "2",
           "--objective", "loss"]
 
@@ -206,9 +182,6 @@ SEARCH = ["sweep", "--sampler", "tpe", "optimizer.lr=interval(0.001,0.1)", "--tr
 def test_a_missing_optional_package_is_one_error_line_naming_the_extra(
     tmp_path: Path, orch: Callable[..., Any], hide: str, args: list[str], line: str
 ) -> None:
-    sitedir = tmp_path / "site"
-    sitedir.mkdir()
-    (sitedir / "sitecustomize.py").write_text(HIDE)
     root = tmp_path / "proj"
     (root / "configs").mkdir(parents=True)
     (root / "orch.yaml").write_text(
@@ -218,7 +191,7 @@ def test_a_missing_optional_package_is_one_error_line_naming_the_extra(
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git_commit_all(root, "initial")
     proc = orch(*args, "-p", str(root), cwd=root,
-                env={"PYTHONPATH": str(sitedir), "ORCH_TEST_HIDE": hide})
+                env=hiding_env(tmp_path, hide))
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stderr.splitlines() == [line], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
