@@ -146,6 +146,13 @@ class Ctx:
         (root / "configs" / "config.yaml").write_text(config)
         (root / "run.py").write_text(script)
         data = {"name": name, "base_image": self.base_id, "command": ["python3", "run.py"]}
+        return self.commit_project(root, data)
+
+    def commit_project(self, root: Path, data: dict[str, Any]) -> Path:
+        """Write ``data`` as ``root``'s orch.yaml and commit the project in a new git
+        repository; its images and containers are removed at cleanup (they carry the
+        project's name as a label)."""
+        name = data["name"]
         (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         (root / ".gitignore").write_text(".orch/\n")
         env = {**os.environ, **GIT_ENV}

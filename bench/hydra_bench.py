@@ -33,14 +33,12 @@ orch's time between two containers, the tail), to say where orch's time goes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-from common import GIT_ENV, ORCH, BenchError, Stat, log, paired, ratio, remove_images, run_timed
+from common import ORCH, BenchError, Stat, log, paired, ratio, run_timed
 from context import Ctx
 
 HERE = Path(__file__).resolve().parent / "hydra"
@@ -91,16 +89,7 @@ def _project(ctx: Ctx, name: str) -> Path:
         "network": "none",
         "resources": {"cpus": 1, "gpus": 0},
     }
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    env = {**os.environ, **GIT_ENV}
-    for argv in (["git", "init", "-q", "-b", "main", str(root)],
-                 ["git", "-C", str(root), "add", "-A"],
-                 ["git", "-C", str(root), "commit", "-q", "-m", "bench"]):
-        subprocess.run(argv, check=True, env=env, capture_output=True)
-    label = f"label=org.orch.project={name}"
-    ctx.janitor.add(f"remove images of {name}", lambda: remove_images(label))
-    return root
+    return ctx.commit_project(root, data)
 
 
 def _sweep(ctx: Ctx, root: Path, store: Path, overrides: list[str]) -> tuple[float, list[Any]]:
