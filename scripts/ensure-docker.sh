@@ -12,8 +12,11 @@ die() { say "error: $*"; exit 1; }
 
 # Commands whose absence means a package is missing: "command:package". dockerd
 # decompresses the store's gzip layers with unpigz when it is on PATH (Go's gzip otherwise,
-# about half as fast).
-NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git chromium:chromium unpigz:pigz"
+# about half as fast). SLURM (with munge) and Podman (with catatonit for --init, and what
+# rootless Podman needs) are the other engines and schedulers the tests run on.
+NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git chromium:chromium unpigz:pigz
+slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge
+podman:podman catatonit:catatonit newuidmap:uidmap fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns"
 
 missing=""
 for pair in $NEEDED; do
