@@ -158,6 +158,20 @@ def sweep100(ctx: Ctx) -> dict[str, Any]:
 # ------------------------------------------------------------------------ config images
 
 
+def _plan(project: Any, env: Any, args: list[str]) -> list[Any]:
+    """The run specs of a sweep of ``args``, as the grid driver plans them: composed, and
+    the data inputs the points read pinned first (their digests are part of each run id)."""
+    from orchestrator import inputs
+    from orchestrator.drivers import grid
+    from orchestrator.settings import default_cache_root
+
+    points = grid.compose_points(project, args)
+    pinned = inputs.pin(project.inputs, project.root, default_cache_root())
+    digests = {name: item.digest for name, item in pinned.items()}
+    return list(grid.plan(project, env, points, args, digests).runs)
+
+
+
 def _minimal_archive(parent_diff_ids: list[str], salt: str, count: int, repo: str) -> bytes:
     """A hand-made docker-archive of ``count`` images, each the parent's layers plus one
     new layer holding one small file: the least a new image with its own layer can be."""
@@ -216,7 +230,6 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from orchestrator import config as configmod
-    from orchestrator.drivers import grid as sweepmod
     from orchestrator.image import builder
     from orchestrator.project import load_project
 
@@ -255,8 +268,7 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     for rep in range(reps):
         seed = _seed()
         args = [*_lr_sweep(per_image), f"training_settings.seed={seed}"]
-        points = sweepmod.compose_points(project, args)
-        specs = sweepmod.plan(project, env, points, args).runs
+        specs = _plan(project, env, args)
         start = time.perf_counter()
         images = [
             builder.run_image(env, spec.run_id, spec.overrides, spec.config,
@@ -417,7 +429,6 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     from orchestrator import container
-    from orchestrator.drivers import grid as sweepmod
     from orchestrator.image import builder
     from orchestrator.image.archive import ThinArchive
     from orchestrator.project import load_project
@@ -429,7 +440,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 
     def images(count: int) -> list[Any]:
         args = [*_lr_sweep(count), f"training_settings.seed={_seed()}"]
-        specs = sweepmod.plan(project, env, sweepmod.compose_points(project, args), args).runs
+        specs = _plan(project, env, args)
         return [
             builder.run_image(env, s.run_id, s.overrides, s.config, command=s.command)
             for s in specs
@@ -579,7 +590,7 @@ from orchestrator.cli import context
 marks["imports"] = [(0.0, time.perf_counter() - T0)]
 timed(sweep, "compose_points", "compose")
 timed(builder, "resolve_base", "base image inspect")
-timed(builder, "_environment_layer", "environment layer (cached)")
+timed(builder, "_environment_layers", "environment layers (cached)")
 timed(builder, "snapshot", "code snapshot (git tree hash)")
 timed(builder, "prepare", "prepare (base + env + code)")
 timed(builder, "has_image", "image checks")
