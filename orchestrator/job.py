@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from .record import RunPlan
+from .record import CorruptRecord, RunPlan
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,43 @@ class Job:
     #: A search that prunes runs: the node looks for a stop request in the store
     #: (``runs/<id>/stop.json``) each time it publishes, and stops the run as ``pruned``.
     stop_requests: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as JSON, for a node that reads it from the store (a SLURM task)."""
+        return {
+            "plan": self.plan.plan_json(),
+            "owner": self.owner,
+            "lease_s": self.lease_s,
+            "image_tag": self.image_tag,
+            "files": {name: base64.b64encode(data).decode() for name, data in self.files},
+            "runtime_env": dict(self.runtime_env),
+            "attempt": self.attempt,
+            "max_output_bytes": self.max_output_bytes,
+            "checkpoint_s": self.checkpoint_s,
+            "live_s": self.live_s,
+            "stop_requests": self.stop_requests,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> Job:
+        try:
+            files = data["files"]
+            env = data["runtime_env"]
+            return cls(
+                plan=RunPlan.from_plan_json(data["plan"], where),
+                owner=str(data["owner"]),
+                lease_s=float(data["lease_s"]),
+                image_tag=str(data["image_tag"]),
+                files=tuple((str(k), base64.b64decode(v)) for k, v in sorted(files.items())),
+                runtime_env=tuple((str(k), str(v)) for k, v in sorted(env.items())),
+                attempt=int(data["attempt"]),
+                max_output_bytes=int(data["max_output_bytes"]),
+                checkpoint_s=float(data["checkpoint_s"]),
+                live_s=float(data["live_s"]),
+                stop_requests=bool(data["stop_requests"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptRecord(f"{where}: not a job ({type(exc).__name__}: {exc})") from None
 
     @property
     def run_id(self) -> str:

@@ -41,6 +41,7 @@ _KNOWN = {
     "inputs",
     "hydra_app",
     "overrides",
+    "slurm",
 }
 _RESOURCE_KEYS = {"cpus", "gpus", "memory"}
 
@@ -55,6 +56,86 @@ class Resources:
 
     def as_dict(self) -> dict[str, Any]:
         return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
+
+
+#: A SLURM name or time (partition, account, QoS, ``1-02:00:00``): one sbatch word.
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:@+=/%-]+\Z")
+_SLURM_KEYS = {"partition", "account", "time", "qos", "sbatch", "gpu_request", "python",
+               "log_dir", "engine"}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """``slurm:`` in orch.yaml (and ``orch sweep``'s options over it): how runs become
+    tasks of SLURM job arrays (``--backend slurm``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    #: The time limit of each task, in sbatch's forms (``30``, ``2:00:00``, ``1-00:00:00``).
+    time: str | None = None
+    qos: str | None = None
+    #: More sbatch options, each as sbatch takes it (``--constraint=a100``).
+    sbatch: tuple[str, ...] = ()
+    #: ``gres``: ``--gres=gpu:N`` (every SLURM version); ``gpus``: ``--gpus-per-task=N``.
+    gpu_request: str = "gres"
+    #: The Python with orch installed on the nodes (default: the submitter's own, which
+    #: a venv on a shared filesystem makes the same path everywhere).
+    python: str | None = None
+    #: Where sbatch writes each task's own output (default: under the submitter's cache).
+    log_dir: str | None = None
+    #: What runs a task's container on its node: ``docker`` (Docker or Podman through
+    #: ``DOCKER_HOST``) or ``apptainer``.
+    engine: str = "docker"
+
+
+def parse_slurm(value: Any, where: str) -> SlurmOptions:
+    if value is None:
+        return SlurmOptions()
+    if not isinstance(value, dict):
+        raise ProjectError(f"{where}: slurm: must be a mapping like {{partition: gpu}}")
+    unknown = sorted(set(map(str, value)) - _SLURM_KEYS)
+    if unknown:
+        raise ProjectError(
+            f"{where}: slurm.{unknown[0]}: unknown (valid: {', '.join(sorted(_SLURM_KEYS))})"
+        )
+    words: dict[str, str | None] = {}
+    for key in ("partition", "account", "time", "qos"):
+        item = value.get(key)
+        if item is not None:
+            item = str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else ""
+            if not _SLURM_WORD.match(item):
+                raise ProjectError(f"{where}: slurm.{key}: {value.get(key)!r} is not a SLURM "
+                                   "name or time (letters, digits, _.,:@+=/%-)")
+        words[key] = item
+    extra = value.get("sbatch", [])
+    if isinstance(extra, str):
+        extra = [extra]
+    if not isinstance(extra, list) or not all(
+        isinstance(opt, str) and opt.startswith("-") and "\n" not in opt and "\r" not in opt
+        for opt in extra
+    ):
+        raise ProjectError(f"{where}: slurm.sbatch: must be a list of sbatch options, e.g. "
+                           "['--constraint=a100'] (one line each)")
+    choices = {"gpu_request": ("gres", "gpus"), "engine": ("docker", "apptainer")}
+    chosen = {}
+    for key, allowed in choices.items():
+        item = value.get(key, allowed[0])
+        if item not in allowed:
+            raise ProjectError(f"{where}: slurm.{key}: {item!r} must be "
+                               + " or ".join(repr(a) for a in allowed))
+        chosen[key] = str(item)
+    paths = {}
+    for key in ("python", "log_dir"):
+        item = value.get(key)
+        if item is not None and (not isinstance(item, str) or not item or "\n" in item):
+            raise ProjectError(f"{where}: slurm.{key}: must be a path")
+        paths[key] = item
+    return SlurmOptions(
+        partition=words.get("partition"), account=words.get("account"),
+        time=words.get("time"), qos=words.get("qos"), sbatch=tuple(extra),
+        gpu_request=chosen["gpu_request"], python=paths["python"], log_dir=paths["log_dir"],
+        engine=chosen["engine"],
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +164,8 @@ class Project:
     hydra_app: str | None = None
     #: Overrides every point starts with (``overrides:``), before the command line's.
     overrides: tuple[str, ...] = ()
+    #: ``slurm:``, for ``--backend slurm``.
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     @property
     def run_command(self) -> tuple[str, ...]:
@@ -274,6 +357,7 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         inputs=inputs,
         hydra_app=app,
         overrides=tuple(overrides),
+        slurm=parse_slurm(data.get("slurm"), str(path)),
     )
 
 

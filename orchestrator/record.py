@@ -359,6 +359,15 @@ class RunPlan:
         names = {f.name for f in dataclasses.fields(RunPlan)}
         return RunPlan(**{name: getattr(self, name) for name in names})
 
+    def plan_json(self) -> dict[str, Any]:
+        """Only the plan's fields, as JSON: a job on its way to a node through the store."""
+        return self.plan()._plan_json()
+
+    @staticmethod
+    def from_plan_json(data: Mapping[str, Any], where: str) -> RunPlan:
+        """The plan :meth:`plan_json` wrote, checked as a record's fields are."""
+        return RunPlan(**RunPlan._plan_fields(_Fields(data, where)))
+
     def _plan_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "run_id": self.run_id,

@@ -275,9 +275,9 @@ def test_nodes_get_a_store_uri_independent_of_the_driver_cwd(tmp_path: Path,
     from orchestrator.backends.ray import shared_store_uri
 
     monkeypatch.chdir(tmp_path)
-    assert shared_store_uri("rel/store") == (tmp_path / "rel" / "store").as_uri()
-    assert shared_store_uri("s3://bucket/prefix") == "s3://bucket/prefix"
-    assert shared_store_uri("file:///srv/orch") == "file:///srv/orch"
+    assert shared_store_uri("rel/store", "ray") == (tmp_path / "rel" / "store").as_uri()
+    assert shared_store_uri("s3://bucket/prefix", "ray") == "s3://bucket/prefix"
+    assert shared_store_uri("file:///srv/orch", "ray") == "file:///srv/orch"
 
 
 def test_the_detached_sweep_result_is_read_from_the_store() -> None:

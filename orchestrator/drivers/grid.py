@@ -510,7 +510,7 @@ class SweepDriver:
             jobs = self._prepare_batch(env, sweep.sweep_id, batch, io, uploads)
             # Not waited for, even where other nodes fetch the images from the store: a
             # node that shares this daemon has them now, and one that does not waits
-            # (bounded) for the blobs it needs (backends/ray/node.py ensure_run_image).
+            # (bounded) for the blobs it needs (backends/node.py ensure_run_image).
             for job in jobs:
                 pending[self.backend.submit(job, self._started(job.run_id))] = job
             self._collect(pending, records, held, block=False)

@@ -7,7 +7,6 @@ module         concern
                cluster, the reachability check, Ray's driver messages to stderr
 ``dispatch``   :class:`RayBackend`, on the driver: runs in flight, results back
 ``node``       a run's task on its node: store, Docker, image by digest, execute
-``gpusim``     simulated GPUs on GPU-less test nodes (``ORCH_FAKE_GPUS=1``)
 ``jobs``       detached sweeps: the sweep's driver as a Ray Job, its status
 ``workdir``    the project directory zipped for a detached sweep, ``.git`` included
 =============  ====================================================================
@@ -17,18 +16,18 @@ Importing this package does not import Ray: orch works without it installed.
 
 from __future__ import annotations
 
+from ..gpusim import FAKE_GPUS_ENV as FAKE_GPUS_ENV
+from ..gpusim import SimulatedGpuClient as SimulatedGpuClient
+from ..node import ensure_run_image as ensure_run_image
+from ..node import shared_store_uri as shared_store_uri
 from .cluster import import_ray as import_ray
-from .cluster import shared_store_uri as shared_store_uri
 from .dispatch import MAX_RETRIES as MAX_RETRIES
 from .dispatch import RayBackend as RayBackend
 from .dispatch import memory_bytes as memory_bytes
 from .dispatch import task_error as task_error
-from .gpusim import FAKE_GPUS_ENV as FAKE_GPUS_ENV
-from .gpusim import SimulatedGpuClient as SimulatedGpuClient
 from .jobs import DetachedSweep as DetachedSweep
 from .jobs import detached_status as detached_status
 from .jobs import submit_detached as submit_detached
-from .node import ensure_run_image as ensure_run_image
 from .node import run_on_node as run_on_node
 
 __all__ = [

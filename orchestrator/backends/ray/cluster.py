@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import socket
-from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError, require
@@ -101,15 +100,3 @@ def route_messages_to_stderr() -> None:
 
     to_stderr.orch_to_stderr = True  # type: ignore[attr-defined]  # a marker, read above
     ray_worker.print_to_stdstream = to_stderr
-
-
-def shared_store_uri(uri: str) -> str:
-    """The store URI every node opens; a store only this process can see is refused."""
-    if uri.startswith(("s3://", "file://")):
-        return uri
-    if "://" in uri:
-        raise BackendError(
-            f"--backend ray needs a store every node can reach (a shared directory or "
-            f"s3://bucket/prefix), not {uri}"
-        )
-    return Path(uri).absolute().as_uri()

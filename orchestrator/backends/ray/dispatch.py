@@ -21,7 +21,8 @@ from ...errors import BackendError, OrchestratorError
 from ...job import Job
 from ...record import RunRecord
 from ...store import RunStore
-from .cluster import import_ray, init, one_line, shared_store_uri
+from ..node import shared_store_uri
+from .cluster import import_ray, init, one_line
 from .node import run_on_node, warm_worker
 
 #: Ray retries a task this often when its worker or node dies (never on a run's own error).
@@ -48,7 +49,7 @@ class RayBackend:
         s3_endpoint: str | None = None,
         max_retries: int = MAX_RETRIES,
     ) -> None:
-        self._store_uri = shared_store_uri(runs.store.uri)
+        self._store_uri = shared_store_uri(runs.store.uri, "ray")
         self._s3_endpoint = s3_endpoint
         self._ray = ray = import_ray()
         # Ray's own variable (a Ray Job's driver is given the cluster this way).

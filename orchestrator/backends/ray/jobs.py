@@ -22,7 +22,8 @@ from typing import Any
 from ...errors import BackendError, NotFound, UsageError
 from ...request import SweepOutcome, SweepRequest, check_request_id, read_outcome
 from ...store.base import Store
-from .cluster import check_reachable, import_ray, one_line, shared_store_uri
+from ..node import shared_store_uri
+from .cluster import check_reachable, import_ray, one_line
 from .workdir import zip_project
 
 #: The module a detached sweep's job runs (``python -m``) on the head node.
@@ -76,7 +77,7 @@ def submit_detached(address: str, project_dir: Path, request: SweepRequest) -> s
     The store must be one the head and every node can reach; this machine may disconnect
     as soon as this returns.
     """
-    uri = shared_store_uri(request.store_uri)
+    uri = shared_store_uri(request.store_uri, "ray")
     if uri.startswith("file://") and not Path(uri[len("file://") :]).is_absolute():
         raise UsageError(f"--store {request.store_uri}: a detached sweep needs an absolute path")
     request = dataclasses.replace(request, store_uri=uri)

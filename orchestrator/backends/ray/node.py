@@ -18,27 +18,16 @@ driver as that type.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import os
-import tempfile
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ...docker_api import DockerClient
-from ...errors import ImageError, NotFound
 from ...job import Job
 from ...record import RunRecord
 from ...stopping import Stop
 from ...store import RunStore
-from .gpusim import SimulatedGpuClient, simulates_gpus
-
-#: How long a task waits for the driver's uploads of image blobs to reach the store.
-BLOB_WAIT_S = 300.0
+from ..gpusim import SimulatedGpuClient, simulates_gpus
+from ..node import docker_host, ensure_run_image
 
 #: Per worker process: Ray reuses workers, so each opens the store and Docker once.
 _STORES: dict[tuple[str, str], RunStore] = {}
@@ -56,13 +45,8 @@ def _node_runs(store_uri: str, s3_endpoint: str | None) -> RunStore:
     return _STORES[key]
 
 
-def _docker_host() -> str:
-    """This node's daemon, as the node's ``ray start`` environment names it."""
-    return os.environ.get("DOCKER_HOST", "")
-
-
 def _node_docker() -> Any:
-    host = _docker_host()
+    host = docker_host()
     if host not in _DOCKER:
         from ...docker_api import connect
 
@@ -112,59 +96,3 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
                 return attempt.result()
             except KeyboardInterrupt:
                 stop.cancel()
-
-
-def ensure_run_image(
-    client: DockerClient,
-    runs: RunStore,
-    job: Job,
-    *,
-    wait_s: float = BLOB_WAIT_S,
-    poll_s: float = 0.1,
-) -> str:
-    """Put the job's image on this daemon by digest; returns where it came from.
-
-    Blobs the driver is still uploading are waited for (bounded); tasks of one node take
-    turns, so a layer is loaded once per node.
-    """
-    from ...image.archive import has_image
-    from ...image.transport import ensure_image
-
-    if has_image(client, job.image_id):
-        return "daemon"
-    images = job.plan.images
-    prefixes = (images.base, images.env, images.code) if images is not None else None
-    deadline = time.monotonic() + wait_s
-    with _node_lock(_docker_host() or "default"):
-        while True:
-            try:
-                return ensure_image(
-                    client,
-                    runs.blobs,
-                    job.image_id,
-                    repo_digest=job.plan.repo_digest,
-                    prefixes=prefixes,
-                )
-            except (NotFound, ImageError) as exc:
-                missing = isinstance(exc, NotFound) or isinstance(exc.__cause__, NotFound)
-                if not missing:
-                    raise
-                if time.monotonic() > deadline:
-                    raise ImageError(
-                        f"image {job.image_id} of run {job.run_id} did not reach the store's "
-                        f"blobs within {wait_s:.0f}s ({exc})"
-                    ) from exc
-            time.sleep(poll_s)
-
-
-@contextlib.contextmanager
-def _node_lock(docker_host: str) -> Iterator[None]:
-    """One image load at a time per daemon among the Ray workers of a node."""
-    digest = hashlib.sha256(docker_host.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"orch-image-load-{digest}.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
