@@ -44,6 +44,9 @@ class Row:
 class Ctx:
     janitor: Janitor
     quick: bool
+    #: The test suite's smoke (``--smoke``): the least of everything, one repeat, tiny
+    #: sizes; the figures mean nothing, the point is that every section still runs.
+    smoke: bool = False
     name: str = field(default_factory=lambda: f"orchbench-{os.getpid()}")
     figures: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -55,7 +58,13 @@ class Ctx:
     _warm: bool = False
 
     def reps(self, full: int, quick: int) -> int:
+        if self.smoke:
+            return min(quick, 1)
         return quick if self.quick else full
+
+    def size(self, full: int, quick: int, smoke: int) -> int:
+        """A section's workload size (runs, files, bytes) at this run's setting."""
+        return smoke if self.smoke else quick if self.quick else full
 
     def row(self, section: str, stat: Stat, unit: str = "s") -> Stat:
         self.rows.append(Row(section, stat, unit))

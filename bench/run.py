@@ -35,6 +35,7 @@ import inputs_bench  # noqa: E402
 import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
+import project_bench  # noqa: E402
 import pull_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
@@ -105,6 +106,17 @@ GOALS: dict[str, tuple[str, float, str]] = {
         1.1,
         "tiny @hydra.main app per run (16-run sweep) / docker run, configs mounted",
     ),
+    "project_cold_build_ratio": (
+        "<=",
+        0.5,
+        "orch cold build of a real project's lock (~40 packages) / docker build, pip install",
+    ),
+    "project_per_run_ratio": (
+        "<=",
+        1.05,
+        "import lightning + one step / the same from the pip-built image of that lock",
+    ),
+    "marginal_per_run_ratio": ("<=", 1.15, "one more run of a 16-run sweep / bare docker run"),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -130,6 +142,7 @@ SECTIONS: dict[str, Section] = {
     "hydra_app": hydra_bench.hydra_app,
     "cancel": cancel_bench.cancel,
     "torch": torch_bench.torch,
+    "project": project_bench.project,
     "breakdown": orch_bench.breakdown,
 }
 #: Diagnostics run only when named in --only.
@@ -163,6 +176,8 @@ PRODUCES = {
     "search": ["tpe_trials_ratio", "pruning_compute_ratio", "optuna_per_trial_ratio"],
     "pull": ["pull_ratio"],
     "hydra_app": ["hydra_app_per_run_ratio"],
+    "project": ["project_cold_build_ratio", "project_per_run_ratio"],
+    "curve": ["marginal_per_run_ratio"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -215,7 +230,9 @@ def fmt(value: float | None, unit: str = "s") -> str:
 
 
 def print_table(ctx: Ctx, figures: dict[str, Any]) -> None:
-    print("orch benchmarks" + (" (--quick: fewer repeats)" if ctx.quick else ""))
+    setting = " (--smoke: no figure means anything)" if ctx.smoke else (
+        " (--quick: fewer repeats)" if ctx.quick else "")
+    print("orch benchmarks" + setting)
     print()
     head = f"{'section':<13} {'measurement':<62} {'n':>3} {'min':>9} {'median':>9} {'max':>9}"
     print(head)
@@ -302,6 +319,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repeats (development)")
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and one repeat: that every section runs (make test), no figure "
+        "means anything (implies --quick)",
+    )
+    parser.add_argument(
         "--plot",
         default=None,
         type=Path,
@@ -325,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     janitor = Janitor()
     janitor.install_signal_handlers()
-    ctx = Ctx(janitor=janitor, quick=args.quick)
+    ctx = Ctx(janitor=janitor, quick=args.quick or args.smoke, smoke=args.smoke)
     figures: dict[str, Any] = {key: None for key in GOALS}
     info = machine()
     ctx.cache["machine_line"] = (
@@ -376,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         **{key: _round(value) for key, value in figures.items() if key not in GOALS},
         "notes": ctx.notes,
         "quick": ctx.quick,
+        "smoke": ctx.smoke,
         "machine": info,
         "load_average": loads,
         "section_s": ctx.cache.get("section_s", {}),
