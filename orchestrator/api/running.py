@@ -121,16 +121,19 @@ def check_options(
         raise UsageError(
             f"--registry {registry!r}: expected HOST[:PORT]/REPO, e.g. 127.0.0.1:5000/orch"
         )
-    if backend not in ("local", "ray"):
-        raise UsageError(f"backend {backend!r}: expected local or ray")
+    if backend not in ("local", "ray", "slurm"):
+        raise UsageError(f"backend {backend!r}: expected local, ray or slurm")
     if backend == "ray":
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             raise MissingDependency("--backend ray needs ray", "'orch[ray]'")
+    if detach and backend == "slurm":
+        return  # the tasks commit to the store on their own; any store the nodes see
     if detach:
         if backend != "ray" or not ray_address:
-            raise UsageError("--detach needs --backend ray and --ray-address of a running cluster")
+            raise UsageError("--detach needs --backend slurm, or --backend ray and "
+                             "--ray-address of a running cluster")
         if not ws.store_uri:
             raise UsageError("--detach needs --store that every node of the cluster can reach")
 
@@ -141,6 +144,19 @@ def check_labels(name: str | None, tags: Sequence[str]) -> None:
     for value, what in [(name, "--name"), *((t, "--tag") for t in tags)]:
         if value is not None:
             check_label(value, what)
+
+
+def with_slurm(project: Project, **given: Any) -> Project:
+    """``project`` with ``orch sweep``'s SLURM options over its ``slurm:`` (None: kept);
+    checked as orch.yaml's are."""
+    from ..project import parse_slurm
+
+    chosen = {key: value for key, value in given.items() if value not in (None, ())}
+    if not chosen:
+        return project
+    merged = {**dataclasses.asdict(project.slurm), **chosen}
+    merged["sbatch"] = [*project.slurm.sbatch, *given.get("sbatch", ())]
+    return dataclasses.replace(project, slurm=parse_slurm(merged, "orch sweep options"))
 
 
 def with_base_image(project: Project, ref: str | None, allow_unpinned: bool) -> Project:
@@ -215,8 +231,23 @@ def make_backend(
     gpu_ids: Sequence[str] = (),
     ray_address: str | None = None,
     stop: Stop | None = None,
+    project: Project | None = None,
+    detach: bool = False,
 ) -> Backend:
-    """The backend of ``kind`` (``local`` or ``ray``) over the workspace's store."""
+    """The backend of ``kind`` (``local``, ``ray`` or ``slurm``: then with ``project``'s
+    ``slurm:``) over the workspace's store."""
+    if kind == "slurm":
+        from ..backends.slurm import SlurmBackend
+        from ..project import SlurmOptions
+
+        options = project.slurm if project is not None else SlurmOptions()
+        log_dir = (Path(options.log_dir).expanduser() if options.log_dir
+                   else ws.settings.cache_root / "slurm")
+        return SlurmBackend(
+            ws.runs(), options, log_dir=log_dir.absolute(),
+            python=options.python or sys.executable, jobs=jobs, s3_endpoint=ws.s3_endpoint,
+            stop=stop, detach=detach,
+        )
     if kind == "ray":
         from ..backends.ray import RayBackend
 
@@ -245,9 +276,10 @@ def make_driver(
     stop: Stop | None = None,
     retry: Retry = "failed",
     staged_inputs: Mapping[str, str] | None = None,
+    batch: int | None = None,
 ) -> SearchDriver:
     """The driver of a sweep or search (it runs grids too): one batch of images is
-    prepared ahead of about twice the runs in parallel."""
+    prepared ahead of about twice the runs in parallel (``batch``: another size)."""
     from ..drivers.search import SearchDriver
 
     return SearchDriver(
@@ -259,7 +291,7 @@ def make_driver(
         allow_dirty=allow_dirty,
         progress=display,
         say=display.note if display is not None else None,
-        batch=max(8, 2 * (jobs or 1)),
+        batch=batch or max(8, 2 * (jobs or 1)),
         settings=settings,
         stop=stop,
         retry=retry,
@@ -304,21 +336,26 @@ def launch(
     allow_dirty: bool = False,
     retry: Retry = "failed",
     display: Callable[[int], Display] = Quiet,
+    detach: bool = False,
 ) -> SweepResult:
     """Run a planned sweep or search to its end, or until Ctrl-C, SIGTERM or SIGHUP
     stop it (then ``result.stopped``: finished runs are committed). ``display`` makes
-    what shows it, given the number of runs."""
+    what shows it, given the number of runs. ``detach`` (SLURM): return once the runs
+    are submitted (``result.backend_jobs``); their records reach the store later."""
     from ..stopping import Stop, terminal_signals
 
     runs = ws.runs()
     stop = Stop()
     engine = make_backend(ws, backend, client, jobs=jobs, gpu_ids=gpu_ids,
-                          ray_address=ray_address, stop=stop)
+                          ray_address=ray_address, stop=stop, project=project, detach=detach)
     shown = display(search.trials if search is not None else planned.total)
     try:
+        # A scheduler takes the whole sweep at once (one job array, throttled there): the
+        # driver's first batch (a quarter of ``batch``) is then every run.
+        batch = 4 * max(1, planned.total) if backend == "slurm" else None
         driver = make_driver(project, client, runs, engine, settings=ws.settings, jobs=jobs,
                              registry=registry, allow_dirty=allow_dirty, display=shown,
-                             stop=stop, retry=retry)
+                             stop=stop, retry=retry, batch=batch)
         with terminal_signals(stop, shown.say, shown.running), stop.on_cancel(engine.cancel):
             if search is not None and search.adaptive:
                 assert planned.space is not None
@@ -326,7 +363,9 @@ def launch(
             described = search.to_json() if search is not None else None
             if described is not None and planned.space is not None:
                 described["space"] = planned.space.to_json()
-            return driver.run(overrides, planned.points, search=described)
+            result = driver.run(overrides, planned.points, search=described)
+            result.backend_jobs = list(getattr(engine, "submitted", []))
+            return result
     finally:
         shown.close()
         engine.close()

@@ -42,17 +42,26 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
 @click.command()
 @click.argument("overrides", nargs=-1)
 @with_context()
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray", "slurm"]), default="local",
+              show_default=True)
 @click.option(
     "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."
 )
+@click.option("--partition", default=None, help="SLURM partition (over orch.yaml's slurm:).")
+@click.option("--account", default=None, help="SLURM account to charge.")
+@click.option("--qos", default=None, help="SLURM quality of service.")
+@click.option("--time-limit", "time_limit", default=None,
+              help="SLURM time limit of each run's task (30, 2:00:00, 1-00:00:00).")
+@click.option("--sbatch", "sbatch_options", multiple=True,
+              help="One more sbatch option, e.g. --sbatch=--constraint=a100 (repeatable).")
 @click.option("--registry", default=None, help="Also push run images to HOST[:PORT]/REPO.")
 @click.option(
     "--jobs",
     "-j",
     type=click.IntRange(min=1),
     default=None,
-    help="Runs in parallel (local: default 1; ray: runs in flight, default the cluster's CPUs).",
+    help="Runs in parallel (local: default 1; ray: runs in flight, default the cluster's "
+    "CPUs; slurm: the array's %N throttle, default none).",
 )
 @click.option(
     "--gpu-ids", default=None, help="GPU device ids to hand out, e.g. 0,1 (local backend)."
@@ -74,7 +83,8 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
 @click.option(
     "--detach",
     is_flag=True,
-    help="Submit the sweep's driver to the Ray cluster (Ray Jobs), print its job id, return.",
+    help="slurm: return once the runs are submitted (follow with orch watch); ray: submit "
+    "the sweep's driver to the cluster (Ray Jobs), print its job id, return.",
 )
 @click.option(
     "--retry",
@@ -107,6 +117,11 @@ def sweep(
     overrides: tuple[str, ...],
     backend: str,
     ray_address: str | None,
+    partition: str | None,
+    account: str | None,
+    qos: str | None,
+    time_limit: str | None,
+    sbatch_options: tuple[str, ...],
     registry: str | None,
     jobs: int | None,
     gpu_ids: str | None,
@@ -141,6 +156,15 @@ def sweep(
                          "sweep afterwards (orch name / orch tag / orch note)")
     project = api.with_base_image(context.project(allow_unpinned=allow_unpinned), base_image,
                                   allow_unpinned)
+    slurm_given = {"partition": partition, "account": account, "qos": qos, "time": time_limit,
+                   "sbatch": sbatch_options}
+    if backend != "slurm" and any(v for v in slurm_given.values()):
+        raise UsageError("--partition, --account, --qos, --time-limit and --sbatch are for "
+                         "--backend slurm")
+    project = api.with_slurm(project, **slurm_given)
+    slurm_detach = detach and backend == "slurm"
+    if slurm_detach:
+        detach = False  # the SLURM driver submits here and returns: no Ray job
     api.check_options(context, backend, ray_address, registry, detach)
     with _background() as background:
         # Reaching the daemon overlaps with composing; a config error still comes first.
@@ -190,8 +214,11 @@ def sweep(
     result = api.launch(
         context, project, client, overrides, planned, search, backend=backend,
         ray_address=ray_address, registry=registry, jobs=jobs, gpu_ids=ids,
-        allow_dirty=allow_dirty, retry=retry, display=Progress,
+        allow_dirty=allow_dirty, retry=retry, display=Progress, detach=slurm_detach,
     )
+    if slurm_detach:
+        _print_detached(result, as_json)
+        return
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
@@ -212,6 +239,20 @@ def sweep(
             f"sweep {result.sweep_id}: {failed} of {len(result.runs)} run(s) failed "
             f"(orch results {result.sweep_id} --where status=failed; orch logs RUN_ID)"
         )
+
+
+def _print_detached(result: Any, as_json: bool) -> None:
+    """What ``--detach`` on SLURM submitted: the job arrays, and how to follow them."""
+    jobs = ", ".join(result.backend_jobs) or "none (every run had finished)"
+    if as_json:
+        body = {**result.as_json(), "slurm_jobs": list(result.backend_jobs)}
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+        return
+    submitted = sum(run.status == "queued" for run in result.runs)
+    others = counts_text([r.status for r in result.runs if r.status != "queued"])
+    click.echo(f"sweep {result.sweep_id}: {submitted} run(s) submitted to SLURM (job {jobs})"
+               + (f"; {others}" if others else ""))
+    click.echo(f"follow it with: orch watch {result.sweep_id}", err=True)
 
 
 @contextmanager

@@ -96,6 +96,8 @@ class SweepResult:
     runs: list[SweepRun] = field(default_factory=list)
     #: The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) before it finished.
     stopped: bool = False
+    #: The scheduler's ids of what the sweep submitted (SLURM job arrays), if any.
+    backend_jobs: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -310,6 +312,9 @@ class SweepDriver:
                 search=search,
             )
         )
+        # Before anything relies on finding a blob in the store: gc keeps what the open
+        # sweep's marker names, however old the stored blob is.
+        self.runs.protect_blobs(sweep.sweep_id, self._environment_blobs(env))
         with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
             done_flags = list(io.map(lambda s: self.runs.is_complete(s.run_id), sweep.runs))
             records: dict[str, RunRecord] = {}
@@ -329,6 +334,13 @@ class SweepDriver:
                     todo.append(spec)
                     self.progress("queued", spec.run_id, None)
             uploads: list[Future[Any]] = []
+            # Runs not complete (new, set aside, or left by a set-aside another submitter
+            # did) are numbered after every attempt the store keeps of them.
+            for spec, number in zip(todo, io.map(self.runs.next_attempt,
+                                                 [s.run_id for s in todo]), strict=True):
+                if number > 1:
+                    self._attempts[spec.run_id] = number
+            self._repair_blobs(env, sweep, records, io, uploads)
             if todo:
                 self._stage_inputs(todo)
                 uploads.append(io.submit(self._upload_environment, env))
@@ -349,9 +361,40 @@ class SweepDriver:
         """Set a failed or cancelled run's record aside to run it again (``--retry``)."""
         if self.retry == "none" or record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             return False
-        # False: another submitter set it aside first and runs it; this one then waits.
+        # Idempotent: of concurrent submitters, all finish one set-aside, and then claims
+        # decide who runs the next attempt (numbered by what the store keeps).
         self.runs.set_aside_attempt(record)
         return True
+
+    def _environment_blobs(self, env: Environment) -> list[str]:
+        return [*env.base.diff_ids, *env.env_diff_ids, env.code.diff_id,
+                env.env_image.image_id, env.code_image.image_id]
+
+    def _repair_blobs(self, env: Environment, sweep: SweepSpec, records: Mapping[str, RunRecord],
+                      io: ThreadPoolExecutor, uploads: list[Future[Any]]) -> None:
+        """Upload again the blobs that runs already recorded name and the store lacks (a
+        submitter killed while uploading, a full disk, a blob removed by hand): a record
+        in the store must be runnable from the store."""
+        if not records:
+            return
+        present = set(self.runs.blobs.digests())
+        broken = [record for record in records.values()
+                  if any(d not in present for d in self.runs.record_blobs(record))]
+        if not broken:
+            return
+        log.warning("%d recorded run(s) name blobs the store lacks: uploading them again",
+                    len(broken))
+        by_id = {spec.run_id: spec for spec in sweep.runs}
+        specs = [by_id[record.run_id] for record in broken if record.run_id in by_id]
+        self._stage_inputs(specs)
+        uploads.append(io.submit(self._upload_environment, env))
+        for spec in specs:
+            image = builder.run_image(
+                env, spec.run_id, spec.overrides, spec.config, command=spec.command,
+                deferred=spec.deferred, hydra=spec.hydra_node,
+            )
+            self.runs.protect_blobs(sweep.sweep_id, [image.diff_id, image.image_id])
+            uploads.append(io.submit(self._upload_run_image, image))
 
     def _pin_inputs(
         self, points: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
@@ -482,6 +525,8 @@ class SweepDriver:
             for spec in batch
         ]
         builder.load_run_images(self.client, env, images)
+        self.runs.protect_blobs(
+            sweep_id, [d for image in images for d in (image.diff_id, image.image_id)])
         jobs = []
         for spec, image in zip(batch, images, strict=True):
             digest = None

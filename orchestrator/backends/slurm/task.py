@@ -1,0 +1,234 @@
+"""One task of a sweep's job array, on its SLURM node:
+``python -m orchestrator.backends.slurm.task STORE_URI BATCH [--s3-endpoint URL]``.
+
+1. reads its run from the store (``slurm/<batch>/<SLURM_ARRAY_TASK_ID>/job.json``); a
+   store without it is not the driver's (exit :data:`~.protocol.EXIT_STORE_UNSEEN`);
+2. puts the run's image on the node's daemon by digest (store blobs or registry, only
+   the layers it lacks), as a Ray node does;
+3. runs it with :func:`orchestrator.execute.execute`, the only code that writes run
+   records, with the GPUs SLURM gave the task (``SLURM_JOB_GPUS``: the node's device
+   ids, what the container is given) and the node's name;
+4. writes how it ended to ``outcome.json`` and exits.
+
+Exactly one record per run comes from the store's claim. Each execution of a task claims
+with an owner of its own (the submission's, plus the SLURM job id and restart count), so
+a task requeued after its node was lost does not share a claim with the orphaned first
+copy still running there: it waits while that copy's claim is live, returns when that
+copy commits, and takes the run over (resuming from its checkpoint) when the claim goes
+stale. A run held by another *submission* is reported as held; the driver waits for it.
+
+SIGTERM (``scancel``, a time limit) stops the container and commits the run as
+``cancelled``. Whatever happens, the task removes its containers before it exits (they
+carry the label ``slurm_job_id=<id>``, so a node epilog can remove them after a SIGKILL
+too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ...errors import NotFound, OrchestratorError
+from ...job import Job
+from ...record import RunRecord
+from ...stopping import Stop
+from ...store import RunStore
+from .protocol import (
+    COMMITTED,
+    ERROR,
+    EXIT_STORE_UNSEEN,
+    HELD,
+    NOT_STARTED,
+    TaskOutcome,
+    job_key,
+    outcome_key,
+)
+
+log = logging.getLogger("orchestrator.slurm.task")
+
+#: The label each container of a task carries (what a node epilog filters on).
+JOB_LABEL = "slurm_job_id"
+
+
+class _LabelledContainers:
+    def __init__(self, containers: Any, labels: dict[str, str]) -> None:
+        self._containers = containers
+        self._labels = labels
+
+    def create(self, **kwargs: Any) -> Any:
+        kwargs["labels"] = {**(kwargs.get("labels") or {}), **self._labels}
+        return self._containers.create(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._containers, name)
+
+
+class LabelledClient:
+    """A Docker client whose containers carry ``labels`` besides orch's own."""
+
+    def __init__(self, client: Any, labels: dict[str, str]) -> None:
+        self._client = client
+        self.containers = _LabelledContainers(client.containers, labels)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def slurm_gpu_ids(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """The node's ids of the GPUs SLURM gave this task (``SLURM_JOB_GPUS``; inside the
+    task ``CUDA_VISIBLE_DEVICES`` renumbers them from 0, which a container started by a
+    daemon outside the task's cgroup must not use)."""
+    for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
+        value = environ.get(name, "")
+        if value:
+            return [g.strip() for g in value.split(",") if g.strip()]
+    return []
+
+
+def task_owner(job: Job, environ: dict[str, str] | os._Environ[str]) -> str:
+    """This execution's claim owner: the submission's, then which SLURM job and restart."""
+    job_id = environ.get("SLURM_JOB_ID", "0")
+    restarts = environ.get("SLURM_RESTART_COUNT", "0")
+    return f"{job.owner}.{job_id}.{restarts}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    s3_endpoint = None
+    if "--s3-endpoint" in args:
+        at = args.index("--s3-endpoint")
+        s3_endpoint = args[at + 1] if at + 1 < len(args) else None
+        del args[at : at + 2]
+    if len(args) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ:
+        print("usage: python -m orchestrator.backends.slurm.task STORE_URI BATCH "
+              "[--s3-endpoint URL] (in a task of a SLURM job array)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="orch task: %(message)s", stream=sys.stderr)
+    store_uri, batch = args
+    index = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    environ = os.environ
+    node = environ.get("SLURMD_NODENAME") or socket.gethostname()
+    slurm_job = environ.get("SLURM_JOB_ID", "")
+    try:
+        from ...store import open_store
+
+        runs = RunStore(open_store(store_uri, project_dir=Path.cwd(), s3_endpoint=s3_endpoint))
+        raw = runs.store.get(job_key(batch, index))
+    except NotFound:
+        print(f"error: node {node} does not see the sweep's store {store_uri}: no "
+              f"{job_key(batch, index)} there", file=sys.stderr)
+        return EXIT_STORE_UNSEEN
+    except OrchestratorError as exc:
+        print(f"error: node {node}: store {store_uri}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        job = Job.from_json(json.loads(raw), runs.where(job_key(batch, index)))
+    except (OrchestratorError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = Stop()
+    _handle_signals(stop)
+    outcome = _run(job, runs, stop, node=node, slurm_job=slurm_job, environ=environ)
+    outcome = dataclasses.replace(outcome, slurm_job_id=slurm_job, node=node)
+    try:
+        runs.store.put(outcome_key(batch, index), outcome.encode())
+    except OrchestratorError as exc:  # the record, if any, is in; the driver finds it
+        print(f"error: cannot write the task's outcome: {exc}", file=sys.stderr)
+    if outcome.outcome == ERROR:
+        print(f"error: {outcome.message}", file=sys.stderr)
+        return outcome.exit_code or 2
+    return 0
+
+
+def _handle_signals(stop: Stop) -> None:
+    """SIGTERM (scancel, the time limit, a preemption) and SIGINT cancel the run: its
+    container is stopped and the run committed as ``cancelled``."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=stop.cancel, name="orch-cancel", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run(
+    job: Job, runs: RunStore, stop: Stop, *, node: str, slurm_job: str,
+    environ: dict[str, str] | os._Environ[str],
+) -> TaskOutcome:
+    from ...docker_api import connect
+    from ...execute import ClaimHeld, NotStarted, execute
+    from ..gpusim import SimulatedGpuClient, simulates_gpus
+    from ..node import docker_host, ensure_run_image
+
+    run_id = job.run_id
+    mine = dataclasses.replace(job, owner=task_owner(job, environ))
+    client: Any = None
+    try:
+        if runs.is_complete(run_id):  # a requeued task whose first copy did commit
+            return TaskOutcome(COMMITTED, run_id)
+        client = connect(docker_host() or None)
+        ensure_run_image(client, runs, job)
+        gpu_ids = slurm_gpu_ids(environ)
+        simulated = bool(gpu_ids) and simulates_gpus()
+        labelled: Any = LabelledClient(client, {JOB_LABEL: slurm_job} if slurm_job else {})
+        if simulated:
+            labelled = SimulatedGpuClient(labelled, gpu_ids)
+        while True:
+            try:
+                record: RunRecord = execute(
+                    mine, labelled, runs, gpu_ids=gpu_ids, node=node,
+                    gpus_simulated=simulated, stop=stop,
+                )
+                log.info("run %s %s", run_id, record.status.value)
+                return TaskOutcome(COMMITTED, run_id)
+            except ClaimHeld:
+                if runs.is_complete(run_id):
+                    return TaskOutcome(COMMITTED, run_id)
+                if not _held_by_this_submission(runs, job):
+                    return TaskOutcome(HELD, run_id)
+                if stop.cancelled:
+                    return TaskOutcome(NOT_STARTED, run_id)
+                # An earlier copy of this very task (its node lost, the task requeued)
+                # still holds the run: wait for it to commit or for its claim to go stale.
+                log.info("run %s: an earlier copy of this task holds it; waiting", run_id)
+                time.sleep(min(5.0, max(0.5, job.lease_s / 6)))
+    except NotStarted:
+        return TaskOutcome(NOT_STARTED, run_id)
+    except OrchestratorError as exc:
+        return TaskOutcome(ERROR, run_id, message=str(exc), exit_code=exc.exit_code)
+    finally:
+        if client is not None and slurm_job:
+            _remove_containers(client, slurm_job)
+
+
+def _held_by_this_submission(runs: RunStore, job: Job) -> bool:
+    owner = runs.claims.holder(job.run_id)
+    return owner is not None and owner.split(".", 1)[0] == job.owner
+
+
+def _remove_containers(client: Any, slurm_job: str) -> None:
+    """Nothing of the task outlives it: a container a failure left behind is removed."""
+    import docker.errors
+
+    try:
+        for container in client.containers.list(
+            all=True, filters={"label": f"{JOB_LABEL}={slurm_job}"}
+        ):
+            container.remove(force=True)
+    except docker.errors.DockerException:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
