@@ -3,6 +3,7 @@ project, the floor measurement and the collected figures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -173,6 +174,18 @@ class Ctx:
         self.janitor.add(f"remove images of {name}", lambda: remove_images(label))
         self.janitor.add(f"remove containers of {name}", lambda: remove_containers(label))
         return root
+
+    def s3_server(self, tmp: Path) -> contextlib.AbstractContextManager[str]:
+        """A SeaweedFS server for a section, as a context giving its S3 endpoint: the one
+        named by ``ORCH_BENCH_S3_ENDPOINT`` when set (the test suite's shared server; a
+        section takes fresh buckets on it), else one of its own in ``tmp``."""
+        shared = os.environ.get("ORCH_BENCH_S3_ENDPOINT")
+        if shared:
+            return contextlib.nullcontext(shared)
+        sys.path.insert(0, str(REPO / "tests"))
+        import seaweed  # tests/seaweed.py: a real SeaweedFS server on free loopback ports
+
+        return seaweed.seaweed_server(tmp)
 
     def store(self, what: str) -> Path:
         """A fresh, empty directory store."""

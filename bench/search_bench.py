@@ -140,8 +140,8 @@ def _container_seconds(store: Path, result: dict[str, Any]) -> tuple[float, floa
 def search(ctx: Ctx) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     # 1. TPE against random search, in-process
-    cap = 2000
-    needed = [tpe_vs_random(seed, 1.05, cap) for seed in SEEDS]
+    cap = ctx.size(2000, 2000, 100)
+    needed = [tpe_vs_random(seed, 1.05, cap) for seed in SEEDS[: ctx.size(5, 5, 1)]]
     tpe = [n[0] for n in needed]
     rnd = [n[1] for n in needed]
     log(f"search: trials to within 5% of the optimum, TPE {tpe}, random {rnd}")
@@ -154,8 +154,10 @@ def search(ctx: Ctx) -> dict[str, Any]:
     figures["tpe_trials_ratio"] = ratio(statistics.median(tpe), statistics.median(rnd))
 
     # 2. container-seconds with and without the median pruner, real runs
-    common = ["--sampler", "tpe", "--trials", "12", "--seed", "7", "--objective", "loss:min",
-              *BOWL_SPACE, "steps=20", "sleep=0.25"]
+    searched = ctx.size(12, 12, 3)
+    common = ["--sampler", "tpe", "--trials", str(searched), "--seed", "7",
+              "--objective", "loss:min", *BOWL_SPACE, f"steps={ctx.size(20, 20, 4)}",
+              "sleep=0.25"]
     plain_store, pruned_store = ctx.store("unpruned"), ctx.store("pruned")
     # Step metrics published 4x a second on both sides (ORCH_LIVE_S): the pruner's
     # decision reaches a container within about half a second instead of two.
@@ -167,7 +169,8 @@ def search(ctx: Ctx) -> dict[str, Any]:
     count = sum(r["status"] == "pruned" for r in pruned["runs"])
     log(f"search: container-seconds unpruned {plain_s:.1f} s (best {plain_best:.4f}), "
         f"pruned {pruned_s:.1f} s (best {pruned_best:.4f}, {count} pruned)")
-    ctx.row("search", Stat("container-seconds, 12-trial TPE search, unpruned", [plain_s]))
+    ctx.row("search", Stat(f"container-seconds, {searched}-trial TPE search, unpruned",
+                           [plain_s]))
     ctx.row("search", Stat("container-seconds, the same with --pruner median", [pruned_s]))
     figures.update(
         unpruned_container_s=plain_s, pruned_container_s=pruned_s,
@@ -182,12 +185,13 @@ def search(ctx: Ctx) -> dict[str, Any]:
 
         figures.update(orch_bench.per_run(ctx))
     floor = ctx.cache["curve16"].median
-    trials = 16
+    trials = ctx.size(16, 16, 3)
     wall, _ = _search(ctx, ["--sampler", "tpe", "--trials", str(trials), "--seed", "11",
                             "--objective", "loss:min", *BOWL_SPACE, "steps=1", "sleep=0"],
                       ctx.store("per-trial"))
     per_trial = wall / trials
-    ctx.row("search", Stat("orch TPE search, 16 trials, --jobs 1: wall / 16", [per_trial]))
+    ctx.row("search", Stat(f"orch TPE search, {trials} trials, --jobs 1: wall / {trials}",
+                           [per_trial]))
     figures.update(optuna_per_trial_s=per_trial, optuna_per_trial_floor_s=floor,
                    optuna_per_trial_ratio=ratio(per_trial, floor))
     return figures

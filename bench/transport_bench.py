@@ -91,7 +91,7 @@ def transport(ctx: Ctx) -> dict[str, Any]:
     saved_env = dict(os.environ)
     tmp = ctx.janitor.tempdir("transport-")
     try:
-        with seaweed.seaweed_server(tmp / "seaweed") as endpoint, registry(tmp) as reg, \
+        with ctx.s3_server(tmp / "seaweed") as endpoint, registry(tmp) as reg, \
                 second_daemon(tmp) as second:
             os.environ.update(seaweed.s3_env(endpoint))
             bucket = seaweed.fresh_bucket(endpoint)
