@@ -17,6 +17,10 @@ unit test can pass a small fake instead of a daemon::
                                    put_archive, remove
 
 A new call on the client means a new member here first.
+
+The engine behind the socket (Docker, or Podman rootful or rootless) is detected when the
+client is made and is its ``engine`` (:mod:`.engine`); the few things a run needs
+differently from it are applied to the raw create request here.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
+from .engine import DOCKER, Engine, default_sockets, detect
 from .errors import BackendError
 
 if TYPE_CHECKING:
@@ -136,6 +141,8 @@ class DockerAPI(Protocol):
 
     def inspect_container(self, container: str, /) -> dict[str, Any]: ...
 
+    def version(self) -> dict[str, Any]: ...
+
 
 class ImageCollection(Protocol):
     def get(self, name: str, /) -> Image: ...
@@ -197,27 +204,44 @@ class DockerClient(Protocol):
 
     def ping(self) -> bool: ...
 
+    @property
+    def engine(self) -> Engine:
+        """Docker or Podman (rootful or rootless), detected by :func:`connect`."""
+        ...
+
 
 def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
-    """A docker SDK client for ``docker_host`` (default: DOCKER_HOST or the local socket).
+    """A docker SDK client for ``docker_host`` (default: DOCKER_HOST, else the first of
+    Docker's and Podman's sockets that exists), with its engine detected.
 
     Raises BackendError with how to start a daemon when none answers.
     """
     import docker
     import docker.errors
 
-    host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    host = docker_host or os.environ.get("DOCKER_HOST") or _default_host()
     try:
         # Declared, not cast: with the SDK's stubs (types-docker) mypy checks here that the
         # real client has every member of the protocol.
         client: DockerClient = _client_class()(base_url=host, timeout=timeout)
         client.ping()
+        api: Any = client.api
+        engine = detect(
+            client.api.version(),
+            lambda: api._result(api._get(api._url("/libpod/info")), json=True),
+        )
     except (docker.errors.DockerException, OSError) as exc:
         raise BackendError(
-            f"cannot reach the Docker daemon at {host}: start it (make setup, or dockerd &) "
-            f"or set DOCKER_HOST"
+            f"cannot reach the Docker daemon at {host}: start it (make setup, or dockerd &), "
+            f"or set DOCKER_HOST (a Podman socket works too)"
         ) from exc
+    client.engine = engine  # type: ignore[misc]  # a read-only property to the callers
     return client
+
+
+def _default_host() -> str:
+    sockets = default_sockets()
+    return "unix://" + next((s for s in sockets if os.path.exists(s)), sockets[0])
 
 
 class _LazyAttrs(dict[str, Any]):
@@ -255,16 +279,31 @@ def _client_class() -> type[Any]:
         def create(  # type: ignore[override]
             self, image: str, command: Any = None, **kwargs: Any
         ) -> Any:
+            engine: Engine = getattr(self.client, "engine", DOCKER)
+            if engine.ignores_limits and (kwargs.get("nano_cpus") or kwargs.get("mem_limit")):
+                self.client.warn_ignored_limits()
+            userns = engine.userns_mode(kwargs.get("user"))
             kwargs.update(image=image, command=command, version=self.client.api.api_version)
             args = sdk._create_container_args(kwargs)  # type: ignore[attr-defined]  # not stubbed
+            if userns:  # the SDK accepts only "host" as a user namespace mode
+                args["host_config"]["UsernsMode"] = userns
             made = self.client.api.create_container(**args)
             api, made_id = self.client.api, made["Id"]
             return self.prepare_model(_LazyAttrs(made_id, lambda: api.inspect_container(made_id)))
 
     class Client(docker.DockerClient):
+        engine: Engine = DOCKER
+        _warned = False
+
         @property
         def containers(self) -> Containers:
             return Containers(client=self)
+
+        def warn_ignored_limits(self) -> None:
+            # Once per client (one command), not once per run.
+            if not self._warned:
+                self._warned = True
+                self.engine.warn_ignored_limits()
 
     return Client
 

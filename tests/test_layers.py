@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and those below)::
 
-    0  errors ids canonical files settings record job docker_api stopping live git pool
+    0  errors ids canonical files settings record job engine docker_api stopping live git pool
     1  spec project config hydra_app inputs space scaffold
                                 (inputs: takes the store's blobs as a parameter)
     2  store request labels workspace  (knows nothing of Docker or Ray; workspace connects
@@ -29,8 +29,8 @@ PACKAGE = REPO / "orchestrator"
 
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["errors", "ids", "canonical", "files", "settings", "record", "job", "docker_api",
-         "stopping", "live", "git", "pool"], 0
+        ["errors", "ids", "canonical", "files", "settings", "record", "job", "engine",
+         "docker_api", "stopping", "live", "git", "pool"], 0
     ),
     **dict.fromkeys(["spec", "project", "config", "hydra_app", "inputs", "space", "scaffold"], 1),
     **dict.fromkeys(["store", "request", "labels", "workspace"], 2),

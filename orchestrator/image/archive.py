@@ -1,7 +1,9 @@
 """Thin docker-archives: several images in one tar, carrying only the layers the daemon lacks.
 
 moby's loader checks each layer's chain ID before opening its file, so a layer the
-daemon already has may be listed in the manifest without being in the archive.
+daemon already has may be listed in the manifest without its bytes. Podman's
+docker-archive reader wants a file for every layer of the manifest (and reuses a layer it
+has without reading it): each layer not sent is an empty file, which both engines load.
 Docker 20.10 loads only this format (not an OCI layout).
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,9 @@ class ThinArchive:
             Entry(f"{_hex(diff_id)}/layer.tar", data=source.data, source=source.path)
             for diff_id, source in self.layers.items()
         ]
+        entries += [
+            Entry(f"{_hex(diff_id)}/layer.tar", data=b"") for diff_id in self._not_sent()
+        ]
         manifest: list[dict[str, Any]] = []
         for image in self.images:
             config_name = f"{_hex(image.config.image_id)}.json"
@@ -75,6 +81,20 @@ class ThinArchive:
             )
         entries.append(Entry("manifest.json", data=json.dumps(manifest, sort_keys=True).encode()))
         return layer_chunks(entries)
+
+    def _not_sent(self) -> list[str]:
+        """Layers the manifest lists that the engine is expected to have already.
+
+        Each gets an empty file: Docker looks a layer up by its chain ID before opening
+        its file, but Podman's docker-archive reader refuses an archive that lacks a file
+        for any layer of the manifest (it reuses a layer it has without reading the file).
+        """
+        absent: list[str] = []
+        for image in self.images:
+            absent += [
+                d for d in image.config.diff_ids if d not in self.layers and d not in absent
+            ]
+        return absent
 
     def load(self, client: DockerClient) -> None:
         """Load into the daemon behind ``client`` in one request.
@@ -130,23 +150,43 @@ def streamed(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryvie
 
 
 def _loaded_names(stream: str) -> set[str]:
+    """The names in the engine's answer: Docker's one line per image, Podman's one line
+    ``Loaded image: localhost/a:1,localhost/b:2,sha256:...`` (short names under
+    ``localhost/``)."""
     names = set()
     for line in stream.splitlines():
         for prefix in ("Loaded image ID: ", "Loaded image: "):
             if line.startswith(prefix):
-                names.add(line[len(prefix) :].strip())
+                for name in line[len(prefix) :].split(","):
+                    name = name.strip()
+                    names.add(name)
+                    names.add(name.removeprefix("localhost/"))
                 break
     return names
 
 
 #: What the daemon says of a layer whose bytes are wrong: the decompressed tar does not
-#: hash to its diff ID, the gzip stream is damaged (Go's reader, or unpigz when dockerd
-#: finds it on PATH), or the data ends too early.
-_CORRUPT = ("invalid diffID", "gzip: ", "flate: ", "unpigz: ", "unexpected EOF")
+#: hash to its diff ID (Podman: the digest did not match), the gzip stream is damaged (Go's
+#: reader, or unpigz when dockerd finds it on PATH), or the data ends too early.
+_CORRUPT = (
+    "invalid diffID", "Digest did not match", "gzip: ", "flate: ", "unpigz: ", "unexpected EOF"
+)
+#: The digest of no bytes: what an engine reads from the empty file of a layer not sent.
+_EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#: Podman lists why each format it tried failed; orch's archives are docker-archives.
+_PODMAN_FORMATS = re.compile(r"\* docker-archive: (?P<why>.*?)(?: \* [a-z-]+: |$)", re.S)
 
 
 def _explain(error: str) -> str:
     """The daemon checks every layer against its diff ID; say what that means here."""
+    found = _PODMAN_FORMATS.search(error)
+    if found is not None:
+        error = found["why"].strip()
+    if _EMPTY in error:
+        return (
+            f"{error} (a layer the engine lacks was not sent: orch judged it present; "
+            f"remove stale orch images with 'orch image prune' and retry)"
+        )
     if any(sign in error for sign in _CORRUPT):
         return (
             f"{error} (a layer blob is corrupt: delete it from the store's blobs and rerun "
