@@ -257,6 +257,41 @@ def test_one_sif_per_image_per_node_built_from_the_complete_archive(tmp_path: Pa
     assert len(fake.calls) == 2
 
 
+def _task(store: str, image_id: str, cache: str, log: str) -> None:
+    """One SLURM task of a node, in its own process: a stand-in build that takes a while."""
+    import time
+
+    def build(argv: Sequence[str], env: Mapping[str, str]) -> None:
+        with open(log, "a") as handle:
+            handle.write(argv[-1] + "\n")
+        time.sleep(0.3)
+        Path(argv[-2]).write_bytes(b"SIF")
+
+    runs = RunStore(DirStore(Path(store)))
+    apptainer.ensure_sif(runs.blobs, image_id, Path(cache), run=build, environ={})
+
+
+def test_the_lock_is_shared_by_the_processes_of_a_node(tmp_path: Path) -> None:
+    import multiprocessing
+
+    runs = RunStore(DirStore(tmp_path / "store"))
+    image_id, _ = _tiny_image(runs)
+    log = tmp_path / "builds.log"
+    context = multiprocessing.get_context("fork")
+    tasks = [
+        context.Process(target=_task, args=(str(tmp_path / "store"), image_id,
+                                            str(tmp_path / "sif"), str(log)))
+        for _ in range(3)
+    ]
+    for task in tasks:
+        task.start()
+    for task in tasks:
+        task.join(30)
+    assert [task.exitcode for task in tasks] == [0, 0, 0]
+    assert len(log.read_text().splitlines()) == 1
+    assert apptainer.cached_sif(tmp_path / "sif", image_id) is not None
+
+
 def test_a_registry_digest_is_the_first_source_and_the_store_the_fallback(
     tmp_path: Path,
 ) -> None:
