@@ -10,9 +10,12 @@ seconds (a restart) loses nothing. botocore errors become StoreError/NotFound he
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import os
 import random
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -160,6 +163,9 @@ class S3Store:
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.endpoint: str = client.meta.endpoint_url
         self.retry_budget_s = retry_budget_s
+        #: Whether the server enforces ``If-None-Match: *`` (None: not probed yet).
+        self.conditional_writes: bool | None = None
+        self._probe_lock = threading.Lock()
         if check:
             self.check_bucket(min(retry_budget_s, open_budget_s))
 
@@ -229,6 +235,48 @@ class S3Store:
     def check_bucket(self, budget: float) -> None:
         """Fail early, with a message that says what to do, if the bucket is unusable."""
         self._call("open", "", lambda: self.client.head_bucket(Bucket=self.bucket), budget)
+
+    def check_conditional_writes(self) -> None:
+        """Refuse a server that ignores ``If-None-Match: *``, probed once per store object.
+
+        Claims, trials and blobs rest on a conditional create that exactly one writer wins;
+        a server that accepts the second write silently (older or partial S3
+        implementations) would let every submitter run every run. Probed on the first
+        :meth:`create`, with an object of its own, and the answer kept.
+        """
+        with self._probe_lock:
+            if self.conditional_writes is None:
+                self.conditional_writes = self._probe_conditional()
+        if not self.conditional_writes:
+            raise StoreError(
+                f"S3 store {self.uri} at {self.endpoint} does not enforce conditional writes "
+                "(a second PUT with If-None-Match: * was accepted): orch's claims need them "
+                "to run each run once; use a server that supports them (AWS S3, SeaweedFS, "
+                "MinIO) or a directory store"
+            )
+
+    def _probe_conditional(self) -> bool:
+        full = self._full(f"probes/conditional-{uuid.uuid4().hex}")
+
+        def put() -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=b"probe",
+                                       IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code, status = _code(exc)
+                if code != "PreconditionFailed" and status != 412:
+                    raise
+                return False
+
+        try:
+            self._call("create", "probes/conditional", put)
+            # The first write may have been answered as refused after a retry; the second
+            # must be refused in any case.
+            return not self._call("create", "probes/conditional", put)
+        finally:
+            self._call("delete", "probes/conditional",
+                       lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
 
     # -- the Store interface ----------------------------------------------------------
 
@@ -371,6 +419,7 @@ class S3Store:
         return iter(sorted(self._call("list", prefix, collect)))
 
     def create(self, key: str, data: bytes) -> bool:
+        self.check_conditional_writes()
         full = self._full(key)
         body = bytes(data)
         attempts = 0
@@ -403,8 +452,34 @@ class S3Store:
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
 
     def age(self, key: str) -> float | None:
+        """Seconds since ``key`` was written, by the server's clock on both sides: its
+        ``Last-Modified`` against the ``Date`` of the same answer. This machine's clock may
+        be minutes off the server's; a lease measured across the two would expire live
+        claims (clock ahead) or keep dead ones (clock behind)."""
         head = self._head(key)
         if head is None:
             return None
         modified: dt.datetime = head["LastModified"]
-        return max(0.0, (dt.datetime.now(dt.UTC) - modified).total_seconds())
+        headers = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        now = dt.datetime.now(dt.UTC)
+        server = _http_date(headers.get("date"))
+        # ``Date`` has whole seconds: within that of the server, this clock's fractions
+        # are the better measure; beyond it (a skewed clock), the server's is the truth.
+        if server is not None and abs((now - server).total_seconds()) > _DATE_RESOLUTION_S:
+            now = server
+        return max(0.0, (now - modified).total_seconds())
+
+
+#: How far this machine's clock may be from the server's ``Date`` and still be used.
+_DATE_RESOLUTION_S = 2.0
+
+
+def _http_date(value: object) -> dt.datetime | None:
+    """An HTTP ``Date`` header as an aware datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
