@@ -45,6 +45,12 @@ class BenchError(Exception):
     """A benchmark could not be measured; the message says why (it becomes a note)."""
 
 
+class BenchSkipped(BenchError):
+    """A section cannot run here at all: a service it needs is absent from this machine
+    (the message says which, and how to get it). Its keys are null with the message as
+    their note, and the smoke test skips the section with that reason."""
+
+
 @dataclass
 class Stat:
     """Samples of one quantity, in seconds (or a unitless ratio)."""

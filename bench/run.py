@@ -42,7 +42,17 @@ import results_bench  # noqa: E402
 import search_bench  # noqa: E402
 import torch_bench  # noqa: E402
 import transport_bench  # noqa: E402
-from common import BENCH_CACHE, REPO, BenchError, Janitor, _Interrupted, loadavg, log, run_timed  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_CACHE,
+    REPO,
+    BenchError,
+    BenchSkipped,
+    Janitor,
+    _Interrupted,
+    loadavg,
+    log,
+    run_timed,
+)
 from context import Ctx  # noqa: E402
 
 #: The headline figures, exactly the keys of the benchmark contract: always in the JSON,
@@ -381,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {name} (load average {loadavg():.1f})")
             try:
                 figures.update(SECTIONS[name](ctx))
+            except BenchSkipped as exc:
+                for key in PRODUCES.get(name, []):
+                    ctx.notes[key] = str(exc)
+                ctx.cache.setdefault("skipped", {})[name] = str(exc)
+                log(f"{name}: skipped: {exc}")
             except BenchError as exc:
                 for key in PRODUCES.get(name, []):
                     ctx.notes[key] = str(exc)
@@ -420,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "load_average": loads,
         "section_s": ctx.cache.get("section_s", {}),
+        "skipped": ctx.cache.get("skipped", {}),
         "section_load_average": ctx.cache.get("section_load", {}),
         "bench_wall_s": round(time.perf_counter() - started, 1),
     }
