@@ -45,7 +45,7 @@ import pickle
 import re
 import threading
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,22 +269,104 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{where}: {detail} (fix the YAML)")
 
 
+#: A config file larger than this is refused before it is parsed: configs are small, and
+#: OmegaConf needs seconds and hundreds of MB per few MB of YAML.
+MAX_CONFIG_BYTES = 4 << 20
+#: Nodes a config file may stand for once its aliases are expanded (OmegaConf copies each
+#: alias): ten levels of nine aliases are 9**10 nodes written in 300 bytes.
+MAX_CONFIG_NODES = 200_000
+#: Levels of nesting a config file, or an override's value, may have: deeper ones exhaust
+#: Python's stack inside PyYAML, OmegaConf or Hydra's override parser.
+MAX_NESTING = 100
+
+
 def _check_config_file(path: Path, shown: str) -> None:
-    """The file is UTF-8 YAML that OmegaConf reads as a mapping (or an empty file)."""
+    """The file is UTF-8 YAML that OmegaConf reads as a mapping (or an empty file), of
+    bounded size, expansion and depth."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read it ({exc.strerror})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_CONFIG_BYTES >> 20} MiB, the limit "
+                          f"of a config file (keep data in an input, not in the config)")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, shown)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise _yaml_error(shown, exc) from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{shown}: nested too deeply (the limit is {MAX_NESTING} "
+                          "levels)") from exc
+    finally:
+        loader.dispose()
     if data is not None and not isinstance(data, dict):
         raise ConfigError(
             f"{shown}: a config must be a mapping of keys, got a {type(data).__name__}"
         )
+
+
+def _check_expansion(root: yaml.Node, shown: str) -> None:
+    """The node graph PyYAML composed (an alias is the same node object again) is no
+    deeper than MAX_NESTING, has no cycle and expands to at most MAX_CONFIG_NODES nodes.
+    Iterative, and each node is sized once: the check costs what the file holds, not what
+    it expands to."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"{shown}: expands to more than {MAX_CONFIG_NODES} values (its aliases "
+                    "repeat too much: an alias bomb?)"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{shown}: an alias refers to a node that contains it "
+                              "(a recursive structure)")
+        if depth > MAX_NESTING:
+            mark = node.start_mark
+            raise ConfigError(f"{shown}:{mark.line + 1}:{mark.column + 1}: nested deeper "
+                              f"than {MAX_NESTING} levels")
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+
+
+def _check_nesting(lines: Iterable[str]) -> None:
+    """An override whose value nests brackets deeper than MAX_NESTING is refused before
+    Hydra's (recursive) parser sees it."""
+    for line in lines:
+        depth = deepest = 0
+        for char in line:
+            if char in "[{(":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]})":
+                depth = max(0, depth - 1)
+        if deepest > MAX_NESTING:
+            shown = line if len(line) <= 60 else line[:40] + "..." + line[-12:]
+            raise ConfigError(f"{shown}: nested deeper than {MAX_NESTING} levels")
 
 
 class _CheckedFileSource(FileConfigSource):
@@ -302,6 +384,12 @@ class _CheckedFileSource(FileConfigSource):
         relative = self._normalize_file_name(config_path)
         full = Path(os.path.realpath(os.path.join(self.path, relative)))
         shown = (Path(Path(self.path).name) / relative).as_posix()
+        top = Path(os.path.realpath(self.path))
+        if full != top and top not in full.parents:
+            # a link out of the config tree: its target would be composed, baked into the
+            # image and stored, whatever host file it is
+            raise ConfigError(f"{shown}: a link to {full}, outside the config directory "
+                              "(copy the file into the project instead)")
         try:
             stat = full.stat()
         except OSError:
@@ -600,6 +688,7 @@ class Composer:
         The point is job 0 of a multirun, the same config ``orch sweep`` gives it alone.
         """
         overrides = list(overrides)
+        _check_nesting(overrides)
         self._check_group_values(overrides)
         with self._session() as loader:
             parsed = self._parse_all(overrides)
@@ -622,6 +711,7 @@ class Composer:
             done: dict[tuple[str, ...], Composed] = {}
             for num, raw_point in enumerate(points):
                 point = tuple(raw_point)
+                _check_nesting(point)
                 self._check_group_values(point)
                 if point in done:
                     results.append(copy.deepcopy(done[point]))
@@ -655,6 +745,7 @@ class Composer:
         every non-sweep override at once. It fails where the jobs alone would not (the
         same ``+key`` twice)."""
         lines = list(overrides)
+        _check_nesting(lines)
         with self._session() as loader:
             try:
                 self._with_placeholders(
@@ -689,6 +780,7 @@ class Composer:
         return parsed
 
     def _parse(self, line: str) -> Override:
+        _check_nesting([line])
         try:
             return self._parser.parse_overrides([line])[0]
         except OverrideParseException as exc:
@@ -1245,6 +1337,7 @@ def expand_sweep(
 def parse_overrides(overrides: Sequence[str], composer: Composer) -> list[Override]:
     """Hydra's parse of the overrides (``glob()`` lists the composer's groups); a bad one
     is one ConfigError naming it."""
+    _check_nesting(overrides)
     parser = OverridesParser.create(config_loader=cast(Any, _GroupLister(composer)))
     try:
         return parser.parse_overrides(list(overrides))
