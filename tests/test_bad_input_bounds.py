@@ -131,3 +131,29 @@ def test_moderate_nesting_still_composes(ws: Workspace) -> None:
     result = CliRunner().invoke(cli, ["compose", "-p", "proj", "model=lstm",
                                       "+y=" + "[" * depth + "]" * depth])
     assert result.exit_code == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- output (item 21)
+
+
+def test_runs_clips_a_huge_override(ws: Workspace) -> None:
+    """A sweep's arguments are stored whole; `orch runs` prints one short line per sweep."""
+    from test_bad_input import RUN_A
+
+    from orchestrator.record import SweepDoc
+    from orchestrator.store import DirStore, RunStore
+
+    huge = "+blob='" + "x" * (120 << 10) + "'"
+    RunStore(DirStore(ws.store)).write_sweep(SweepDoc.from_json({
+        "schema": 1, "sweep_id": "b16b16b16b16", "project": "proj\x1b[31m",
+        "created_at": "2026-01-02T00:00:00.000Z", "args": [huge, "x=\x1b]0;pwned\x07"],
+        "runs": [{"run_id": RUN_A, "overrides": [huge]}],
+    }))
+    result = CliRunner().invoke(cli, ["runs", "-p", "proj"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout[:500]
+    assert all(len(line) < 400 for line in lines), [len(line) for line in lines]
+    (line,) = [line for line in lines if line.startswith("b16b16b16b16")]
+    assert "more characters" in line
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout

@@ -566,6 +566,18 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+#: The widest a free-text cell of a listing is printed (an override may be 100 KB).
+MAX_CELL = 160
+
+
+def clipped(text: str, limit: int = MAX_CELL) -> str:
+    """``printable(text)`` on one line, cut to ``limit`` characters and saying so."""
+    shown = printable(text)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}... ({len(shown) - limit} more characters)"
+
+
 def _human_header(view: View) -> list[str]:
     marker = [""] if view.best else []
     sweep = ["sweep"] if view.sweeps else []
@@ -702,15 +714,16 @@ def runs_table(sweeps: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping
     for sweep in ordered:
         sweep_id = str(sweep.get("sweep_id", ""))
         count = counts.get(sweep_id, {})
-        labels = [str(sweep.get("name") or "-"), ",".join(sweep.get("tags") or []) or "-"]
+        labels = [clipped(str(sweep.get("name") or "-"), 40),
+                  clipped(",".join(map(str, sweep.get("tags") or [])) or "-", 40)]
         rows.append(
             [
                 sweep_id,
                 *(labels if labelled else []),
                 short_time(sweep.get("created_at")),
-                str(sweep.get("project", "")),
+                clipped(str(sweep.get("project", "")), 40),
                 *(str(count.get(name, 0)) for name in count_names),
-                " ".join(str(arg) for arg in sweep.get("args") or []),
+                clipped(" ".join(str(arg) for arg in sweep.get("args") or [])),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
