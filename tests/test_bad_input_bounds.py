@@ -157,3 +157,41 @@ def test_runs_clips_a_huge_override(ws: Workspace) -> None:
     (line,) = [line for line in lines if line.startswith("b16b16b16b16")]
     assert "more characters" in line
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+
+
+# --------------------------------------------------------------------------- records (item 13)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("network", "host", "network"),
+    ("network", "container:abc", "network"),
+    ("resources", {"cpus": -2, "gpus": 0, "memory": None, "timeout": None}, "cpus"),
+    ("resources", {"cpus": 1, "gpus": 0, "memory": "lots", "timeout": None}, "memory"),
+    ("resources", {"cpus": 1, "gpus": -1, "memory": None, "timeout": None}, "gpus"),
+    ("resources", {"cpus": 1, "gpus": 0, "memory": None, "timeout": -5}, "timeout"),
+    ("pass_env", ["ORCH_STORE_TOKEN"], "ORCH_STORE_TOKEN"),
+    ("pass_env", ["A=B"], "A=B"),
+    ("env", {"BAD NAME": "1"}, "BAD NAME"),
+    ("command", [], "command"),
+], ids=lambda v: str(v)[:20])
+def test_rerun_refuses_a_record_orch_yaml_could_not_have_asked_for(
+        ws: Workspace, field: str, value: object, fragment: str) -> None:
+    """A record comes from a store others may write: its run settings are checked as
+    orch.yaml's are before anything is pulled or started."""
+    import json
+
+    from test_bad_input import RUN_A
+
+    from orchestrator.docker_api import connect
+    from orchestrator.errors import BackendError
+
+    try:
+        connect().close()
+    except BackendError:
+        pytest.skip("no Docker daemon")
+    path = ws.store / "runs" / RUN_A / "run.json"
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    ws.refused(["rerun", "-p", "proj", RUN_A], RUN_A, fragment)

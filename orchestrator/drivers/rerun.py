@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ..docker_api import DockerClient
-from ..errors import ImageError, NotFound, UsageError
+from ..errors import ImageError, NotFound, ProjectError, StoreError, UsageError
 from ..execute import ShouldStop, execute
 from ..ids import DIGEST_REF, IMAGE_ID, RUN_ID
 from ..image.archive import has_image
@@ -27,7 +29,8 @@ from ..image.imageconfig import ImageConfig
 from ..image.transport import ensure_image, pull_by_digest
 from ..job import Job
 from ..live import StepMetrics
-from ..record import RunRecord, RunStatus
+from ..project import parse_resources
+from ..record import RUN_NETWORKS, RunRecord, RunStatus
 from ..settings import Settings
 from ..store import RunStore
 
@@ -127,6 +130,7 @@ def rerun(
     settings: Settings | None = None,
 ) -> RerunResult:
     original = find_original(runs, client, target)
+    check_run_settings(original)
     record_image(client, runs, original)
     # The rerun starts from the original's plan only: what the original observed (its
     # node, GPU ids, simulated GPUs, metrics) is not carried over.
@@ -162,6 +166,42 @@ def rerun(
         return RerunResult(original, record, compare_metrics(original.metrics, record.metrics))
     return RerunResult(original, record, compare_curves(curve, _curve(runs, record.run_id)),
                        up_to_step=last_step)
+
+
+#: Variable names a run may be given from the node's environment (orch.yaml's pass_env).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_run_settings(record: RunRecord) -> None:
+    """The record's run settings pass orch.yaml's own checks, before anything runs: a
+    record is data from a store anyone with write access may have written, and a rerun
+    must not start what no orch.yaml could ask for (the host network, a node's ORCH_*
+    variables, a resource Docker cannot parse)."""
+    where = f"run {record.run_id}'s record"
+
+    def bad(key: str, why: str) -> StoreError:
+        return StoreError(f"{where}: {key}: {why}: not a setting orch writes; the record is "
+                          "corrupt or forged, so it is not rerun")
+
+    if record.network not in RUN_NETWORKS:
+        raise bad("network", f"{record.network!r} must be 'none' or 'bridge'")
+    resources = record.resources
+    try:
+        parse_resources({"cpus": resources.cpus, "gpus": resources.gpus,
+                         "memory": resources.memory}, where)
+    except ProjectError as exc:
+        raise bad("resources", str(exc).removeprefix(f"{where}: ")) from None
+    timeout = resources.timeout
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise bad("resources.timeout", "must be a positive number of seconds")
+    for name in (*record.pass_env, *record.env):
+        if not _ENV_NAME.fullmatch(name):
+            raise bad("env", f"{name!r} is not a variable name")
+    for name in record.pass_env:
+        if name.startswith("ORCH_"):
+            raise bad("pass_env", f"{name!r}: ORCH_* variables are orch's own")
+    if not record.command or not all(record.command):
+        raise bad("command", "must be a non-empty list of non-empty strings")
 
 
 def _curve(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
