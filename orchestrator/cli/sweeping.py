@@ -239,6 +239,13 @@ def sweep(
             f"sweep {result.sweep_id}: {failed} of {len(result.runs)} run(s) failed "
             f"(orch results {result.sweep_id} --where status=failed; orch logs RUN_ID)"
         )
+    unfinished = sum(run.status in ("cancelled", "queued") for run in result.runs)
+    if unfinished:
+        # Not by this process's Ctrl-C (that is result.stopped): a scheduler's scancel.
+        raise RunsFailed(
+            f"sweep {result.sweep_id}: {unfinished} run(s) cancelled or never started "
+            "(cancelled outside orch?); re-submit the same sweep to run them"
+        )
 
 
 def _print_detached(result: Any, as_json: bool) -> None:

@@ -19,6 +19,10 @@ ENDED = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
     "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT",
 })
+#: The index under which :meth:`Slurm.tasks` lists the state of the indices it does not list.
+REST = -1
+#: SLURM's "no value" for a task id (an array's record once its pending tasks are gone).
+_NO_VAL = 4294967294
 #: How long one command may take: a controller that does not answer is an error, not a hang.
 COMMAND_TIMEOUT_S = 60.0
 
@@ -92,7 +96,9 @@ class Slurm:
         a while), by index; None when the controller has forgotten the whole array.
 
         A throttled array's pending tasks are one line (``ArrayTaskId=4-19%2``): each
-        index of it is listed as pending.
+        index of it is listed as pending. Once those are cancelled the line loses its
+        indices (``ArrayTaskId=4294967294``, CANCELLED): it is then listed as :data:`REST`,
+        the state of every index not listed.
         """
         try:
             out = self._run(["scontrol", "show", "job", "-o", array_id])
@@ -105,7 +111,7 @@ class Slurm:
             fields = _fields(line)
             if not fields.get("JobId"):
                 continue
-            indices = _indices(fields.get("ArrayTaskId", ""))
+            indices = _indices(fields.get("ArrayTaskId", "")) or [REST]
             code, signal = _exit_code(fields.get("ExitCode", ""))
             node = fields.get("NodeList") or None
             for index in indices:
@@ -155,7 +161,7 @@ def _indices(text: str) -> list[int]:
     found: list[int] = []
     for part in filter(None, text.split(",")):
         low, _, high = part.partition("-")
-        if low.isdigit() and (not high or high.isdigit()):
+        if low.isdigit() and (not high or high.isdigit()) and int(low) < _NO_VAL:
             found.extend(range(int(low), int(high or low) + 1))
     return found
 

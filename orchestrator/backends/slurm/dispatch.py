@@ -32,7 +32,7 @@ from ...record import RunRecord, RunResources
 from ...stopping import Stop
 from ...store import RunStore
 from ..node import shared_store_uri
-from .commands import Slurm, TaskState
+from .commands import REST, Slurm, TaskState
 from .protocol import (
     COMMITTED,
     EXIT_STORE_UNSEEN,
@@ -260,13 +260,13 @@ class SlurmBackend:
                     task.future.set_exception(exc)
                 continue
             for index, task in array.open().items():
-                state = states.get(index) if states is not None else None
+                state = _state(states, index)
                 if index in done:
                     self._resolve(task, done[index])
                 elif states is None or (state is not None and state.ended):
                     self._lost(array, index, task, state)
             for index, task in array.open().items():  # after the ends: a slot was freed
-                state = states.get(index) if states is not None else None
+                state = _state(states, index)
                 if state is not None and state.running and not task.started:
                     task.started = True
                     if task.on_start is not None:
@@ -325,6 +325,12 @@ class SlurmBackend:
             f"run {run_id}: its SLURM task {task_id} {how} without committing it; the "
             f"task's output is {self._log_dir}/{array.job_id}_{index}.out"
         ))
+
+
+def _state(states: dict[int, TaskState] | None, index: int) -> TaskState | None:
+    if states is None:
+        return None
+    return states.get(index) or states.get(REST)
 
 
 def _encode(job: Job) -> bytes:
