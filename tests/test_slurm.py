@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -378,3 +380,23 @@ def run_containers_of(run_id: str) -> list[str]:
     out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.orch.run_id={run_id}"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()
+
+
+def test_a_store_the_nodes_do_not_see_is_one_clear_error(
+    tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str]
+) -> None:
+    """The sweep's directory store lives on a filesystem only the submitter mounts (a
+    tmpfs in a mount namespace of its own): the tasks do not find their jobs there."""
+    root = write_sleeper(tmp_path / "private", base_image, sleep=0)
+    private = Path(tempfile.mkdtemp(prefix="orchpriv", dir="/var/tmp"))
+    try:
+        script = (f"mount -t tmpfs none {private} && exec {orch_exe()} sweep -p {root} "
+                  f"--store {private}/store --backend slurm seed=0,1")
+        proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                              capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "does not see the store" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
