@@ -12,11 +12,14 @@ host directories are removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +29,7 @@ from . import checkpoint, container, hydra_app
 from . import inputs as inputsmod
 from .container import RUN_UID, Outputs, RunDirs, Running
 from .docker_api import DockerClient
+from .errors import StoreError
 from .job import Job
 from .live import MAX_KEYS, RunMetrics, StepMetrics, number
 from .record import RunRecord, RunStatus, iso, now_iso
@@ -98,6 +102,68 @@ class _Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+
+
+class _Renewer:
+    """Renews the claim while a finished attempt is committed: an upload slower than the
+    lease must not let another submitter take the run over and run it again. ``lost``
+    is set when a renewal finds the claim someone else's."""
+
+    def __init__(self, runs: RunStore, job: Job) -> None:
+        self.lost = threading.Event()
+        self._runs, self._job = runs, job
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"commit-claim-{job.run_id}")
+
+    def _beat(self) -> None:
+        job = self._job
+        while not self._stop.wait(job.lease_s / 6):
+            try:
+                held = self._runs.claims.claim(job.run_id, job.owner, job.lease_s)
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
+                continue
+            if not held:
+                self.lost.set()
+                return
+
+    def __enter__(self) -> _Renewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+#: How long a commit waits for the blobs its record names (the driver uploads them
+#: beside the runs) before it gives up; the run's files stay on disk (PENDING).
+BLOB_WAIT_S = 600.0
+
+
+def _ready_to_record(runs: RunStore, job: Job, renewer: _Renewer,
+                     blob_wait_s: float = BLOB_WAIT_S) -> Callable[[RunRecord], None]:
+    """The last check before ``run.json``: every blob the record names is stored (waiting
+    for the driver's uploads), and the claim is still this attempt's."""
+
+    def check(record: RunRecord) -> None:
+        deadline = time.monotonic() + blob_wait_s
+        delay = 0.2
+        while missing := runs.missing_blobs(record):
+            if renewer.lost.is_set():
+                break
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"run {record.run_id}: {len(missing)} blob(s) its record names are not in "
+                    f"store {runs.store.uri} (first: {missing[0]}): not committed; re-submit "
+                    "the sweep to upload them and commit the run"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        if renewer.lost.is_set() or not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+            raise ClaimLost(job.run_id)
+
+    return check
 
 
 ShouldStop = Callable[[StepMetrics], "str | None"]
@@ -195,14 +261,19 @@ def execute(
     stop = stop or Stop()
     if stop.draining:
         raise NotStarted(job.run_id)
+    work_root = work_root or Settings().work_root
+    pending = _pending_dir(work_root, job.run_id)
+    if (pending / PENDING).is_file():
+        return _commit_pending(job, runs, pending)
     plan = job.plan
     mounts = _input_mounts(job, runs, cache_root, verify_inputs)
     gpu_ids = list(gpu_ids or [])
-    dirs = RunDirs.create(work_root or Settings().work_root, f"orch-{job.run_id}-{job.attempt}")
+    dirs = RunDirs.create(work_root, f"orch-{job.run_id}-{job.attempt}")
     resumed: list[int | None] = [None]
     claimed = [False]
     pruned: list[str | None] = [None]
     check = _stop_check(job, runs, should_stop)
+    kept = False
     try:
         kwargs = container.create_kwargs(
             image_id=plan.image_id,
@@ -259,21 +330,33 @@ def execute(
             if claimed[0]:  # ours, and nothing to commit: free it for a re-submission now
                 _release(runs, job)
             raise
-        # Still ours? A submitter paused past its lease (Ctrl-Z) finds its run taken over,
-        # perhaps finished by the new owner: it must not commit over that.
-        if result.lost or not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+        outcome: tuple[RunRecord, dict[str, bytes | Path]] | None = None
+        try:
+            if result.lost:
+                raise ClaimLost(job.run_id)
+            with _Renewer(runs, job) as renewer:  # reading 300k outputs takes time too
+                outcome = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
+                                   resumed[0], pruned[0])
+                # Still ours? A submitter paused past its lease (Ctrl-Z) finds its run taken
+                # over, perhaps finished by the new owner: it must not commit over that.
+                if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+                    raise ClaimLost(job.run_id)
+                record = runs.commit_run(*outcome, owner=job.owner,
+                                         before_record=_ready_to_record(runs, job, renewer))
+        except ClaimLost:
             log.warning(
                 "run %s: another submitter took its claim over (was this one paused past "
                 "the lease?); leaving the run to it", job.run_id,
             )
-            raise ClaimLost(job.run_id)
-        record, files = _outcome(job, result, dirs, steps, node, gpu_ids, gpus_simulated,
-                                 resumed[0], pruned[0])
-        try:
-            record = runs.commit_run(record, files)
+            raise
+        except Exception:
+            # A finished attempt whose commit failed (a store outage past the retry
+            # budget) is kept on disk and committed by the next submission, not run again.
+            if outcome is not None:
+                kept = _keep_pending(dirs, pending, *outcome)
+            _release(runs, job)
+            raise
         except BaseException:
-            # Let a re-submission run it at once rather than wait out the lease; if even
-            # that fails (a store turned read-only), the failed commit is what to report.
             _release(runs, job)
             raise
         try:
@@ -284,7 +367,8 @@ def execute(
             pass
         return record
     finally:
-        dirs.remove()
+        if not kept:
+            dirs.remove()
 
 
 def _stop_check(job: Job, runs: RunStore, should_stop: ShouldStop | None) -> ShouldStop | None:
@@ -306,11 +390,74 @@ def _passed(names: tuple[str, ...]) -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
-def _release(runs: RunStore, job: Job) -> None:
-    """Drop the claim after a failure; if even that fails (a store turned read-only), the
-    failure being raised is the one to report."""
+#: A finished attempt whose commit failed: its record and files, kept on the host under
+#: ``<work root>/pending/<run_id>/`` (outside the work directories that are reaped) and
+#: committed by the next attempt of the run on this host instead of running it again.
+PENDING = "pending.json"
+
+
+def _pending_dir(work_root: Path, run_id: str) -> Path:
+    return work_root / "pending" / run_id
+
+
+def _keep_pending(dirs: RunDirs, pending: Path, record: RunRecord,
+                  files: dict[str, bytes | Path]) -> bool:
+    """Move the attempt's directory to ``pending`` with what its commit needs: True if
+    it was kept there."""
+    if pending.exists():
+        return False  # an older pending attempt of the run: that one is committed first
     try:
-        runs.claims.release(job.run_id)
+        saved = dirs.root / "pending-files"
+        saved.mkdir(exist_ok=True)
+        names: dict[str, str] = {}
+        for i, (name, source) in enumerate(sorted(files.items())):
+            if isinstance(source, bytes | bytearray | memoryview):
+                path = saved / str(i)
+                path.write_bytes(bytes(source))
+            else:
+                path = Path(source)
+            names[name] = path.relative_to(dirs.root).as_posix()
+        (dirs.root / PENDING).write_text(
+            json.dumps({"record": record.to_json(), "files": names}, sort_keys=True))
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(dirs.root, pending)
+    except (OSError, ValueError) as exc:  # a path outside the directory, a full disk
+        log.warning("run %s: could not keep its finished work for a later commit: %s",
+                    record.run_id, exc)
+        return False
+    log.warning("run %s: not committed; its finished work is kept in %s and committed by "
+                "the next submission", record.run_id, pending)
+    return True
+
+
+def _commit_pending(job: Job, runs: RunStore, pending: Path) -> RunRecord:
+    """Commit the finished attempt kept in ``pending`` (whose commit failed before)."""
+    if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
+        raise ClaimHeld(job.run_id)
+    try:
+        saved = json.loads((pending / PENDING).read_text())
+        record = RunRecord.from_json(saved["record"], str(pending / PENDING))
+        files: dict[str, bytes | Path] = {
+            name: pending / relative for name, relative in saved["files"].items()}
+        with _Renewer(runs, job) as renewer:
+            record = runs.commit_run(record, files, owner=job.owner,
+                                     before_record=_ready_to_record(runs, job, renewer))
+    except ClaimLost:
+        raise
+    except BaseException:
+        _release(runs, job)
+        raise
+    shutil.rmtree(pending, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        runs.delete_live(job.run_id)
+    return record
+
+
+def _release(runs: RunStore, job: Job) -> None:
+    """Drop the claim after a failure (only this attempt's own); if even that fails (a
+    store turned read-only), the failure being raised is the one to report."""
+    try:
+        runs.claims.release(job.run_id, job.owner)
     except Exception as cleanup:  # noqa: BLE001 - secondary to the error raised
         log.warning("run %s: could not release its claim either: %s", job.run_id, cleanup)
 

@@ -13,6 +13,8 @@ can use different values, and a bad value is reported once, as a usage error, up
 - ``ORCH_MAX_OUTPUT_BYTES``: the largest total of one run's outputs (10 GiB)
 - ``ORCH_CHECKPOINT_S``: seconds between saves of a running run's checkpoint (30)
 - ``ORCH_LIVE_S``: seconds between publications of a running run's step metrics (1)
+- ``ORCH_S3_RETRY_S``: seconds one S3 operation keeps retrying a server that is down (60);
+  a commit that still fails keeps the finished run on disk for the next submission
 - ``ORCH_DEBUG``: show tracebacks and third-party warnings (unset)
 """
 
@@ -44,6 +46,7 @@ class Settings:
     max_output_bytes: int = 10 << 30
     checkpoint_s: float = 30.0
     live_s: float = 1.0
+    s3_retry_s: float = 60.0
     debug: bool = False
 
     @property
@@ -67,6 +70,7 @@ class Settings:
             max_output_bytes=int(_positive(env, "ORCH_MAX_OUTPUT_BYTES", 10 << 30, int)),
             checkpoint_s=_positive(env, "ORCH_CHECKPOINT_S", 30.0, float),
             live_s=_positive(env, "ORCH_LIVE_S", 1.0, float),
+            s3_retry_s=_positive(env, "ORCH_S3_RETRY_S", 60.0, float),
             debug=bool(env.get("ORCH_DEBUG")),
         )
 

@@ -101,7 +101,8 @@ class Workspace:
             # An explicit store needs no project (results can be read anywhere).
             root = Path(self.project_dir or ".") if self.store_uri else self.project_root()
             try:
-                store = open_store(self.store_uri, project_dir=root, s3_endpoint=self.s3_endpoint)
+                store = open_store(self.store_uri, project_dir=root, s3_endpoint=self.s3_endpoint,
+                                   retry_budget_s=self.settings.s3_retry_s)
             except UsageError as exc:
                 raise UsageError(f"{self.store_label}: {exc}") from exc
             self._runs = RunStore(store)

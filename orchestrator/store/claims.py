@@ -115,11 +115,30 @@ class Claims:
         """No live claim: none at all, or one not renewed for ``lease_s`` seconds."""
         return not self.is_live(run_id, lease_s)
 
-    def release(self, run_id: str) -> None:
-        """Drop the claim (and the takeover markers of earlier, stale claims)."""
-        self.store.delete(self._key(run_id, CLAIM))
-        for key in self.store.list(self._key(run_id, STALE)):
-            self.store.delete(key)
+    def holder(self, run_id: str) -> str | None:
+        """The owner of the run's claim, None when there is none (or it is unreadable)."""
+        try:
+            return self._owner_of(self.store.get(self._key(run_id, CLAIM)))
+        except NotFound:
+            return None
+
+    def release(self, run_id: str, owner: str | None = None) -> bool:
+        """Drop the claim (and the takeover markers of earlier, stale claims); False if
+        there was none to drop.
+
+        With ``owner``, only a claim that ``owner`` still holds: a holder whose run was
+        taken over (it was slower than the lease) must not delete its successor's live
+        claim. A store has no conditional delete, so the owner is compared just before
+        the delete; a takeover fits between the two only if this holder was already past
+        its lease, which its renewals until ``run.json`` prevent.
+        """
+        key = self._key(run_id, CLAIM)
+        if owner is not None and self.holder(run_id) != owner:
+            return False
+        self.store.delete(key)
+        for stale in self.store.list(self._key(run_id, STALE)):
+            self.store.delete(stale)
+        return True
 
     @staticmethod
     def is_claim_file(name: str) -> bool:

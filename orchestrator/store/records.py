@@ -6,7 +6,9 @@
     sweeps/<sweep_id>.index.json        every completed record of the sweep (and the sweep
                                         document), one object
     sweeps/<sweep_id>.open-<nonce>      a submission of the sweep is committing runs: the
-                                        index alone is not to be trusted (see ``catalog``)
+                                        index alone is not to be trusted (see ``catalog``);
+                                        it names the blobs the submission's runs will
+                                        reference, which ``gc`` keeps
     sweeps/<sweep_id>.reruns/<run_id>   a rerun of one of the sweep's runs (empty object)
     sweeps/<sweep_id>.trials/<number>   a search's trial (number, run id, parameters),
                                         created once: of two submitters of one search,
@@ -23,11 +25,12 @@
                                         (the node stops it and records it ``pruned``)
     runs/<run_id>/checkpoint.tar        the last saved $ORCH_CHECKPOINT, then
     runs/<run_id>/checkpoint.json       naming the attempt that saved it
-    runs/<run_id>/attempts/<n>/...      an earlier attempt's run.json and logs
+    runs/<run_id>/attempts/<n>/...      an earlier attempt's run.json, logs and outputs
     blobs/sha256/<hex>                  image layers and configs, each stored once (``blobs``)
 
-The commit protocol: ``claim`` -> run -> ``commit_run`` (files, then ``run.json``, then
-release the claim). Readers trust only runs with ``run.json``. A claim whose holder
+The commit protocol: ``claim`` -> run -> ``commit_run`` (files, then every blob the record
+names is checked to be stored, then ``run.json``, then the claim released by its owner;
+the claim is renewed until then). Readers trust only runs with ``run.json``. A claim whose holder
 stopped renewing it for longer than the lease may be taken over by someone else.
 
 Why one module of this size: it is the layout above, the one place that knows these keys;
@@ -83,6 +86,9 @@ class RunStore:
         self._nonce = uuid.uuid4().hex[:16]
         self._open: Counter[str] = Counter()
         self._open_lock = threading.Lock()
+        #: The blobs each open sweep named in its marker (``protect_blobs``).
+        self._protected: dict[str, set[str]] = {}
+        self._opened_at: dict[str, str] = {}
         #: Called with each sweep document right after it is written (the CLI labels a
         #: new sweep there, so its name works while its runs still run).
         self.after_write_sweep: list[Callable[[SweepDoc], None]] = []
@@ -142,10 +148,47 @@ class RunStore:
         marker = self._sweep_key(sweep.sweep_id, f".open-{self._nonce}")
         with self._open_lock:
             self._open[sweep.sweep_id] += 1
+            self._opened_at.setdefault(sweep.sweep_id, now_iso())
+        check = getattr(self.store, "check_conditional_writes", None)
+        if check is not None:  # an S3 server that ignores If-None-Match: refuse up front
+            check()
         self.store.put(marker, self._dump(marker, {"opened_at": now_iso()}))
         self.store.create(key, self._dump(key, sweep.to_json()))
         for listener in self.after_write_sweep:
             listener(sweep)
+
+    def protect_blobs(self, sweep_id: str, digests: Sequence[str]) -> None:
+        """Name, in the sweep's open marker, blobs its runs will reference: ``gc`` keeps
+        every blob a live marker names, however old the blob (a directory store links
+        cached layers in with the cache file's age; a blob found already stored is not
+        written again). Called before the sweep relies on finding them; rewriting the
+        marker also renews it."""
+        marker = self._sweep_key(sweep_id, f".open-{self._nonce}")
+        with self._open_lock:
+            if not self._open[sweep_id]:
+                return
+            known = self._protected.setdefault(sweep_id, set())
+            if set(digests) <= known:
+                return
+            known.update(digests)
+            body = {"opened_at": self._opened_at.get(sweep_id, now_iso()),
+                    "blobs": sorted(known)}
+        self.store.put(marker, self._dump(marker, body))
+
+    def rebuild_sweep_index(self, sweep_id: str) -> bool:
+        """Rewrite a sweep's index from its runs' ``run.json``: a submission that died
+        after committing runs left an index older than them, which readers trust once its
+        open marker is gone. False when the sweep has no index to rebuild."""
+        key = self._sweep_key(sweep_id, ".index.json")
+        if not self.store.exists(key):
+            return False
+        sweep = self.read_sweep(sweep_id)
+        records = [r for r in self.read_runs(sweep.run_ids) if r is not None]
+        runs = {r.run_id: r.to_json() for r in records}
+        index: dict[str, Any] = {"schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(),
+                                 "runs": runs, "sweep": sweep.to_json()}
+        self.store.put(key, self._dump(key, index, compact=True))
+        return True
 
     def update_sweep(self, sweep: SweepDoc) -> None:
         """Rewrite a search's document: its runs are listed as its trials are created
@@ -236,6 +279,8 @@ class RunStore:
             if self._open[sweep_id]:
                 return
             del self._open[sweep_id]
+            self._protected.pop(sweep_id, None)
+            self._opened_at.pop(sweep_id, None)
         self.store.delete(self._sweep_key(sweep_id, f".open-{self._nonce}"))
 
     def _read_index(self, sweep_id: str) -> dict[str, RunRecord]:
@@ -336,7 +381,13 @@ class RunStore:
         return candidates[0]
 
     def commit_run(
-        self, record: RunRecord, files: Mapping[str, bytes | Path], workers: int = 8
+        self,
+        record: RunRecord,
+        files: Mapping[str, bytes | Path],
+        workers: int = 8,
+        *,
+        owner: str | None = None,
+        before_record: Callable[[RunRecord], None] | None = None,
     ) -> RunRecord:
         """Upload ``files`` (keyed relative to ``runs/<id>/``), then ``run.json``, then
         release the claim. A crash before ``run.json`` leaves an incomplete run that
@@ -344,7 +395,11 @@ class RunStore:
 
         The size and SHA-256 of every output (``output/...``) are computed as it is
         stored and written into the record's ``artifact_files``; the record written is
-        returned.
+        returned. ``before_record`` is called with it just before ``run.json`` is written:
+        it may raise to stop the commit (the claim was lost; a blob the record names is
+        not stored). Only ``owner``'s claim is released (any claim without an owner).
+        Outputs left under ``output/`` by an earlier, uncommitted attempt and not part of
+        this one are removed once ``run.json`` is written: nothing lists them.
         """
         run_id = self._check_id(record.run_id, "run id in the record")
         for name in files:
@@ -381,14 +436,38 @@ class RunStore:
             record = dataclasses.replace(
                 record, artifact_files={**record.artifact_files, **outputs}
             )
+        if before_record is not None:
+            before_record(record)
         body = self._dump(run_key, record.to_json())
         if record.rerun_of and record.sweep_id:
             # Not in the sweep's document: this pointer is how readers of the sweep find it.
             pointer = self._sweep_key(record.sweep_id, f".reruns/{run_id}")
             self.store.put(pointer, b"")
         self.store.put(run_key, body)
-        self.claims.release(run_id)
+        ours = {self._run_key(run_id, name) for name in files if name.startswith(OUTPUT_DIR)}
+        leftovers = [key for key in self.store.list(self._run_key(run_id, OUTPUT_DIR))
+                     if key not in ours]
+        parallel_map(self.store.delete, leftovers, workers)
+        self.claims.release(run_id, owner)
         return record
+
+    @staticmethod
+    def record_blobs(record: RunRecord) -> list[str]:
+        """The blobs a record names that a node needs to run it again: its image's
+        layers and configs (the base image's config is not stored: a node has the base)."""
+        digests = [record.image_id]
+        if record.layers is not None:
+            digests += record.layers.all()
+        if record.images is not None:
+            digests += [record.images.env, record.images.code]
+        digests += [ref.digest for ref in record.inputs.values()]
+        return sorted({digest for digest in digests if digest})
+
+    def missing_blobs(self, record: RunRecord, workers: int = 16) -> list[str]:
+        """The blobs of :meth:`record_blobs` the store does not hold."""
+        digests = self.record_blobs(record)
+        present = parallel_map(self.blobs.has, digests, workers)
+        return [digest for digest, here in zip(digests, present, strict=True) if not here]
 
     def list_run_files(self, run_id: str) -> list[str]:
         """Names relative to ``runs/<id>/`` (claims left out), sorted."""
@@ -498,24 +577,66 @@ class RunStore:
         attempt = meta.get("attempt")
         return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
 
-    def set_aside_attempt(self, record: RunRecord) -> bool:
-        """Keep a finished attempt under ``attempts/<n>/`` and remove its ``run.json``, so
-        the run can be claimed and run again as attempt n+1. False when another submitter
-        did it first (the conditional create of the kept record decides)."""
-        base = f"attempts/{record.attempt}/"
-        kept = self._run_key(record.run_id, base + "run.json")
-        if not self.store.create(kept, self._dump(kept, record.to_json())):
-            return False
+    def set_aside_attempt(self, record: RunRecord) -> int:
+        """Keep a finished attempt under ``attempts/<n>/`` (its record, logs and outputs)
+        and remove its ``run.json``, so the run can be claimed and run again; the ``n``
+        it is kept under.
+
+        Safe to repeat and to race: the kept record is created conditionally; one found
+        with the same content is this attempt's, set aside by another submitter or by one
+        killed part-way, and the set-aside is finished; one found with other content (a
+        run committed again as the same attempt number) moves this one to the next free
+        number. ``run.json`` is removed only while it is still this record.
+        """
+        run_id = record.run_id
+        wanted = json.loads(self._dump(self._run_key(run_id, "run.json"), record.to_json()))
+        number = max(record.attempt, 1)
+        while True:
+            kept = self._run_key(run_id, f"attempts/{number}/run.json")
+            if self.store.create(kept, self._dump(kept, wanted)):
+                break
+            try:
+                if self._parse(kept, self.store.get(kept)) == wanted:
+                    break
+            except NotFound:
+                continue  # removed while we looked (gc rolled a dead set-aside back)
+            except CorruptRecord:
+                pass
+            number += 1
+        if not self._is_record(run_id, wanted):
+            return number  # someone else finished it; the run may be running again
+        base = f"attempts/{number}/"
+        names = ["stdout.log", "stderr.log", "metrics.jsonl"]
+        names += [OUTPUT_DIR + name for name in record.artifacts]
         with tempfile.TemporaryDirectory(prefix="orch-attempt-") as tmp:
-            for name in ("stdout.log", "stderr.log", "metrics.jsonl"):
-                spool = Path(tmp) / name  # logs can be large: through a file, not memory
+            for i, name in enumerate(names):
+                spool = Path(tmp) / str(i)  # logs can be large: through a file, not memory
                 try:
-                    self.store.get_file(self._run_key(record.run_id, name), spool)
+                    self.store.get_file(self._run_key(run_id, name), spool)
                 except NotFound:
                     continue
-                self.store.put_file(self._run_key(record.run_id, base + name), spool)
-        self.store.delete(self._run_key(record.run_id, "run.json"))
-        return True
+                self.store.put_file(self._run_key(run_id, base + name), spool)
+                spool.unlink()
+        if self._is_record(run_id, wanted):
+            self.store.delete(self._run_key(run_id, "run.json"))
+        # The attempt's outputs under output/ stay until the next attempt commits, which
+        # removes what it does not list (commit_run): deleting them here could race it.
+        return number
+
+    def _is_record(self, run_id: str, wanted: Mapping[str, Any]) -> bool:
+        key = self._run_key(run_id, "run.json")
+        try:
+            return self._parse(key, self.store.get(key)) == wanted
+        except (NotFound, CorruptRecord):
+            return False
+
+    def next_attempt(self, run_id: str) -> int:
+        """The number of a run's next attempt: one past the highest kept one."""
+        prefix = self._run_key(run_id, "attempts/")
+        numbers = [int(part) for key in self.store.list(prefix)
+                   if key.endswith("/run.json")
+                   and (part := key[len(prefix):].split("/", 1)[0]).isdigit()]
+        return max(numbers, default=0) + 1
 
     def read_attempts(self, run_id: str) -> list[RunRecord]:
         """The earlier attempts of a run, oldest first."""

@@ -4,7 +4,8 @@ Requests pass through unchanged (signatures stay valid: nothing signed is touche
 the test asks for a fault:
 
 - ``hold(pattern)`` / ``release()``: requests whose ``METHOD /key`` matches wait until
-  released (a slow or stuck upload), ``delay(pattern, seconds)`` slows them down;
+  released (a stuck upload; ``release(drop=True)`` never forwards them),
+  ``delay(pattern, seconds)`` slows them down;
 - ``down = True``: every request is answered ``503 ServiceUnavailable`` (an outage);
 - ``clock_shift_s``: ``Date`` and ``Last-Modified`` of every answer are shifted, as a
   server whose clock disagrees with the client's by that much;
@@ -47,6 +48,7 @@ class S3Proxy:
         self.seen: list[str] = []
         self._rules: list[tuple[re.Pattern[str], float | None]] = []
         self._released = threading.Event()
+        self._drop = False
         self._lock = threading.Lock()
         proxy = self
 
@@ -88,10 +90,12 @@ class S3Proxy:
         with self._lock:
             self._rules.append((re.compile(pattern), seconds))
 
-    def release(self) -> None:
-        """Let held requests go, and hold nothing more."""
+    def release(self, *, drop: bool = False) -> None:
+        """Let held requests go, and hold nothing more; ``drop``: the held requests are
+        never forwarded, their connections closed (what a client killed meanwhile leaves)."""
         with self._lock:
             self._rules = [(p, s) for p, s in self._rules if s is not None]
+            self._drop = drop
         self._released.set()
 
     def count(self, pattern: str) -> int:
@@ -113,6 +117,9 @@ class S3Proxy:
             if pattern.search(line):
                 if seconds is None:
                     self._released.wait()
+                    if self._drop:
+                        handler.close_connection = True
+                        return
                 else:
                     time.sleep(seconds)
         if self.down:
