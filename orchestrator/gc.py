@@ -7,6 +7,11 @@ Mark, then sweep:
   which covers layers, image configs, the images a run is built on and input manifests;
   then, transitively, every digest a marked blob that is JSON (an image config, an input
   manifest) mentions.
+* **Protected blobs**: every blob a live open-sweep marker names (a running sweep names
+  there the blobs its runs will reference before it relies on finding them stored: a
+  directory store links cached layers in with the cache file's age, and a blob found
+  stored is not written again, so a blob's age says nothing about who needs it). The
+  markers are read again right before deleting.
 * **Grace**: an unmarked blob is kept if it was written less than ``grace_s`` ago, or
   after the *cutoff*: the oldest of every open sweep (``sweeps/<id>.open-*``) and every
   live claim, less a minute for clocks. A running sweep uploads its blobs after its
@@ -18,8 +23,12 @@ Mark, then sweep:
   and that no live claim holds: their logs and outputs go; their earlier ``attempts/``
   and their checkpoint (``checkpoint.tar``/``.json``: the next attempt resumes from it)
   stay.
+* **Half-done set-asides**: ``attempts/<n>/`` whose record is still the run's
+  ``run.json``, older than the lease (a re-submitter killed while setting a failed
+  attempt aside): the copy goes, the run keeps its record, and a re-submission retries.
 * **Open markers** older than the lease of sweeps none of whose runs is claimed: left by
-  a submission that died; they only slow readers down.
+  a submission that died; they only slow readers down. The sweep's index is rebuilt
+  from its runs' records first: the dead submission may have committed runs after it.
 
 ``dry_run`` reports the same and removes nothing.
 """
@@ -37,6 +46,7 @@ from typing import Any
 
 from .errors import NotFound
 from .pool import parallel_map
+from .record import CorruptRecord
 from .store import RunStore
 
 _DIGEST = re.compile(rb"sha256:([0-9a-f]{64})")
@@ -115,12 +125,14 @@ def collect(
     for key, age in marker_ages.items():
         if age is None:
             continue
-        sweep_id = key[len("sweeps/") :].rsplit(".open-", 1)[0]
+        sweep_id = _marker_sweep(key)
         if age > lease_s and not (sweep_runs.get(sweep_id, set()) & live):
             report.markers.append(key)  # a dead submission's: it protects nothing
         else:
             starts.append(now - age)
     cutoff = min([now - grace_s, *(s - SKEW_S for s in starts)])
+    live_markers = [k for k in markers if k not in report.markers]
+    protected = _marker_blobs(runs, live_markers)
 
     # -- mark --------------------------------------------------------------------------
     record_keys = [
@@ -129,9 +141,10 @@ def collect(
         for name in names
         if name == "run.json" or (name.startswith("attempts/") and name.endswith("/run.json"))
     ]
-    marked: set[str] = set()
-    follow: set[str] = set()
-    for data in parallel_map(_getter(runs), record_keys, 32):
+    marked: set[str] = set(protected)
+    follow: set[str] = set(protected)
+    records = dict(zip(record_keys, parallel_map(_getter(runs), record_keys, 32), strict=True))
+    for data in records.values():
         marked.update(m.decode() for m in _DIGEST.findall(data))
         follow |= _followed(data)
     present = {key.rsplit("/", 1)[1] for key in store.list("blobs/sha256/")}
@@ -155,9 +168,11 @@ def collect(
         else:
             report.kept_young += 1
 
-    # -- claims and partial runs ---------------------------------------------------------
+    # -- claims, half-done set-asides and partial runs ------------------------------------
     for run_id, names in sorted(by_run.items()):
         complete = "run.json" in names
+        if complete and run_id not in live:
+            report.partial += _dead_set_aside(runs, run_id, names, records, lease_s)
         stale_claim = run_id in claim_ages and run_id not in live
         claim_files = [n for n in names if n == "claim.json" or n.startswith("claim.stale-")]
         if complete and claim_files and (stale_claim or "claim.json" not in names):
@@ -174,11 +189,69 @@ def collect(
             report.partial_runs.add(run_id)
 
     if not dry_run:
+        # A submission that opened its sweep while we marked names its blobs now: read the
+        # markers again right before deleting (a sweep checks for a blob only after its
+        # marker names it, so no blob it found is deleted under it).
+        fresh = [k for k in store.list("sweeps/") if ".open-" in k.rsplit("/", 1)[-1]]
+        again = _marker_blobs(runs, [k for k in fresh if k not in report.markers])
+        report.blobs = [key for key in report.blobs if key.rsplit("/", 1)[1] not in again]
         # Claims last-but-one and markers last: a crash part-way leaves the store as safe
         # as before (an unremoved marker only protects more).
         parallel_map(store.delete, [*report.blobs, *report.partial, *report.claims], 32)
+        # A dead submission may have committed runs after its sweep's index was last
+        # written: readers trust the index once the marker is gone, so rebuild it first.
+        for sweep_id in sorted({_marker_sweep(k) for k in report.markers}):
+            try:
+                runs.rebuild_sweep_index(sweep_id)
+            except (NotFound, CorruptRecord):
+                pass  # no sweep document: the index, if any, answers for nothing
         parallel_map(store.delete, report.markers, 8)
     return report
+
+
+def _marker_sweep(key: str) -> str:
+    return key[len("sweeps/") :].rsplit(".open-", 1)[0]
+
+
+def _marker_blobs(runs: RunStore, markers: Sequence[str]) -> set[str]:
+    """The blobs open sweeps named in their markers (``RunStore.protect_blobs``), as hex."""
+
+    def read(key: str) -> set[str]:
+        try:
+            return {m.decode() for m in _DIGEST.findall(runs.store.get(key))}
+        except NotFound:
+            return set()
+
+    return set().union(*parallel_map(read, list(markers), 8)) if markers else set()
+
+
+def _dead_set_aside(runs: RunStore, run_id: str, names: Sequence[str],
+                    records: dict[str, bytes], lease_s: float) -> list[str]:
+    """The kept copy of a set-aside that its submitter did not finish (killed between
+    keeping ``attempts/<n>/`` and removing ``run.json``): the attempt is still the run's
+    current one, so the copy is rolled back; older than the lease, so not in progress."""
+    current = records.get(f"runs/{run_id}/run.json")
+    if not current:
+        return []
+    for name in names:
+        if not (name.startswith("attempts/") and name.endswith("/run.json")):
+            continue
+        kept = records.get(f"runs/{run_id}/{name}")
+        if not kept or _json(kept) != _json(current) or _json(kept) is None:
+            continue
+        age = runs.store.age(f"runs/{run_id}/{name}")
+        if age is None or age <= lease_s:
+            continue
+        base = name[: -len("run.json")]
+        return [f"runs/{run_id}/{n}" for n in names if n.startswith(base)]
+    return []
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def _getter(runs: RunStore) -> Callable[[str], bytes]:
