@@ -19,7 +19,8 @@ For a :class:`Case` (a lock, a tiny training script, one small package to change
 - ``P_store_bytes_ratio``: bytes of the environment's layers in a directory store after
   one sweep / their uncompressed size;
 - ``P_cold_stage_*``: where the last cold build's time went (seconds summed over calls,
-  measured in process; the stages overlap where orch overlaps them).
+  measured in process; the stages overlap where orch overlaps them); every cold build's
+  stages are logged.
 
 With ``ctx.smoke`` a case runs on :data:`SMOKE_LOCK` (two pure-Python wheels) and a trivial
 script, under its own key prefix: the machinery is exercised, not the stack.
@@ -49,6 +50,7 @@ from common import (
     REPO,
     BenchError,
     Stat,
+    loadavg,
     log,
     ratio,
     remove_images,
@@ -324,12 +326,12 @@ def measure(ctx: Ctx, case: Case) -> dict[str, Any]:
         cold.add(seconds)
         floor_build.add(_docker_build(ctx, context, pip_tag))
         log(f"{p} cold build {rep + 1}/{reps}: orch {seconds:.1f}s, "
-            f"docker build {floor_build.samples[-1]:.1f}s")
+            f"docker build {floor_build.samples[-1]:.1f}s (load average {loadavg():.1f}); "
+            "stages: " + ", ".join(
+                f"{label} {value:.2f}s" if isinstance(value, float) else f"{label} {value}"
+                for label, value in trace.items()))
     assert env is not None
     env_bytes = sum(layer.size for layer in env.env_layers)
-    log(f"{p} cold build stages: " + ", ".join(
-        f"{label} {value:.2f}s" if isinstance(value, float) else f"{label} {value}"
-        for label, value in trace.items()))
 
     # One small package changed, in the cache the last cold build filled.
     before = env
