@@ -1,7 +1,10 @@
-"""``orch image verify``: rebuild a run's image from its recorded inputs and compare IDs.
+"""``orch image verify``: rebuild a run's image from its recorded inputs and compare IDs,
+and check that the store holds every blob the record names.
 
 The project is checked out at the recorded commit in a temporary git worktree, so the
-rebuild goes through exactly the code path of the original build.
+rebuild goes through exactly the code path of the original build. An identical rebuild
+says the recorded image can be made again here; the blobs say it can be fetched by a
+node that has nothing (``orch rerun`` on an empty daemon), which is what the store is for.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from .errors import ImageError
 from .git import git, git_text, git_try
 from .image import builder
 from .project import load_project
+from .record import RunRecord
+from .store import RunStore
 
 
 @dataclass
@@ -23,13 +28,22 @@ class VerifyResult:
     recorded: str
     rebuilt: str
     first_difference: str | None
+    #: Blobs the record names that the store does not hold (checked when given a store).
+    missing_blobs: tuple[str, ...] = ()
 
     @property
     def identical(self) -> bool:
         return self.recorded == self.rebuilt
 
 
-def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> VerifyResult:
+def missing_blobs(runs: RunStore, record: dict[str, Any]) -> tuple[str, ...]:
+    """The blobs a record names (layers, image configs, input manifests) not in ``runs``."""
+    parsed = RunRecord.from_json(record, str(record.get("run_id")))
+    return tuple(runs.missing_blobs(parsed))
+
+
+def verify(client: DockerClient, project_root: Path, record: dict[str, Any],
+           runs: RunStore | None = None) -> VerifyResult:
     if record.get("dirty"):
         raise ImageError(
             f"run {record['run_id']} was built from uncommitted changes (dirty): its code "
@@ -71,4 +85,5 @@ def verify(client: DockerClient, project_root: Path, record: dict[str, Any]) -> 
             break
     if first is None and image.image_id != record["image_id"]:
         first = "image config (layers are identical)"
-    return VerifyResult(record["image_id"], image.image_id, first)
+    missing = missing_blobs(runs, record) if runs is not None else ()
+    return VerifyResult(record["image_id"], image.image_id, first, missing)

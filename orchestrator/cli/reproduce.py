@@ -56,10 +56,18 @@ def image_verify(context: Context, run_id: str) -> None:
     from ..verify import verify
 
     record = read_run(context.runs(), run_id).to_json()
-    result = verify(context.docker(), context.project_root(), record)
-    if result.identical:
+    result = verify(context.docker(), context.project_root(), record, context.runs())
+    if result.identical and not result.missing_blobs:
         click.echo(f"identical: {result.rebuilt}")
         return
+    if result.identical:
+        click.echo(f"identical: {result.rebuilt}")
+        for digest in result.missing_blobs:
+            click.echo(f"missing from the store: {digest}")
+        raise VerifyMismatch(
+            f"run {run_id}: {len(result.missing_blobs)} blob(s) of its image are not in the "
+            f"store (first: {result.missing_blobs[0]}): re-submit its sweep to upload them"
+        )
     click.echo(f"DIFFERENT: recorded {result.recorded}, rebuilt {result.rebuilt}")
     click.echo(f"first difference: {result.first_difference}")
     raise VerifyMismatch(
