@@ -35,11 +35,13 @@ import inputs_bench  # noqa: E402
 import live_bench  # noqa: E402
 import mlflow_bench  # noqa: E402
 import orch_bench  # noqa: E402
+import podman_bench  # noqa: E402
 import project_bench  # noqa: E402
 import pull_bench  # noqa: E402
 import ray_runner  # noqa: E402
 import results_bench  # noqa: E402
 import search_bench  # noqa: E402
+import slurm_bench  # noqa: E402
 import torch_bench  # noqa: E402
 import transport_bench  # noqa: E402
 from common import (  # noqa: E402
@@ -127,6 +129,16 @@ GOALS: dict[str, tuple[str, float, str]] = {
         "import lightning + one step / the same from the pip-built image of that lock",
     ),
     "marginal_per_run_ratio": ("<=", 1.15, "one more run of a 16-run sweep / bare docker run"),
+    "slurm_overhead_ratio": (
+        "<=",
+        1.2,
+        "20-run sweep --backend slurm --jobs 2 / sbatch --array=0-19%2 of bare docker runs",
+    ),
+    "podman_per_run_ratio": (
+        "<=",
+        1.15,
+        "orch per run on rootful Podman (16-run sweep) / podman run --rm BASE true",
+    ),
 }
 
 Section = Callable[[Ctx], dict[str, Any]]
@@ -151,6 +163,8 @@ SECTIONS: dict[str, Section] = {
     "pull": pull_bench.pull,
     "hydra_app": hydra_bench.hydra_app,
     "cancel": cancel_bench.cancel,
+    "podman": podman_bench.podman,
+    "slurm": slurm_bench.slurm,
     "torch": torch_bench.torch,
     "project": project_bench.project,
     "breakdown": orch_bench.breakdown,
@@ -176,6 +190,8 @@ PRODUCES = {
     "ray": ["ray_overhead_ratio_median3"],
     "transport": ["transport_store_ratio", "transport_registry_ratio"],
     "cancel": ["cancel_all_s"],
+    "podman": ["podman_per_run_ratio"],
+    "slurm": ["slurm_overhead_ratio"],
     "live": ["live_latency_p95_s", "live_follow_overhead_ratio"],
     "torch": [
         "torch_per_run_ratio",
