@@ -51,6 +51,14 @@ class Podman:
     root: Path
     #: The user a rootless service runs as; None when rootful.
     user: pwd.struct_passwd | None = None
+    #: ``podman`` and its global options (storage, run state): the CLI on the same storage.
+    argv: tuple[str, ...] = ()
+    #: The environment the CLI needs (CONTAINERS_CONF, rootless: HOME and XDG_RUNTIME_DIR).
+    env: tuple[tuple[str, str], ...] = ()
+
+    def cli(self, *args: str) -> list[str]:
+        """``podman ARGS`` on this service's storage (run as root only when rootful)."""
+        return [*self.argv, *args]
 
     @property
     def rootless(self) -> bool:
@@ -179,7 +187,8 @@ def podman_service(log_dir: Path, user: pwd.struct_passwd | None = None,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, **popen,
         )
-    podman = Podman(docker_host, root, user)
+    podman = Podman(docker_host, root, user, (PODMAN, *storage),
+                    tuple(sorted(popen["env"].items())))
     try:
         _wait_until(lambda: _answers(docker_host), proc, "podman system service", log, timeout)
         yield podman
