@@ -331,7 +331,10 @@ def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:
 
     with path.open("wb") as handle:
         try:
-            for chunk in container.logs(stdout=stdout, stderr=not stdout, stream=True):
+            # The run has ended: not following (the SDK follows a stream by default) spares
+            # Podman's quarter-second poll for more, twice a run.
+            logs = container.logs(stdout=stdout, stderr=not stdout, stream=True, follow=False)
+            for chunk in logs:
                 handle.write(chunk)
         except (docker.errors.APIError, requests.exceptions.RequestException):
             pass  # the container (or its daemon) is gone: what was copied is what there is

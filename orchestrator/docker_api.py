@@ -141,8 +141,6 @@ class DockerAPI(Protocol):
 
     def inspect_container(self, container: str, /) -> dict[str, Any]: ...
 
-    def version(self) -> dict[str, Any]: ...
-
 
 class ImageCollection(Protocol):
     def get(self, name: str, /) -> Image: ...
@@ -217,17 +215,24 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
     Raises BackendError with how to start a daemon when none answers.
     """
     import docker
+    import docker.constants
     import docker.errors
 
     host = docker_host or os.environ.get("DOCKER_HOST") or _default_host()
     try:
         # Declared, not cast: with the SDK's stubs (types-docker) mypy checks here that the
         # real client has every member of the protocol.
-        client: DockerClient = _client_class()(base_url=host, timeout=timeout)
-        client.ping()
+        client: DockerClient = _client_class()(
+            base_url=host, timeout=timeout, version=docker.constants.DEFAULT_DOCKER_API_VERSION
+        )
+        # The ping's headers name the server's API version (the SDK would ask /version,
+        # which Podman takes half a second to answer) and the engine: one round trip.
         api: Any = client.api
+        answer = api._get(api._url("/_ping", versioned_api=False))
+        api._result(answer)  # raises for an error status
+        api._version = answer.headers.get("Api-Version") or api._retrieve_server_version()
         engine = detect(
-            client.api.version(),
+            answer.headers,
             lambda: api._result(api._get(api._url("/libpod/info")), json=True),
         )
     except (docker.errors.DockerException, OSError) as exc:

@@ -3,9 +3,9 @@
 orch speaks one API, Docker's, through the docker SDK. Podman serves the same API on its
 own socket (``podman system service``), so the engine is picked the way the socket is:
 ``DOCKER_HOST`` when set, else Docker's socket, else Podman's (:func:`default_sockets`).
-What answers there is detected once per connection (:func:`detect`): Podman names a
-``Podman Engine`` component in ``/version``, and only its ``/libpod/info`` says whether
-it runs rootless (the Docker-compatible ``/info`` does not) and on which cgroup version.
+What answers there is detected once per connection (:func:`detect`): Podman's answer to
+the ping names its ``Libpod-Api-Version``, and only its ``/libpod/info`` says whether it
+runs rootless (the Docker-compatible ``/info`` does not) and on which cgroup version.
 
 Images and their IDs are the same on both engines: orch writes the archives, and an
 image ID is the sha256 of its config. What differs is said here, once:
@@ -29,10 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("orchestrator.engine")
-
-#: The component Podman's ``/version`` answer names (Docker's is ``Engine``).
-PODMAN_COMPONENT = "Podman Engine"
-
 
 @dataclass(frozen=True)
 class Engine:
@@ -80,24 +76,24 @@ class Engine:
 DOCKER = Engine()
 
 
-def detect(version: Mapping[str, Any], libpod_info: Callable[[], Mapping[str, Any]]) -> Engine:
-    """The engine that gave this ``/version`` answer; ``libpod_info`` is called for Podman."""
-    components = version.get("Components") or []
-    podman = next(
-        (c for c in components if isinstance(c, dict) and c.get("Name") == PODMAN_COMPONENT),
-        None,
-    )
-    if podman is None:
-        return Engine("docker", str(version.get("Version", "")))
+def detect(
+    ping_headers: Mapping[str, str], libpod_info: Callable[[], Mapping[str, Any]]
+) -> Engine:
+    """The engine that answered a ping with these headers; ``libpod_info`` (Podman's own
+    ``/libpod/info``) is called only for Podman, whose ping names ``Libpod-Api-Version``."""
+    podman = ping_headers.get("Libpod-Api-Version")
+    if not podman:
+        server = ping_headers.get("Server", "")  # "Docker/20.10.24 (linux)"
+        return Engine("docker", server.split("/", 1)[1].split()[0] if "/" in server else "")
     try:
         host = libpod_info().get("host") or {}
-    except Exception:  # noqa: BLE001 - an answer without libpod info: keep Docker's defaults
+    except Exception:  # noqa: BLE001 - no libpod info: a rootful engine's defaults, no warning
         host = {}
     security = host.get("security") or {}
     cgroup = str(host.get("cgroupVersion", "")).lstrip("v")
     return Engine(
         "podman",
-        str(podman.get("Version") or version.get("Version", "")),
+        podman,
         rootless=bool(security.get("rootless", False)),
         cgroup_version=int(cgroup) if cgroup.isdigit() else 0,
     )
