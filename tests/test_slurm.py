@@ -400,3 +400,32 @@ def test_a_store_the_nodes_do_not_see_is_one_clear_error(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not see the store" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+STANDIN = Path(__file__).parent / "fixtures" / "apptainer-standin"
+
+
+def test_apptainer_engine_runs_each_run_through_apptainer_exec(
+    tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str]
+) -> None:
+    """``engine: apptainer``: each task converts the run image from the store's blobs and
+    runs ``apptainer exec``, driven by orch's own execute (claim, logs, commit). Apptainer
+    is not installed here: a stand-in (tests/fixtures/apptainer-standin) loads the archive
+    into Docker and runs exec's mounts, environment and command there. The runs record
+    what the same project records on Docker."""
+    root = write_sleeper(tmp_path / "sif", base_image, sleep=0.2,
+                         slurm={"engine": "apptainer"})
+    store = tmp_path / "store"
+    cache = tmp_path / "cache"
+    with_standin = {**env, "PATH": f"{STANDIN}:{env['PATH']}", "ORCH_CACHE": str(cache)}
+    proc = orch("sweep", "-p", str(root), "--store", str(store), "--backend", "slurm",
+                "--jobs", "2", "seed=3,4", "--json", env=with_standin)
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(proc.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["succeeded"] * 2
+    assert sorted(r["metrics"]["seed"] for r in runs) == [3, 4]
+    sifs = sorted(cache.glob("sif/*.sif"))
+    assert [p.read_text() for p in sifs] == sorted(r["image_id"] for r in runs)
+    for run in runs:
+        logs = (store / "runs" / run["run_id"] / "stderr.log").read_text()
+        assert "Traceback" not in logs

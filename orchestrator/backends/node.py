@@ -10,13 +10,16 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from ..docker_api import DockerClient
 from ..errors import BackendError, ImageError, NotFound
 from ..job import Job
 from ..store import RunStore
+
+T = TypeVar("T")
 
 #: How long a task waits for the driver's uploads of image blobs to reach the store.
 BLOB_WAIT_S = 300.0
@@ -64,27 +67,33 @@ def ensure_run_image(
         return "daemon"
     images = job.plan.images
     prefixes = (images.base, images.env, images.code) if images is not None else None
-    deadline = time.monotonic() + wait_s
     with _node_lock(docker_host() or "default"):
-        while True:
-            try:
-                return ensure_image(
-                    client,
-                    runs.blobs,
-                    job.image_id,
-                    repo_digest=job.plan.repo_digest,
-                    prefixes=prefixes,
-                )
-            except (NotFound, ImageError) as exc:
-                missing = isinstance(exc, NotFound) or isinstance(exc.__cause__, NotFound)
-                if not missing:
-                    raise
-                if time.monotonic() > deadline:
-                    raise ImageError(
-                        f"image {job.image_id} of run {job.run_id} did not reach the store's "
-                        f"blobs within {wait_s:.0f}s ({exc})"
-                    ) from exc
-            time.sleep(poll_s)
+        return once_uploaded(
+            lambda: ensure_image(client, runs.blobs, job.image_id,
+                                 repo_digest=job.plan.repo_digest, prefixes=prefixes),
+            job, wait_s=wait_s, poll_s=poll_s,
+        )
+
+
+def once_uploaded(
+    fetch: Callable[[], T], job: Job, *, wait_s: float = BLOB_WAIT_S, poll_s: float = 0.1
+) -> T:
+    """``fetch()`` of the job's image from the store, again while it finds a blob missing:
+    the driver may still be uploading it (bounded by ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return fetch()
+        except (NotFound, ImageError) as exc:
+            missing = isinstance(exc, NotFound) or isinstance(exc.__cause__, NotFound)
+            if not missing:
+                raise
+            if time.monotonic() > deadline:
+                raise ImageError(
+                    f"image {job.image_id} of run {job.run_id} did not reach the store's "
+                    f"blobs within {wait_s:.0f}s ({exc})"
+                ) from exc
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager

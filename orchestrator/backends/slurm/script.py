@@ -79,6 +79,8 @@ def array_script(request: ArrayRequest, options: SlurmOptions) -> str:
     command = [request.python, "-m", TASK_MODULE, request.store_uri, request.batch]
     if request.s3_endpoint:
         command += ["--s3-endpoint", request.s3_endpoint]
+    if options.engine != "docker":
+        command += ["--engine", options.engine]
     lines = ["#!/bin/sh", *(f"#SBATCH {d}" for d in directives),
              # exec: scancel's SIGTERM reaches orch itself, which stops the container.
              "exec " + shlex.join(command), ""]

@@ -105,14 +105,20 @@ def task_owner(job: Job, environ: dict[str, str] | os._Environ[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    s3_endpoint = None
-    if "--s3-endpoint" in args:
-        at = args.index("--s3-endpoint")
-        s3_endpoint = args[at + 1] if at + 1 < len(args) else None
-        del args[at : at + 2]
-    if len(args) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ:
+    options = {"--s3-endpoint": "", "--engine": "docker"}
+    for flag in options:
+        if flag in args:
+            at = args.index(flag)
+            options[flag] = args[at + 1] if at + 1 < len(args) else ""
+            del args[at : at + 2]
+    s3_endpoint = options["--s3-endpoint"] or None
+    engine = options["--engine"]
+    if len(args) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ or engine not in (
+        "docker", "apptainer"
+    ):
         print("usage: python -m orchestrator.backends.slurm.task STORE_URI BATCH "
-              "[--s3-endpoint URL] (in a task of a SLURM job array)", file=sys.stderr)
+              "[--s3-endpoint URL] [--engine docker|apptainer] (in a task of a SLURM job "
+              "array)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="orch task: %(message)s", stream=sys.stderr)
     store_uri, batch = args
@@ -139,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stop = Stop()
     _handle_signals(stop)
-    outcome = _run(job, runs, stop, node=node, slurm_job=slurm_job, environ=environ)
+    outcome = _run(job, runs, stop, node=node, slurm_job=slurm_job, environ=environ,
+                   engine=engine)
     outcome = dataclasses.replace(outcome, slurm_job_id=slurm_job, node=node)
     try:
         runs.store.put(outcome_key(batch, index), outcome.encode())
@@ -164,12 +171,10 @@ def _handle_signals(stop: Stop) -> None:
 
 def _run(
     job: Job, runs: RunStore, stop: Stop, *, node: str, slurm_job: str,
-    environ: dict[str, str] | os._Environ[str],
+    environ: dict[str, str] | os._Environ[str], engine: str = "docker",
 ) -> TaskOutcome:
-    from ...docker_api import connect
     from ...execute import ClaimHeld, NotStarted, execute
     from ..gpusim import SimulatedGpuClient, simulates_gpus
-    from ..node import docker_host, ensure_run_image
 
     run_id = job.run_id
     mine = dataclasses.replace(job, owner=task_owner(job, environ))
@@ -177,13 +182,20 @@ def _run(
     try:
         if runs.is_complete(run_id):  # a requeued task whose first copy did commit
             return TaskOutcome(COMMITTED, run_id)
-        client = connect(docker_host() or None)
-        ensure_run_image(client, runs, job)
         gpu_ids = slurm_gpu_ids(environ)
         simulated = bool(gpu_ids) and simulates_gpus()
-        labelled: Any = LabelledClient(client, {JOB_LABEL: slurm_job} if slurm_job else {})
-        if simulated:
-            labelled = SimulatedGpuClient(labelled, gpu_ids)
+        labelled: Any
+        if engine == "apptainer":
+            labelled = _apptainer_client(job, runs, [] if simulated else gpu_ids)
+        else:
+            from ...docker_api import connect
+            from ..node import docker_host, ensure_run_image
+
+            client = connect(docker_host() or None)
+            ensure_run_image(client, runs, job)
+            labelled = LabelledClient(client, {JOB_LABEL: slurm_job} if slurm_job else {})
+            if simulated:
+                labelled = SimulatedGpuClient(labelled, gpu_ids)
         while True:
             try:
                 record: RunRecord = execute(
@@ -210,6 +222,23 @@ def _run(
     finally:
         if client is not None and slurm_job:
             _remove_containers(client, slurm_job)
+
+
+def _apptainer_client(job: Job, runs: RunStore, gpu_ids: list[str]) -> Any:
+    """The run's image as a SIF in the node's cache (built once per node), and a client
+    that runs it with ``apptainer exec``."""
+    from ...settings import Settings
+    from ..node import once_uploaded
+    from .apptainer import ensure_sif
+    from .apptainer_client import ApptainerClient
+
+    cache = Settings.from_env().cache_root / "sif"
+    sif = once_uploaded(
+        lambda: ensure_sif(runs.blobs, job.image_id, cache, repo_digest=job.plan.repo_digest),
+        job,
+    )
+    log.info("run %s: %s (sha256 %s, from %s)", job.run_id, sif.path, sif.sha256, sif.source)
+    return ApptainerClient(job.plan, sif, gpu_ids)
 
 
 def _held_by_this_submission(runs: RunStore, job: Job) -> bool:
