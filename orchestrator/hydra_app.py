@@ -41,8 +41,6 @@ from typing import Any
 
 import yaml
 
-from . import config as configmod
-
 #: Where the baked config and the callback live inside a run's image.
 BAKED_DIR = "/orch/hydra"
 #: The module of the callback (on PYTHONPATH through BAKED_DIR).
@@ -154,6 +152,8 @@ def primary_config(
 ) -> str:
     """The config file Hydra loads in the run: the run's config, the hydra node on top of
     Hydra's defaults (``_self_`` last), the same ``hydra/*`` options selected."""
+    from . import config as configmod  # imports Hydra: a node that runs a job needs none
+
     node = json.loads(json.dumps(node))  # a copy
     choices = node.get("runtime", {}).get("choices", {})
     defaults: list[Any] = [
@@ -201,6 +201,8 @@ def check_run(
     output directory; None when it did, or when nothing says otherwise (a plain script).
     ``node`` is the hydra node of a Hydra application: it must have saved its config,
     unless that node turned saving off (``hydra.output_subdir: null``)."""
+    from . import config as configmod  # imports Hydra: a node that runs a job needs none
+
     saved = output_dir / SAVED_CONFIG
     if node is not None and node.get("output_subdir") is not None and not (
         saved.is_file() and not saved.is_symlink() and not saved.parent.is_symlink()
