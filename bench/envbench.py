@@ -363,7 +363,7 @@ def measure(ctx: Ctx, case: Case) -> dict[str, Any]:
         run_image = result["runs"][0]["image_id"]
         if rep:  # the first sweep also uploads the environment to the store
             per.add(timed.seconds / runs)
-        for _ in range(2):
+        for _ in range(ctx.size(2, 2, 1)):
             floor_run.add(_docker_run(ctx, pip_tag))
             image_run.add(_docker_run(ctx, run_image))
         log(f"{p} per run {rep + 1}/{reps + 1}: orch {timed.seconds / runs:.2f}s, "

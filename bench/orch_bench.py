@@ -360,8 +360,10 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
     points = expand_sweep(COMPOSE_1K, Composer(config_dir, "config"))
     if len(points) != 1000:
         raise BenchError(f"the 1k sweep expanded to {len(points)} points")
-    sample = points[::20]  # 50 points spread over the whole grid
-    orch_once()  # warm: imports, Hydra's plugin scan
+    step = ctx.size(20, 20, 100)
+    sample = points[::step]  # 50 points spread over the whole grid (the smoke: 10)
+    if not ctx.smoke:
+        orch_once()  # warm: imports, Hydra's plugin scan
     for _ in range(reps):  # interleaved: a change of machine load hits both sides
         start = time.perf_counter()
         count = orch_once()
@@ -374,7 +376,7 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
             start = time.perf_counter()
             for point in sample:
                 compose(config_name="config", overrides=list(point))
-            hydra_stat.add((time.perf_counter() - start) * 20)
+            hydra_stat.add((time.perf_counter() - start) * step)
     GlobalHydra.instance().clear()
     return {
         "compose1k_orch_s": orch_stat.median,

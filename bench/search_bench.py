@@ -157,7 +157,7 @@ def search(ctx: Ctx) -> dict[str, Any]:
     searched = ctx.size(12, 12, 3)
     common = ["--sampler", "tpe", "--trials", str(searched), "--seed", "7",
               "--objective", "loss:min", *BOWL_SPACE, f"steps={ctx.size(20, 20, 4)}",
-              "sleep=0.25"]
+              "sleep=0.05" if ctx.smoke else "sleep=0.25"]
     plain_store, pruned_store = ctx.store("unpruned"), ctx.store("pruned")
     # Step metrics published 4x a second on both sides (ORCH_LIVE_S): the pruner's
     # decision reaches a container within about half a second instead of two.
