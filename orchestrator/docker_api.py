@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .engine import DOCKER, Engine, default_sockets, detect
@@ -231,16 +233,16 @@ def connect(docker_host: str | None = None, timeout: int = 120) -> DockerClient:
         answer = api._get(api._url("/_ping", versioned_api=False))
         api._result(answer)  # raises for an error status
         api._version = answer.headers.get("Api-Version") or api._retrieve_server_version()
-        engine = detect(
-            answer.headers,
-            lambda: api._result(api._get(api._url("/libpod/info")), json=True),
-        )
+        headers = answer.headers
     except (docker.errors.DockerException, OSError) as exc:
         raise BackendError(
             f"cannot reach the Docker daemon at {host}: start it (make setup, or dockerd &), "
             f"or set DOCKER_HOST (a Podman socket works too)"
         ) from exc
-    client.engine = engine  # type: ignore[misc]  # a read-only property to the callers
+    made: Any = client
+    made.detect_engine(
+        headers, lambda: api._result(api._get(api._url("/libpod/info")), json=True)
+    )
     return client
 
 
@@ -297,12 +299,35 @@ def _client_class() -> type[Any]:
             return self.prepare_model(_LazyAttrs(made_id, lambda: api.inspect_container(made_id)))
 
     class Client(docker.DockerClient):
-        engine: Engine = DOCKER
+        _engine: Future[Engine] | None = None
         _warned = False
 
         @property
         def containers(self) -> Containers:
             return Containers(client=self)
+
+        @property
+        def engine(self) -> Engine:
+            return DOCKER if self._engine is None else self._engine.result()
+
+        def detect_engine(
+            self, headers: Mapping[str, str], libpod_info: Callable[[], Mapping[str, Any]]
+        ) -> None:
+            """Docker is known from the ping; Podman's ``/libpod/info`` (half a second) is
+            asked in the background, since only a container's creation needs its answer."""
+            future: Future[Engine] = Future()
+            self._engine = future
+            if not headers.get("Libpod-Api-Version"):
+                future.set_result(detect(headers, libpod_info))
+                return
+
+            def ask() -> None:
+                try:
+                    future.set_result(detect(headers, libpod_info))
+                except BaseException as exc:  # noqa: BLE001 - re-raised where .engine is read
+                    future.set_exception(exc)
+
+            threading.Thread(target=ask, name="orch-engine", daemon=True).start()
 
         def warn_ignored_limits(self) -> None:
             # Once per client (one command), not once per run.
