@@ -4,44 +4,84 @@ Saved to the store as one tar (``runs/<id>/checkpoint.tar``, then ``checkpoint.j
 naming the attempt that wrote it) when an attempt ends in any way, and every
 ``interval_s`` while it runs, so that a node that dies mid-run loses at most that much.
 The next attempt of the same run, on any node, starts with it restored.
+
+The run writes the directory while it is saved: every file is read through directory
+descriptors without following a link at any component (:mod:`.files`), so a directory
+swapped for a link to the host mid-save adds nothing of the host. A checkpoint larger
+than the outputs' limit (``ORCH_MAX_OUTPUT_BYTES``) is not saved (the last one that fit
+stays) and says so in orch's log. A change is judged against what the attempt started
+with (what :func:`restore` unpacked, else nothing), so a file written in the run's first
+milliseconds, before the saver started, is saved too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tarfile
 import tempfile
 import threading
 from pathlib import Path
 
+from .files import ExactReader, open_run_file, run_files
 from .store import RunStore
 
+log = logging.getLogger(__name__)
 
-def _signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+Signature = tuple[tuple[str, int, int], ...]
+
+
+class TooLarge(Exception):
+    """The checkpoint directory holds more bytes than it may."""
+
+
+def _signature(root: Path) -> Signature:
     entries = []
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = Path(directory) / name
-            try:
-                info = path.lstat()
-            except FileNotFoundError:
-                continue
-            entries.append((str(path.relative_to(root)), info.st_size, info.st_mtime_ns))
+    for rel, dir_fd, name in run_files(root):
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            entries.append((rel, info.st_size, info.st_mtime_ns))
     return tuple(sorted(entries))
 
 
-def save(runs: RunStore, run_id: str, root: Path, attempt: int) -> bool:
-    """Upload the directory's regular files; False when it is empty (nothing saved)."""
-    files = [
-        Path(d) / n for d, _, names in os.walk(root) for n in names if (Path(d) / n).is_file()
-    ]
-    if not files:
-        return False
+#: What :func:`restore` left in each checkpoint directory (by path), taken by the
+#: :class:`Saver` of the same directory as the state its attempt started from.
+_started_with: dict[str, Signature] = {}
+_started_lock = threading.Lock()
+
+
+def save(runs: RunStore, run_id: str, root: Path, attempt: int,
+         max_bytes: int | None = None) -> bool:
+    """Upload the directory's regular files; False when it is empty (nothing saved).
+
+    Raises TooLarge (before reading past the limit) when they total over ``max_bytes``."""
+    count = total = 0
     with tempfile.NamedTemporaryFile(prefix="orch-checkpoint-", suffix=".tar") as spool:
         with tarfile.open(fileobj=spool, mode="w") as tar:
-            for path in sorted(files):
-                if not path.is_symlink():
-                    tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+            for rel, dir_fd, name in run_files(root):
+                opened = open_run_file(dir_fd, name)
+                if opened is None:
+                    continue  # a link, a FIFO, a device, or gone: not part of a checkpoint
+                fd, info = opened
+                with os.fdopen(fd, "rb") as handle:
+                    total += info.st_size
+                    if max_bytes is not None and total > max_bytes:
+                        raise TooLarge(
+                            f"checkpoint of run {run_id} is over {max_bytes} bytes "
+                            "(ORCH_MAX_OUTPUT_BYTES): not saved; the last one saved stays"
+                        )
+                    member = tarfile.TarInfo(rel)
+                    member.size = info.st_size
+                    member.mtime = int(info.st_mtime)
+                    member.mode = stat.S_IMODE(info.st_mode) & 0o755
+                    tar.addfile(member, ExactReader(handle, info.st_size))
+                count += 1
+        if not count:
+            return False
         spool.flush()
         runs.put_checkpoint(run_id, Path(spool.name), attempt)
     return True
@@ -55,6 +95,8 @@ def restore(runs: RunStore, run_id: str, root: Path, owner_uid: int) -> int | No
             return None
         with tarfile.open(Path(tmp) / "checkpoint.tar", mode="r:") as tar:
             _extract_data(tar, root)
+        with _started_lock:
+            _started_with[str(root)] = _signature(root)
     for directory, dirs, names in os.walk(root):
         for name in [*dirs, *names]:
             try:
@@ -84,14 +126,21 @@ def _extract_data(tar: tarfile.TarFile, root: Path) -> None:
 
 
 class Saver:
-    """Saves the checkpoint every ``interval_s`` while the run lives, when it changed."""
+    """Saves the checkpoint every ``interval_s`` while the run lives, when it changed
+    since the attempt started (or since the last save)."""
 
     def __init__(self, runs: RunStore, run_id: str, root: Path, attempt: int,
-                 interval_s: float) -> None:
-        self._args = (runs, run_id, root, attempt)
+                 interval_s: float, max_bytes: int | None = None) -> None:
+        if max_bytes is None:
+            from .settings import Settings
+
+            max_bytes = Settings.from_env().max_output_bytes
+        self._args = (runs, run_id, root, attempt, max_bytes)
         self._interval = interval_s
         self._stop = threading.Event()
-        self._seen = _signature(root)
+        # Not the directory as it is now: the run has been running for a moment already.
+        with _started_lock:
+            self._seen: Signature = _started_with.pop(str(root), ())
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"ckpt-{run_id}")
 
     def _loop(self) -> None:
@@ -99,12 +148,18 @@ class Saver:
             self.save_if_changed()
 
     def save_if_changed(self) -> None:
-        now = _signature(self._args[2])
+        try:
+            now = _signature(self._args[2])
+        except OSError:
+            return  # the directory is being removed: nothing left to save
         if now == self._seen:
             return
         try:
             save(*self._args)
             self._seen = now
+        except TooLarge as exc:
+            log.warning("%s", exc)
+            self._seen = now  # said once per change, not every interval
         except Exception:  # noqa: BLE001 - a missed periodic save is retried next time
             pass
 
