@@ -29,6 +29,8 @@ Mark, then sweep:
 * **Open markers** older than the lease of sweeps none of whose runs is claimed: left by
   a submission that died; they only slow readers down. The sweep's index is rebuilt
   from its runs' records first: the dead submission may have committed runs after it.
+  A marker handed over to a scheduler's jobs (a detached SLURM sweep, whose tasks may
+  wait in the queue for hours) is kept until the jobs' last step removes it.
 
 ``dry_run`` reports the same and removes nothing.
 """
@@ -48,6 +50,7 @@ from .errors import NotFound
 from .pool import parallel_map
 from .record import CorruptRecord
 from .store import RunStore
+from .store.base import Store
 
 _DIGEST = re.compile(rb"sha256:([0-9a-f]{64})")
 #: Clocks of the machines writing a store may disagree by this much.
@@ -126,7 +129,8 @@ def collect(
         if age is None:
             continue
         sweep_id = _marker_sweep(key)
-        if age > lease_s and not (sweep_runs.get(sweep_id, set()) & live):
+        if (age > lease_s and not (sweep_runs.get(sweep_id, set()) & live)
+                and not _held(store, key)):
             report.markers.append(key)  # a dead submission's: it protects nothing
         else:
             starts.append(now - age)
@@ -207,6 +211,16 @@ def collect(
                 pass  # no sweep document: the index, if any, answers for nothing
         parallel_map(store.delete, report.markers, 8)
     return report
+
+
+def _held(store: Store, key: str) -> bool:
+    """A marker handed over to a scheduler's jobs (``RunStore.hand_over``): its runs may
+    wait in a queue for longer than any lease; the jobs' last step removes it."""
+    try:
+        body = _json(store.get(key))
+    except NotFound:
+        return False
+    return isinstance(body, dict) and bool(body.get("held_by"))
 
 
 def _marker_sweep(key: str) -> str:

@@ -244,6 +244,12 @@ def test_detached_sweep_is_followed_by_watch_to_its_end(
     assert "succeeded" in watched.stdout
     runs = list(records(store).values())
     assert [r["status"] for r in runs] == ["succeeded"] * 4
+    # The sweep stayed open (its marker keeps its blobs from gc while tasks wait in the
+    # queue) until its last job, after the array, wrote the index and closed it.
+    wait_for(lambda: not list((store / "sweeps").glob("*.open-*")), 60, "the sweep closed")
+    index = json.loads((store / "sweeps" / f"{sweep_id}.index.json").read_text())
+    assert sorted(index["runs"]) == sorted(r["run_id"] for r in runs)
+    assert not list((store / "slurm").rglob("*.json"))
     # --jobs 2 is the array's throttle: never more than two runs at once.
     for a, b in overlapping(runs):
         third = [c for c in runs if c not in (a, b)

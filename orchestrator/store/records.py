@@ -283,6 +283,33 @@ class RunStore:
             self._opened_at.pop(sweep_id, None)
         self.store.delete(self._sweep_key(sweep_id, f".open-{self._nonce}"))
 
+    def hand_over(self, sweep_id: str, holder: Mapping[str, Any]) -> str:
+        """Leave the sweep open when this process ends: ``holder`` (a scheduler's jobs that
+        commit its runs) closes it later with :meth:`close_handed_over`. The marker keeps
+        the blobs it names and says who holds it; ``gc`` keeps such a marker however old.
+        Returns the marker's key."""
+        marker = self._sweep_key(sweep_id, f".open-{self._nonce}")
+        with self._open_lock:
+            body = {"opened_at": self._opened_at.pop(sweep_id, now_iso()),
+                    "blobs": sorted(self._protected.pop(sweep_id, set())),
+                    "held_by": dict(holder)}
+            self._open.pop(sweep_id, None)  # write_sweep_index no longer closes it
+        self.store.put(marker, self._dump(marker, body))
+        return marker
+
+    def close_handed_over(self, sweep_id: str, marker: str) -> None:
+        """The holder's end of :meth:`hand_over`: the sweep's index from its runs' records,
+        then the marker goes."""
+        sweep = self.read_sweep(sweep_id)
+        records = [r for r in self.read_runs(sweep.run_ids) if r is not None]
+        key = self._sweep_key(sweep_id, ".index.json")
+        index = {"schema": SCHEMA, "sweep_id": sweep_id, "written_at": now_iso(),
+                 "runs": {r.run_id: r.to_json() for r in records}, "sweep": sweep.to_json()}
+        self.store.put(key, self._dump(key, index, compact=True))
+        if not marker.startswith(self._sweep_key(sweep_id, ".open-")):
+            raise UsageError(f"{marker!r} is not an open marker of sweep {sweep_id}")
+        self.store.delete(marker)
+
     def _read_index(self, sweep_id: str) -> dict[str, RunRecord]:
         """The index's records by run id; empty when missing or unreadable (it is a cache)."""
         key = self._sweep_key(sweep_id, ".index.json")

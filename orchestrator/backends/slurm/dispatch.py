@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -43,7 +44,9 @@ from .protocol import (
     index_of_outcome,
     job_key,
 )
-from .script import ArrayRequest, array_script
+from .script import ArrayRequest, array_script, finish_script
+
+log = logging.getLogger("orchestrator.slurm")
 
 POLL_S = 0.5
 FLUSH_S = 0.2
@@ -191,6 +194,31 @@ class SlurmBackend:
     def _flush(self, tasks: list[_Task]) -> None:
         """Submit ``tasks`` as arrays: one per set of resources, split to fit
         ``MaxArraySize``, each split after the one before it (so ``%N`` holds)."""
+        submitted = self._submit_groups(tasks)
+        if self.detached and submitted:
+            self._hand_over(tasks[0].job.sweep_id, submitted)
+        if self.detached:  # settled last: the driver returns once they are
+            for array in submitted:
+                for task in array.tasks.values():
+                    task.future.set_exception(NotStarted(task.job.run_id))
+
+    def _hand_over(self, sweep_id: str, arrays: list[_Array]) -> None:
+        """A detached sweep stays open after this process: its marker (which keeps its
+        blobs from gc) is handed to the arrays, and a last job, after them, closes it."""
+        ids = [a.job_id for a in arrays]
+        try:
+            marker = self.runs.hand_over(sweep_id, {"slurm_jobs": ids})
+            script = finish_script(
+                store_uri=self._uri, sweep_id=sweep_id, marker=marker,
+                batches=[a.batch for a in arrays], after=ids, python=self._python,
+                log_dir=self._log_dir, options=self.options, s3_endpoint=self._s3_endpoint,
+            )
+            self.submitted.append(self._slurm.submit(script))
+        except OrchestratorError as exc:  # the runs go on; only their index waits for gc
+            log.warning("sweep %s: could not submit its closing job: %s", sweep_id, exc)
+
+    def _submit_groups(self, tasks: list[_Task]) -> list[_Array]:
+        submitted: list[_Array] = []
         groups: dict[RunResources, list[_Task]] = {}
         for task in tasks:
             groups.setdefault(task.job.plan.resources, []).append(task)
@@ -205,12 +233,12 @@ class SlurmBackend:
                         task.future.set_exception(exc)
                     continue
                 after = [array.job_id]
+                submitted.append(array)
                 if self.detached:
-                    for task in chunk:
-                        task.future.set_exception(NotStarted(task.job.run_id))
                     continue
                 with self._cond:
                     self._arrays.append(array)
+        return submitted
 
     def _submit_array(
         self, resources: RunResources, tasks: list[_Task], after: list[str]

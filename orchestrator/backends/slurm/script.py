@@ -85,3 +85,26 @@ def array_script(request: ArrayRequest, options: SlurmOptions) -> str:
              # exec: scancel's SIGTERM reaches orch itself, which stops the container.
              "exec " + shlex.join(command), ""]
     return "\n".join(lines)
+
+
+def finish_script(*, store_uri: str, sweep_id: str, marker: str, batches: Sequence[str],
+                  after: Sequence[str], python: str, log_dir: Path, options: SlurmOptions,
+                  s3_endpoint: str | None = None) -> str:
+    """The last step of a detached sweep, after every array ended (``afterany``): the
+    sweep's index from its records, its open marker and the arrays' jobs removed."""
+    named = [("partition", options.partition), ("account", options.account),
+             ("qos", options.qos)]
+    directives = [
+        f"--job-name=orch-finish-{sweep_id[:12]}",
+        "--ntasks=1",
+        "--cpus-per-task=1",
+        "--time=10",
+        f"--output={log_dir}/%j.out",
+        f"--dependency=afterany:{':'.join(after)}",
+        *(f"--{name}={value}" for name, value in named if value),
+    ]
+    command = [python, "-m", TASK_MODULE, "--finish", store_uri, sweep_id, marker, *batches]
+    if s3_endpoint:
+        command += ["--s3-endpoint", s3_endpoint]
+    return "\n".join(["#!/bin/sh", *(f"#SBATCH {d}" for d in directives),
+                      "exec " + shlex.join(command), ""])

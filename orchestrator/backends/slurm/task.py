@@ -105,6 +105,8 @@ def task_owner(job: Job, environ: dict[str, str] | os._Environ[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--finish"]:
+        return finish(args[1:])
     options = {"--s3-endpoint": "", "--engine": "docker"}
     for flag in options:
         if flag in args:
@@ -155,6 +157,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.outcome == ERROR:
         print(f"error: {outcome.message}", file=sys.stderr)
         return outcome.exit_code or 2
+    return 0
+
+
+def finish(args: list[str]) -> int:
+    """``--finish STORE_URI SWEEP_ID MARKER BATCH...``: the last job of a detached sweep
+    (after its arrays): the sweep's index from its records, then its open marker and the
+    arrays' job objects go."""
+    s3_endpoint = None
+    if "--s3-endpoint" in args:
+        at = args.index("--s3-endpoint")
+        s3_endpoint = args[at + 1] if at + 1 < len(args) else None
+        del args[at : at + 2]
+    if len(args) < 3:
+        print("usage: python -m orchestrator.backends.slurm.task --finish STORE_URI SWEEP_ID "
+              "MARKER BATCH... [--s3-endpoint URL]", file=sys.stderr)
+        return 2
+    store_uri, sweep_id, marker, *batches = args
+    from ...store import open_store
+    from .protocol import batch_prefix
+
+    try:
+        runs = RunStore(open_store(store_uri, project_dir=Path.cwd(), s3_endpoint=s3_endpoint))
+        runs.close_handed_over(sweep_id, marker)
+        for batch in batches:
+            for key in list(runs.store.list(batch_prefix(batch))):
+                runs.store.delete(key)
+    except OrchestratorError as exc:
+        print(f"error: sweep {sweep_id}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"sweep {sweep_id}: index written, closed", file=sys.stderr)
     return 0
 
 
