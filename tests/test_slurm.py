@@ -220,11 +220,12 @@ def test_demo_sweep_runs_on_both_nodes_with_distinct_gpus(
         if a["node"] == b["node"]:
             assert a["gpus"] != b["gpus"], (a["run_id"], b["run_id"])
     # The job and outcome objects of the arrays are gone once the runs are settled.
-    assert not list((store / "slurm").rglob("*.json")) if (store / "slurm").exists() else True
+    assert not list(store.glob("slurm/*/*/*.json"))
     again = orch(*args, env=env)
     assert again.returncode == 0, again.stderr
     assert {r["status"] for r in json.loads(again.stdout)["runs"]} == {"skipped"}
-    assert DEMO_INPUTS  # the copy reads the demo's data inputs, mounted on the nodes
+    # The demo's data inputs were mounted on the nodes: the runs read them.
+    assert all(r["inputs"] and set(r["inputs"]) <= set(DEMO_INPUTS) for r in runs)
 
 
 def test_detached_sweep_is_followed_by_watch_to_its_end(
@@ -435,3 +436,67 @@ def test_apptainer_engine_runs_each_run_through_apptainer_exec(
     for run in runs:
         logs = (store / "runs" / run["run_id"] / "stderr.log").read_text()
         assert "Traceback" not in logs
+
+
+# -- the driver side against a scheduler of the test's own (no cluster) ---------------------
+
+
+class _Scheduler:
+    """Stands in for SLURM's commands: records each script, gives ids, runs nothing."""
+
+    def __init__(self, max_array: int) -> None:
+        self.max_array = max_array
+        self.scripts: list[str] = []
+
+    def max_array_size(self) -> int:
+        return self.max_array
+
+    def submit(self, script: str, cwd: Path | None = None) -> str:
+        self.scripts.append(script)
+        return str(100 + len(self.scripts))
+
+    def tasks(self, array_id: str) -> dict[int, Any]:
+        return {}
+
+    def cancel(self, job_ids: Any, *, pending_only: bool = False) -> None:
+        pass
+
+
+def _job(run_id: str, resources: RunResources) -> Any:
+    from orchestrator.job import Job
+    from orchestrator.record import RunPlan
+
+    plan = RunPlan(run_id=run_id, sweep_id="ab12cd34ef56", project="p",
+                   image_id="sha256:" + "0" * 64, command=("true",), resources=resources)
+    return Job(plan=plan, owner="o" * 32)
+
+
+def test_arrays_split_by_max_array_size_and_resources_follow_one_another(tmp_path: Path) -> None:
+    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.store import MemoryStore, RunStore
+
+    runs = RunStore(MemoryStore("file:///shared/store"))
+    scheduler = _Scheduler(max_array=3)
+    backend = SlurmBackend(runs, SlurmOptions(), log_dir=tmp_path, python="/py", jobs=2,
+                           slurm=scheduler, detach=True)  # type: ignore[arg-type]
+    small, big = RunResources(cpus=1), RunResources(cpus=4, gpus=1)
+    futures = [backend.submit(_job(f"{i:012x}", small)) for i in range(7)]
+    futures.append(backend.submit(_job("0" * 11 + "f", big)))
+    for future in futures:
+        future.exception(timeout=10)  # settled once submitted (detached)
+    backend.close()
+    arrays = [s for s in scheduler.scripts if "--array=" in s]
+    assert [next(line for line in s.splitlines() if "--array=" in line) for s in arrays] == [
+        "#SBATCH --array=0-2%2", "#SBATCH --array=0-2%2", "#SBATCH --array=0-0%2",
+        "#SBATCH --array=0-0%2",
+    ]
+    # The splits of one group follow one another, so --jobs holds across them.
+    assert "--dependency" not in arrays[0]
+    assert "#SBATCH --dependency=afterany:101" in arrays[1]
+    assert "#SBATCH --dependency=afterany:102" in arrays[2]
+    assert "--gres=gpu:1" in arrays[3] and "--dependency" not in arrays[3]
+    # Each task's job is in the store; the closing job comes after every array.
+    jobs = sorted(k for k in runs.store.list("slurm/") if k.endswith("/job.json"))
+    assert len(jobs) == 8
+    (closing,) = [s for s in scheduler.scripts if "--finish" in s]
+    assert "#SBATCH --dependency=afterany:101:102:103:104" in closing
