@@ -6,6 +6,7 @@ import json
 import math
 import os
 import stat
+import time
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -13,6 +14,13 @@ from typing import IO, Protocol
 MAX_LINE = 1 << 20
 #: More distinct keys than this across a run's step metrics are not followed.
 MAX_KEYS = 10_000
+#: A step-metrics file is read this far at most: past it, the rest is not followed (a run
+#: may write an endless file, or a sparse one of a terabyte, to hold orch in its read).
+MAX_SOURCE_BYTES = 256 << 20
+#: One poll reads at most this much, and for at most POLL_S seconds, so the live
+#: publisher gets back to its stop and cancel checks whatever the run writes.
+POLL_BYTES = 32 << 20
+POLL_S = 2.0
 #: Keys that are bookkeeping, not metrics: left out of a run's final metrics.
 BOOKKEEPING = frozenset({"epoch", "time"})
 
@@ -104,6 +112,31 @@ def open_nofollow(root: Path, rel: str, *, directory: bool = False) -> int | Non
         return last
     os.close(last)
     return None
+
+
+class Budget:
+    """What one poll may still read: POLL_BYTES, POLL_S, and the file's MAX_SOURCE_BYTES.
+    ``more`` says the poll stopped for the budget, not at the end of the file."""
+
+    def __init__(self) -> None:
+        self._bytes = POLL_BYTES
+        self._deadline = time.monotonic() + POLL_S
+        self.more = False
+
+    def next_read(self, offset: int) -> int:
+        """How many bytes to read next from ``offset``; 0 when the budget is spent."""
+        size = min(16 * MAX_LINE, self._bytes, MAX_SOURCE_BYTES - offset)
+        if size <= 0 or time.monotonic() > self._deadline:
+            self.more = self._bytes <= 0 or time.monotonic() > self._deadline
+            return 0
+        return size
+
+    def spent(self, count: int) -> None:
+        self._bytes -= count
+
+
+def over_limit(rel: str) -> str:
+    return f"{rel}: read only its first {MAX_SOURCE_BYTES >> 20} MiB (the limit of a metrics file)"
 
 
 class StepLog:

@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ._base import MAX_KEYS, MAX_LINE, Sink, final_of, keep, number, open_nofollow
+from ._base import (
+    MAX_KEYS,
+    MAX_LINE,
+    MAX_SOURCE_BYTES,
+    Budget,
+    Sink,
+    final_of,
+    keep,
+    number,
+    open_nofollow,
+    over_limit,
+)
 
 
 def _cell(text: str) -> float | None:
@@ -72,25 +83,35 @@ class CsvSteps:
     _skip: int = 0  # data lines of a rewritten file already taken before the rewrite
     _partial: bytes = b""
     _skipping: bool = False
+    _more: bool = False
 
     def poll(self) -> bool:
-        """Read complete new rows; True when anything changed."""
+        """Read complete new rows (within one poll's budget); True when anything changed."""
+        self._more = False
         if self.skipped is not None:
             return False
         fd = open_nofollow(self.root, self.rel)
         if fd is None:
             return False
         changed = False
+        budget = Budget()
         with os.fdopen(fd, "rb") as handle:
             while self._same_header(handle):
+                size = budget.next_read(self._offset)
+                if not size:
+                    if self._offset >= MAX_SOURCE_BYTES:
+                        self.skipped = over_limit(self.rel)
+                    break
                 handle.seek(self._offset)
-                data = handle.read(16 * MAX_LINE)
+                data = handle.read(size)
                 if not data:
                     break
+                budget.spent(len(data))
                 handle.seek(0)
                 if handle.read(len(self._header or b"")) != self._header:
                     continue  # rewritten while we read: what we read may be of either file
                 changed |= self._feed(data)
+        self._more = budget.more
         return changed
 
     def _same_header(self, handle: IO[bytes]) -> bool:
@@ -167,6 +188,8 @@ class CsvSteps:
     def final(self) -> dict[str, float]:
         """The last value of each metric, the last row taken even without its newline."""
         self.poll()
+        while self._more:
+            self.poll()
         if self._partial and not self._skipping and self._header is not None:
             self._rows += 1
             if self._rows > self._skip:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._base import MAX_LINE, final_of, keep, number, open_nofollow
+from ._base import MAX_LINE, MAX_SOURCE_BYTES, Budget, final_of, keep, number, open_nofollow
 
 
 @dataclass
@@ -31,20 +31,32 @@ class JsonlSteps:
     _offset: int = 0
     _partial: bytes = b""
     _skipping: bool = False
+    _more: bool = False
+    #: True once MAX_SOURCE_BYTES were read: the rest of the file is not.
+    cut: bool = False
 
     def poll(self) -> bool:
-        """Read complete new lines; True when anything changed."""
+        """Read complete new lines (within one poll's budget); True when anything changed."""
+        self._more = False
+        if self._offset >= MAX_SOURCE_BYTES:
+            self.cut = True
+            return False
         fd = open_nofollow(self.root, self.rel)
         if fd is None:
             return False
         changed = False
+        budget = Budget()
         with os.fdopen(fd, "rb") as handle:
-            while True:
-                handle.seek(self._offset)
-                data = handle.read(16 * MAX_LINE)
+            handle.seek(self._offset)
+            while size := budget.next_read(self._offset):
+                data = handle.read(size)
                 if not data:
                     return changed
+                budget.spent(len(data))
                 changed |= self._feed(data)
+        self._more = budget.more
+        self.cut = self._offset >= MAX_SOURCE_BYTES
+        return changed
 
     def _feed(self, data: bytes) -> bool:
         self._offset += len(data)
@@ -88,6 +100,8 @@ class JsonlSteps:
     def final(self) -> dict[str, float]:
         """The last value of each key: a run's metrics when it wrote no metrics.json."""
         self.poll()
+        while self._more:
+            self.poll()
         if self._partial and not self._skipping:  # a last line without its newline
             self._take(self._partial)
             self._partial = b""

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import _tfevents
-from ._base import Sink, StepLog, StepMetrics, final_of, keep
+from ._base import Sink, StepLog, StepMetrics, final_of, keep, over_limit
 from ._csv import CsvSteps
 from ._jsonl import JsonlSteps
 from ._tfevents import EventSteps, is_event_file
@@ -213,7 +213,8 @@ class RunMetrics:
 
     def notes(self) -> list[str]:
         """What was skipped and why: for the run's log, never an error."""
-        return [*self._notes, *self._csv.skipped(), *self._events.skipped()]
+        cut = [over_limit(self._jsonl.rel)] if self._jsonl.cut else []
+        return [*self._notes, *cut, *self._csv.skipped(), *self._events.skipped()]
 
     # -- finding and ending -------------------------------------------------------------
 
