@@ -43,6 +43,9 @@ RESTORE_SIGINT = (
 def _needs_podman() -> None:
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (make setup installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("the services' storage is a tmpfs mounted here, and the rootless one "
+                    "runs as a user this test makes: needs root")
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +59,6 @@ def rootful(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterat
 @pytest.fixture(scope="session")
 def rootless(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[Podman]:
     _needs_podman()
-    if os.geteuid() != 0:
-        pytest.skip("the rootless service is started as a user this test makes: needs root")
     user = ensure_user(USER)
     with podman_service(tmp_path_factory.mktemp("podman-rootless"), user=user) as podman:
         copy_base_image(podman, base_image)  # root, through the user's socket
