@@ -238,6 +238,10 @@ class SlurmBackend:
                     continue
                 with self._cond:
                     self._arrays.append(array)
+                    late = self._cancelled  # cancel() ran while this array was submitted
+                if late:
+                    with contextlib.suppress(BackendError):
+                        self._slurm.cancel([array.job_id])
         return submitted
 
     def _submit_array(
