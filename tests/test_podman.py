@@ -138,6 +138,14 @@ def test_the_engine_behind_each_socket_is_detected(rootful: Podman, rootless: Po
     assert user_podman.userns_mode("0:0") is None  # its root is the user already
 
 
+def test_without_docker_host_docker_then_rootless_then_rootful_podman() -> None:
+    from orchestrator.engine import default_sockets
+
+    assert default_sockets({"XDG_RUNTIME_DIR": "/run/user/1000"}) == [
+        "/var/run/docker.sock", "/run/user/1000/podman/podman.sock", "/run/podman/podman.sock"]
+    assert default_sockets({}) == ["/var/run/docker.sock", "/run/podman/podman.sock"]
+
+
 @pytest.mark.parametrize("engine", ["docker", "podman"])
 def test_a_layer_the_engine_lacks_and_did_not_get_is_named(
     engine: str, request: pytest.FixtureRequest, base_image: str
