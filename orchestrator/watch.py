@@ -1,12 +1,11 @@
 """A sweep's live state, gathered from the store alone: what ``orch watch`` shows.
 
 Any machine that can read the store can watch, whichever backend runs the sweep. The
-reads are bounded the way :mod:`orchestrator.tally` bounds them: the sweep document once,
-the sweep's index and completed records once (a complete run's ``run.json`` never
-changes while it is watched), then per refresh only the runs not complete yet, each with
-one existence check of ``run.json``, one read of ``live.json`` and one look at the age of
-its claim, in parallel; a failed or cancelled run costs one existence check (a
-re-submission retrying it removes its ``run.json``).
+reads are bounded: the sweep document once, the sweep's index and completed records once
+(a complete run's ``run.json`` never changes while it is watched), then per refresh only
+the runs not complete yet, each with one existence check of ``run.json``, one read of
+``live.json`` and one look at the age of its claim, in parallel; a failed or cancelled run
+costs one existence check (a re-submission retrying it removes its ``run.json``).
 
 A run without ``run.json`` is ``running`` when someone holds a live claim on it or its
 ``live.json`` was rewritten within the lease (the publisher rewrites it only when a new

@@ -10,7 +10,7 @@ Layers, lowest first (a module may import its own layer and those below)::
     3  image images                (takes a store's blobs as a parameter, not a store)
     4  container checkpoint execute
     5  backends                    (never the CLI, never the commands)
-    6  drivers (grid, search, rerun) verify housekeeping logs detached results tally watch
+    6  drivers (grid, search, rerun) verify housekeeping logs detached results watch
        catalog frame query gc export_mlflow api    (api: the library the CLI calls)
     7  cli
 
@@ -38,7 +38,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["container", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
-        ["drivers", "verify", "housekeeping", "logs", "detached", "results", "tally",
+        ["drivers", "verify", "housekeeping", "logs", "detached", "results",
          "watch", "catalog", "frame", "query", "gc", "export_mlflow", "api"],
         6,
     ),
