@@ -54,9 +54,6 @@ class Resources:
     gpus: int = 0
     memory: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
-
 
 #: A SLURM name or time (partition, account, QoS, ``1-02:00:00``): one sbatch word.
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:@+=/%-]+\Z")

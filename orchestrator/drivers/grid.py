@@ -59,17 +59,6 @@ Progress = Callable[[str, str, RunRecord | None], None]
 
 
 @dataclass(frozen=True)
-class PlannedRun:
-    spec: RunSpec
-    overrides: tuple[str, ...]
-    config: dict[str, Any]
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-
-@dataclass(frozen=True)
 class SweepRun:
     """One run as the sweep reports it: its record, and ``skipped`` when it had already
     succeeded before this submission (a failed run kept with ``--retry none`` stays

@@ -60,10 +60,6 @@ class Interpreter:
     data: str
     site_dirs: tuple[str, ...]
 
-    @property
-    def short_version(self) -> str:
-        return ".".join(self.version.split(".")[:2])
-
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["site_dirs"] = list(self.site_dirs)

@@ -156,23 +156,15 @@ def _config_from_store(blobs: Blobs, image_id: str) -> ImageConfig:
     return config
 
 
-def fetch_from_store(
-    client: DockerClient, blobs: Blobs, image_id: str, prefixes: Iterable[str]
-) -> None:
-    """Load ``image_id`` from the store's blobs, sending only layers the daemon lacks.
-
-    ``prefixes`` are image IDs whose layers are a prefix of the wanted image's (base,
-    environment, code image): when the daemon has one, its layers are not sent.
-    """
-    fetch_chain(client, blobs, [image_id], prefixes)
-
-
 def fetch_chain(
     client: DockerClient, blobs: Blobs, image_ids: Sequence[str], prefixes: Iterable[str]
 ) -> None:
     """Load ``image_ids`` (each one's layers a prefix of the next one's) from the store's
     blobs in one archive: the layers the daemon lacks are downloaded side by side and
     streamed to the daemon, which checks each against its diff ID as it registers it.
+
+    ``prefixes`` are image IDs whose layers are a prefix of the wanted images' (base,
+    environment, code image): when the daemon has one, its layers are not sent.
     """
     with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="orch-fetch") as pool:
         configs = list(pool.map(lambda i: _config_from_store(blobs, i), image_ids))
