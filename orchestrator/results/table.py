@@ -26,7 +26,7 @@ from ..errors import UsageError
 FORMATS = ("table", "json", "csv", "markdown")
 BEST_MARK = "★"
 
-# The run object of CONTRACT's `orch sweep --json`, plus the composed config.
+# The run object of `orch sweep --json`, plus the composed config.
 _RUN_OBJECT_KEYS = ("run_id", "status", "overrides", "image_id", "metrics", "config")
 # Added when a record carries them (records read across sweeps, through the catalog).
 _SWEEP_KEYS = ("sweep_id", "sweep_name", "tags")

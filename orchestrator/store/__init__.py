@@ -1,7 +1,7 @@
 """Where results live: a directory or an S3 bucket, same layout in both.
 
     store = open_store("s3://bucket/prefix", project_dir=root)   # or a path, or None
-    runs = RunStore(store)                                       # the layout of CONTRACT.md
+    runs = RunStore(store)                                       # README's "Store layout"
 
 :class:`Store` is the small key/bytes interface (``base``); :class:`RunStore` gives keys
 their meaning (``records``); :class:`MemoryStore` stands in for the real ones in tests.

@@ -1,4 +1,5 @@
-"""The store layout of CONTRACT.md on top of any :class:`~.base.Store`.
+"""The store layout (README, "Store layout"; docs/records.md) on top of any
+:class:`~.base.Store`.
 
 ::
 
