@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,9 @@ def podman_service(log_dir: Path, user: pwd.struct_passwd | None = None,
             with contextlib.suppress(Exception):
                 _remove_containers(podman)
         _stop(proc, timeout=30)
+        # Rootless Podman re-executes itself inside the user's namespace: the service that
+        # answers is a child in the same process group, which outlives its parent.
+        _stop_group(proc.pid, timeout=30)
         if user is not None:
             _end_pause_process(root / "xdg" / "libpod" / "tmp" / "pause.pid", user)
         _remove_state(root)
@@ -220,6 +224,30 @@ def _remove_containers(podman: Podman) -> None:
             container.remove(force=True)
     finally:
         client.close()
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _stop_group(pgid: int, timeout: float) -> None:
+    """SIGTERM to what is left of the process group the service started, then SIGKILL."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_members(pgid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signum)
+        deadline = time.monotonic() + timeout
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _end_pause_process(pidfile: Path, user: pwd.struct_passwd) -> None:
