@@ -9,17 +9,17 @@ node that has nothing (``orch rerun`` on an empty daemon), which is what the sto
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .docker_api import DockerClient
 from .errors import ImageError
 from .git import git, git_text, git_try
 from .image import builder
 from .project import load_project
-from .record import RunRecord
+from .record import Layers, RunRecord
 from .store import RunStore
 
 
@@ -36,54 +36,59 @@ class VerifyResult:
         return self.recorded == self.rebuilt
 
 
-def missing_blobs(runs: RunStore, record: dict[str, Any]) -> tuple[str, ...]:
-    """The blobs a record names (layers, image configs, input manifests) not in ``runs``."""
-    parsed = RunRecord.from_json(record, str(record.get("run_id")))
-    return tuple(runs.missing_blobs(parsed))
-
-
-def verify(client: DockerClient, project_root: Path, record: dict[str, Any],
+def verify(client: DockerClient, project_root: Path, record: RunRecord,
            runs: RunStore | None = None) -> VerifyResult:
-    if record.get("dirty"):
+    if record.dirty:
         raise ImageError(
-            f"run {record['run_id']} was built from uncommitted changes (dirty): its code "
+            f"run {record.run_id} was built from uncommitted changes (dirty): its code "
             f"cannot be rebuilt from a commit; see its dirty.diff in the store"
         )
-    commit = record.get("git_commit")
+    commit = record.git_commit
     if not commit:
-        raise ImageError(f"run {record['run_id']} records no git commit to rebuild from")
+        raise ImageError(f"run {record.run_id} records no git commit to rebuild from")
     top = Path(git_text(project_root, "rev-parse", "--show-toplevel"))
     sub = project_root.resolve().relative_to(top.resolve())
     with tempfile.TemporaryDirectory(prefix="orch-verify-") as tmp:
         worktree = Path(tmp) / "tree"
         git(top, "worktree", "add", "--detach", str(worktree), commit)
         try:
-            project = load_project(worktree / sub, allow_unpinned=not record.get("pinned", True))
+            project = load_project(worktree / sub, allow_unpinned=not record.pinned)
             env = builder.prepare(client, project)
             image = builder.run_image(
                 env,
-                record["run_id"],
-                tuple(record.get("overrides", [])),
-                record["config"],
-                command=record.get("command") or project.run_command,
-                deferred=record.get("deferred", ()),
-                hydra=record.get("hydra"),
+                record.run_id,
+                record.overrides,
+                record.config,
+                command=record.command or project.run_command,
+                deferred=record.deferred,
+                hydra=record.hydra,
             )
         finally:
             git_try(top, "worktree", "remove", "--force", str(worktree))  # best effort
-    layers = {
-        "base": list(env.base.diff_ids),
-        "env": list(env.env_diff_ids),
-        "code": env.code.diff_id,
-        "config": image.diff_id,
-    }
-    recorded_layers = record.get("layers") or {}
-    first = None
-    for name in ("base", "env", "code", "config"):
-        if recorded_layers.get(name) != layers[name]:
-            first = f"{name} layer: recorded {recorded_layers.get(name)}, rebuilt {layers[name]}"
-            break
-    if first is None and image.image_id != record["image_id"]:
+    rebuilt = Layers(
+        base=tuple(env.base.diff_ids),
+        env=tuple(env.env_diff_ids),
+        code=env.code.diff_id,
+        config=image.diff_id,
+    )
+    first = _first_difference(record.layers, rebuilt)
+    if first is None and image.image_id != record.image_id:
         first = "image config (layers are identical)"
-    missing = missing_blobs(runs, record) if runs is not None else ()
-    return VerifyResult(record["image_id"], image.image_id, first, missing)
+    missing = tuple(runs.missing_blobs(record)) if runs is not None else ()
+    return VerifyResult(record.image_id, image.image_id, first, missing)
+
+
+def _first_difference(recorded: Layers | None, rebuilt: Layers) -> str | None:
+    """The first layer, bottom up, whose diff IDs differ (a record without layers
+    differs at the base)."""
+    for part in dataclasses.fields(Layers):
+        old = None if recorded is None else getattr(recorded, part.name)
+        new = getattr(rebuilt, part.name)
+        if old != new:
+            return f"{part.name} layer: recorded {_shown(old)}, rebuilt {_shown(new)}"
+    return None
+
+
+def _shown(diff_ids: tuple[str, ...] | str | None) -> list[str] | str | None:
+    # As the record's JSON spells them: a list for the base and environment layers.
+    return list(diff_ids) if isinstance(diff_ids, tuple) else diff_ids

@@ -55,7 +55,7 @@ def image_verify(context: Context, run_id: str) -> None:
     """Rebuild a run's image from its recorded inputs; exit 0 only when the ID is identical."""
     from ..verify import verify
 
-    record = read_run(context.runs(), run_id).to_json()
+    record = read_run(context.runs(), run_id)
     result = verify(context.docker(), context.project_root(), record, context.runs())
     if result.identical and not result.missing_blobs:
         click.echo(f"identical: {result.rebuilt}")
