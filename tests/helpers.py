@@ -104,3 +104,41 @@ def hiding_env(tmp_path: Path, *packages: str) -> dict[str, str]:
     sitedir.mkdir(exist_ok=True)
     (sitedir / "sitecustomize.py").write_text(_HIDE)
     return {"PYTHONPATH": str(sitedir), "ORCH_TEST_HIDE": ",".join(packages)}
+
+
+SLEEPER = """\
+import json, os, time
+with open("/orch/config.json") as f:
+    cfg = json.load(f)
+# Sleep in tenths, counting them in $ORCH_CHECKPOINT: a run whose node died resumes there.
+state = os.path.join(os.environ["ORCH_CHECKPOINT"], "tenths")
+done = int(open(state).read()) if os.path.exists(state) else 0
+out = os.environ["ORCH_OUTPUT"]
+with open(os.path.join(out, "resumed_at.txt"), "w") as f:
+    f.write(str(done))
+for tenth in range(done, int(cfg["sleep"] * 10)):
+    time.sleep(0.1)
+    with open(state + ".tmp", "w") as f:
+        f.write(str(tenth + 1))
+    os.replace(state + ".tmp", state)
+with open(os.path.join(out, "gpus.txt"), "w") as f:
+    f.write(os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump({"seed": cfg["seed"], "score": cfg["seed"] * 0.5}, f)
+"""
+
+
+def sleeper_project(root: Path, base_image: str, sleep: float, **settings: Any) -> Path:
+    """A committed project whose runs sleep ``sleep`` seconds (resuming from their
+    checkpoint), then report the GPUs they were shown and their seed: a cluster's runs."""
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "config.yaml").write_text(f"seed: 0\nsleep: {sleep}\n")
+    (root / "job.py").write_text(SLEEPER)
+    data = {"name": root.name, "base_image": base_image, "config_dir": "conf",
+            "command": ["python3", "job.py"], **settings}
+    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (root / ".gitignore").write_text(".orch/\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    git_commit_all(root, "initial")
+    return root
+

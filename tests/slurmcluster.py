@@ -202,17 +202,13 @@ def slurm_cluster(parent: Path | None = None) -> Iterator[SlurmCluster]:
     finally:
         with contextlib.suppress(Exception):
             cluster.cancel_all()
-        for name in (*(f"{n}/slurmd.pid" for n in NODES), "ctld/slurmctld.pid",
-                     "munge/munged.pid"):
-            pid = cluster._pid(name)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        time.sleep(0.5)
-        for name in (*(f"{n}/slurmd.pid" for n in NODES), "ctld/slurmctld.pid",
-                     "munge/munged.pid"):
-            pid = cluster._pid(name)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        daemons = (*(f"{n}/slurmd.pid" for n in NODES), "ctld/slurmctld.pid",
+                   "munge/munged.pid")
+        for signum, then in ((signal.SIGTERM, 0.5), (signal.SIGKILL, 0.0)):
+            for name in daemons:
+                pid = cluster._pid(name)
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+            time.sleep(then)
         shutil.rmtree(root, ignore_errors=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import git_commit_all
+from helpers import sleeper_project
 
 ray = pytest.importorskip("ray")
 
@@ -50,40 +50,6 @@ from orchestrator.request import SweepRequest  # noqa: E402
 from orchestrator.store import MemoryStore, RunStore, open_store  # noqa: E402
 
 cluster_test = [pytest.mark.ray, pytest.mark.docker, pytest.mark.slow]
-
-JOB = """\
-import json, os, time
-with open("/orch/config.json") as f:
-    cfg = json.load(f)
-# Sleep in tenths, counting them in $ORCH_CHECKPOINT: a run whose node died resumes there.
-state = os.path.join(os.environ["ORCH_CHECKPOINT"], "tenths")
-done = int(open(state).read()) if os.path.exists(state) else 0
-for tenth in range(done, int(cfg["sleep"] * 10)):
-    time.sleep(0.1)
-    with open(state + ".tmp", "w") as f:
-        f.write(str(tenth + 1))
-    os.replace(state + ".tmp", state)
-out = os.environ["ORCH_OUTPUT"]
-with open(os.path.join(out, "gpus.txt"), "w") as f:
-    f.write(os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
-with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump({"seed": cfg["seed"], "score": cfg["seed"] * 0.5}, f)
-"""
-
-
-def write_project(root: Path, base_image: str, sleep: float, **settings: Any) -> Path:
-    """A small project whose runs sleep, then report what GPUs they were shown."""
-    (root / "conf").mkdir(parents=True)
-    (root / "conf" / "config.yaml").write_text(f"seed: 0\nsleep: {sleep}\n")
-    (root / "job.py").write_text(JOB)
-    data = {"name": root.name, "base_image": base_image, "config_dir": "conf",
-            "command": ["python3", "job.py"], **settings}
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
-    git_commit_all(root, "initial")
-    return root
-
 
 def run_orch(*args: str, env: dict[str, str] | None = None,
              timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -156,7 +122,7 @@ def cluster(services_dir: Path, second_host: str, s3: dict[str, str]) -> Iterato
 def gpu_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str,
               cluster: Any) -> dict[str, Any]:
     """8 runs asking for one GPU each, 4 in flight on two nodes of 2 GPUs each."""
-    root = write_project(tmp_path_factory.mktemp("gpu") / "gpuproj", base_image, sleep=2,
+    root = sleeper_project(tmp_path_factory.mktemp("gpu") / "gpuproj", base_image, sleep=2,
                          resources={"cpus": 1, "gpus": 1})
     started = time.monotonic()
     proc = run_orch("sweep", "-p", str(root), "seed=range(0,8)", "--backend", "ray",
@@ -414,7 +380,7 @@ def test_without_the_switch_the_device_request_really_reaches_docker(
     tmp_path: Path, orch: Callable[..., subprocess.CompletedProcess[str]], base_image: str,
 ) -> None:
     """No ORCH_FAKE_GPUS: Docker gets the nvidia request and, with no NVIDIA runtime, refuses."""
-    root = write_project(tmp_path / "gpureal", base_image, sleep=0,
+    root = sleeper_project(tmp_path / "gpureal", base_image, sleep=0,
                          resources={"cpus": 1, "gpus": 1})
     env = {k: v for k, v in os.environ.items() if k != FAKE_GPUS_ENV}
     proc = orch("sweep", "-p", str(root), "--gpu-ids", "0", "--json", env=env)
@@ -511,7 +477,7 @@ class TestCluster:
         self, tmp_path: Path, base_image: str, cluster: Any, s3: dict[str, str],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        root = write_project(tmp_path / "s3proj", base_image, sleep=1)
+        root = sleeper_project(tmp_path / "s3proj", base_image, sleep=1)
         for name, value in s3.items():
             monkeypatch.setenv(name, value)
         runs = RunStore(open_store("s3://orch-ray/e2e", project_dir=root))
@@ -536,7 +502,7 @@ class TestCluster:
     def test_detached_sweep_runs_on_the_cluster_as_a_ray_job(
         self, tmp_path: Path, base_image: str, cluster: Any
     ) -> None:
-        root = write_project(tmp_path / "detached", base_image, sleep=1)
+        root = sleeper_project(tmp_path / "detached", base_image, sleep=1)
         store = tmp_path / "shared-store"  # every node is this machine: a shared directory
         request = SweepRequest.new(["seed=range(0,4)"], str(store), jobs=4)
         job_id = submit_detached(cluster.address, root, request)
@@ -597,7 +563,7 @@ class TestCluster:
     ) -> None:
         import docker
 
-        root = write_project(tmp_path / "killproj", base_image, sleep=5,
+        root = sleeper_project(tmp_path / "killproj", base_image, sleep=5,
                              resources={"cpus": 1, "gpus": 1})
         exe = Path(sys.executable).with_name("orch")
         sweep = subprocess.Popen(

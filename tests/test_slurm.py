@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import DEMO_INPUTS, copy_demo, git_commit_all
+from helpers import DEMO_INPUTS, copy_demo, git_commit_all, sleeper_project
 from slurmcluster import SlurmCluster, slurm_cluster, slurm_installed
 
 from orchestrator.backends.slurm.commands import _indices
@@ -34,26 +34,6 @@ from orchestrator.record import RunResources
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm]
 
-SLEEPER = """\
-import json, os, time
-with open("/orch/config.json") as f:
-    cfg = json.load(f)
-# Sleep in tenths, counting them in $ORCH_CHECKPOINT: a requeued run resumes there.
-state = os.path.join(os.environ["ORCH_CHECKPOINT"], "tenths")
-done = int(open(state).read()) if os.path.exists(state) else 0
-out = os.environ["ORCH_OUTPUT"]
-with open(os.path.join(out, "resumed_at.txt"), "w") as f:
-    f.write(str(done))
-for tenth in range(done, int(cfg["sleep"] * 10)):
-    time.sleep(0.1)
-    with open(state + ".tmp", "w") as f:
-        f.write(str(tenth + 1))
-    os.replace(state + ".tmp", state)
-with open(os.path.join(out, "gpus.txt"), "w") as f:
-    f.write(os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
-with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump({"seed": cfg["seed"]}, f)
-"""
 RESTORE_SIGINT = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execvp(sys.argv[1], sys.argv[1:])"
@@ -62,19 +42,6 @@ RESTORE_SIGINT = (
 
 def orch_exe() -> str:
     return str(Path(sys.executable).with_name("orch"))
-
-
-def write_sleeper(root: Path, base_image: str, sleep: float, **settings: Any) -> Path:
-    (root / "conf").mkdir(parents=True)
-    (root / "conf" / "config.yaml").write_text(f"seed: 0\nsleep: {sleep}\n")
-    (root / "job.py").write_text(SLEEPER)
-    data = {"name": root.name, "base_image": base_image, "config_dir": "conf",
-            "command": ["python3", "job.py"], **settings}
-    (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (root / ".gitignore").write_text(".orch/\n")
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
-    git_commit_all(root, "initial")
-    return root
 
 
 def records(store: Path) -> dict[str, dict[str, Any]]:
@@ -231,7 +198,7 @@ def test_demo_sweep_runs_on_both_nodes_with_distinct_gpus(
 def test_detached_sweep_is_followed_by_watch_to_its_end(
     tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str]
 ) -> None:
-    root = write_sleeper(tmp_path / "detached", base_image, sleep=2)
+    root = sleeper_project(tmp_path / "detached", base_image, sleep=2)
     store = tmp_path / "store"
     proc = orch("sweep", "-p", str(root), "--store", str(store), "--backend", "slurm",
                 "--jobs", "2", "--detach", "seed=range(0,4)", env=env)
@@ -275,7 +242,7 @@ def _running_claims(store: Path) -> int:
 def test_cancel_mid_sweep_leaves_no_container_and_a_resubmit_completes(
     tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str], how: str
 ) -> None:
-    root = write_sleeper(tmp_path / "cancel", base_image, sleep=6)
+    root = sleeper_project(tmp_path / "cancel", base_image, sleep=6)
     store = tmp_path / "store"
     log = tmp_path / "sweep.log"
     proc = _start(root, store, env, log, "--jobs", "2", "seed=range(0,4)")
@@ -340,7 +307,7 @@ def test_lost_node_requeues_its_runs_each_committed_once(
     node is lost): its requeued task takes the stale claim over on n2 and resumes from the
     checkpoint. The other's first copy lives on as an orphan and finishes: its requeued
     task finds the run committed and runs nothing. One record each, attempt 1."""
-    root = write_sleeper(tmp_path / "lost", base_image, sleep=1)
+    root = sleeper_project(tmp_path / "lost", base_image, sleep=1)
     store = tmp_path / "store"
     log = tmp_path / "sweep.log"
     fast = {**env, "ORCH_LEASE_S": "4", "ORCH_CHECKPOINT_S": "0.5"}
@@ -394,7 +361,7 @@ def test_a_store_the_nodes_do_not_see_is_one_clear_error(
 ) -> None:
     """The sweep's directory store lives on a filesystem only the submitter mounts (a
     tmpfs in a mount namespace of its own): the tasks do not find their jobs there."""
-    root = write_sleeper(tmp_path / "private", base_image, sleep=0)
+    root = sleeper_project(tmp_path / "private", base_image, sleep=0)
     private = Path(tempfile.mkdtemp(prefix="orchpriv", dir="/var/tmp"))
     try:
         script = (f"mount -t tmpfs none {private} && exec {orch_exe()} sweep -p {root} "
@@ -420,7 +387,7 @@ def test_apptainer_engine_runs_each_run_through_apptainer_exec(
     is not installed here: a stand-in (tests/fixtures/apptainer-standin) loads the archive
     into Docker and runs exec's mounts, environment and command there. The runs record
     what the same project records on Docker."""
-    root = write_sleeper(tmp_path / "sif", base_image, sleep=0.2,
+    root = sleeper_project(tmp_path / "sif", base_image, sleep=0.2,
                          slurm={"engine": "apptainer"})
     store = tmp_path / "store"
     cache = tmp_path / "cache"
