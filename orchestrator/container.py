@@ -28,6 +28,7 @@ from typing import Any
 
 from .docker_api import Container, DockerClient, describe
 from .errors import BackendError
+from .files import run_files
 
 RUN_UID = 65534
 RUN_USER = f"{RUN_UID}:{RUN_UID}"
@@ -39,6 +40,15 @@ STOP_GRACE_S = 10
 DAEMON_RETRY_S = 30.0
 #: Logs are copied from Docker in chunks of this size: memory does not grow with a log.
 _CHUNK = 1 << 20
+#: Processes and threads a run may have at once (a fork bomb stops here, not at the node).
+PIDS_LIMIT = 4096
+#: The run's scratch space: /tmp and /var/tmp are tmpfs of this size each, and the rest of
+#: the image is read-only, so a run cannot grow the container's writable layer (overlay2
+#: on these hosts has no quota support: ``storage_opt size`` is refused). tmpfs pages are
+#: charged to the container's memory limit when it has one.
+TMP_SIZE = "1g"
+#: What every container is held to besides its resources, as run settings would say it.
+ENFORCED = {"pids": PIDS_LIMIT, "tmp": TMP_SIZE, "read_only_root": True}
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,6 @@ def create_kwargs(
         "command": command,
         "user": RUN_USER,
         "network_mode": network,
-        "labels": {"org.orch.run_id": run_id},
         "nano_cpus": int(cpus * 1e9),
         "privileged": False,
         "cap_drop": ["ALL"],
@@ -162,6 +171,11 @@ def create_kwargs(
         # A tiny init as PID 1 forwards SIGTERM to the run (a process that is PID 1 itself
         # ignores it, so a cancel would wait out the grace period) and reaps zombies.
         "init": True,
+        "pids_limit": PIDS_LIMIT,
+        "read_only": True,
+        "tmpfs": {path: f"size={TMP_SIZE},mode=1777" for path in ("/tmp", "/var/tmp")},
+        "labels": {"org.orch.run_id": run_id,
+                   "org.orch.enforced": ",".join(f"{k}={v}" for k, v in ENFORCED.items())},
     }
     if dirs is not None or mounts:
         from docker.types import Mount
@@ -406,36 +420,33 @@ class Outputs:
 
 
 def collect_outputs(root: Path) -> Outputs:
-    """Walk the output directory without following links; keep regular files only.
+    """Walk the output directory through directory descriptors, never following a link
+    at any component; keep regular files only.
 
     Links, devices, FIFOs and any name that could not be stored safely (backslashes,
     control characters, not UTF-8) are left out and listed: an artifact can never point
-    or land outside its run.
+    or land outside its run. Memory is the kept names, not per-file objects of the walk.
     """
     outputs = Outputs()
-    for directory, subdirs, names in os.walk(root, followlinks=False):
-        base = Path(directory)
-        for name in sorted(subdirs):
-            if (base / name).is_symlink():
-                outputs.dropped[_rel(root, base / name)] = "a link"
-        for name in sorted(names):
-            path = base / name
-            rel = _rel(root, path)
-            info = path.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                outputs.dropped[rel] = "a link" if stat.S_ISLNK(info.st_mode) else "not a file"
-                continue
-            safe = safe_output_name(rel)
-            if safe is None:
-                outputs.dropped[rel.encode("utf-8", "backslashreplace").decode()] = "unsafe name"
-                continue
-            outputs.files[safe] = path
-            outputs.total_bytes += info.st_size
+    for rel, dir_fd, name in run_files(root):
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            outputs.dropped[_shown(rel)] = "a link" if stat.S_ISLNK(info.st_mode) else "not a file"
+            continue
+        safe = safe_output_name(rel)
+        if safe is None:
+            outputs.dropped[_shown(rel)] = "unsafe name"
+            continue
+        outputs.files[safe] = root / safe
+        outputs.total_bytes += info.st_size
     return outputs
 
 
-def _rel(root: Path, path: Path) -> str:
-    return os.path.relpath(path, root).replace(os.sep, "/")
+def _shown(rel: str) -> str:
+    return rel.encode("utf-8", "backslashreplace").decode()
 
 
 def safe_output_name(rel: str) -> str | None:

@@ -30,9 +30,18 @@ def run_files(root: Path) -> Iterator[tuple[str, int, str]]:
 
     Memory is one directory's names at a time, whatever the number of files."""
     for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
-        dirnames.sort()
+        # fwalk lists a link to a directory with the directories (and never enters it):
+        # here it is an entry like any other non-directory
+        links = []
+        for name in dirnames:
+            try:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                    links.append(name)
+            except FileNotFoundError:
+                links.append(name)
+        dirnames[:] = sorted(set(dirnames) - set(links))
         rel_dir = os.path.relpath(dirpath, root)
-        for name in sorted(filenames):
+        for name in sorted([*filenames, *links]):
             yield (name if rel_dir == "." else f"{rel_dir}/{name}"), dirfd, name
 
 
