@@ -402,8 +402,7 @@ def _index_records(index: dict[str, Any], sweep_id: str) -> dict[str, dict[str, 
 
 
 def _label(record: dict[str, Any], labels: Labels) -> None:
-    sweep = labels.of("sweep", str(record.get("sweep_id") or ""))
-    run = labels.of("run", str(record.get("run_id") or ""))
-    record["sweep_name"] = sweep.name
-    record["tags"] = sorted(sweep.tags | run.tags)
-    record["note"] = run.note or sweep.note
+    label = labels.of_run(str(record.get("sweep_id") or ""), str(record.get("run_id") or ""))
+    record["sweep_name"] = label.name
+    record["tags"] = sorted(label.tags)
+    record["note"] = label.note

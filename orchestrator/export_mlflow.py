@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import BackendError, require
+from .labels import Label, Labels
 from .query import read_steps
+from .record import RunRecord, RunStatus
 from .results.table import display_value, flatten
 from .store import RunStore
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED",
-           "pruned": "KILLED"}
+_STATUS = {RunStatus.SUCCEEDED: "FINISHED", RunStatus.FAILED: "FAILED",
+           RunStatus.CANCELLED: "KILLED", RunStatus.PRUNED: "KILLED"}
 #: MLflow's limits: a param value's length, and entities per log_batch call.
 _PARAM_MAX = 6000
 _BATCH_METRICS = 1000
@@ -44,8 +45,8 @@ def _mlflow() -> Any:
     return require("mlflow.tracking", "orch export mlflow", "'orch[mlflow]'").MlflowClient
 
 
-def _ms(stamp: Any) -> int | None:
-    if not isinstance(stamp, str):
+def _ms(stamp: str | None) -> int | None:
+    if stamp is None:
         return None
     try:
         return int(dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
@@ -57,24 +58,23 @@ def _key(name: str) -> str:
     return _KEY_BAD.sub("_", name)[:250]
 
 
-def _tags(record: Mapping[str, Any]) -> dict[str, str]:
-    inputs = record.get("inputs")
-    digests = sorted(set(_DIGEST.findall(repr(inputs)))) if inputs else []
+def _tags(record: RunRecord, label: Label) -> dict[str, str]:
+    digests = sorted({ref.digest for ref in record.inputs.values()})
     tags = {
-        "orch.run_id": record.get("run_id"),
-        "orch.sweep_id": record.get("sweep_id"),
-        "orch.sweep_name": record.get("sweep_name"),
-        "orch.project": record.get("project"),
-        "orch.status": record.get("status"),
-        "orch.image_id": record.get("image_id"),
-        "orch.repo_digest": record.get("repo_digest"),
-        "orch.git_commit": record.get("git_commit"),
-        "orch.rerun_of": record.get("rerun_of"),
+        "orch.run_id": record.run_id,
+        "orch.sweep_id": record.sweep_id,
+        "orch.sweep_name": label.name,
+        "orch.project": record.project,
+        "orch.status": record.status.value,
+        "orch.image_id": record.image_id,
+        "orch.repo_digest": record.repo_digest,
+        "orch.git_commit": record.git_commit,
+        "orch.rerun_of": record.rerun_of,
         "orch.input_digests": ",".join(digests) or None,
-        "orch.tags": ",".join(record.get("tags") or []) or None,
-        "orch.overrides": " ".join(record.get("overrides") or []) or None,
-        "mlflow.runName": record.get("run_id"),
-        "mlflow.note.content": record.get("note"),
+        "orch.tags": ",".join(sorted(label.tags)) or None,
+        "orch.overrides": " ".join(record.overrides) or None,
+        "mlflow.runName": record.run_id,
+        "mlflow.note.content": label.note,
     }
     return {k: str(v) for k, v in tags.items() if v not in (None, "")}
 
@@ -101,38 +101,42 @@ def _existing(client: Any, experiment_id: str) -> dict[str, tuple[str, bool]]:
             return found
 
 
-def _log(client: Any, runs: RunStore, record: Mapping[str, Any], experiment_id: str) -> None:
+def _log(
+    client: Any, runs: RunStore, record: RunRecord, label: Label, experiment_id: str
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    start = _ms(record.get("started_at")) or 0
-    end = _ms(record.get("ended_at")) or start
-    run = client.create_run(experiment_id, start_time=start, tags=_tags(record),
-                            run_name=str(record.get("run_id")))
+    start = _ms(record.started_at) or 0
+    end = _ms(record.ended_at) or start
+    run = client.create_run(experiment_id, start_time=start, tags=_tags(record, label),
+                            run_name=record.run_id)
     run_id = run.info.run_id
     params = [
         Param(_key(k), display_value(v)[:_PARAM_MAX])
-        for k, v in sorted(flatten(record.get("config") or {}).items())
+        for k, v in sorted(flatten(record.config).items())
     ]
-    steps = read_steps(runs, str(record["run_id"]))
+    steps = read_steps(runs, record.run_id)
     last: dict[str, float] = {}
     metrics = []
     for step, name, value in steps:
         last[name] = max(step, last.get(name, step))
         metrics.append(Metric(_key(name), value, start + int(step), int(step)))
-    for name, value in sorted((record.get("metrics") or {}).items()):
+    for name, value in sorted(record.metrics.items()):
         metrics.append(Metric(_key(name), float(value), end, int(last.get(name, 0))))
     for i in range(0, len(params), _BATCH_PARAMS):
         client.log_batch(run_id, params=params[i : i + _BATCH_PARAMS])
     for i in range(0, len(metrics), _BATCH_METRICS):
         client.log_batch(run_id, metrics=metrics[i : i + _BATCH_METRICS])
     client.log_batch(run_id, tags=[RunTag("orch.exported", "1")])
-    client.set_terminated(run_id, _STATUS.get(str(record.get("status")), "FINISHED"), end)
+    client.set_terminated(run_id, _STATUS.get(record.status, "FINISHED"), end)
 
 
 def export(
-    runs: RunStore, records: Sequence[Mapping[str, Any]], tracking_uri: str, experiment: str
+    runs: RunStore, records: Sequence[RunRecord], labels: Labels, tracking_uri: str,
+    experiment: str,
 ) -> ExportResult:
-    """Log ``records`` (finished runs) to ``experiment`` at ``tracking_uri``."""
+    """Log ``records`` (finished runs) to ``experiment`` at ``tracking_uri``, each with
+    its sweep's name, its tags and note from ``labels``."""
     client_type = _mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -143,13 +147,14 @@ def export(
         existing = _existing(client, experiment_id)
         created = kept = 0
         for record in records:
-            previous = existing.get(str(record.get("run_id")))
+            previous = existing.get(record.run_id)
             if previous and previous[1]:
                 kept += 1
                 continue
             if previous:  # an export cut short: replace it, so nothing is half there
                 client.delete_run(previous[0])
-            _log(client, runs, record, experiment_id)
+            _log(client, runs, record, labels.of_run(record.sweep_id, record.run_id),
+                 experiment_id)
             created += 1
     except MlflowException as exc:
         raise BackendError(f"MLflow at {tracking_uri}: {' '.join(str(exc).split())}") from exc

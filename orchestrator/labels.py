@@ -56,6 +56,12 @@ class Labels:
     def of(self, kind: str, target: str) -> Label:
         return (self.sweeps if kind == "sweep" else self.runs).get(target) or Label()
 
+    def of_run(self, sweep_id: str, run_id: str) -> Label:
+        """What a run shows: its sweep's name, its own tags and its sweep's, its own note
+        or else its sweep's."""
+        sweep, run = self.of("sweep", sweep_id), self.of("run", run_id)
+        return Label(name=sweep.name, tags=sweep.tags | run.tags, note=run.note or sweep.note)
+
     def all_tags(self) -> set[str]:
         return {t for label in [*self.sweeps.values(), *self.runs.values()] for t in label.tags}
 

@@ -243,11 +243,15 @@ def export_mlflow(
     """Log each finished run as an MLflow run (params, metrics, steps, tags); runs
     exported before (found by their orch.run_id tag) are left alone."""
     from ..export_mlflow import export as do_export
+    from ..record import RunRecord
 
     snap = snapshot(context, sweeps, all_projects, live=False)
-    records = [r for r in snap.records if r.get("status") not in ("queued", "running")]
+    runs = context.runs()
+    parsed = (RunRecord.from_json(r, runs.where(f"runs/{r.get('run_id')}/run.json"))
+              for r in snap.records)
+    records = [record for record in parsed if record.status.finished]
     name = experiment or project_name(context) or "orch"
-    result = do_export(context.runs(), records, tracking_uri, name)
+    result = do_export(runs, records, snap.labels, tracking_uri, name)
     click.echo(
         f"exported {result.created} runs to experiment {name!r} at {tracking_uri} "
         f"({result.existing} already there)"
