@@ -274,6 +274,9 @@ class _LazyAttrs(dict[str, Any]):
         return dict.get(self, key, default)
 
 
+#: The create arguments that rootless Podman on cgroup v1 drops (it has no cgroup to apply
+#: them to).
+_LIMITS = ("nano_cpus", "mem_limit", "memswap_limit", "pids_limit", "cpu_quota", "cpuset_cpus")
 #: How often Podman looks whether a waited-for container has ended.
 PODMAN_WAIT_INTERVAL = "50ms"
 
@@ -308,7 +311,7 @@ def _client_class() -> type[Any]:
             self, image: str, command: Any = None, **kwargs: Any
         ) -> Any:
             engine: Engine = getattr(self.client, "engine", DOCKER)
-            if engine.ignores_limits and (kwargs.get("nano_cpus") or kwargs.get("mem_limit")):
+            if engine.ignores_limits and any(kwargs.get(k) for k in _LIMITS):
                 self.client.warn_ignored_limits()
             userns = engine.userns_mode(kwargs.get("user"))
             kwargs.update(image=image, command=command, version=self.client.api.api_version)

@@ -16,8 +16,8 @@ image ID is the sha256 of its config. What differs is said here, once:
   So the run's uid:gid is mapped onto the user (``UsernsMode=keep-id:uid=...,gid=...``,
   a value the docker SDK refuses, so it goes on the raw create request). Podman 4.3 then
   keeps a copy of each run image with its files re-owned, at the cost of disk space.
-- **Rootless on cgroup v1** cannot limit CPU or memory: Podman ignores the limits, and
-  orch says so in one warning.
+- **Rootless on cgroup v1** cannot limit CPU, memory or processes: Podman ignores the
+  limits, and orch says so in one warning.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class Engine:
 
     def warn_ignored_limits(self) -> None:
         log.warning(
-            "%s on cgroup v1 ignores the runs' CPU and memory limits (orch.yaml resources); "
-            "the runs are not limited (cgroup v2 with delegation enforces them)",
+            "%s on cgroup v1 ignores the runs' CPU and memory limits (orch.yaml resources) "
+            "and their process limit: the runs are not limited (cgroup v2 with delegation "
+            "enforces them)",
             self.label,
         )
 
