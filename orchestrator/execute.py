@@ -256,13 +256,15 @@ def execute(
     is checked while the container runs; a reason stops it (grace period, then kill) and
     the run is recorded ``pruned`` with that reason, its logs and last metrics.
     """
+    work_root = work_root or Settings().work_root
+    pending = _pending_dir(work_root, job.run_id)
     if runs.is_complete(job.run_id):
+        if pending.exists():  # committed by another submitter meanwhile
+            shutil.rmtree(pending, ignore_errors=True)
         return runs.read_run(job.run_id)
     stop = stop or Stop()
     if stop.draining:
         raise NotStarted(job.run_id)
-    work_root = work_root or Settings().work_root
-    pending = _pending_dir(work_root, job.run_id)
     if (pending / PENDING).is_file():
         return _commit_pending(job, runs, pending)
     plan = job.plan

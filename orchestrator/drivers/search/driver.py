@@ -391,6 +391,8 @@ class _State:
         self.d.progress("queued", spec.run_id, None)
         self.d._stage_inputs([spec])
         if not self.env_uploaded:
+            # gc keeps what the open sweep's marker names, however old the stored blob
+            self.d.runs.protect_blobs(self.sweep_id, self.d._environment_blobs(env))
             uploads.append(io.submit(self.d._upload_environment, env))
             self.env_uploaded = True
         (job,) = self.d._prepare_batch(env, self.sweep_id, [spec], io, uploads)
