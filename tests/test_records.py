@@ -229,6 +229,37 @@ def test_holder_renews_and_release_frees(runs: RunStore, store: RecordingStore) 
     assert runs.claims.claim("r3", "b", lease_s=60)
 
 
+def test_release_frees_only_its_owners_claim(runs: RunStore, store: RecordingStore) -> None:
+    assert runs.claims.claim("r9", "a", lease_s=60)
+    make_stale(store, "runs/r9/claim.json")
+    assert runs.claims.claim("r9", "b", lease_s=1)  # a was slower than its lease
+    assert not runs.claims.release("r9", "a")  # ... and must not free b's live claim
+    assert runs.claims.holder("r9") == "b"
+    assert runs.claims.release("r9", "b")
+    assert runs.claims.holder("r9") is None
+
+
+def test_set_aside_is_idempotent_and_numbers_next_attempts(runs: RunStore) -> None:
+    failed = runs.commit_run(record("r8", status="failed", artifacts=["a1.txt"]),
+                             {"stdout.log": b"one", "output/a1.txt": b"1"})
+    # A set-aside cut short (SIGKILL): the record kept, run.json not yet removed.
+    runs.store.put("runs/r8/attempts/1/run.json", runs.store.get("runs/r8/run.json"))
+    assert runs.set_aside_attempt(failed) == 1  # finished, not refused
+    assert not runs.is_complete("r8")
+    assert runs.set_aside_attempt(failed) == 1  # and again: nothing left to do
+    assert runs.next_attempt("r8") == 2
+    assert runs.read_file("r8", "attempts/1/output/a1.txt") == b"1"
+    assert runs.read_file("r8", "attempts/1/stdout.log") == b"one"
+    # Run again as attempt 1 (by a submitter that saw no run.json): its commit removes the
+    # earlier attempt's unlisted output, and its set-aside takes the next free number.
+    again = runs.commit_run(record("r8", status="failed", metrics={"loss": 0.7}),
+                            {"stdout.log": b"two"})
+    assert runs.list_outputs("r8") == []
+    assert runs.set_aside_attempt(again) == 2
+    assert runs.next_attempt("r8") == 3
+    assert [r.metrics["loss"] for r in runs.read_attempts("r8")] == [0.5, 0.7]
+
+
 def make_stale(store: RecordingStore, key: str) -> None:
     """Age ``key`` by more than a one-second lease."""
     inner = store.inner
