@@ -11,6 +11,7 @@ of a real SeaweedFS:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,8 +77,9 @@ def test_a_skewed_clock_does_not_take_live_claims_over(
             proxy.clock_shift_s = -300.0
             first = start_orch(args, orch_env(**s3_env(endpoint), ORCH_LEASE_S="4"),
                                tmp_path, "first")
-            wait_for(lambda: sum(starts.counts.values()) >= 2 or first.poll() is not None,
-                     240, "the first submitter's two containers")
+            wait_for(lambda: sum("claim.json" in names for names in view.run_files().values())
+                     >= 2 or first.poll() is not None, 240, "the first submitter's two claims")
+            time.sleep(1)
             second = start_orch(args, orch_env(**s3_env(proxy.endpoint), ORCH_LEASE_S="4"),
                                 tmp_path, "second")
             for proc in (first, second):
