@@ -6,6 +6,14 @@ Under ``<cache root>/inputs/``::
     manifests/<sha256>    a manifest's canonical bytes, by the input's digest
     trees/<sha256>/...    a directory input laid out from hard links to objects, dirs 0555
     stat/<hash>.json      the stat cache of local sources (``scan``)
+    leases/<sha256>       what a process locks (shared) while it uses an input
+    leases/.prune         locked (exclusive) by a prune for its whole run
+
+A process that is about to mount an input takes a lease on it first (:meth:`HostCache.lease`:
+a shared ``flock``, held until the process ends, which is also when the kernel drops it,
+so no lease goes stale) and a prune (``orch gc --cache``) removes only inputs whose lease
+it can lock exclusively: an input a sweep fetched and is about to mount is never removed
+under it, whatever its age.
 
 Every object is checked against its name before it is published (written beside, hashed,
 renamed), so whatever a run mounts is exactly what the manifest says; a tree is built
@@ -17,11 +25,13 @@ a read-only bind mount.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,13 +47,89 @@ EXEC_MODE = 0o555
 DIR_MODE = 0o555
 
 
+#: Leases this process holds (lease file path -> descriptor), for the rest of its life.
+_held: dict[str, int] = {}
+_held_lock = threading.Lock()
+_LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
+
+
 class HostCache:
     def __init__(self, cache_root: Path) -> None:
         self.root = Path(cache_root) / "inputs"
         self.objects = self.root / "objects"
         self.manifests = self.root / "manifests"
         self.trees = self.root / "trees"
+        self.leases = self.root / "leases"
         self.stat = StatCache(self.root / "stat")
+
+    # -- leases -----------------------------------------------------------------------
+
+    def lease(self, digest: str) -> None:
+        """Keep the input ``digest`` from being pruned while this process lives; waits
+        for a prune that is running to finish first."""
+        path = self.leases / digest.removeprefix("sha256:")
+        with _held_lock:
+            if str(path) in _held:
+                return
+            self.leases.mkdir(parents=True, exist_ok=True)
+            with self._pruning(fcntl.LOCK_SH):
+                while True:
+                    fd = os.open(path, _LOCK_FLAGS, 0o644)
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                    try:
+                        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                    except FileNotFoundError:
+                        same = False
+                    if same:
+                        _held[str(path)] = fd
+                        return
+                    os.close(fd)  # a prune removed the file we opened: lock the new one
+
+    @contextlib.contextmanager
+    def _pruning(self, mode: int) -> Iterator[None]:
+        self.leases.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.leases / ".prune", _LOCK_FLAGS, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def pruning(self) -> contextlib.AbstractContextManager[None]:
+        """Held by a prune for its whole run: no lease is taken meanwhile."""
+        return self._pruning(fcntl.LOCK_EX)
+
+    @contextlib.contextmanager
+    def unleased(self, digest: str, *, remove: bool) -> Iterator[bool]:
+        """True when no process holds a lease on ``digest`` (it is then locked against
+        new ones inside the block, and with ``remove`` its lease file goes at the end)."""
+        path = self.leases / digest.removeprefix("sha256:")
+        if not path.exists():
+            yield True
+            return
+        fd = os.open(path, _LOCK_FLAGS, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def leased_digests(self) -> list[str]:
+        """Digests some process holds a lease on now."""
+        found = []
+        for path in sorted(self.leases.iterdir()) if self.leases.is_dir() else []:
+            if not path.name.startswith("."):
+                with self.unleased(path.name, remove=False) as free:
+                    if not free:
+                        found.append("sha256:" + path.name)
+        return found
 
     # -- objects ----------------------------------------------------------------------
 

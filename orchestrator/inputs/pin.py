@@ -91,6 +91,7 @@ def stage(pinned: Mapping[str, Pinned], blobs: BlobStore, cache_root: Path) -> d
     cache = HostCache(cache_root)
     uploaded: dict[str, Transfer] = {}
     for name, item in sorted(pinned.items()):
+        cache.lease(item.digest)  # a prune beside this sweep leaves its objects alone
         if blobs.has(item.digest) and cache.manifest_path(item.digest).is_file():
             uploaded[name] = Transfer()  # staged before: its manifest is in both places
             continue

@@ -58,6 +58,14 @@ def prune(
 ) -> Pruned:
     # Real paths on both sides: a mount's source is the path as it was given to Docker.
     cache = HostCache(Path(cache_root).resolve())
+    if dry_run:  # removes nothing, so takes no lock (and writes nothing)
+        return _prune(cache, max_age_s, mounted, dry_run, now)
+    with cache.pruning():
+        return _prune(cache, max_age_s, mounted, dry_run, now)
+
+
+def _prune(cache: HostCache, max_age_s: float, mounted: Iterable[str], dry_run: bool,
+           now: float | None) -> Pruned:
     now = time.time() if now is None else now
     in_use = {os.path.realpath(p) for p in mounted}
     result = Pruned()
@@ -72,14 +80,20 @@ def prune(
         objects = {cache.object_path(e.sha256, e.exec).name for e in manifest.files}
         tree = cache.trees / path.name
         used = str(tree) in in_use or any(str(cache.objects / name) in in_use for name in objects)
-        if used or _age_s(path, now) < max_age_s:
-            keep |= objects
-            result.kept += 1
-            continue
-        result.inputs.append(manifest.digest)
-        if not dry_run:
-            cache.drop_tree(manifest)
-            _force_unlink(path)
+        with cache.unleased(manifest.digest, remove=not dry_run) as free:
+            if used or not free or _age_s(path, now) < max_age_s:
+                keep |= objects  # mounted, leased by a sweep about to mount it, or recent
+                result.kept += 1
+                continue
+            result.inputs.append(manifest.digest)
+            if not dry_run:
+                cache.drop_tree(manifest)
+                _force_unlink(path)
+    # A lease on an input whose manifest is not here yet: its objects are being fetched,
+    # and which they are is not known; keep every object this time.
+    named_digests = {"sha256:" + p.name for p in manifests}
+    if any(digest not in named_digests for digest in cache.leased_digests()):
+        return result
     for obj in sorted(cache.objects.iterdir()) if cache.objects.is_dir() else []:
         if obj.name in keep or str(obj) in in_use or _age_s(obj, now) < max_age_s:
             continue

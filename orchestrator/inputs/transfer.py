@@ -143,6 +143,7 @@ def materialize(
     cache = HostCache(cache_root)
     mounts: dict[str, Path] = {}
     for name, ref in sorted(inputs.items()):
+        cache.lease(ref.digest)  # held until this process ends: a prune leaves it alone
         manifest = fetch_manifest(name, blobs, cache, ref.digest)
         if verify:
             distinct = manifest.distinct().values()
