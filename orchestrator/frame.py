@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import require
+from .ids import SHA256_HEX
 from .labels import Labels
 from .record import RunStatus
 
@@ -280,7 +281,7 @@ class RunFrame:
             f"{second}, "
             "coalesce(r.overrides, []) AS overrides, "
             "coalesce(list_sort(list_distinct(regexp_extract_all(inputs, "
-            "'sha256:[0-9a-f]{64}'))), []) AS input_digests, inputs, "
+            f"'sha256:{SHA256_HEX}'))), []) AS input_digests, inputs, "
             f"{shaped('config', config)} AS config, {shaped('metrics', metrics)} AS metrics "
             "FROM (SELECT pos, r, CASE WHEN json_type(r.inputs) IN ('OBJECT', 'ARRAY') "
             "AND CAST(r.inputs AS VARCHAR) NOT IN ('{}', '[]') "

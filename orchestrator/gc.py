@@ -47,12 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import NotFound
+from .ids import SHA256_HEX
 from .pool import parallel_map
 from .record import CorruptRecord
 from .store import RunStore
 from .store.base import Store
 
-_DIGEST = re.compile(rb"sha256:([0-9a-f]{64})")
+_DIGEST = re.compile(f"sha256:({SHA256_HEX})".encode())
 #: Clocks of the machines writing a store may disagree by this much.
 SKEW_S = 60.0
 #: Blobs larger than this are layers, not JSON that could mention other blobs.

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from .errors import StoreError
+from .ids import HEX64
 
 #: The schema number every record this version writes carries.
 SCHEMA = 1
@@ -274,7 +275,7 @@ class ArtifactFile:
         digest = fields.required_str("sha256")
         if size is None or size < 0:
             raise fields.bad("size", "a size in bytes")
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not HEX64.match(digest):
             raise fields.bad("sha256", "64 lowercase hex digits")
         return cls(size, digest)
 

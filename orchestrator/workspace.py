@@ -11,12 +11,12 @@ stores and find projects the same way.
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .ids import RUN_ID
 
 if TYPE_CHECKING:
     from .project import Project
@@ -134,7 +134,7 @@ class Workspace:
 
 
 def check_id(value: str, what: str) -> None:
-    if not re.match(r"^[0-9a-f]{1,64}\Z", value):
+    if not RUN_ID.match(value):
         raise UsageError(
             f"{value!r} is not a valid {what}: expected hex characters (see orch runs)"
         )

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from typing import Any
 from ..docker_api import DockerClient
 from ..errors import BackendError, ImageError
 from ..files import atomic_write
+from ..ids import HEX64
 from . import cache
 from .archive import ThinArchive, has_image
 from .imageconfig import ImageConfig
@@ -87,7 +87,7 @@ def layer_cache_dir(cache_root: Path | None = None) -> Path:
 def base_layer_path(diff_id: str, cache_root: Path | None = None) -> Path | None:
     """The cached layer tar with this diff ID, or None when it is not (or no longer) cached."""
     hex_id = diff_id.removeprefix("sha256:")
-    if not re.fullmatch(r"[0-9a-f]{64}", hex_id):
+    if not HEX64.match(hex_id):
         raise ImageError(f"invalid diff id {diff_id!r}: expected sha256:<64 hex digits>")
     path = layer_cache_dir(cache_root) / f"{hex_id}.tar"
     return path if path.is_file() else None

@@ -36,7 +36,6 @@ import io
 import json
 import os
 import posixpath
-import re
 import tempfile
 import threading
 import time
@@ -58,6 +57,7 @@ from ..canonical import digest
 from ..docker_api import DockerClient
 from ..errors import BuildCancelled, ImageError, OrchestratorError
 from ..files import atomic_write, sha256_file
+from ..ids import HEX64
 from ..stopping import Stop
 from . import bytecode, cache
 from .interpreter import Interpreter
@@ -125,7 +125,7 @@ def plan_layers(wheels: Sequence[Path], max_layers: int = MAX_LAYERS) -> list[li
 def wheel_id(wheel: Path) -> str:
     """The wheel's sha256: the wheelhouse folder name (``.../sha256/<hex>/<file>``) or hashed."""
     folder = wheel.parent
-    if folder.parent.name == "sha256" and re.fullmatch(r"[0-9a-f]{64}", folder.name):
+    if folder.parent.name == "sha256" and HEX64.match(folder.name):
         return folder.name
     return sha256_file(wheel)
 

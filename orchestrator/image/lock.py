@@ -29,9 +29,9 @@ from packaging.version import InvalidVersion, Version
 
 from ..canonical import digest
 from ..errors import ImageError
+from ..ids import HEX64
 from .target import DEFAULT_PLATFORM, DEFAULT_PYTHON, marker_applies, marker_environment
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 # pip's "#" comment rule: at line start or after whitespace.
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _OPTION_HINTS = {
@@ -281,7 +281,7 @@ def _parse_hashes(options: str, name: str, where: str) -> list[str]:
                 f"{where}: '{name}' has a {algorithm or 'malformed'} hash: "
                 "orch needs sha256 hashes (pip hash -a sha256)"
             )
-        if not _HEX64.fullmatch(hexdigest):
+        if not HEX64.match(hexdigest):
             raise ImageError(f"{where}: '{name}' has a malformed sha256 hash {value!r}")
         hashes.append(f"sha256:{hexdigest}")
     return hashes

@@ -21,7 +21,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..errors import ImageError
-from .lock import _HEX64, Lock, Requirement
+from ..ids import HEX64
+from .lock import Lock, Requirement
 from .target import marker_applies, marker_environment
 
 
@@ -122,7 +123,7 @@ def _package(
     hashes = []
     for item in files:
         value = (item.get("hashes") or {}).get("sha256") if isinstance(item, dict) else None
-        if not isinstance(value, str) or not _HEX64.fullmatch(value.lower()):
+        if not isinstance(value, str) or not HEX64.match(value.lower()):
             shown = item.get("name", "a file") if isinstance(item, dict) else "a file"
             raise ImageError(f"{where}: {shown} has no sha256 hash: orch needs sha256 hashes")
         hashes.append(f"sha256:{value.lower()}")

@@ -44,6 +44,7 @@ from packaging.version import InvalidVersion, Version
 from ..canonical import digest
 from ..errors import BuildCancelled, ImageError
 from ..files import atomic_write, sha256_file
+from ..ids import SHA256_HEX
 from ..stopping import Stop
 
 # Re-exported: whoever fetches wheels also parses the lock and names the target.
@@ -425,8 +426,8 @@ def _pip_error(stderr: str, reqs: list[Requirement], python_version: str, platfo
                 continue
             filename = match.group(2).rstrip(":").rsplit("/", 1)[-1]
             rest = " ".join(lines[index + 1 : index + 3])
-            expected = re.search(r"Expected sha256 ([0-9a-f]{64})", rest)
-            got = re.search(r"Got\s+([0-9a-f]{64})", rest)
+            expected = re.search(rf"Expected sha256 ({SHA256_HEX})", rest)
+            got = re.search(rf"Got\s+({SHA256_HEX})", rest)
             detail = ""
             if expected and got:
                 detail = (

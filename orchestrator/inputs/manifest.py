@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..canonical import canonical_bytes
 from ..errors import InputError
+from ..ids import HEX64
 
 FORMAT = 1
 KINDS = ("dir", "file")
-_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True, order=True)
@@ -156,7 +155,7 @@ class Manifest:
                 and not isinstance(item["size"], bool)
                 and item["size"] >= 0
                 and isinstance(item["sha256"], str)
-                and _HEX.match(item["sha256"])
+                and HEX64.match(item["sha256"])
                 and isinstance(item["exec"], bool)
             ):
                 raise bad(f"malformed entry {str(item)[:80]}")
