@@ -1428,6 +1428,23 @@ def yaml_loader() -> type[yaml.SafeLoader]:
     return _OmegaConfLoader
 
 
+def load_bounded_yaml(text: str, shown: str) -> Any:
+    """YAML text read as OmegaConf reads it, refused with a ConfigError naming ``shown``
+    when it nests deeper than MAX_NESTING or expands past MAX_CONFIG_NODES (aliases): for
+    YAML a run wrote, which orch reads after it."""
+    loader = yaml_loader()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, shown)
+        return loader.construct_document(node)
+    except RecursionError as exc:
+        raise ConfigError(f"{shown}: nested too deeply") from exc
+    finally:
+        loader.dispose()
+
+
 def to_json(config: dict[str, Any]) -> str:
     """Readable, deterministic JSON (sorted keys, 2-space indent, trailing newline)."""
     return json.dumps(config, sort_keys=True, indent=2) + "\n"

@@ -202,6 +202,7 @@ def check_run(
     ``node`` is the hydra node of a Hydra application: it must have saved its config,
     unless that node turned saving off (``hydra.output_subdir: null``)."""
     from . import config as configmod  # imports Hydra: a node that runs a job needs none
+    from .errors import ConfigError
 
     saved = output_dir / SAVED_CONFIG
     if node is not None and node.get("output_subdir") is not None and not (
@@ -217,8 +218,8 @@ def check_run(
             saved.stat().st_size > 64 << 20
         ):
             return None
-        theirs = yaml.load(saved.read_text(encoding="utf-8"), Loader=configmod.yaml_loader())  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        theirs = configmod.load_bounded_yaml(saved.read_text(encoding="utf-8"), SAVED_CONFIG)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as exc:
         return f"the Hydra application's {SAVED_CONFIG} cannot be read: {exc}"
     ours = yaml.load(configmod.to_yaml(config, deferred=deferred), Loader=configmod.yaml_loader())  # noqa: S506
     differences = list(_differences(ours, theirs, ""))

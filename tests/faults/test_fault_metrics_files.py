@@ -111,3 +111,32 @@ def test_cancel_wins_over_an_endless_metrics_file(
         run_ids = [p.name for p in (root / ".orch" / "runs").glob("*")] if (
             root / ".orch" / "runs").is_dir() else []
         remove_containers(run_ids)
+
+
+BOMB = """\
+import json, os
+out = os.environ["ORCH_OUTPUT"]
+os.makedirs(os.path.join(out, ".hydra"))
+lines = ["a0: &a0 [" + ", ".join(["x"] * 9) + "]"]
+lines += ["a%d: &a%d [%s]" % (i, i, ", ".join(["*a%d" % (i - 1)] * 9)) for i in range(1, 10)]
+open(os.path.join(out, ".hydra", "config.yaml"), "w").write("\\n".join(lines) + "\\n")
+json.dump({"ok": 1}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def test_a_yaml_bomb_in_what_hydra_saved_is_a_failed_run(
+        tmp_path: Path, base_image: str, record_property: Callable[[str, object], None]) -> None:
+    """orch compares the config a Hydra application saved with the recorded one: the
+    run wrote that file, so it is read bounded (aliases expanded at most so far). Before,
+    the comparison stopped at the first differing key, so this bomb did not go off; a
+    reader of the whole document (any later check) would have."""
+    root = make_project(tmp_path / "proj", "hydra-bomb", base_image, job=BOMB)
+    proc = run_orch(["sweep", "-p", str(root), "x=1", "--json"], orch_env(), timeout=120)
+    try:
+        assert proc.returncode == 1, proc.stderr
+        (record,) = StoreView.directory(root / ".orch").recorded().values()
+        assert record["status"] == "failed"
+        assert ".hydra/config.yaml" in record["reason"], record["reason"]
+        record_property("faults_survived", 1)
+    finally:
+        remove_containers(r["run_id"] for r in json.loads(proc.stdout or '{"runs": []}')["runs"])
