@@ -70,7 +70,6 @@ class Snapshot:
     runs: list[RunView]
     metrics: list[str]
     eta_s: float | None
-    taken_at: float
 
     @property
     def counts(self) -> dict[str, int]:
@@ -211,7 +210,7 @@ class Watcher:
         queued = sum(v.status == RunStatus.QUEUED.value for v in views)
         eta = estimate_eta(finished, running, queued) if running or queued else None
         columns = self.wanted or _columns(views, self.max_columns)
-        return Snapshot(self.sweep.sweep_id, views, columns, eta, now)
+        return Snapshot(self.sweep.sweep_id, views, columns, eta)
 
     @staticmethod
     def _record_view(record: RunRecord, overrides: tuple[str, ...]) -> RunView:

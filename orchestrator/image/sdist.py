@@ -165,10 +165,6 @@ def recipe(image_id: str) -> str:
     ).removeprefix("sha256:")
 
 
-def is_sdist(filename: str) -> bool:
-    return filename.endswith((".tar.gz", ".zip"))
-
-
 class SdistBuilder:
     """Builds the wheels of a lock's sdists in containers of ``image_id`` on ``client``."""
 

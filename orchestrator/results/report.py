@@ -49,11 +49,7 @@ TEMPLATE_DIR: Traversable = resources.files("orchestrator") / "templates"
 
 UNSET = "(unset)"
 POINT = "#4f5bd5"
-BEST = "#f59e0b"
 FAILED = "#9ca3af"
-INK = "#1f2937"
-MUTED = "#6b7280"
-GRID = "#e5e7eb"
 # viridis, cut before its pale yellow end so every line stays visible on white.
 _VIRIDIS = [
     (0x44, 0x01, 0x54),
