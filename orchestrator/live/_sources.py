@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,33 +100,36 @@ def _prefixes(units: Sequence[str]) -> dict[str, str]:
 
 def _walk(root: Path) -> tuple[list[str], list[str], bool]:
     """(metrics.csv files, directories holding event files, whether the walk was cut
-    short) under ``root``, relative to it, never through a link."""
+    short) under ``root``, relative to it, never through a link: directory descriptors
+    (``os.fwalk``), so a directory swapped for a link mid-walk is not entered."""
     csvs: list[str] = []
     event_dirs: list[str] = []
-    pending, seen = [""], 0
-    while pending:
-        rel = pending.pop()
-        try:
-            with os.scandir(root / rel if rel else root) as entries:
-                listed = list(entries)
-        except OSError:
-            continue
-        has_events = False
-        for entry in listed:
-            seen += 1
+    seen = 0
+    try:
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+            rel = os.path.relpath(dirpath, root)
+            rel = "" if rel == "." else rel
+            seen += len(dirnames) + len(filenames)
             if seen > MAX_WALK:
+                # the walk is dropped here; its descriptors are closed with it
                 return sorted(csvs), sorted(event_dirs), True
-            path = f"{rel}/{entry.name}" if rel else entry.name
-            if entry.is_dir(follow_symlinks=False):
-                pending.append(path)
-            elif not entry.is_file(follow_symlinks=False):
-                continue
-            elif entry.name == "metrics.csv":
-                csvs.append(path)
-            elif is_event_file(entry.name):
-                has_events = True
-        if has_events:
-            event_dirs.append(rel)
+            has_events = False
+            for name in filenames:
+                try:
+                    if not stat.S_ISREG(os.stat(name, dir_fd=dirfd,
+                                                follow_symlinks=False).st_mode):
+                        continue
+                except OSError:
+                    continue
+                path = f"{rel}/{name}" if rel else name
+                if name == "metrics.csv":
+                    csvs.append(path)
+                elif is_event_file(name):
+                    has_events = True
+            if has_events:
+                event_dirs.append(rel)
+    except OSError:
+        pass  # the output directory went away: what was found is what there is
     return sorted(csvs), sorted(event_dirs), False
 
 
