@@ -172,7 +172,6 @@ def test_runs_clips_a_huge_override(ws: Workspace) -> None:
     ("resources", {"cpus": 1, "gpus": 0, "memory": None, "timeout": -5}, "timeout"),
     ("pass_env", ["ORCH_STORE_TOKEN"], "ORCH_STORE_TOKEN"),
     ("pass_env", ["A=B"], "A=B"),
-    ("env", {"BAD NAME": "1"}, "BAD NAME"),
     ("command", [], "command"),
 ], ids=lambda v: str(v)[:20])
 def test_rerun_refuses_a_record_orch_yaml_could_not_have_asked_for(

@@ -194,10 +194,11 @@ def check_run_settings(record: RunRecord) -> None:
     timeout = resources.timeout
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise bad("resources.timeout", "must be a positive number of seconds")
-    for name in (*record.pass_env, *record.env):
-        if not _ENV_NAME.fullmatch(name):
-            raise bad("env", f"{name!r} is not a variable name")
+    # pass_env names what this node's environment gives the run (the record's env is
+    # baked in its image, and orch.yaml allows any name there)
     for name in record.pass_env:
+        if not _ENV_NAME.fullmatch(name):
+            raise bad("pass_env", f"{name!r} is not a variable name")
         if name.startswith("ORCH_"):
             raise bad("pass_env", f"{name!r}: ORCH_* variables are orch's own")
     if not record.command or not all(record.command):
