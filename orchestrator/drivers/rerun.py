@@ -201,8 +201,8 @@ def check_run_settings(record: RunRecord) -> None:
             raise bad("pass_env", f"{name!r} is not a variable name")
         if name.startswith("ORCH_"):
             raise bad("pass_env", f"{name!r}: ORCH_* variables are orch's own")
-    if not record.command or not all(record.command):
-        raise bad("command", "must be a non-empty list of non-empty strings")
+    if not record.command:
+        raise bad("command", "must be a non-empty list of strings")
 
 
 def _curve(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
