@@ -224,6 +224,8 @@ def load_project(directory: Path, *, allow_unpinned: bool = False) -> Project:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, OSError) as exc:
         raise ProjectError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
+    except RecursionError as exc:  # PyYAML composes nested nodes recursively
+        raise ProjectError(f"{path}: invalid YAML: nested too deeply") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

@@ -115,6 +115,14 @@ def test_deeply_nested_yaml_is_one_error(ws: Workspace, depth: int) -> None:
     _both(ws, ["model=lstm"], "lstm.yaml", "nested")
 
 
+def test_deeply_nested_orch_yaml_is_one_error(ws: Workspace) -> None:
+    text = (ws.project / "orch.yaml").read_text()
+    ws.write("orch.yaml", text + "deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    ws.refused(["compose", "-p", "proj"], "orch.yaml", "nested too deeply")
+    ws.refused(["sweep", "--dry-run", "-p", "proj", "training_settings.seed=1,2"],
+               "orch.yaml", "nested too deeply")
+
+
 @pytest.mark.parametrize("depth", [MAX_NESTING + 1, 3000])
 def test_deeply_nested_override_is_one_error(ws: Workspace, depth: int) -> None:
     value = "[" * depth + "]" * depth
