@@ -87,7 +87,7 @@ class _Heartbeat:
         )
 
     def _beat(self, runs: RunStore, job: Job, running: Running) -> None:
-        while not self._stop.wait(job.lease_s / 6):
+        while not self._stop.wait(job.heartbeat_s):
             try:
                 held = runs.claims.claim(job.run_id, job.owner, job.lease_s)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
@@ -118,7 +118,7 @@ class _Renewer:
 
     def _beat(self) -> None:
         job = self._job
-        while not self._stop.wait(job.lease_s / 6):
+        while not self._stop.wait(job.heartbeat_s):
             try:
                 held = self._runs.claims.claim(job.run_id, job.owner, job.lease_s)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease

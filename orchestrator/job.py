@@ -87,3 +87,9 @@ class Job:
     @property
     def gpus(self) -> int:
         return self.plan.resources.gpus
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often the run's holder renews its claim: several beats per lease, so a
+        missed beat or two does not let the claim go stale."""
+        return self.lease_s / 6

@@ -54,11 +54,6 @@ class Settings:
         """Where each attempt's host directories are made (on the Docker host)."""
         return self.work_dir or self.cache_root / "work"
 
-    @property
-    def heartbeat_s(self) -> float:
-        """How often a run's holder renews its claim: several beats per lease."""
-        return self.lease_s / 6
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

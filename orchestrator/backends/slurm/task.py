@@ -246,7 +246,7 @@ def _run(
                 # An earlier copy of this very task (its node lost, the task requeued)
                 # still holds the run: wait for it to commit or for its claim to go stale.
                 log.info("run %s: an earlier copy of this task holds it; waiting", run_id)
-                time.sleep(min(5.0, max(0.5, job.lease_s / 6)))
+                time.sleep(min(5.0, max(0.5, job.heartbeat_s)))
     except NotStarted:
         return TaskOutcome(NOT_STARTED, run_id)
     except OrchestratorError as exc:
