@@ -49,6 +49,7 @@ bench: setup
 lint: venv
 	$(VENV)/bin/ruff check orchestrator tests bench
 	$(VENV)/bin/mypy --strict orchestrator
+	$(VENV)/bin/vulture
 
 clean:
 	rm -rf .orch build *.egg-info
