@@ -295,7 +295,10 @@ def _check_config_file(path: Path, shown: str) -> None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
-    loader = _UniqueKeyLoader(text)
+    try:
+        loader = _UniqueKeyLoader(text)  # its reader refuses some characters at once
+    except yaml.YAMLError as exc:
+        raise _yaml_error(shown, exc) from exc
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -1432,7 +1435,7 @@ def load_bounded_yaml(text: str, shown: str) -> Any:
     """YAML text read as OmegaConf reads it, refused with a ConfigError naming ``shown``
     when it nests deeper than MAX_NESTING or expands past MAX_CONFIG_NODES (aliases): for
     YAML a run wrote, which orch reads after it."""
-    loader = yaml_loader()(text)
+    loader = yaml_loader()(text)  # a YAMLError here is the caller's to report
     try:
         node = loader.get_single_node()
         if node is None:
