@@ -467,3 +467,17 @@ def test_arrays_split_by_max_array_size_and_resources_follow_one_another(tmp_pat
     assert len(jobs) == 8
     (closing,) = [s for s in scheduler.scripts if "--finish" in s]
     assert "#SBATCH --dependency=afterany:101:102:103:104" in closing
+
+
+def test_a_cluster_orch_cannot_reach_is_one_error_line(tmp_path: Path, base_image: str) -> None:
+    root = sleeper_project(tmp_path / "p", base_image, sleep=0)
+    proc = subprocess.run(
+        [orch_exe(), "sweep", "-p", str(root), "--backend", "slurm", "seed=1,2"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SLURM_CONF": str(tmp_path / "missing" / "slurm.conf")},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1:] == [
+        "error: scontrol failed: scontrol: fatal: Unable to process configuration file "
+        "(set SLURM_CONF to the cluster's slurm.conf, or submit from a login node)"
+    ]

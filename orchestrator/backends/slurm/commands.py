@@ -76,8 +76,14 @@ class Slurm:
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
         if done.returncode != 0:
-            message = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
-            raise BackendError(f"{argv[0]} failed: {message}")
+            # SLURM's commands explain in their last line ("fatal: ..."); earlier lines are
+            # the steps that led there.
+            lines = [" ".join(line.split()) for line in (done.stderr or done.stdout).splitlines()]
+            message = next((line for line in reversed(lines) if line), f"exit {done.returncode}")
+            hint = ""
+            if "configuration" in message or "slurm.conf" in message:
+                hint = " (set SLURM_CONF to the cluster's slurm.conf, or submit from a login node)"
+            raise BackendError(f"{argv[0]} failed: {message}{hint}")
         return done.stdout
 
     def submit(self, script: str, cwd: Path | None = None) -> str:
