@@ -130,11 +130,7 @@ class Saver:
     since the attempt started (or since the last save)."""
 
     def __init__(self, runs: RunStore, run_id: str, root: Path, attempt: int,
-                 interval_s: float, max_bytes: int | None = None) -> None:
-        if max_bytes is None:
-            from .settings import Settings
-
-            max_bytes = Settings.from_env().max_output_bytes
+                 interval_s: float, max_bytes: int) -> None:
         self._args = (runs, run_id, root, attempt, max_bytes)
         self._interval = interval_s
         self._stop = threading.Event()

@@ -319,7 +319,7 @@ def execute(
                                                    check, prune))
                 stack.enter_context(
                     checkpoint.Saver(runs, job.run_id, dirs.checkpoint, job.attempt,
-                                     job.checkpoint_s)
+                                     job.checkpoint_s, job.max_output_bytes)
                 )
                 yield
 

@@ -175,7 +175,7 @@ def test_saver_compares_with_what_the_attempt_started_with(tmp_path: Path) -> No
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "early.pt").write_bytes(b"written in the first 100 ms")
-    with checkpoint.Saver(runs, "aaaa00000001", fresh, 1, interval_s=3600):
+    with checkpoint.Saver(runs, "aaaa00000001", fresh, 1, interval_s=3600, max_bytes=1 << 30):
         pass
     target = tmp_path / "got.tar"
     assert runs.get_checkpoint("aaaa00000001", target) == 1
@@ -185,6 +185,6 @@ def test_saver_compares_with_what_the_attempt_started_with(tmp_path: Path) -> No
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     assert checkpoint.restore(runs, "aaaa00000001", resumed, os.getuid()) == 1
-    with checkpoint.Saver(runs, "aaaa00000001", resumed, 2, interval_s=3600):
+    with checkpoint.Saver(runs, "aaaa00000001", resumed, 2, interval_s=3600, max_bytes=1 << 30):
         pass  # the run changed nothing: attempt 1's checkpoint stays attempt 1's
     assert runs.get_checkpoint("aaaa00000001", target) == 1
