@@ -110,3 +110,17 @@ def atomic_writer(path: Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     with atomic_writer(path, fsync=fsync) as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the block: processes of
+    one machine take turns (not to be trusted on a network filesystem)."""
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -5,17 +5,17 @@ image on it by digest."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from ..docker_api import DockerClient
 from ..errors import BackendError, ImageError, NotFound
+from ..files import locked
 from ..job import Job
 from ..store import RunStore
 
@@ -96,14 +96,7 @@ def once_uploaded(
         time.sleep(poll_s)
 
 
-@contextlib.contextmanager
-def _node_lock(docker_host: str) -> Iterator[None]:
-    """One image load at a time per daemon among the Ray workers of a node."""
+def _node_lock(docker_host: str) -> contextlib.AbstractContextManager[None]:
+    """One image load at a time per daemon among the tasks of a node."""
     digest = hashlib.sha256(docker_host.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"orch-image-load-{digest}.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return locked(Path(tempfile.gettempdir()) / f"orch-image-load-{digest}.lock")

@@ -95,7 +95,6 @@ Exec (:func:`exec_invocation`), flag by flag, against ``container.create_kwargs`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -106,7 +105,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,7 +114,7 @@ from typing import IO, Any
 
 from ...container import CHECKPOINT_DIR, OUTPUT_DIR, RUN_UID, RunDirs
 from ...errors import BackendError, ImageError, NotFound
-from ...files import atomic_write, atomic_writer
+from ...files import atomic_write, atomic_writer, locked
 from ...ids import DIGEST, DIGEST_REF
 from ...image.archive import ThinArchive
 from ...image.builder import WORKDIR
@@ -350,7 +349,7 @@ def ensure_sif(
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     hexid = image_hex(image_id)
-    with _locked(cache / f"{hexid}.lock"):
+    with locked(cache / f"{hexid}.lock"):
         done = cached_sif(cache, image_id)
         if done is not None:
             return done
@@ -387,15 +386,6 @@ def ensure_sif(
         atomic_write(sidecar_path(sif), json.dumps(image.to_json(), indent=1).encode())
         return image
 
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- exec ----------------------------------------------------------------------------------
