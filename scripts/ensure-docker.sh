@@ -13,16 +13,21 @@ die() { say "error: $*"; exit 1; }
 # Commands whose absence means a package is missing: "command:package". dockerd
 # decompresses the store's gzip layers with unpigz when it is on PATH (Go's gzip otherwise,
 # about half as fast). SLURM (with munge) and Podman (with catatonit for --init, and what
-# rootless Podman needs) are the other engines and schedulers the tests run on.
+# rootless Podman needs, and the network stack it was measured with: netavark, not the CNI
+# plugins apt would pick without recommends) are the other engine and scheduler the tests
+# run on. A program outside PATH is named by its absolute path.
 NEEDED="dockerd:docker.io debootstrap:debootstrap docker-registry:docker-registry ip:iproute2 git:git chromium:chromium unpigz:pigz
 slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge
-podman:podman catatonit:catatonit newuidmap:uidmap fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns"
+podman:podman catatonit:catatonit newuidmap:uidmap fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns
+/usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns"
 
 missing=""
 for pair in $NEEDED; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/sbin/$cmd" ]; then
+    if [ "${cmd#/}" != "$cmd" ]; then
+        [ -x "$cmd" ] || missing="$missing $pkg"
+    elif ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/sbin/$cmd" ]; then
         missing="$missing $pkg"
     fi
 done
