@@ -11,7 +11,8 @@ with 2 CPUs and 2 GPUs as generic resources backed by device nodes (no real GPU 
 
 Everything lives under one directory with o+x on every component (munged refuses a socket
 path without it), on free loopback ports. An epilog removes the containers a job left
-(``label=slurm_job_id=$SLURM_JOB_ID``), as a real cluster's admin would set it up.
+(labels ``slurm_job_id`` and ``slurm_cluster``), as a real cluster's admin would set it up;
+each cluster has a name of its own, so two on one machine never remove each other's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _free_ports(count: int) -> list[int]:
 class SlurmCluster:
     root: Path
     env: dict[str, str]
+    name: str
 
     @property
     def conf(self) -> Path:
@@ -105,7 +107,7 @@ class SlurmCluster:
         self.run("scancel", "--user=root", check=False)
 
 
-def _write_config(root: Path, ports: list[int]) -> None:
+def _write_config(root: Path, ports: list[int], name: str) -> None:
     host = socket.gethostname().split(".")[0]
     docker = shutil.which("docker") or "/usr/bin/docker"
     (root / "etc").mkdir()
@@ -121,7 +123,7 @@ def _write_config(root: Path, ports: list[int]) -> None:
         for n, p in zip(NODES, node_ports, strict=True)
     )
     (root / "etc" / "slurm.conf").write_text(f"""\
-ClusterName=orchtest
+ClusterName={name}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld}
 SlurmUser=root
@@ -167,7 +169,8 @@ PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=U
     epilog.write_text(f"""\
 #!/bin/sh
 # On the node after every job (scancel, timeout, SIGKILL, node re-registration).
-ids=$({docker} ps -aq --filter "label=slurm_job_id=$SLURM_JOB_ID")
+ids=$({docker} ps -aq --filter "label=slurm_job_id=$SLURM_JOB_ID" \\
+      --filter "label=slurm_cluster=$SLURM_CLUSTER_NAME")
 [ -n "$ids" ] && {docker} rm -f $ids >/dev/null 2>&1
 exit 0
 """)
@@ -182,8 +185,9 @@ def slurm_cluster(parent: Path | None = None) -> Iterator[SlurmCluster]:
     # Not under a 0700 home or pytest's tmp tree: munged wants o+x on every component.
     root = Path(tempfile.mkdtemp(prefix="orchslurm", dir=parent or "/var/tmp"))
     root.chmod(0o755)
-    _write_config(root, _free_ports(3))
-    cluster = SlurmCluster(root, {"SLURM_CONF": str(root / "etc" / "slurm.conf")})
+    name = "orchtest" + root.name[len("orchslurm"):].lower().replace("_", "")[:8]
+    _write_config(root, _free_ports(3), name)
+    cluster = SlurmCluster(root, {"SLURM_CONF": str(root / "etc" / "slurm.conf")}, name)
     try:
         cluster.run("munged", f"--socket={root}/munge/munge.sock",
                     f"--key-file={root}/munge/munge.key", f"--log-file={root}/munge/munged.log",

@@ -62,8 +62,9 @@ def overlapping(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[s
     return pairs
 
 
-def run_containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=slurm_job_id"],
+def run_containers(cluster: SlurmCluster) -> list[str]:
+    """The containers of the cluster's tasks (another cluster may share the daemon)."""
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=slurm_cluster={cluster.name}"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()
 
@@ -168,24 +169,23 @@ def test_demo_sweep_runs_on_both_nodes_with_distinct_gpus(
     root = tmp_path / "demo"
     root.mkdir()
     extra = copy_demo(root)
+    # Each run takes a node's two CPUs and one of its GPUs: two at a time (--jobs 2) are
+    # on both nodes.
     data = {"name": "demo", "base_image": base_image, "command": ["python3", "train.py"],
-            "resources": {"cpus": 1, "gpus": 1}, **extra}
+            "resources": {"cpus": 2, "gpus": 1}, **extra}
     (root / "orch.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git_commit_all(root)
     store = tmp_path / "store"
     args = ("sweep", "-p", str(root), "--store", str(store), "--backend", "slurm",
             "optimizer=SGD,adam", "model=lstm,bi_lstm", "--json")
-    proc = orch(*args, "--jobs", "4", env=env)
+    proc = orch(*args, "--jobs", "2", env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [r["status"] for r in result["runs"]] == ["succeeded"] * 4
     runs = list(records(store).values())
     assert {r["node"] for r in runs} == {"n1", "n2"}
     assert all(len(r["gpus"]) == 1 and r["gpus_simulated"] for r in runs)
-    for a, b in overlapping(runs):
-        if a["node"] == b["node"]:
-            assert a["gpus"] != b["gpus"], (a["run_id"], b["run_id"])
     # The job and outcome objects of the arrays are gone once the runs are settled.
     assert not list(store.glob("slurm/*/*/*.json"))
     again = orch(*args, env=env)
@@ -193,6 +193,28 @@ def test_demo_sweep_runs_on_both_nodes_with_distinct_gpus(
     assert {r["status"] for r in json.loads(again.stdout)["runs"]} == {"skipped"}
     # The demo's data inputs were mounted on the nodes: the runs read them.
     assert all(r["inputs"] and set(r["inputs"]) <= set(DEMO_INPUTS) for r in runs)
+
+
+def test_concurrent_runs_on_a_node_get_distinct_gpus(
+    tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str]
+) -> None:
+    """Four runs of one GPU each at once: two per node, each with a GPU of its own."""
+    root = sleeper_project(tmp_path / "gpus", base_image, sleep=3,
+                           resources={"cpus": 1, "gpus": 1})
+    store = tmp_path / "store"
+    proc = orch("sweep", "-p", str(root), "--store", str(store), "--backend", "slurm",
+                "--jobs", "4", "seed=range(0,4)", env=env)
+    assert proc.returncode == 0, proc.stderr
+    runs = list(records(store).values())
+    assert len(runs) == 4 and {r["node"] for r in runs} == {"n1", "n2"}
+    pairs = [(a, b) for a, b in overlapping(runs) if a["node"] == b["node"]]
+    assert pairs  # two ran side by side on a node
+    for a, b in pairs:
+        assert a["gpus"] != b["gpus"], (a["run_id"], b["run_id"])
+    # What the container was shown is what was recorded.
+    for run in runs:
+        shown = (store / "runs" / run["run_id"] / "output" / "gpus.txt").read_text()
+        assert shown.split(",") == run["gpus"]
 
 
 def test_detached_sweep_is_followed_by_watch_to_its_end(
@@ -246,7 +268,7 @@ def test_cancel_mid_sweep_leaves_no_container_and_a_resubmit_completes(
     store = tmp_path / "store"
     log = tmp_path / "sweep.log"
     proc = _start(root, store, env, log, "--jobs", "2", "seed=range(0,4)")
-    wait_for(lambda: len(run_containers()) == 2, 120, "two runs in their containers")
+    wait_for(lambda: len(run_containers(cluster)) == 2, 120, "two runs in their containers")
     if how == "scancel":
         jobs = cluster.run("squeue", "-h", "-o", "%A").stdout.split()
         cluster.run("scancel", *sorted(set(jobs)))
@@ -257,7 +279,7 @@ def test_cancel_mid_sweep_leaves_no_container_and_a_resubmit_completes(
     code = proc.wait(timeout=120)
     text = log.read_text(errors="replace")
     assert code == (130 if how == "ctrl-c twice" else 1), text
-    wait_for(lambda: not run_containers(), 30, "the cancelled runs' containers to be gone")
+    wait_for(lambda: not run_containers(cluster), 30, "the cancelled runs' containers to be gone")
     wait_for(lambda: not cluster.run("squeue", "-h").stdout.strip(), 30, "no task left")
     statuses = [r["status"] for r in records(store).values()]
     assert statuses.count("cancelled") == 2 and "succeeded" not in statuses, text
@@ -290,10 +312,10 @@ def _sweep_runs(store: Path) -> dict[str, tuple[str, ...]]:
     return {r["run_id"]: tuple(r["overrides"]) for r in json.loads(doc.read_text())["runs"]}
 
 
-def _containers_by_run() -> dict[str, str]:
+def _containers_by_run(cluster: SlurmCluster) -> dict[str, str]:
     """Run id -> the SLURM job id of the task whose container runs it."""
     out = subprocess.run(
-        ["docker", "ps", "--filter", "label=slurm_job_id", "--format",
+        ["docker", "ps", "--filter", f"label=slurm_cluster={cluster.name}", "--format",
          '{{.Label "org.orch.run_id"}} {{.Label "slurm_job_id"}}'],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -314,7 +336,7 @@ def test_lost_node_requeues_its_runs_each_committed_once(
     cluster.drain("n2")
     try:
         proc = _start(root, store, fast, log, "sleep=15,8")
-        wait_for(lambda: len(_containers_by_run()) == 2, 120, "both runs running on n1")
+        wait_for(lambda: len(_containers_by_run(cluster)) == 2, 120, "both runs running on n1")
         runs = _sweep_runs(store)
         lost = next(r for r, o in runs.items() if "sleep=15" in o)
         orphan = next(r for r in runs if r != lost)
@@ -324,7 +346,7 @@ def test_lost_node_requeues_its_runs_each_committed_once(
         cluster.resume("n2")
     try:
         cluster.kill_node("n1")
-        job_id = _containers_by_run()[lost]
+        job_id = _containers_by_run(cluster)[lost]
         pid = _task_pid(job_id)
         assert pid is not None
         # The node is gone: its slurmstepd (the task's parent) too, so nothing reports the

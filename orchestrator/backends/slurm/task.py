@@ -19,8 +19,8 @@ stale. A run held by another *submission* is reported as held; the driver waits 
 
 SIGTERM (``scancel``, a time limit) stops the container and commits the run as
 ``cancelled``. Whatever happens, the task removes its containers before it exits (they
-carry the label ``slurm_job_id=<id>``, so a node epilog can remove them after a SIGKILL
-too).
+carry the labels ``slurm_job_id=<id>`` and ``slurm_cluster=<name>``, so a node epilog can
+remove them after a SIGKILL too).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -57,8 +57,10 @@ from .protocol import (
 
 log = logging.getLogger("orchestrator.slurm.task")
 
-#: The label each container of a task carries (what a node epilog filters on).
+#: The labels each container of a task carries (what a node epilog filters on): job ids
+#: are per cluster, and two clusters may share a machine's daemon (test clusters do).
 JOB_LABEL = "slurm_job_id"
+CLUSTER_LABEL = "slurm_cluster"
 
 
 class _LabelledContainers:
@@ -225,7 +227,7 @@ def _run(
 
             client = connect(docker_host() or None)
             ensure_run_image(client, runs, job)
-            labelled = LabelledClient(client, {JOB_LABEL: slurm_job} if slurm_job else {})
+            labelled = LabelledClient(client, _labels(slurm_job, environ))
             if simulated:
                 labelled = SimulatedGpuClient(labelled, gpu_ids)
         while True:
@@ -253,7 +255,7 @@ def _run(
         return TaskOutcome(ERROR, run_id, message=str(exc), exit_code=exc.exit_code)
     finally:
         if client is not None and slurm_job:
-            _remove_containers(client, slurm_job)
+            _remove_containers(client, _labels(slurm_job, environ))
 
 
 def _apptainer_client(job: Job, runs: RunStore, gpu_ids: list[str]) -> Any:
@@ -278,13 +280,19 @@ def _held_by_this_submission(runs: RunStore, job: Job) -> bool:
     return owner is not None and owner.split(".", 1)[0] == job.owner
 
 
-def _remove_containers(client: Any, slurm_job: str) -> None:
+def _labels(slurm_job: str, environ: Mapping[str, str]) -> dict[str, str]:
+    if not slurm_job:
+        return {}
+    return {JOB_LABEL: slurm_job, CLUSTER_LABEL: environ.get("SLURM_CLUSTER_NAME", "")}
+
+
+def _remove_containers(client: Any, labels: Mapping[str, str]) -> None:
     """Nothing of the task outlives it: a container a failure left behind is removed."""
     import docker.errors
 
     try:
         for container in client.containers.list(
-            all=True, filters={"label": f"{JOB_LABEL}={slurm_job}"}
+            all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
         ):
             container.remove(force=True)
     except docker.errors.DockerException:
