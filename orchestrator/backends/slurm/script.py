@@ -56,11 +56,13 @@ def resource_options(resources: RunResources, options: SlurmOptions) -> list[str
     return found
 
 
-def cluster_options(options: SlurmOptions) -> list[str]:
-    """``slurm:``'s placement: partition, account, time limit, QoS, then extra options."""
+def cluster_options(options: SlurmOptions, *, for_runs: bool = True) -> list[str]:
+    """``slurm:``'s placement: partition, account, QoS and, for the runs' tasks (not a
+    sweep's closing job), the time limit and extra options."""
     named = [("partition", options.partition), ("account", options.account),
-             ("time", options.time), ("qos", options.qos)]
-    return [f"--{name}={value}" for name, value in named if value] + list(options.sbatch)
+             ("time", options.time if for_runs else None), ("qos", options.qos)]
+    placed = [f"--{name}={value}" for name, value in named if value]
+    return placed + list(options.sbatch) if for_runs else placed
 
 
 def array_script(request: ArrayRequest, options: SlurmOptions) -> str:
@@ -92,8 +94,6 @@ def finish_script(*, store_uri: str, sweep_id: str, marker: str, batches: Sequen
                   s3_endpoint: str | None = None) -> str:
     """The last step of a detached sweep, after every array ended (``afterany``): the
     sweep's index from its records, its open marker and the arrays' jobs removed."""
-    named = [("partition", options.partition), ("account", options.account),
-             ("qos", options.qos)]
     directives = [
         f"--job-name=orch-finish-{sweep_id[:12]}",
         "--ntasks=1",
@@ -101,7 +101,7 @@ def finish_script(*, store_uri: str, sweep_id: str, marker: str, batches: Sequen
         "--time=10",
         f"--output={log_dir}/%j.out",
         f"--dependency=afterany:{':'.join(after)}",
-        *(f"--{name}={value}" for name, value in named if value),
+        *cluster_options(options, for_runs=False),
     ]
     command = [python, "-m", TASK_MODULE, "--finish", store_uri, sweep_id, marker, *batches]
     if s3_endpoint:

@@ -109,14 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--finish"]:
         return finish(args[1:])
-    options = {"--s3-endpoint": "", "--engine": "docker"}
-    for flag in options:
-        if flag in args:
-            at = args.index(flag)
-            options[flag] = args[at + 1] if at + 1 < len(args) else ""
-            del args[at : at + 2]
-    s3_endpoint = options["--s3-endpoint"] or None
-    engine = options["--engine"]
+    s3_endpoint = _take(args, "--s3-endpoint") or None
+    engine = _take(args, "--engine") or "docker"
     if len(args) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ or engine not in (
         "docker", "apptainer"
     ):
@@ -162,15 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _take(args: list[str], flag: str) -> str:
+    """The value of ``flag VALUE`` in ``args``, both removed; "" when absent."""
+    if flag not in args:
+        return ""
+    at = args.index(flag)
+    value = args[at + 1] if at + 1 < len(args) else ""
+    del args[at : at + 2]
+    return value
+
+
 def finish(args: list[str]) -> int:
     """``--finish STORE_URI SWEEP_ID MARKER BATCH...``: the last job of a detached sweep
     (after its arrays): the sweep's index from its records, then its open marker and the
     arrays' job objects go."""
-    s3_endpoint = None
-    if "--s3-endpoint" in args:
-        at = args.index("--s3-endpoint")
-        s3_endpoint = args[at + 1] if at + 1 < len(args) else None
-        del args[at : at + 2]
+    s3_endpoint = _take(args, "--s3-endpoint") or None
     if len(args) < 3:
         print("usage: python -m orchestrator.backends.slurm.task --finish STORE_URI SWEEP_ID "
               "MARKER BATCH... [--s3-endpoint URL]", file=sys.stderr)
