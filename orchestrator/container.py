@@ -20,15 +20,17 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .docker_api import Container, DockerClient, describe
+from .engine import DOCKER, Engine
 from .errors import BackendError
 from .files import run_files
+from .record import Enforced
 
 RUN_UID = 65534
 RUN_USER = f"{RUN_UID}:{RUN_UID}"
@@ -47,7 +49,9 @@ PIDS_LIMIT = 4096
 #: on these hosts has no quota support: ``storage_opt size`` is refused). tmpfs pages are
 #: charged to the container's memory limit when it has one.
 TMP_SIZE = "1g"
-#: What every container is held to besides its resources, as run settings would say it.
+TMP_MOUNTS = ("/tmp", "/var/tmp")
+#: What every container is held to besides its resources, as run settings would say it
+#: (orch.yaml's ``resources: {pids, tmp}`` change the first two).
 ENFORCED = {"pids": PIDS_LIMIT, "tmp": TMP_SIZE, "read_only_root": True}
 
 
@@ -125,6 +129,7 @@ class ContainerResult:
     cancelled: bool = False
     #: The run's claim was taken over while it ran: the attempt is not committed.
     lost: bool = False
+    enforced: Enforced | None = None
 
 
 def device_requests(gpu_ids: list[str]) -> list[Any]:
@@ -149,13 +154,19 @@ def create_kwargs(
     name: str,
     dirs: RunDirs | None = None,
     mounts: Sequence[tuple[str, str]] = (),
+    pids: int | None = None,
+    tmp: str | None = None,
 ) -> dict[str, Any]:
     """Arguments of ``containers.create``: unprivileged, no capabilities, argv only.
 
     With ``dirs``, the run's output and checkpoint directories are bind-mounted; with
     ``mounts`` ((container path, host path) pairs), the data inputs, read-only. Nothing
-    else of the host is.
+    else of the host is. ``pids`` and ``tmp`` (orch.yaml's ``resources``) replace the
+    defaults PIDS_LIMIT and TMP_SIZE.
     """
+    pids = PIDS_LIMIT if pids is None else pids
+    tmp = TMP_SIZE if tmp is None else tmp
+    enforced = {**ENFORCED, "pids": pids, "tmp": tmp}
     kwargs: dict[str, Any] = {
         "image": image_id,
         "command": command,
@@ -171,11 +182,11 @@ def create_kwargs(
         # A tiny init as PID 1 forwards SIGTERM to the run (a process that is PID 1 itself
         # ignores it, so a cancel would wait out the grace period) and reaps zombies.
         "init": True,
-        "pids_limit": PIDS_LIMIT,
+        "pids_limit": pids,
         "read_only": True,
-        "tmpfs": {path: f"size={TMP_SIZE},mode=1777" for path in ("/tmp", "/var/tmp")},
+        "tmpfs": {path: f"size={tmp},mode=1777" for path in TMP_MOUNTS},
         "labels": {"org.orch.run_id": run_id,
-                   "org.orch.enforced": ",".join(f"{k}={v}" for k, v in ENFORCED.items())},
+                   "org.orch.enforced": ",".join(f"{k}={v}" for k, v in enforced.items())},
     }
     if dirs is not None or mounts:
         from docker.types import Mount
@@ -210,6 +221,8 @@ class Running:
         self.exit_code: int | None = None
         self.cancelled = False
         self.lost = False
+        #: What the engine holds the container to, as it reported it once created.
+        self.enforced: Enforced | None = None
         self._stopping = threading.Lock()
 
     @classmethod
@@ -228,6 +241,7 @@ class Running:
         except docker.errors.APIError as exc:
             raise BackendError(f"cannot create the container: {describe(exc)}") from exc
         running = cls(client, container, time.time())
+        running.enforced = enforced_by(client, str(container.id))
         try:
             container.start()
         except docker.errors.APIError as exc:
@@ -335,8 +349,59 @@ class Running:
                 self._container.remove(force=True)
         return ContainerResult(
             self.exit_code, stdout, stderr, self.started, ended, self.reason, self.cancelled,
-            self.lost,
+            self.lost, self.enforced,
         )
+
+
+def enforced_by(client: DockerClient, container_id: str) -> Enforced | None:
+    """What the engine holds a created container to, from its own inspect of it
+    (``HostConfig``); None when it cannot say. A client that is not Docker's API (the
+    Apptainer adapter) answers through its own ``enforced_limits()``."""
+    import docker.errors
+    import requests.exceptions
+
+    own = getattr(client, "enforced_limits", None)
+    if callable(own):
+        found = own()
+        return found if isinstance(found, Enforced) else None
+    try:
+        host = client.api.inspect_container(container_id).get("HostConfig") or {}
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        return None
+    return from_host_config(host, getattr(client, "engine", DOCKER))
+
+
+def from_host_config(host: Mapping[str, Any], engine: Engine) -> Enforced:
+    """:class:`Enforced` from an inspect's ``HostConfig`` (Docker's, or Podman's
+    compatible one). Rootless Podman on cgroup v1 reports the limits it accepted and
+    ignores them: those are recorded as not enforced."""
+    pids = _positive(host.get("PidsLimit"))
+    memory = _positive(host.get("Memory"))
+    nano = _positive(host.get("NanoCpus"))
+    quota, period = _positive(host.get("CpuQuota")), _positive(host.get("CpuPeriod"))
+    cpus = nano / 1e9 if nano else (quota / period if quota and period else None)
+    tmpfs = host.get("Tmpfs") or {}
+    note = ""
+    if engine.ignores_limits:
+        if pids or memory or cpus:
+            note = (f"{engine.label} on cgroup v1 accepted the process, memory and CPU "
+                    "limits and does not enforce them")
+        pids = memory = None
+        cpus = None
+    return Enforced(
+        engine=engine.label or engine.name,
+        pids=pids,
+        memory=memory,
+        cpus=round(cpus, 6) if cpus else None,
+        tmpfs={str(k): str(v) for k, v in tmpfs.items()} if isinstance(tmpfs, dict) else {},
+        read_only_root=bool(host.get("ReadonlyRootfs")),
+        note=note,
+    )
+
+
+def _positive(value: Any) -> int | None:
+    """An engine's limit as a number; 0, -1 and absent mean none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _copy_log(container: Any, path: Path, *, stdout: bool) -> None:

@@ -290,6 +290,8 @@ def execute(
             name=f"orch-{job.run_id}-{job.owner[:8]}-{job.attempt}",
             dirs=dirs,
             mounts=mounts,
+            pids=plan.resources.pids,
+            tmp=plan.resources.tmp,
         )
         # metrics.jsonl, else a metrics.csv or event files a framework wrote anywhere in the
         # outputs; the steps of the latter end up as the stored metrics.jsonl
@@ -528,6 +530,7 @@ def _outcome(
         attempt=job.attempt,
         resumed_from_attempt=resumed,
         dropped_outputs=outputs.dropped,
+        enforced=result.enforced,
     )
     return record, files
 

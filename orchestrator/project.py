@@ -17,6 +17,7 @@ from .hydra_app import detect as detect_hydra_app
 from .ids import DIGEST_REF as DIGEST_REF
 from .ids import IMAGE_ID as IMAGE_ID
 from .inputs.decl import InputDecl, parse_inputs
+from .record import TMP_SIZE
 
 PROJECT_FILE = "orch.yaml"
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -43,7 +44,7 @@ _KNOWN = {
     "overrides",
     "slurm",
 }
-_RESOURCE_KEYS = {"cpus", "gpus", "memory"}
+_RESOURCE_KEYS = {"cpus", "gpus", "memory", "pids", "tmp"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Resources:
     cpus: float = 1.0
     gpus: int = 0
     memory: str | None = None
+    #: Processes and threads at once; None: orch's default (``container.PIDS_LIMIT``).
+    pids: int | None = None
+    #: Size of the /tmp and /var/tmp tmpfs; None: orch's default (``container.TMP_SIZE``).
+    tmp: str | None = None
 
 
 #: A SLURM name or time (partition, account, QoS, ``1-02:00:00``): one sbatch word.
@@ -394,7 +399,15 @@ def parse_resources(value: Any, where: str) -> Resources:
                 f"{where}: resources.memory: must look like '512m' or '2g'"
             ) from None
         memory = memory.strip().lower()
-    return Resources(cpus=float(cpus), gpus=gpus, memory=memory or None)
+    pids = value.get("pids")
+    if pids is not None and (isinstance(pids, bool) or not isinstance(pids, int) or pids < 1):
+        raise ProjectError(f"{where}: resources.pids: must be a whole number >= 1")
+    tmp = value.get("tmp")
+    if tmp is not None:
+        tmp = str(tmp).strip().lower() if isinstance(tmp, str | int) else None
+        if tmp is None or isinstance(value.get("tmp"), bool) or not TMP_SIZE.match(tmp):
+            raise ProjectError(f"{where}: resources.tmp: must look like '512m' or '1g'")
+    return Resources(cpus=float(cpus), gpus=gpus, memory=memory or None, pids=pids, tmp=tmp)
 
 
 def memory_bytes(text: str) -> int:

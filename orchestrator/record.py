@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -150,26 +151,89 @@ def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
 # -- the parts of a plan ---------------------------------------------------------------------
 
 
+#: A size as orch.yaml's ``resources.tmp`` takes it and a tmpfs's ``size=`` option accepts
+#: it (``512m``, ``1g``): whole numbers only.
+TMP_SIZE = re.compile(r"^[0-9]+[kmg]?\Z")
+
+
 @dataclass(frozen=True)
 class RunResources:
-    """What a run asked for. ``memory`` is a Docker size string such as ``"512m"``."""
+    """What a run asked for. ``memory`` and ``tmp`` are Docker size strings such as
+    ``"512m"``; ``pids`` and ``tmp`` None mean orch's defaults (``container.PIDS_LIMIT``,
+    ``container.TMP_SIZE``) and are then left out of the JSON, as records had them."""
 
     cpus: float = 1.0
     gpus: int = 0
     memory: str | None = None
     timeout: float | None = None
+    pids: int | None = None
+    tmp: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for key in ("pids", "tmp"):
+            if data[key] is None:
+                del data[key]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> RunResources:
         fields = _Fields(data, where)
+        pids = fields.integer("pids")
+        if pids is not None and pids < 1:
+            raise fields.bad("pids", "a number of processes >= 1")
+        tmp = fields.text("tmp")
+        # it becomes a tmpfs option: nothing but a size may reach the mount's options
+        if tmp is not None and not TMP_SIZE.match(tmp):
+            raise fields.bad("tmp", "a size such as '1g' or '512m'")
         return cls(
             cpus=fields.number("cpus", 1.0) or 1.0,
             gpus=fields.integer("gpus", 0) or 0,
             memory=fields.text("memory"),
             timeout=fields.number("timeout"),
+            pids=pids,
+            tmp=tmp,
+        )
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """What the engine held one attempt's container to, as the engine reported it once
+    the container was created (Docker's and Podman's inspect of it; for Apptainer, the
+    cgroup the SLURM task runs in), not what orch asked for.
+
+    ``engine`` names the engine and its mode (``Docker 24.0.5``, ``rootless Podman
+    4.3.1``, ``Apptainer``). ``pids`` (processes and threads), ``memory`` (bytes) and
+    ``cpus`` are None when nothing limits them; ``tmpfs`` maps each size-limited scratch
+    mount to its options; ``read_only_root`` says whether the image's filesystem was
+    read-only. ``note`` says what the figures cannot (limits an engine accepted and
+    ignores, scratch space on a host directory).
+    """
+
+    engine: str
+    pids: int | None = None
+    memory: int | None = None
+    cpus: float | None = None
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    read_only_root: bool = False
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engine": self.engine, "pids": self.pids, "memory": self.memory,
+                "cpus": self.cpus, "tmpfs": dict(self.tmpfs),
+                "read_only_root": self.read_only_root, "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> Enforced:
+        fields = _Fields(data, where)
+        return cls(
+            engine=fields.text("engine", "") or "",
+            pids=fields.integer("pids"),
+            memory=fields.integer("memory"),
+            cpus=fields.number("cpus"),
+            tmpfs=fields.str_map("tmpfs"),
+            read_only_root=fields.flag("read_only_root", False),
+            note=fields.text("note", "") or "",
         )
 
 
@@ -288,6 +352,11 @@ def _artifact_files_from_json(fields: _Fields) -> dict[str, ArtifactFile]:
             raise fields.bad("artifact_files", "an object of {size, sha256} objects")
         files[name] = ArtifactFile.from_json(item, f"{fields.where} (artifact_files.{name})")
     return files
+
+
+def _enforced_from_json(fields: _Fields) -> Enforced | None:
+    value = fields.get("enforced", dict, "a JSON object", None)
+    return None if value is None else Enforced.from_json(value, f"{fields.where} (enforced)")
 
 
 #: The networks orch.yaml allows a run; a record naming another (``host``) is not one orch
@@ -467,6 +536,9 @@ class RunRecord(RunPlan):
     resumed_from_attempt: int | None = None
     #: Entries of the output directory not stored, each with why (links, unsafe names).
     dropped_outputs: dict[str, str] = field(default_factory=dict)
+    #: What the engine held this attempt's container to (None in records written before
+    #: it was kept, and for attempts whose container was never created).
+    enforced: Enforced | None = None
     schema: int = SCHEMA
     #: Fields this version does not know (a newer writer's), kept for a faithful rewrite.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -505,6 +577,8 @@ class RunRecord(RunPlan):
             data["resumed_from_attempt"] = self.resumed_from_attempt
         if self.dropped_outputs:
             data["dropped_outputs"] = dict(self.dropped_outputs)
+        if self.enforced is not None:
+            data["enforced"] = self.enforced.to_json()
         if self.artifact_files:
             data["artifact_files"] = {
                 name: item.to_json() for name, item in sorted(self.artifact_files.items())
@@ -538,6 +612,7 @@ class RunRecord(RunPlan):
             attempt=fields.integer("attempt", 1) or 1,
             resumed_from_attempt=fields.integer("resumed_from_attempt"),
             dropped_outputs=fields.str_map("dropped_outputs"),
+            enforced=_enforced_from_json(fields),
             schema=fields.integer("schema", SCHEMA) or SCHEMA,
             extra=fields.extra(),
         )

@@ -373,3 +373,30 @@ def test_the_archive_of_a_real_sweep_loads_into_an_empty_daemon_as_the_recorded_
     finally:
         with contextlib.suppress(Exception):  # absent when the load failed
             second_client.images.remove(image_id, force=True)
+
+
+def test_apptainer_records_the_limits_of_the_tasks_cgroup(tmp_path: Path) -> None:
+    """apptainer exec sets no limits: what holds the run is the task's cgroup, the
+    tightest value along its path, v2 and v1 alike."""
+    from orchestrator.backends.slurm.apptainer_client import cgroup_limits
+
+    v2 = tmp_path / "v2"
+    job = v2 / "slurm" / "job_7" / "step_0"
+    job.mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    (v2 / "slurm" / "pids.max").write_text("max\n")
+    (v2 / "slurm" / "job_7" / "pids.max").write_text("512\n")
+    (v2 / "slurm" / "job_7" / "memory.max").write_text("1073741824\n")
+    (job / "memory.max").write_text("max\n")
+    (job / "cpu.max").write_text("200000 100000\n")
+    (tmp_path / "self.v2").write_text("0::/slurm/job_7/step_0\n")
+    assert cgroup_limits(tmp_path / "self.v2", v2) == (512, 1 << 30, 2.0)
+
+    v1 = tmp_path / "v1"
+    (v1 / "pids" / "slurm").mkdir(parents=True)
+    (v1 / "memory" / "slurm").mkdir(parents=True)
+    (v1 / "pids" / "slurm" / "pids.max").write_text("max\n")
+    (v1 / "memory" / "slurm" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (tmp_path / "self.v1").write_text("8:pids:/slurm\n4:memory:/slurm\n0::/\n")
+    assert cgroup_limits(tmp_path / "self.v1", v1) == (None, None, None)
+    assert cgroup_limits(tmp_path / "missing", v1) == (None, None, None)

@@ -99,3 +99,25 @@ def test_work_dirs_of_dead_processes_on_this_host_are_reaped(tmp_path: Path) -> 
     assert live.exists() and elsewhere.exists() and made.output.is_dir()
     made.remove()
     assert not made.root.exists()
+
+
+def test_what_was_enforced_is_what_the_engine_reports() -> None:
+    from orchestrator.engine import DOCKER, Engine
+
+    host = {"PidsLimit": 4096, "Memory": 268435456, "NanoCpus": 500_000_000,
+            "Tmpfs": {"/tmp": "size=1g,mode=1777"}, "ReadonlyRootfs": True}
+    enforced = container.from_host_config(host, Engine("docker", "20.10.24"))
+    assert (enforced.engine, enforced.pids, enforced.memory, enforced.cpus) == (
+        "Docker 20.10.24", 4096, 268435456, 0.5)
+    assert enforced.tmpfs == {"/tmp": "size=1g,mode=1777"} and enforced.read_only_root
+    # no limit is 0 or -1 to an engine; Podman may say CPUs as a quota over a period
+    unlimited = container.from_host_config(
+        {"PidsLimit": -1, "Memory": 0, "CpuQuota": 150000, "CpuPeriod": 100000}, DOCKER)
+    assert (unlimited.pids, unlimited.memory, unlimited.cpus) == (None, None, 1.5)
+    assert not unlimited.read_only_root and unlimited.tmpfs == {}
+    # rootless Podman on cgroup v1 takes the limits and enforces none of them
+    ignored = container.from_host_config(
+        host, Engine("podman", "4.3.1", rootless=True, cgroup_version=1))
+    assert (ignored.pids, ignored.memory, ignored.cpus) == (None, None, None)
+    assert ignored.engine == "rootless Podman 4.3.1" and "does not enforce" in ignored.note
+    assert ignored.tmpfs == {"/tmp": "size=1g,mode=1777"} and ignored.read_only_root

@@ -25,6 +25,8 @@ import yaml
 from helpers import copy_demo, git_commit_all
 from podman import Podman, copy_base_image, ensure_user, podman_service
 
+from orchestrator.container import PIDS_LIMIT, TMP_SIZE
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ORCH = str(Path(sys.executable).with_name("orch"))
@@ -203,6 +205,12 @@ def test_rootful_podman_runs_the_demo_as_docker_does(
     assert len(result["runs"]) == 4
     same_as_docker(result, on_docker)
     assert LIMITS_WARNING not in proc.stderr
+    for record in records(store).values():  # what Podman reported it holds each run to
+        enforced = record["enforced"]
+        assert enforced["engine"].startswith("Podman ")
+        assert (enforced["pids"], enforced["read_only_root"], enforced["note"]) == (
+            PIDS_LIMIT, True, "")
+        assert enforced["tmpfs"]["/tmp"].startswith(f"size={TMP_SIZE}")
     run_id = result["runs"][0]["run_id"]
     rerun = subprocess.run([ORCH, "rerun", run_id, "--store", str(store), "--json"],
                            capture_output=True, text=True, env=env, timeout=300)
@@ -250,6 +258,11 @@ def test_rootless_podman_runs_the_demo_as_docker_does(
     assert len(result["runs"]) == 2
     same_as_docker(result, on_docker)
     assert proc.stderr.count(LIMITS_WARNING) == 1, proc.stderr
+    for record in records(store).values():  # accepted, not enforced: recorded as such
+        enforced = record["enforced"]
+        assert enforced["engine"].startswith("rootless Podman ")
+        assert (enforced["pids"], enforced["memory"], enforced["cpus"]) == (None, None, None)
+        assert "does not enforce" in enforced["note"] and enforced["read_only_root"] is True
     uid = rootless.user.pw_uid  # type: ignore[union-attr]
     for run in result["runs"]:
         outputs = list((store / "runs" / run["run_id"] / "output").iterdir())

@@ -43,6 +43,12 @@ def test_minimal_project(tmp_path: Path) -> None:
             "name: p\nbase_image: {id}\ncommand: [x]\nresources: {{tpus: 1}}\n",
             "resources.tpus: unknown",
         ),
+        ("name: p\nbase_image: {id}\ncommand: [x]\nresources: {{pids: 0}}\n", "resources.pids"),
+        ("name: p\nbase_image: {id}\ncommand: [x]\nresources: {{pids: 1.5}}\n", "resources.pids"),
+        (
+            "name: p\nbase_image: {id}\ncommand: [x]\nresources: {{tmp: '1g,exec'}}\n",
+            "resources.tmp: must look like",
+        ),
         (
             "name: p\nbase_image: {id}\ncommand: [x]\nconfig_dir: ../elsewhere\n",
             "must be inside the project",
@@ -93,3 +99,22 @@ def test_missing_file(tmp_path: Path) -> None:
 )
 def test_is_pinned(ref: str, pinned: bool) -> None:
     assert is_pinned(ref) is pinned
+
+
+def test_process_and_scratch_limits_are_settable_and_default_to_orchs(tmp_path: Path) -> None:
+    from orchestrator.container import PIDS_LIMIT, TMP_SIZE, create_kwargs
+
+    base = f"name: p1\nbase_image: {IMAGE_ID}\ncommand: [x]\n"
+    project = load_project(write(tmp_path, base + "resources: {pids: 256, tmp: 64M}\n"))
+    assert (project.resources.pids, project.resources.tmp) == (256, "64m")
+    kwargs = create_kwargs(image_id=IMAGE_ID, command=["x"], run_id="r", cpus=1, memory=None,
+                           network="none", gpu_ids=[], env={}, name="n",
+                           pids=project.resources.pids, tmp=project.resources.tmp)
+    assert kwargs["pids_limit"] == 256
+    assert kwargs["tmpfs"] == {"/tmp": "size=64m,mode=1777", "/var/tmp": "size=64m,mode=1777"}
+    default = load_project(write(tmp_path, base))
+    assert (default.resources.pids, default.resources.tmp) == (None, None)
+    kwargs = create_kwargs(image_id=IMAGE_ID, command=["x"], run_id="r", cpus=1, memory=None,
+                           network="none", gpu_ids=[], env={}, name="n")
+    assert kwargs["pids_limit"] == PIDS_LIMIT
+    assert kwargs["tmpfs"]["/tmp"] == f"size={TMP_SIZE},mode=1777"

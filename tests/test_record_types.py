@@ -13,6 +13,7 @@ from orchestrator.errors import StoreError
 from orchestrator.record import (
     SCHEMA,
     CorruptRecord,
+    Enforced,
     Layers,
     PrefixImages,
     RunPlan,
@@ -152,3 +153,30 @@ def test_any_config_and_metrics_round_trip(config: dict[str, object],
                                            metrics: dict[str, float]) -> None:
     record = dataclasses.replace(finished(metrics=metrics), config=config)
     assert RunRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+ENFORCED = Enforced(engine="Docker 20.10.24", pids=4096, memory=256 << 20, cpus=0.5,
+                    tmpfs={"/tmp": "size=1g,mode=1777"}, read_only_root=True)
+
+
+def test_what_was_enforced_round_trips_and_older_records_read_without_it() -> None:
+    record = finished(enforced=ENFORCED)
+    data = json.loads(json.dumps(record.to_json()))
+    assert data["enforced"] == {"engine": "Docker 20.10.24", "pids": 4096, "memory": 256 << 20,
+                                "cpus": 0.5, "tmpfs": {"/tmp": "size=1g,mode=1777"},
+                                "read_only_root": True, "note": ""}
+    assert RunRecord.from_json(data) == record
+    older = finished().to_json()
+    assert "enforced" not in older
+    assert RunRecord.from_json(older).enforced is None
+    with pytest.raises(CorruptRecord, match="enforced"):
+        RunRecord.from_json({**data, "enforced": {**data["enforced"], "pids": "many"}})
+
+
+def test_process_and_scratch_limits_are_kept_only_when_set() -> None:
+    assert "pids" not in RunResources().to_json() and "tmp" not in RunResources().to_json()
+    asked = RunResources(pids=64, tmp="16m")
+    assert RunResources.from_json(asked.to_json(), "r") == asked
+    # the size becomes a tmpfs option: a record cannot smuggle other options in
+    with pytest.raises(CorruptRecord, match="tmp"):
+        RunResources.from_json({"tmp": "1g,exec,suid"}, "r")

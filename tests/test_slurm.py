@@ -425,6 +425,11 @@ def test_apptainer_engine_runs_each_run_through_apptainer_exec(
     for run in runs:
         logs = (store / "runs" / run["run_id"] / "stderr.log").read_text()
         assert "Traceback" not in logs
+        # what apptainer exec is held to: the task's cgroup, no tmpfs, a read-only image
+        enforced = json.loads((store / "runs" / run["run_id"] / "run.json").read_text())[
+            "enforced"]
+        assert enforced["engine"] == "Apptainer" and enforced["tmpfs"] == {}
+        assert enforced["read_only_root"] is True and "task's cgroup" in enforced["note"]
 
 
 # -- the driver side against a scheduler of the test's own (no cluster) ---------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from ...container import CHECKPOINT_DIR, OUTPUT_DIR, RunDirs
 from ...errors import BackendError
-from ...record import RunPlan
+from ...record import Enforced, RunPlan
 from .apptainer import SifImage, exec_invocation, process_env
 
 _CHUNK = 1 << 20
@@ -37,13 +37,87 @@ class ApptainerClient:
     """The Docker-client surface ``execute`` needs, for one run on this node."""
 
     def __init__(self, plan: RunPlan, sif: SifImage, gpu_ids: Sequence[str] = (),
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
         self.containers = _Containers(plan, sif, list(gpu_ids),
                                       dict(os.environ if environ is None else environ))
         self.api = _Api()
+        self._cgroup_root = cgroup_root
 
     def ping(self) -> bool:
         return True
+
+    def enforced_limits(self) -> Enforced:
+        """What ``apptainer exec`` is really held to: it sets no process, memory or CPU
+        limit of its own and no size-limited /tmp, so the limits are those of the cgroup
+        this task runs in (SLURM's, when it confines tasks), read from the kernel."""
+        pids, memory, cpus = cgroup_limits(Path("/proc/self/cgroup"), self._cgroup_root)
+        return Enforced(
+            engine="Apptainer", pids=pids, memory=memory, cpus=cpus, tmpfs={},
+            read_only_root=True,
+            note="apptainer exec sets no limits of its own: processes, memory and CPUs "
+                 "are bounded only by the task's cgroup (SLURM's); /tmp and /var/tmp "
+                 "are a host directory (--workdir), bounded by its filesystem",
+        )
+
+
+def cgroup_limits(self_cgroup: Path, root: Path) -> tuple[int | None, int | None, float | None]:
+    """(processes, memory bytes, CPUs) that the cgroup named in ``self_cgroup`` (a
+    ``/proc/<pid>/cgroup``) and its ancestors under ``root`` hold it to: the tightest of
+    each along the path; None where nothing limits it or the kernel does not say."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return None, None, None
+    v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
+    pids: list[int] = []
+    memory: list[int] = []
+    cpus: list[float] = []
+    if v2 and (root / "cgroup.controllers").exists():
+        for directory in _ancestors(root, v2[0]):
+            pids += _ints(directory / "pids.max")
+            memory += _ints(directory / "memory.max")
+            words = _words(directory / "cpu.max")
+            if len(words) == 2 and words[0].isdigit() and words[1].isdigit():
+                cpus.append(int(words[0]) / int(words[1]))
+    else:
+        paths = {}
+        for line in lines:
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            for controller in controllers.split(","):
+                paths[controller] = path
+        for directory in _ancestors(root / "pids", paths.get("pids")):
+            pids += _ints(directory / "pids.max")
+        for directory in _ancestors(root / "memory", paths.get("memory")):
+            # v1 says "no limit" as a page-rounded 2**63-1
+            memory += [n for n in _ints(directory / "memory.limit_in_bytes") if n < 1 << 62]
+        for directory in _ancestors(root / "cpu", paths.get("cpu")):
+            quota, period = _ints(directory / "cpu.cfs_quota_us"), _ints(
+                directory / "cpu.cfs_period_us")
+            if quota and period and quota[0] > 0:
+                cpus.append(quota[0] / period[0])
+    return (min(pids, default=None), min(memory, default=None),
+            round(min(cpus), 6) if cpus else None)
+
+
+def _ancestors(root: Path, path: str | None) -> list[Path]:
+    if path is None:
+        return []
+    parts = [part for part in path.split("/") if part and part != ".."]
+    return [root.joinpath(*parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _ints(path: Path) -> list[int]:
+    """The number in a cgroup file; none for ``max``, a missing file or anything else."""
+    words = _words(path)
+    return [int(words[0])] if words and words[0].isdigit() else []
 
 
 class _Api:
