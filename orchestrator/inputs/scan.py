@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -255,13 +256,22 @@ class StatCache:
 
 
 def _signature(kind: str, found: list[Found]) -> str:
-    lines = [kind]
-    for rel, _, st in found:
-        lines.append(
-            f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0"
-            f"{st.st_dev}\0{st.st_mode & stat.S_IXUSR}"
-        )
-    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    """The stat signature of a whole input: names, then the stat numbers packed as int64.
+
+    Packing the numbers (rather than formatting a line per file) halves the cost of the
+    unchanged check's second half; the walk's ``lstat`` per file is the first half.
+    """
+    times = array("q")  # signed: a file may predate 1970
+    places = array("Q")  # unsigned: inode numbers use all 64 bits on some filesystems
+    for _, _, st in found:
+        times.extend((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode & stat.S_IXUSR))
+        places.extend((st.st_ino, st.st_dev))
+    digest = hashlib.sha256(kind.encode())
+    digest.update("\0".join([item.rel for item in found]).encode("utf-8", "surrogateescape"))
+    digest.update(b"\0\0")
+    digest.update(times.tobytes())
+    digest.update(places.tobytes())
+    return digest.hexdigest()
 
 
 class Scanned:
