@@ -592,7 +592,7 @@ def timed(owner, name, label):
 T0 = time.perf_counter()
 import orchestrator.cli
 from orchestrator import execute, container
-from orchestrator.drivers import grid as sweep
+from orchestrator.drivers import grid as sweep, launcher
 from orchestrator.image import builder, archive
 from orchestrator.store import records
 from orchestrator.cli import context
@@ -606,8 +606,8 @@ timed(builder, "has_image", "image checks")
 timed(archive.ThinArchive, "load", "image load")
 timed(records.RunStore, "write_sweep", "store: write sweep")
 timed(records.RunStore, "is_complete", "store: is_complete")
-timed(sweep.SweepDriver, "_upload_environment", "store: environment blobs")
-timed(sweep.SweepDriver, "_upload_run_image", "store: run image blobs")
+timed(launcher.Launcher, "store_environment", "store: environment blobs")
+timed(launcher.Launcher, "store_run_image", "store: run image blobs")
 timed(records.RunStore, "write_sweep_index", "store: sweep index")
 timed(records.RunStore, "commit_run", "store: commit run")
 timed(container.Running, "start", "container create + start")

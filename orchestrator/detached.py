@@ -71,10 +71,10 @@ def _field(record: Any, name: str) -> str | None:
 
 def run_request(request: SweepRequest, project_dir: Path, store: Store) -> SweepOutcome:
     """Run the request's sweep of ``project_dir`` on the Ray cluster this process is in."""
-    from .api.running import make_driver, with_base_image
+    from .api.running import make_launcher, with_base_image
     from .backends.ray import RayBackend
     from .docker_api import connect
-    from .drivers.grid import compose_points
+    from .drivers.grid import SweepDriver, compose_points
     from .project import load_project
     from .settings import Settings
     from .store import RunStore
@@ -95,7 +95,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
         runs, address=address, max_in_flight=request.jobs, s3_endpoint=request.s3_endpoint
     )
     try:
-        driver = make_driver(
+        launcher = make_launcher(
             project,
             client,
             runs,
@@ -107,7 +107,7 @@ def run_request(request: SweepRequest, project_dir: Path, store: Store) -> Sweep
             display=_Lines(len(points)),
             staged_inputs=dict(request.inputs),
         )
-        result = driver.run(list(request.overrides), points)
+        result = SweepDriver(launcher).run(list(request.overrides), points)
     finally:
         backend.close()
     return SweepOutcome.of_sweep(request, result.as_json())

@@ -12,6 +12,7 @@ Layers, lowest first (a module may import its own layer and those below)::
     5  backends (local, ray, slurm; never the CLI, never the commands)
     6  drivers (grid, search, rerun) verify logs detached results watch
        catalog frame query gc export_mlflow api    (api: the library the CLI calls)
+       testing                     (a fake backend and image builder for fast tests)
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -40,7 +41,7 @@ LAYERS: dict[str, int] = {
     "backends": 5,
     **dict.fromkeys(
         ["drivers", "verify", "logs", "detached", "results", "watch",
-         "catalog", "frame", "query", "gc", "export_mlflow", "api"],
+         "catalog", "frame", "query", "gc", "export_mlflow", "api", "testing"],
         6,
     ),
     "cli": 7,

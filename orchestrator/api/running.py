@@ -2,10 +2,11 @@
 
 ``orch sweep`` and :func:`sweep` share everything past their arguments: the search's
 options (:func:`search_options`), the checks a dry run makes (:func:`check_options`),
-the points (:func:`plan`), and the backend, the driver and Ctrl-C handling
+the points (:func:`plan`), and the backend, the launcher, the driver and Ctrl-C handling
 (:func:`launch`). The command adds only what a terminal has: a progress bar, the
 results table, ``--dry-run``'s listing, ``--detach`` and its exit code. A detached
-sweep's driver (:mod:`orchestrator.detached`) builds its driver here too.
+sweep's driver (:mod:`orchestrator.detached`) builds its launcher here too
+(:func:`make_launcher`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..docker_api import DockerClient
     from ..drivers.grid import Retry, SweepResult
+    from ..drivers.launcher import Launcher
     from ..drivers.rerun import RerunResult
-    from ..drivers.search import SearchDriver, SearchOptions
+    from ..drivers.search import SearchOptions
     from ..project import Project
     from ..record import RunRecord, SweepDoc
     from ..settings import Settings
@@ -214,9 +216,11 @@ def plan(
 
         space, points = random_search_points(project, overrides, search)
         return Plan(points, space)
+    from ..composecache import ComposeCache
     from ..drivers.grid import compose_points
 
-    return Plan(compose_points(project, overrides, settings.max_points))
+    cache = ComposeCache.under(settings.cache_root)
+    return Plan(compose_points(project, overrides, settings.max_points, cache))
 
 
 # --------------------------------------------------------------------------- running
@@ -262,7 +266,7 @@ def make_backend(
     )
 
 
-def make_driver(
+def make_launcher(
     project: Project,
     client: DockerClient,
     runs: RunStore,
@@ -277,26 +281,22 @@ def make_driver(
     retry: Retry = "failed",
     staged_inputs: Mapping[str, str] | None = None,
     batch: int | None = None,
-) -> SearchDriver:
-    """The driver of a sweep or search (it runs grids too): one batch of images is
-    prepared ahead of about twice the runs in parallel (``batch``: another size)."""
-    from ..drivers.search import SearchDriver
+) -> Launcher:
+    """What starts the runs of a sweep or search (either driver takes it): one batch of
+    images is prepared ahead of about twice the runs in parallel (``batch``: another
+    size)."""
+    from ..drivers.launcher import DockerImages, DriverOptions, Launcher
 
-    return SearchDriver(
-        project,
-        client,
-        runs,
-        engine,
+    options = DriverOptions(
         registry=registry,
         allow_dirty=allow_dirty,
-        progress=display,
-        say=display.note if display is not None else None,
         batch=batch or max(8, 2 * (jobs or 1)),
-        settings=settings,
-        stop=stop,
         retry=retry,
-        staged_inputs=staged_inputs,
+        settings=settings,
+        staged_inputs=staged_inputs or {},
     )
+    return Launcher(project, runs, engine, DockerImages(client), options, progress=display,
+                    say=display.note if display is not None else None, stop=stop)
 
 
 def labeller(
@@ -353,17 +353,21 @@ def launch(
         # A scheduler takes the whole sweep at once (one job array, throttled there): the
         # driver's first batch (a quarter of ``batch``) is then every run.
         batch = 4 * max(1, planned.total) if backend == "slurm" else None
-        driver = make_driver(project, client, runs, engine, settings=ws.settings, jobs=jobs,
-                             registry=registry, allow_dirty=allow_dirty, display=shown,
-                             stop=stop, retry=retry, batch=batch)
+        launcher = make_launcher(project, client, runs, engine, settings=ws.settings,
+                                 jobs=jobs, registry=registry, allow_dirty=allow_dirty,
+                                 display=shown, stop=stop, retry=retry, batch=batch)
         with terminal_signals(stop, shown.say, shown.running), stop.on_cancel(engine.cancel):
             if search is not None and search.adaptive:
+                from ..drivers.search import SearchDriver
+
                 assert planned.space is not None
-                return driver.search(overrides, planned.space, search)
+                return SearchDriver(launcher).search(overrides, planned.space, search)
+            from ..drivers.grid import SweepDriver
+
             described = search.to_json() if search is not None else None
             if described is not None and planned.space is not None:
                 described["space"] = planned.space.to_json()
-            result = driver.run(overrides, planned.points, search=described)
+            result = SweepDriver(launcher).run(overrides, planned.points, search=described)
             result.backend_jobs = list(getattr(engine, "submitted", []))
             return result
     finally:

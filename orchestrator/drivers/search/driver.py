@@ -32,28 +32,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from ... import config as configmod
 from ...canonical import short_id
 from ...errors import NotFound, OrchestratorError
-from ...execute import ClaimHeld, NotStarted
 from ...image.builder import Environment
-from ...job import Job
 from ...record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
 from ...space import Space, optuna_distributions, parse_space, random_points
 from ...spec import RUN_ID_LENGTH, RunSpec
-from ..grid import (
-    SweepDriver,
-    SweepResult,
-    SweepRun,
-    compose_each,
-    composer_for,
-    plan,
-    point_inputs,
-)
+from ..grid import SweepResult, SweepRun, compose_each, composer_for, plan, point_inputs
+from ..launcher import InFlight, Launcher
 from .study import (
     MissingObjective,
     SearchOptions,
@@ -145,51 +135,45 @@ def random_search_points(
     return space, composed
 
 
-class SearchDriver(SweepDriver):
-    """A :class:`SweepDriver` whose points come from an Optuna study, trial by trial."""
+class SearchDriver:
+    """A search whose points come from an Optuna study, trial by trial, started through
+    its :class:`~..launcher.Launcher` (the one a grid's driver uses)."""
+
+    def __init__(self, launcher: Launcher) -> None:
+        self.launcher = launcher
 
     def search(self, args: Sequence[str], space: Space, options: SearchOptions) -> SweepResult:
         options.check()
-        composer, _ = compose_space(self.project, ())
+        launcher = self.launcher
+        composer, _ = compose_space(launcher.project, ())
         distributions = optuna_distributions(space)
-        self.config_files = composer.files_read()  # what parse_space composed, if anything
-        env = self._environment()
-        self.pinned = self._pin_all()
-        digests = {name: item.digest for name, item in self.pinned.items()}
-        sweep_id = search_sweep_id(self.project, env, args, options, digests)
-        self.stop_requests = options.pruner is not None
-        state = _State(self, sweep_id, args, space, options, distributions)
+        # what parse_space composed, if anything
+        env = launcher.environment(composer.files_read())
+        # Every declared input: which ones a trial reads is known only once it is asked.
+        digests = launcher.pin(list(launcher.project.inputs))
+        sweep_id = search_sweep_id(launcher.project, env, args, options, digests)
+        launcher.stop_requests = options.pruner is not None
+        state = _State(launcher, sweep_id, args, space, options, distributions)
         state.open()
         state.study = make_study(options, resumed=len(state.trials))
-        with ThreadPoolExecutor(8, thread_name_prefix="orch-io") as io:
-            uploads: list[Future[Any]] = []
+        with launcher:
             try:
                 state.rebuild()
-                state.loop(env, composer, digests, io, uploads)
+                state.loop(env, composer, digests)
             finally:
-                for upload in uploads:
-                    upload.result()
+                launcher.wait_uploads()
                 state.write_index()
         if state.error is not None:
             raise state.error
         return state.result()
 
-    def _pin_all(self) -> dict[str, Any]:
-        """Every declared input: which ones a trial reads is known only once it is asked."""
-        from ... import inputs as inputsmod
-
-        if not self.project.inputs:
-            return {}
-        return inputsmod.pin(list(self.project.inputs), self.project.root,
-                             self.settings.cache_root, make_client=self.s3_client)
-
 
 class _State:
     """One submission of a search: the trials, the study, the runs in flight."""
 
-    def __init__(self, driver: SearchDriver, sweep_id: str, args: Sequence[str], space: Space,
+    def __init__(self, launcher: Launcher, sweep_id: str, args: Sequence[str], space: Space,
                  options: SearchOptions, distributions: dict[str, Any]) -> None:
-        self.d = driver
+        self.d = launcher
         self.sweep_id = sweep_id
         self.args = tuple(args)
         self.space = space
@@ -200,13 +184,12 @@ class _State:
         self.records: dict[str, RunRecord] = {}
         self.earlier: set[str] = set()
         self.queue: list[Trial] = []
-        self.flights: dict[Future[RunRecord], _Flight] = {}
-        self.held: dict[str, _Flight] = {}
+        #: Trials running, and those another submitter of the search runs (waited for).
+        self.flights: InFlight[_Flight] = InFlight(launcher, poll_s=POLL_S)
         self.error: OrchestratorError | None = None
         self.pruning = options.pruner is not None
         self.created_at = now_iso()
         self.env_uploaded = False
-        self.jobs: dict[str, Job] = {}
 
     # -- the document ---------------------------------------------------------------------
 
@@ -295,7 +278,7 @@ class _State:
         retried: set[str] = set()
         for trial in self.trials:
             record = found.get(trial.run_id)
-            if record is not None and trial.run_id not in retried and not self._retry(record):
+            if record is not None and trial.run_id not in retried and not self.d.retry(record):
                 self.records[trial.run_id] = record
                 self.earlier.add(trial.run_id)
                 self.d.progress("skipped", trial.run_id, record)
@@ -305,13 +288,6 @@ class _State:
                 if record is not None:
                     retried.add(trial.run_id)
                 self.queue.append(trial)
-
-    def _retry(self, record: RunRecord) -> bool:
-        if record.status in (RunStatus.FAILED, RunStatus.CANCELLED) and self.d._retries(record):
-            self.d._attempts[record.run_id] = record.attempt + 1
-            self.d.progress("retrying", record.run_id, record)
-            return True
-        return False
 
     def _curve(self, record: RunRecord) -> dict[int, float]:
         if not self.pruning or record.status not in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
@@ -327,30 +303,29 @@ class _State:
     def _can_ask(self) -> bool:
         if self.d.stop.draining or self.error is not None:
             return False
-        if len(self.flights) + len(self.held) >= self.options.jobs:
+        if len(self.flights) >= self.options.jobs:
             return False
         return bool(self.queue) or len(self.trials) < self.options.trials
 
-    def loop(self, env: Environment, composer: configmod.Composer, digests: dict[str, str],
-             io: ThreadPoolExecutor, uploads: list[Future[Any]]) -> None:
+    def loop(self, env: Environment, composer: configmod.Composer,
+             digests: dict[str, str]) -> None:
         while True:
             while self._can_ask():
-                self._start_next(env, composer, digests, io, uploads)
-            if not self.flights and not self.held:
+                self._start_next(env, composer, digests)
+            if not self.flights:
                 if self._can_ask():
                     continue
                 return
-            timeout = POLL_S if self.pruning or self.held else None
-            done, _ = wait(list(self.flights), timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                self._finish(future)
-            self._poll_held()
+            for flight, record in self.flights.collect(POLL_S if self.pruning else None):
+                if record is None:  # not started, or another submitter's and we stop
+                    self._abandon(flight)
+                else:
+                    self._done(flight, record)
             if self.pruning:
                 self._prune()
 
     def _start_next(self, env: Environment, composer: configmod.Composer,
-                    digests: dict[str, str], io: ThreadPoolExecutor,
-                    uploads: list[Future[Any]]) -> None:
+                    digests: dict[str, str]) -> None:
         if self.queue:
             trial = self.queue.pop(0)
             self.study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -384,43 +359,23 @@ class _State:
         if known is not None:  # the sampler asked for a point already run: its result stands
             self._tell(asked, known, None)
             return
-        for flight in [*self.flights.values(), *self.held.values()]:
+        for flight in self.flights.notes():
             if flight.spec.run_id == spec.run_id:
                 flight.followers.append(asked)
                 return
         self.d.progress("queued", spec.run_id, None)
-        self.d._stage_inputs([spec])
+        self.d.stage([spec])
         if not self.env_uploaded:
-            # gc keeps what the open sweep's marker names, however old the stored blob
-            self.d.runs.protect_blobs(self.sweep_id, self.d._environment_blobs(env))
-            uploads.append(io.submit(self.d._upload_environment, env))
+            self.d.protect_environment(self.sweep_id, env)
+            self.d.upload_environment(env)
             self.env_uploaded = True
-        (job,) = self.d._prepare_batch(env, self.sweep_id, [spec], io, uploads)
+        (job,) = self.d.prepare(env, self.sweep_id, [spec])
         if not self.d.backend.shares_daemon:
-            for upload in uploads:
-                upload.result()
-        future = self.d.backend.submit(job, self.d._started(spec.run_id))
-        self.flights[future] = _Flight(trial, asked, spec)
-        self.jobs[spec.run_id] = job
-
-    def _finish(self, future: Future[RunRecord]) -> None:
-        flight = self.flights.pop(future)
-        run_id = flight.spec.run_id
-        try:
-            record = future.result()
-        except (NotStarted, CancelledError):
-            self.d.progress("not started", run_id, None)
-            self._abandon(flight)
-            return
-        except ClaimHeld:
-            self.held[run_id] = flight
-            self.d.progress("waiting", run_id, None)
-            return
-        self._done(flight, record)
+            self.d.wait_uploads()
+        self.flights.submit(job, _Flight(trial, asked, spec))
 
     def _done(self, flight: _Flight, record: RunRecord) -> None:
         self.records[record.run_id] = record
-        self.d.progress("done", record.run_id, record)
         if self.pruning and record.status in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
             curve = self._curve(record)
             if not curve and record.status is RunStatus.SUCCEEDED:
@@ -462,23 +417,9 @@ class _State:
         for asked in [flight.asked, *flight.followers]:
             self.study.tell(asked, state=state.FAIL)
 
-    def _poll_held(self) -> None:
-        runs = self.d.runs
-        for run_id, flight in list(self.held.items()):
-            if self.d.stop.draining:
-                del self.held[run_id]
-                self._abandon(flight)
-            elif runs.is_complete(run_id):
-                del self.held[run_id]
-                self._done(flight, runs.read_run(run_id))
-            elif runs.claims.is_stale(run_id, self.d.settings.lease_s):
-                del self.held[run_id]
-                job = self.jobs[run_id]
-                self.flights[self.d.backend.submit(job, self.d._started(run_id))] = flight
-
     def _prune(self) -> None:
         metric = self.options.objectives[0].metric
-        for flight in self.flights.values():
+        for _, flight in self.flights.running():
             if flight.stop_sent:
                 continue
             live = self.d.runs.read_live(flight.spec.run_id)
@@ -495,8 +436,7 @@ class _State:
             if flight.asked.should_prune():
                 reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
                           f"({metric}={value:g})")
-                self.d.runs.request_stop(flight.spec.run_id, reason,
-                                         self.jobs[flight.spec.run_id].owner)
+                self.d.runs.request_stop(flight.spec.run_id, reason, self.d.owner)
                 flight.stop_sent = True
 
     # -- the outcome ------------------------------------------------------------------------
