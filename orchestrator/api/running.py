@@ -285,7 +285,8 @@ def make_launcher(
     """What starts the runs of a sweep or search (either driver takes it): one batch of
     images is prepared ahead of about twice the runs in parallel (``batch``: another
     size)."""
-    from ..drivers.launcher import DockerImages, DriverOptions, Launcher
+    from ..drivers.images import DockerImages
+    from ..drivers.launcher import DriverOptions, Launcher
 
     options = DriverOptions(
         registry=registry,

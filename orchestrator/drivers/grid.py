@@ -28,7 +28,8 @@ from ..record import CorruptRecord, RunPlan, RunRecord, RunStatus, SweepDoc, Swe
 from ..settings import Settings
 from ..spec import RunSpec, SweepSpec
 from ..store import RunStore
-from .launcher import InFlight, Launcher, batches, default_s3_client
+from .inflight import InFlight
+from .launcher import Launcher, batches, default_s3_client
 from .launcher import Retry as Retry
 
 log = logging.getLogger("orchestrator.sweep")

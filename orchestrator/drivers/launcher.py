@@ -5,34 +5,33 @@ A driver decides *which* runs to start and when (every point of a grid; a search
 trials as results arrive); the :class:`Launcher` does what starting them takes, the same
 way for both: pin and stage the inputs the runs read, number each run's attempt (a failed
 run set aside is retried as the next attempt), build each run's image and load it where
-it runs (through an :class:`ImageBuilder`: :class:`DockerImages`, or
+it runs (through an :class:`~.images.ImageBuilder`: Docker's, or
 :class:`orchestrator.testing.FakeImages` in tests), upload what a record will name, and
-hand :class:`~orchestrator.job.Job` s to the backend. :class:`InFlight` follows the jobs
-handed over: a run another submitter holds is waited for (and taken over when its claim
-goes stale). What a submission may tune is one frozen :class:`DriverOptions`.
+hand :class:`~orchestrator.job.Job` s to the backend. :class:`~.inflight.InFlight`
+follows the jobs handed over: a run another submitter holds is waited for (and taken
+over when its claim goes stale). What a submission may tune is one frozen
+:class:`DriverOptions`.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import time
 import types
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .. import config as configmod
 from .. import inputs as inputsmod
 from ..backends.base import Backend
-from ..docker_api import DockerClient
 from ..execute import ClaimHeld, NotStarted
 from ..image import builder
 from ..image.builder import Environment, RunImage
-from ..image.transport import base_layer_files, push_to_registry, store_layer
+from ..image.transport import store_layer
 from ..job import Job
 from ..project import Project
 from ..record import InputRef, Layers, PrefixImages, RunPlan, RunRecord, RunResources, RunStatus
@@ -40,6 +39,7 @@ from ..settings import Settings
 from ..spec import RunSpec
 from ..stopping import Stop
 from ..store import RunStore
+from .images import ImageBuilder
 
 log = logging.getLogger("orchestrator.sweep")
 
@@ -84,49 +84,6 @@ def batches(items: Sequence[T], batch: int) -> Iterator[Sequence[T]]:
     while start < len(items):
         yield items[start : start + size]
         start, size = start + size, min(2 * size, max(1, batch))
-
-
-class ImageBuilder(Protocol):
-    """What the launcher needs of images beside the pure run-image recipe
-    (:func:`orchestrator.image.builder.run_image`): the daemon-side steps."""
-
-    def environment(self, project: Project, *, allow_dirty: bool, stop: Stop,
-                    say: Callable[[str], None], config_files: Sequence[Path]) -> Environment:
-        """The project's base, environment and code (built if it must be)."""
-        ...
-
-    def load(self, env: Environment, images: list[RunImage]) -> None:
-        """Make ``images`` runnable where the runs start."""
-        ...
-
-    def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
-        """The base image's layers (diff id -> tar), for the store."""
-        ...
-
-    def push(self, image: RunImage, registry: str, tag: str) -> str:
-        """Push ``image``; its ``repository@sha256:...`` digest."""
-        ...
-
-
-class DockerImages:
-    """The images of a Docker daemon: built by :mod:`orchestrator.image.builder`."""
-
-    def __init__(self, client: DockerClient) -> None:
-        self.client = client
-
-    def environment(self, project: Project, *, allow_dirty: bool, stop: Stop,
-                    say: Callable[[str], None], config_files: Sequence[Path]) -> Environment:
-        return builder.prepare(self.client, project, allow_dirty=allow_dirty, stop=stop,
-                               say=say, config_files=config_files)
-
-    def load(self, env: Environment, images: list[RunImage]) -> None:
-        builder.load_run_images(self.client, env, images)
-
-    def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
-        return base_layer_files(self.client, env.base.image_id, env.base.diff_ids)
-
-    def push(self, image: RunImage, registry: str, tag: str) -> str:
-        return push_to_registry(self.client, image.image_id, registry, tag)
 
 
 def default_s3_client(endpoint: str | None) -> Any:
@@ -422,75 +379,3 @@ class Launcher:
         except ClaimHeld:
             self.progress("waiting", run_id, None)
             return Unfinished.HELD
-
-
-class InFlight(Generic[T]):
-    """The jobs a driver handed to the launcher's backend, each with the driver's own
-    note (``T``), and the runs another submitter holds, waited for: polled every
-    ``poll_s`` seconds, resubmitted once the holder's claim goes stale."""
-
-    def __init__(self, launcher: Launcher, poll_s: float) -> None:
-        self.launcher = launcher
-        self.poll_s = poll_s
-        self._pending: dict[Future[RunRecord], tuple[Job, T]] = {}
-        self._held: dict[str, tuple[Job, T]] = {}
-
-    def submit(self, job: Job, note: T) -> None:
-        self._pending[self.launcher.submit(job)] = (job, note)
-
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._held)
-
-    def notes(self) -> list[T]:
-        """Every run's note, running or held."""
-        return [note for _, note in [*self._pending.values(), *self._held.values()]]
-
-    def running(self) -> list[tuple[Job, T]]:
-        """The jobs with the backend (not those another submitter holds)."""
-        return list(self._pending.values())
-
-    def collect(self, timeout: float | None) -> list[tuple[T, RunRecord | None]]:
-        """Wait up to ``timeout`` seconds (None: until a job ends; with runs held, at most
-        ``poll_s``) and return what ended: each note with its record (progress ``done``),
-        or None for a run not started or, once the sweep is stopped, one left to its holder."""
-        ended: list[tuple[T, RunRecord | None]] = []
-        stop = self.launcher.stop
-        if self._pending:
-            limit = timeout
-            if self._held and timeout != 0:
-                limit = self.poll_s if timeout is None else min(timeout, self.poll_s)
-            done, _ = wait(list(self._pending), timeout=limit, return_when=FIRST_COMPLETED)
-            for future in done:
-                job, note = self._pending.pop(future)
-                outcome = self.launcher.outcome(future, job.run_id)
-                if outcome is Unfinished.HELD:
-                    self._held[job.run_id] = (job, note)
-                elif outcome is Unfinished.NOT_STARTED:
-                    ended.append((note, None))
-                else:
-                    ended.append((note, self._done(job.run_id, outcome)))
-        elif self._held and timeout != 0 and not stop.draining:
-            time.sleep(self.poll_s)
-        ended += self._poll_held()
-        return ended
-
-    def _done(self, run_id: str, record: RunRecord) -> RunRecord:
-        self.launcher.progress("done", run_id, record)
-        return record
-
-    def _poll_held(self) -> list[tuple[T, RunRecord | None]]:
-        launcher = self.launcher
-        runs = launcher.runs
-        ended: list[tuple[T, RunRecord | None]] = []
-        for run_id, (job, note) in list(self._held.items()):
-            if launcher.stop.draining:
-                # other submitters' runs: theirs to finish, not ours to wait for
-                del self._held[run_id]
-                ended.append((note, None))
-            elif runs.is_complete(run_id):
-                del self._held[run_id]
-                ended.append((note, self._done(run_id, runs.read_run(run_id))))
-            elif runs.claims.is_stale(run_id, launcher.settings.lease_s):
-                del self._held[run_id]
-                self.submit(job, note)
-        return ended

@@ -4,15 +4,15 @@ pruning, each trial an ordinary orch run (see :mod:`.driver` for the design)."""
 from __future__ import annotations
 
 from .driver import SearchDriver as SearchDriver
-from .driver import compose_space as compose_space
-from .driver import random_search_points as random_search_points
-from .driver import search_sweep_id as search_sweep_id
 from .study import ADAPTIVE as ADAPTIVE
 from .study import PRUNERS as PRUNERS
 from .study import SAMPLERS as SAMPLERS
 from .study import Objective as Objective
 from .study import SearchOptions as SearchOptions
 from .study import parse_objectives as parse_objectives
+from .trials import compose_space as compose_space
+from .trials import random_search_points as random_search_points
+from .trials import search_sweep_id as search_sweep_id
 
 __all__ = [
     "ADAPTIVE",

@@ -26,6 +26,11 @@ points are not known up front:
   step and, when the pruner says so, writes a stop request into the store; the node's
   live publisher finds it, stops the container (grace period) and records the run
   ``pruned``. On finishing, the trial's full curve is read from ``metrics.jsonl``.
+
+Starting a trial (inputs, image, backend, the wait for a run another submitter holds) is
+the :class:`~..launcher.Launcher`'s, shared with the grid's driver. Why one module of
+this size: the trials' document, the study's rebuild and the ask/run/tell loop are one
+submission's state (``_State``), each step reading and changing the others'.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import config as configmod
-from ...canonical import short_id
 from ...errors import NotFound, OrchestratorError
 from ...image.builder import Environment
 from ...record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
-from ...space import Space, optuna_distributions, parse_space, random_points
-from ...spec import RUN_ID_LENGTH, RunSpec
-from ..grid import SweepResult, SweepRun, compose_each, composer_for, plan, point_inputs
-from ..launcher import InFlight, Launcher
+from ...space import Space, optuna_distributions
+from ...spec import RunSpec
+from ..grid import SweepResult, SweepRun, compose_each, plan
+from ..inflight import InFlight
+from ..launcher import Launcher
 from .study import (
     MissingObjective,
     SearchOptions,
@@ -52,6 +57,7 @@ from .study import (
     step_values,
     values_of,
 )
+from .trials import Trial, compose_space, search_sweep_id
 
 log = logging.getLogger("orchestrator.search")
 
@@ -59,32 +65,6 @@ log = logging.getLogger("orchestrator.search")
 #: pruned container runs on for about this plus the node's live period (ORCH_LIVE_S)
 #: after the step that condemns it; one small GET per running trial per poll.
 POLL_S = 0.2
-
-
-@dataclass
-class Trial:
-    """One trial of the search: its number, parameters and (once composed) run."""
-
-    number: int
-    params: dict[str, Any]
-    run_id: str = ""
-    overrides: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "run_id": self.run_id, "params": self.params}
-
-    def to_object(self) -> dict[str, Any]:
-        """The stored trial object: what the document lists, and the run's overrides."""
-        return {**self.to_json(), "overrides": list(self.overrides)}
-
-    @classmethod
-    def from_json(cls, item: Any) -> Trial | None:
-        if not (isinstance(item, dict) and isinstance(item.get("params"), dict)
-                and isinstance(item.get("number"), int) and isinstance(item.get("run_id"), str)):
-            return None
-        overrides = item.get("overrides")
-        return cls(item["number"], item["params"], item["run_id"],
-                   tuple(str(o) for o in overrides) if isinstance(overrides, list) else ())
 
 
 @dataclass
@@ -96,43 +76,6 @@ class _Flight:
     reported: set[int] = field(default_factory=set)
     last_step: float | None = None
     stop_sent: bool = False
-
-
-def search_sweep_id(
-    project: Any, env: Environment, args: Sequence[str], options: SearchOptions,
-    digests: dict[str, str],
-) -> str:
-    identity = {
-        "project": project.name,
-        "env_key": env.env_key,
-        "code_key": env.code_key,
-        "command": list(project.command),
-        "env": [list(pair) for pair in project.env],
-        "gpus": project.resources.gpus,
-        "inputs": dict(sorted(digests.items())),
-        "args": list(args),
-        "search": options.identity(),
-    }
-    return short_id(identity, RUN_ID_LENGTH)
-
-
-def compose_space(project: Any, args: Sequence[str]) -> tuple[configmod.Composer, Space]:
-    """The project's composer (keeping what it composed across the trials' calls) and the
-    search space of ``args``."""
-    composer = composer_for(project, reuse=True)
-    return composer, parse_space(args, composer)
-
-
-def random_search_points(
-    project: Any, args: Sequence[str], options: SearchOptions
-) -> tuple[Space, list[tuple[tuple[str, ...], dict[str, Any]]]]:
-    """The space and the composed points of a seeded random search: a grid of
-    ``--trials`` points drawn up front, run and skipped like any grid."""
-    composer, space = compose_space(project, args)
-    points = random_points(space, options.seed, options.trials)
-    composed = compose_each(composer, points, project.overrides)
-    point_inputs(project, composed)  # an unknown input is a config error, found up front
-    return space, composed
 
 
 class SearchDriver:
