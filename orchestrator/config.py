@@ -27,25 +27,27 @@ What is added on top:
 Hydra's ``GlobalHydra``, ``HydraConfig``, ``ConfigStore`` and sources registry are
 process-wide; every use goes through one lock and leaves whatever state it found behind.
 
-Why one module of this size: everything here works inside one Hydra loader session and
-shares its private state (the group repository, the fast path's composed bases, the
-error translation that needs the loader to name a file); split, each part would reach
-into the others' Hydra internals.
+What is not here: the override syntax and sweep expansion (:mod:`.overrides`, which asks
+a Composer only for a group's options and its first compose), reading and writing config
+YAML/JSON (:mod:`.configio`), and the cache of composed sweeps (:mod:`.composecache`).
+What stays is what works inside one Hydra loader session and shares its private state
+(the group repository, the fast path's composed bases, the error translation that needs
+the loader to name a file).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import enum
-import itertools
 import json
-import math
 import os
 import pickle
 import re
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, Override, RangeSweep
+from hydra.core.override_parser.types import Override
 from hydra.core.singleton import Singleton
 from hydra.errors import (
     ConfigCompositionException,
@@ -74,28 +76,52 @@ from hydra.plugins.config_source import ConfigResult
 from hydra.types import RunMode
 from hydra.version import VersionBase
 from omegaconf import DictConfig, ListConfig, Node, OmegaConf, open_dict, read_write
-from omegaconf._utils import _DEFAULT_MARKER_, get_yaml_loader
+from omegaconf._utils import _DEFAULT_MARKER_
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 from omegaconf.resolvers import oc as _oc_resolvers
 
-from . import canonical
+from .composecache import ComposeCache
+from .configio import (
+    MAX_CONFIG_BYTES,
+    MAX_NESTING,
+    check_config_file,
+    config_digest,
+    defaults_entries,
+    fold,
+    load_bounded_yaml,
+    to_json,
+    to_yaml,
+    yaml_loader,
+)
 from .errors import ConfigError
 from .inputs.decl import env_name as input_env_name
 from .inputs.decl import mount_path, resolve_input
+from .overrides import (
+    DEFAULT_MAX_POINTS,
+    bad_override,
+    check_nesting,
+    expand_sweep,
+    parse_overrides,
+)
 
+# Re-exported: callers that compose also expand sweeps and write configs (see the modules).
 __all__ = [
     "DEFAULT_MAX_POINTS",
     "HYDRA_RUNTIME",
+    "MAX_CONFIG_BYTES",
+    "MAX_NESTING",
     "Composed",
     "Composer",
     "PointConfig",
     "config_digest",
     "expand_sweep",
     "job_name_for",
+    "load_bounded_yaml",
     "parse_overrides",
     "run_env",
     "to_json",
     "to_yaml",
+    "yaml_loader",
 ]
 
 # GlobalHydra (and hydra's version base) are process-global and not thread-safe.
@@ -108,9 +134,6 @@ _HYDRA_LOCK = threading.RLock()
 _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError, OSError)
 _HYDRA_INPUT_ERRORS = (*_COMPOSE_ERRORS, TypeError, AssertionError)
 
-_CARET_LINE = re.compile(r"^(\s*)\^\s*$")
-_DOC_LINK = re.compile(r"^See https://hydra\.cc/\S+ for details$")
-
 #: What a run's ``${hydra:...}`` reads for the run's own directories: the container's paths
 #: (see the README's "Hydra compatibility"). ``hydra.sweep.dir``/``subdir`` are set so that
 #: ``output_dir`` is ``sweep.dir/sweep.subdir``, as for every job of a Hydra multirun.
@@ -121,9 +144,6 @@ HYDRA_RUNTIME: dict[str, str] = {
     "sweep.subdir": "output",
     "runtime.cwd": "/orch/code",
 }
-
-#: The largest grid a sweep expands to unless the caller says otherwise (ORCH_MAX_POINTS).
-DEFAULT_MAX_POINTS = 100_000
 
 #: How many absent ``hydra/`` plugin options one composition may stand in for.
 _MAX_PLACEHOLDERS = 32
@@ -171,6 +191,27 @@ def _env_resolver(key: str, default: Any = _DEFAULT_MARKER_) -> Any:
 OmegaConf.register_new_resolver("oc.env", _env_resolver, replace=True)
 
 
+#: What ``${now:...}`` gave since the list was last cleared (under _HYDRA_LOCK). Hydra's
+#: merges read it where orch then sets another value (``hydra.run.dir``); a composition
+#: whose result holds one of these texts, or that read the clock while orch resolved the
+#: run's config, holds the time, and is not cached.
+_CLOCK: list[str] = []
+
+
+def _now(pattern: str) -> str:
+    text = datetime.datetime.now().strftime(pattern)
+    _CLOCK.append(text if _RUN_ENV is None else "")  # "" is in every result: never cached
+    return text
+
+
+def _read_clock(results: Sequence[Composed]) -> bool:
+    """Whether the time reached these results."""
+    if not _CLOCK:
+        return False
+    text = json.dumps([[r.config, r.hydra, r.node] for r in results], default=str)
+    return any(read in text for read in _CLOCK)
+
+
 def run_env(env: Mapping[str, str], inputs: Sequence[str] = ()) -> dict[str, str]:
     """The variables every run's container has before it starts, as composition may read
     them: orch.yaml's ``env`` and orch's own fixed paths."""
@@ -204,172 +245,12 @@ def _is_deferred(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
-def _fold(message: str) -> str:
-    """Hydra's multi-line messages as one line; a caret line becomes "(at column N)"."""
-    parts: list[str] = []
-    for raw in message.splitlines():
-        caret = _CARET_LINE.match(raw)
-        if caret and parts:
-            # the caret sits under the previous line, which started at column 0
-            parts[-1] += f" (at column {len(caret.group(1)) + 1})"
-            continue
-        line = raw.strip()
-        if line:
-            parts.append(line)
-    return "; ".join(parts).replace("\t", " ")
-
-
 def _omegaconf_message(exc: OmegaConfBaseException) -> str:
     """``<full.key>: <first line of the message>`` for an omegaconf error."""
     msg = getattr(exc, "msg", None) or str(exc)
-    first = _fold(str(msg).split("\n    full_key:")[0])
+    first = fold(str(msg).split("\n    full_key:")[0])
     key = getattr(exc, "full_key", None)
     return f"{key}: {first}" if key else first
-
-
-# OmegaConf's own reading of YAML (no timestamps, 1e-3 is a float), plus orch's message for
-# a duplicate key. Hydra loads every config file with OmegaConf, so this is what it sees.
-_OmegaConfLoader = cast(type[yaml.SafeLoader], get_yaml_loader())
-
-
-class _UniqueKeyLoader(_OmegaConfLoader):  # type: ignore[misc,valid-type]
-    """OmegaConf's YAML loader; a duplicate key names the key and its line."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            key = loader.construct_object(key_node)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def _yaml_error(shown: str, exc: yaml.YAMLError) -> ConfigError:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark is not None else shown
-    detail = _fold(str(problem))
-    if context:
-        context_mark = getattr(exc, "context_mark", None)
-        detail += f" ({context}"
-        if context_mark is not None:
-            detail += f" at line {context_mark.line + 1}"
-        detail += ")"
-    return ConfigError(f"{where}: {detail} (fix the YAML)")
-
-
-#: A config file larger than this is refused before it is parsed: configs are small, and
-#: OmegaConf needs seconds and hundreds of MB per few MB of YAML.
-MAX_CONFIG_BYTES = 4 << 20
-#: Nodes a config file may stand for once its aliases are expanded (OmegaConf copies each
-#: alias): ten levels of nine aliases are 9**10 nodes written in 300 bytes.
-MAX_CONFIG_NODES = 200_000
-#: Levels of nesting a config file, or an override's value, may have: deeper ones exhaust
-#: Python's stack inside PyYAML, OmegaConf or Hydra's override parser.
-MAX_NESTING = 100
-
-
-def _check_config_file(path: Path, shown: str) -> None:
-    """The file is UTF-8 YAML that OmegaConf reads as a mapping (or an empty file), of
-    bounded size, expansion and depth."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read it ({exc.strerror})") from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{shown}: larger than {MAX_CONFIG_BYTES >> 20} MiB, the limit "
-                          f"of a config file (keep data in an input, not in the config)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from exc
-    try:
-        loader = _UniqueKeyLoader(text)  # its reader refuses some characters at once
-    except yaml.YAMLError as exc:
-        raise _yaml_error(shown, exc) from exc
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_expansion(node, shown)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        raise _yaml_error(shown, exc) from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{shown}: nested too deeply (the limit is {MAX_NESTING} "
-                          "levels)") from exc
-    finally:
-        loader.dispose()
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(
-            f"{shown}: a config must be a mapping of keys, got a {type(data).__name__}"
-        )
-
-
-def _check_expansion(root: yaml.Node, shown: str) -> None:
-    """The node graph PyYAML composed (an alias is the same node object again) is no
-    deeper than MAX_NESTING, has no cycle and expands to at most MAX_CONFIG_NODES nodes.
-    Iterative, and each node is sized once: the check costs what the file holds, not what
-    it expands to."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-    while stack:
-        node, depth, children_done = stack.pop()
-        key = id(node)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        if children_done:
-            open_nodes.discard(key)
-            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
-            if sizes[key] > MAX_CONFIG_NODES:
-                raise ConfigError(
-                    f"{shown}: expands to more than {MAX_CONFIG_NODES} values (its aliases "
-                    "repeat too much: an alias bomb?)"
-                )
-            continue
-        if key in sizes:
-            continue
-        if key in open_nodes:
-            raise ConfigError(f"{shown}: an alias refers to a node that contains it "
-                              "(a recursive structure)")
-        if depth > MAX_NESTING:
-            mark = node.start_mark
-            raise ConfigError(f"{shown}:{mark.line + 1}:{mark.column + 1}: nested deeper "
-                              f"than {MAX_NESTING} levels")
-        open_nodes.add(key)
-        stack.append((node, depth, True))
-        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
-
-
-def _check_nesting(lines: Iterable[str]) -> None:
-    """An override whose value nests brackets deeper than MAX_NESTING is refused before
-    Hydra's (recursive) parser sees it."""
-    for line in lines:
-        depth = deepest = 0
-        for char in line:
-            if char in "[{(":
-                depth += 1
-                deepest = max(deepest, depth)
-            elif char in "]})":
-                depth = max(0, depth - 1)
-        if deepest > MAX_NESTING:
-            shown = line if len(line) <= 60 else line[:40] + "..." + line[-12:]
-            raise ConfigError(f"{shown}: nested deeper than {MAX_NESTING} levels")
 
 
 class _CheckedFileSource(FileConfigSource):
@@ -401,21 +282,9 @@ class _CheckedFileSource(FileConfigSource):
             type(self).trail.append(shown)
             stamp = (stat.st_mtime_ns, stat.st_size)
             if self.checked.get(str(full)) != stamp:
-                _check_config_file(full, shown)
+                check_config_file(full, shown)
                 self.checked[str(full)] = stamp
         return super().load_config(config_path)
-
-
-class _GroupLister:
-    """The one ConfigLoader method hydra's glob() sweep needs, backed by a Composer."""
-
-    def __init__(self, composer: Composer) -> None:
-        self._composer = composer
-
-    def get_group_options(
-        self, group_name: str, results_filter: ObjectType | None = ObjectType.CONFIG
-    ) -> list[str]:
-        return self._composer.group_options(group_name)
 
 
 class _Base:
@@ -513,6 +382,7 @@ class Composer:
     def __init__(
         self, config_dir: Path, config_name: str = "config", job_name: str = "app", *,
         reuse: bool = False, env: Mapping[str, str] | None = None, keep_hydra: bool = False,
+        cache: ComposeCache | None = None,
     ) -> None:
         self.config_dir = Path(config_dir).resolve()
         #: What ``${oc.env:...}`` may read at composition (:func:`run_env`).
@@ -538,12 +408,16 @@ class Composer:
         self._placeholders: set[tuple[str, str]] = set()
         # per open session (they nest), how to take its placeholders out of the ConfigStore
         self._undo_stack: list[list[Callable[[], None]]] = []
+        #: Composed sweeps from earlier processes (:mod:`.composecache`), and the files the
+        #: compositions read that came from it.
+        self._cache = cache
+        self._cached_files: set[str] = set()
         self.validate()
 
     def files_read(self) -> tuple[Path, ...]:
         """Every config file this composer's compositions have read, as real paths (a
         link is followed to what was read)."""
-        return tuple(sorted(Path(path) for path in self._source.checked))
+        return tuple(sorted(Path(path) for path in {*self._source.checked, *self._cached_files}))
 
     # -- validation ---------------------------------------------------------------------
 
@@ -588,6 +462,8 @@ class Composer:
                 with initialize_config_dir(
                     config_dir=str(self.config_dir), job_name=self.job_name, version_base=None
                 ):
+                    # Hydra's own ``now`` (set up by initialize), noting that it was read
+                    OmegaConf.register_new_resolver("now", _now, use_cache=True, replace=True)
                     yield cast(ConfigLoaderImpl, GlobalHydra.instance().config_loader())
             finally:
                 self._undo_stack.pop()
@@ -691,7 +567,7 @@ class Composer:
         The point is job 0 of a multirun, the same config ``orch sweep`` gives it alone.
         """
         overrides = list(overrides)
-        _check_nesting(overrides)
+        check_nesting(overrides)
         self._check_group_values(overrides)
         with self._session() as loader:
             parsed = self._parse_all(overrides)
@@ -705,7 +581,33 @@ class Composer:
         return [composed.config for composed in self.compose_points(points)]
 
     def compose_points(self, points: Sequence[Sequence[str]]) -> list[Composed]:
-        """:meth:`compose_many`, with each point's ``${hydra:...}`` values alongside."""
+        """:meth:`compose_many`, with each point's ``${hydra:...}`` values alongside; from
+        the composer's cache when it holds this composition of this tree."""
+        if self._cache is None:
+            return self._compose_points(points)
+        key = self._cache.key(
+            self.config_dir, config_name=self.config_name, job_name=self.job_name,
+            env=self.env, keep_hydra=self.keep_hydra, points=points, versions=_versions(),
+        )
+        hit = self._cache.get(key) if key is not None else None
+        if hit is not None:
+            self._cached_files.update(hit.files)
+            return [Composed(c["config"], c["hydra"], c["node"], tuple(c["deferred"]))
+                    for c in hit.composed]
+        with _HYDRA_LOCK:
+            _CLOCK.clear()
+            results = self._compose_points(points)
+            read_clock = _read_clock(results)
+        if key is not None and not read_clock:
+            self._cache.put(
+                key,
+                [{"config": r.config, "hydra": r.hydra, "node": r.node,
+                  "deferred": list(r.deferred)} for r in results],
+                [str(path) for path in self.files_read()],
+            )
+        return results
+
+    def _compose_points(self, points: Sequence[Sequence[str]]) -> list[Composed]:
         results: list[Composed] = []
         with self._session() as loader:
             groups = self._group_repository(loader)
@@ -714,7 +616,7 @@ class Composer:
             done: dict[tuple[str, ...], Composed] = {}
             for num, raw_point in enumerate(points):
                 point = tuple(raw_point)
-                _check_nesting(point)
+                check_nesting(point)
                 self._check_group_values(point)
                 if point in done:
                     results.append(copy.deepcopy(done[point]))
@@ -748,7 +650,7 @@ class Composer:
         every non-sweep override at once. It fails where the jobs alone would not (the
         same ``+key`` twice)."""
         lines = list(overrides)
-        _check_nesting(lines)
+        check_nesting(lines)
         with self._session() as loader:
             try:
                 self._with_placeholders(
@@ -783,11 +685,11 @@ class Composer:
         return parsed
 
     def _parse(self, line: str) -> Override:
-        _check_nesting([line])
+        check_nesting([line])
         try:
             return self._parser.parse_overrides([line])[0]
         except OverrideParseException as exc:
-            raise ConfigError(_bad_override(exc)) from exc
+            raise ConfigError(bad_override(exc)) from exc
 
     @staticmethod
     def _check_not_sweep(parsed: list[Override]) -> None:
@@ -934,12 +836,12 @@ class Composer:
                 return chained
             chained = chained.__cause__ or chained.__context__
         if isinstance(exc, OverrideParseException):
-            return ConfigError(_bad_override(exc))
+            return ConfigError(bad_override(exc))
         if isinstance(exc, MissingConfigException):
             return ConfigError(self._missing_config_message(loader, exc, overrides))
         if isinstance(exc, yaml.YAMLError):
             # a file outside orch's checked sources (a package's configs)
-            return ConfigError(f"{self._shown_root.as_posix()}: {_fold(str(exc))} (fix the YAML)")
+            return ConfigError(f"{self._shown_root.as_posix()}: {fold(str(exc))} (fix the YAML)")
         if isinstance(exc, ConfigCompositionException):
             cause = exc.__cause__
             if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
@@ -951,13 +853,13 @@ class Composer:
                         f"{line}: no key '{key}' in the config; use '+{line}' to add it "
                         f"(or '++{line}' to add or override it)"
                     )
-            message = _fold(str(exc))
+            message = fold(str(exc))
             if isinstance(cause, OmegaConfBaseException):
                 message += f": {_omegaconf_message(cause)}"
             return ConfigError(_with_culprit(message, overrides))
         if isinstance(exc, OmegaConfBaseException):
             return ConfigError(_omegaconf_message(exc))
-        message = _fold(str(exc)) or type(exc).__name__
+        message = fold(str(exc)) or type(exc).__name__
         is_group_choice_error = isinstance(exc, TypeError) or (
             isinstance(exc, ValueError) and message.startswith("Config group override")
         )
@@ -980,7 +882,7 @@ class Composer:
         trail = self._source.trail
         where = trail[-1] if trail else f"{self._shown_root.as_posix()}/{self.config_name}.yaml"
         hint = ""
-        entries = _defaults_entries(self.config_dir.parent / where)
+        entries = defaults_entries(self.config_dir.parent / where)
         overrides_at = [i for i, e in enumerate(entries) if e.startswith("override ")]
         if overrides_at and any(
             not e.startswith("override ") and e != "_self_" for e in entries[overrides_at[0] :]
@@ -989,7 +891,7 @@ class Composer:
         elif any(e.startswith("override ") and "[" in e for e in entries):
             hint = " an 'override' entry names a list;"
         raised = type(exc).__name__
-        detail = _fold(str(exc))
+        detail = fold(str(exc))
         if detail:
             raised += f": {detail}"
         return f"{where}: defaults list: Hydra cannot compose it;{hint} (hydra raised {raised})"
@@ -1025,7 +927,7 @@ class Composer:
             return f"no primary config {self._shown(primary)}: create it"
         group, _, option = missing.rpartition("/")
         if not group:
-            return _fold(text.split("\nConfig search path:")[0])
+            return fold(text.split("\nConfig search path:")[0])
         # which input chose it: an override naming the group, else a defaults list
         where = None
         for line in overrides:
@@ -1047,6 +949,15 @@ class Composer:
                 f"(available: {', '.join(exc.options)})"
             )
         return f"{where}: {self._no_group_message(loader, group)}"
+
+
+def _versions() -> dict[str, str]:
+    """The versions of what composes, for the cache's key."""
+    import hydra
+    import omegaconf
+
+    return {"hydra-core": hydra.__version__, "omegaconf": omegaconf.__version__,
+            "python": sys.version}
 
 
 def job_name_for(command: Sequence[str]) -> str:
@@ -1129,40 +1040,6 @@ def _set_job(cfg: DictConfig, parsed: Sequence[Override], num: int) -> dict[str,
         hydra.overrides.task = lines
         hydra.job.override_dirname = values["hydra.job.override_dirname"]
     return values
-
-
-def _defaults_entries(path: Path) -> list[str]:
-    """A config file's defaults list as ``"key: value"`` lines, for messages only."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    defaults = data.get("defaults") if isinstance(data, dict) else None
-    entries: list[str] = []
-    for entry in defaults if isinstance(defaults, list) else []:
-        if isinstance(entry, dict):
-            entries.extend(f"{k}: {v}" for k, v in entry.items())
-        else:
-            entries.append(str(entry))
-    return entries
-
-
-def _bad_override(exc: OverrideParseException) -> str:
-    """``bad override '<text>': <hydra's message>`` on one line, caret turned into a column."""
-    lines = [line for line in exc.message.splitlines() if not _DOC_LINK.match(line.strip())]
-    lexer = "LexerNoViableAltException: "
-    if len(lines) >= 2 and lines[0].startswith(lexer) and _CARET_LINE.match(lines[1]):
-        # hydra prints the override after the exception name and a caret under it
-        column = len(lines[1]) - len(lexer)
-        message = f"unexpected input at column {column}: {_quote(exc.override[column - 1 :])}"
-    else:
-        message = _fold("\n".join(lines))
-        message = message.replace(f"Error parsing override '{exc.override}'; ", "")
-    return f"bad override {_quote(exc.override)}: {message}"
-
-
-def _quote(text: str) -> str:
-    return f'"{text}"' if "'" in text else f"'{text}'"
 
 
 def _with_culprit(message: str, overrides: Sequence[str]) -> str:
@@ -1261,201 +1138,3 @@ def _check_keys(value: Any, path: str) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_keys(item, f"{path}[{index}]")
-
-
-# --------------------------------------------------------------------------- sweeps
-
-
-def expand_sweep(
-    overrides: Sequence[str], composer: Composer, max_points: int = DEFAULT_MAX_POINTS
-) -> list[tuple[str, ...]]:
-    """Hydra's sweep syntax to the grid of plain overrides, in BasicSweeper's order.
-
-    ``a=1,2``, ``choice(...)``, ``range(...)`` and ``glob(...)`` (config groups) expand;
-    the last axis varies fastest; a key given twice keeps its first position and its last
-    value (as in Hydra). ``~key`` stays ``~key`` (Hydra spells it ``~key=null``). A grid
-    larger than ``max_points`` is refused before it is built.
-
-    What ``hydra -m`` refuses before launching is refused too: a sweep over Hydra's own
-    configuration (``hydra/launcher=a,b``: the points' configs would be identical), and
-    non-sweep overrides its first compose cannot apply together (the same ``+key`` twice).
-    """
-    parsed = parse_overrides(overrides, composer)
-    axes: dict[str, list[str]] = {}
-    lines: dict[str, str] = {}
-    repeated: list[str] = []
-    for override in parsed:
-        key = override.get_key_element()
-        line = override.input_line
-        if override.is_sweep_override():
-            if override.is_hydra_override():
-                raise ConfigError(
-                    f"{line}: a sweep over Hydra's own configuration, which is not part of a "
-                    f"run's config: every point would be the same run (hydra -m refuses it "
-                    f"too); set it once, or sweep a key of your config"
-                )
-            if not override.is_discrete_sweep():
-                kind = override.value_type.name.lower() if override.value_type else "unknown"
-                raise ConfigError(
-                    f"{line}: a grid takes only discrete sweeps (a,b,c / choice() / range() "
-                    f"/ glob()), not {kind}: search it with --sampler random|tpe --trials N"
-                )
-            value = override.value()
-            if isinstance(value, (ChoiceSweep, RangeSweep)) and value.shuffle:
-                raise ConfigError(f"{line}: shuffle() is random; list the values in an order, "
-                                  f"or sample them with --sampler random --trials N")
-            try:
-                # Take at most one value past the cap, so range(0,1e12) stays cheap.
-                items = itertools.islice(override.sweep_string_iterator(), max_points + 1)
-                values = [f"{key}={item}" for item in items]
-            except ConfigError as exc:
-                raise ConfigError(f"{line}: {exc}") from exc
-            except HydraException as exc:
-                raise ConfigError(f"{line}: {_fold(str(exc))}") from exc
-            except (ValueError, ArithmeticError) as exc:
-                raise ConfigError(f"{line}: invalid sweep: {_fold(str(exc))}") from exc
-            if not values:
-                raise ConfigError(f"{line}: the sweep has no values")
-        else:
-            if key in axes and (override.is_add() or override.is_delete()):
-                repeated.append(line or key)
-            if override.is_delete() and override.value() is None:
-                values = [key]
-            else:
-                values = [f"{key}={override.get_value_element_as_str()}"]
-        axes[key] = values
-        lines[key] = line or key
-    if repeated:
-        _check_first_compose(composer, parsed, repeated[0])
-    size = math.prod(len(values) for values in axes.values())
-    if size > max_points:
-        widest = max(axes, key=lambda k: len(axes[k]))
-        raise ConfigError(
-            f"{lines[widest]}: the sweep has more than {max_points} points (set "
-            f"ORCH_MAX_POINTS to raise the limit): split it into smaller sweeps"
-        )
-    return [tuple(point) for point in itertools.product(*axes.values())]
-
-
-def parse_overrides(overrides: Sequence[str], composer: Composer) -> list[Override]:
-    """Hydra's parse of the overrides (``glob()`` lists the composer's groups); a bad one
-    is one ConfigError naming it."""
-    _check_nesting(overrides)
-    parser = OverridesParser.create(config_loader=cast(Any, _GroupLister(composer)))
-    try:
-        return parser.parse_overrides(list(overrides))
-    except OverrideParseException as exc:
-        raise ConfigError(_bad_override(exc)) from exc
-
-
-def _check_first_compose(composer: Composer, parsed: list[Override], repeated: str) -> None:
-    """A ``+key`` or ``~key`` given twice: the grid keeps the last, Hydra's first compose
-    applies both. Refuse what that compose refuses, naming the repeated override."""
-    plain = [cast(str, o.input_line) for o in parsed if not o.is_sweep_override()]
-    try:
-        composer.check_first_compose(plain)
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{repeated}: given more than once; hydra -m composes every value before the "
-            f"sweep starts and refuses it: {exc}"
-        ) from exc
-
-
-# --------------------------------------------------------------------------- serialization
-
-
-class _RunYamlDumper(yaml.SafeDumper):
-    """SafeDumper that quotes every string a YAML 1.1 reader *or OmegaConf* would read as
-    something else: OmegaConf reads ``1e-3`` as a float where PyYAML keeps a string."""
-
-
-for _first, _resolvers in _OmegaConfLoader.yaml_implicit_resolvers.items():
-    for _tag, _regexp in _resolvers:
-        if (_tag, _regexp) not in yaml.SafeDumper.yaml_implicit_resolvers.get(_first, []):
-            _RunYamlDumper.add_implicit_resolver(_tag, _regexp, [_first])
-
-
-
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    # PyYAML writes the Unicode line breaks (NEL, LS, PS) raw inside single quotes, and its
-    # reader then folds them into spaces: double quotes escape them.
-    style = '"' if any(ch in text for ch in "\x85\u2028\u2029") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-
-_RunYamlDumper.add_representer(str, _represent_str)
-
-_INTERPOLATION = re.compile(r"(\\*)\$\{")
-
-
-def _escape_interpolation(text: str) -> str:
-    """The string OmegaConf resolves back to ``text``: each ``${`` escaped as ``\\${``, and
-    the backslashes right before it doubled (OmegaConf halves those)."""
-    return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
-
-
-def _escaped(value: Any, path: str, keep: Collection[str]) -> Any:
-    if path in keep:
-        return value
-    if isinstance(value, str):
-        return _escape_interpolation(value) if "${" in value else value
-    if isinstance(value, dict):
-        return {key: _escaped(item, f"{path}.{key}" if path else str(key), keep)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_escaped(item, f"{path}[{index}]", keep) for index, item in enumerate(value)]
-    return value
-
-
-def to_yaml(config: dict[str, Any], *, deferred: Collection[str] = ()) -> str:
-    """Deterministic YAML: sorted keys, block style, UTF-8 kept as is.
-
-    OmegaConf (Hydra's reader) loads it back to exactly ``config``: strings that would read
-    as numbers, booleans, nulls or dates are quoted, and interpolation syntax in a string is
-    escaped (``\\${x}``) - except under the ``deferred`` keys (:attr:`Composed.deferred`),
-    whose interpolation the run resolves. PyYAML loads it back to exactly ``config`` except
-    for those escapes, which a plain YAML reader shows as written; config.json has them
-    verbatim.
-    """
-    return yaml.dump(
-        _escaped(config, "", frozenset(deferred)),
-        Dumper=_RunYamlDumper,
-        sort_keys=True,
-        default_flow_style=False,
-        allow_unicode=True,
-    )
-
-
-def yaml_loader() -> type[yaml.SafeLoader]:
-    """The YAML loader OmegaConf (and so Hydra) reads config files with."""
-    return _OmegaConfLoader
-
-
-def load_bounded_yaml(text: str, shown: str) -> Any:
-    """YAML text read as OmegaConf reads it, refused with a ConfigError naming ``shown``
-    when it nests deeper than MAX_NESTING or expands past MAX_CONFIG_NODES (aliases): for
-    YAML a run wrote, which orch reads after it."""
-    loader = yaml_loader()(text)  # a YAMLError here is the caller's to report
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node, shown)
-        return loader.construct_document(node)
-    except RecursionError as exc:
-        raise ConfigError(f"{shown}: nested too deeply") from exc
-    finally:
-        loader.dispose()
-
-
-def to_json(config: dict[str, Any]) -> str:
-    """Readable, deterministic JSON (sorted keys, 2-space indent, trailing newline)."""
-    return json.dumps(config, sort_keys=True, indent=2) + "\n"
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """``sha256:<hex>`` of the canonical serialization of the config."""
-    try:
-        return canonical.digest(config)
-    except ValueError as exc:
-        raise ConfigError(f"config cannot be hashed: {exc}") from exc

@@ -152,7 +152,7 @@ def primary_config(
 ) -> str:
     """The config file Hydra loads in the run: the run's config, the hydra node on top of
     Hydra's defaults (``_self_`` last), the same ``hydra/*`` options selected."""
-    from . import config as configmod  # imports Hydra: a node that runs a job needs none
+    from . import configio as configmod  # OmegaConf's YAML: imported only when needed
 
     node = json.loads(json.dumps(node))  # a copy
     choices = node.get("runtime", {}).get("choices", {})
@@ -201,7 +201,7 @@ def check_run(
     output directory; None when it did, or when nothing says otherwise (a plain script).
     ``node`` is the hydra node of a Hydra application: it must have saved its config,
     unless that node turned saving off (``hydra.output_subdir: null``)."""
-    from . import config as configmod  # imports Hydra: a node that runs a job needs none
+    from . import configio as configmod  # OmegaConf's YAML: imported only when needed
     from .errors import ConfigError
 
     saved = output_dir / SAVED_CONFIG

@@ -21,7 +21,6 @@ digits, so a platform's last-ulp difference in ``exp``/``log`` cannot change a r
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ from typing import Any, Literal
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
 
 from .canonical import canonical_bytes
-from .config import Composer, parse_overrides
 from .errors import ConfigError
+from .overrides import ConfigTree, parse_overrides, sweep_values
 
 Kind = Literal["float", "int", "categorical"]
 
@@ -159,7 +158,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def parse_space(overrides: Sequence[str], composer: Composer) -> Space:
+def parse_space(overrides: Sequence[str], composer: ConfigTree) -> Space:
     """The search space of ``overrides``; errors name the override."""
     items: dict[str, str | Param] = {}
     for override in parse_overrides(overrides, composer):
@@ -196,26 +195,18 @@ def _param(override: Override, key: str, line: str) -> Param:
         if isinstance(low, int) and isinstance(high, int):
             return Param(key, "int", low, high, log=log, source=line)
         return Param(key, "float", float(low), float(high), log=log, source=line)
-    if (isinstance(value, RangeSweep) and not value.shuffle
+    if (isinstance(value, RangeSweep) and not value.shuffle and value.step != 0
             and all(isinstance(v, int) for v in (value.start, value.stop, value.step))):
         assert value.start is not None and value.stop is not None
         step = int(value.step)
         values = range(int(value.start), int(value.stop), step)
         if not values:
-            raise ConfigError(f"{line}: the range has no values")
+            raise ConfigError(f"{line}: the sweep has no values")  # as the grid says
         if step < 0:
             values = values[::-1]
         log = "log" in value.tags
         return Param(key, "int", values[0], values[-1], step=abs(step), log=log, source=line)
-    try:
-        items = itertools.islice(override.sweep_string_iterator(), MAX_CHOICES + 1)
-        choices = tuple(dict.fromkeys(items))
-    except ConfigError as exc:
-        raise ConfigError(f"{line}: {exc}") from exc
-    except (ValueError, ArithmeticError) as exc:
-        raise ConfigError(f"{line}: invalid sweep: {exc}") from exc
-    if not choices:
-        raise ConfigError(f"{line}: the sweep has no values")
+    choices = tuple(dict.fromkeys(sweep_values(override, MAX_CHOICES)))
     if len(choices) > MAX_CHOICES:
         raise ConfigError(f"{line}: more than {MAX_CHOICES} values: use interval() instead")
     return Param(key, "categorical", choices=choices, source=line)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from orchestrator import config as configmod
+from orchestrator import configio
 from orchestrator.cli import cli
 from orchestrator.config import (
     HYDRA_RUNTIME,
@@ -286,7 +287,7 @@ _CONFIG = st.dictionaries(
 def pyyaml_view(value: Any) -> Any:
     """What a plain YAML reader sees: orch's escape of interpolation syntax, verbatim."""
     if isinstance(value, str):
-        return configmod._escape_interpolation(value) if "${" in value else value
+        return configio.escape_interpolation(value) if "${" in value else value
     if isinstance(value, dict):
         return {k: pyyaml_view(v) for k, v in value.items()}
     if isinstance(value, list):

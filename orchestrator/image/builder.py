@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import config as configmod
+from .. import configio as configmod
 from .. import hydra_app
 from ..canonical import digest
 from ..docker_api import DockerClient
