@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..results.table import printable
 from .context import Context, complete_sweep_ids, with_context
 from .database import one_sweep
 
@@ -53,6 +52,13 @@ def headline(snapshot: Snapshot) -> str:
     if snapshot.eta_s is not None:
         text += f"; eta {_duration(snapshot.eta_s)}"
     return text
+
+
+def printable(text: str) -> str:
+    """The results' printable text (imported when a command shows runs, not at start)."""
+    from ..results.table import printable as results_printable
+
+    return results_printable(text)
 
 
 def plain_line(run: RunView, metrics: list[str]) -> str:
