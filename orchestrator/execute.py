@@ -334,7 +334,7 @@ def execute(
             if claimed[0]:  # ours, and nothing to commit: free it for a re-submission now
                 _release(runs, job)
             raise
-        outcome: tuple[RunRecord, dict[str, bytes | Path]] | None = None
+        outcome: Outcome | None = None
         try:
             if result.lost:
                 raise ClaimLost(job.run_id)
@@ -345,7 +345,8 @@ def execute(
                 # over, perhaps finished by the new owner: it must not commit over that.
                 if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
                     raise ClaimLost(job.run_id)
-                record = runs.commit_run(*outcome, owner=job.owner,
+                record = runs.commit_run(outcome[0], outcome[1], outputs=outcome[2],
+                                         owner=job.owner,
                                          before_record=_ready_to_record(runs, job, renewer))
         except ClaimLost:
             log.warning(
@@ -394,6 +395,11 @@ def _passed(names: tuple[str, ...]) -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
+#: Where an attempt's output names are listed, in its work directory.
+OUTPUTS_LIST = "outputs.list"
+#: What an attempt leaves to commit: its record, its run files, its outputs.
+Outcome = tuple[RunRecord, dict[str, "bytes | Path"], Outputs]
+
 #: A finished attempt whose commit failed: its record and files, kept on the host under
 #: ``<work root>/pending/<run_id>/`` (outside the work directories that are reaped) and
 #: committed by the next attempt of the run on this host instead of running it again.
@@ -405,9 +411,9 @@ def _pending_dir(work_root: Path, run_id: str) -> Path:
 
 
 def _keep_pending(dirs: RunDirs, pending: Path, record: RunRecord,
-                  files: dict[str, bytes | Path]) -> bool:
+                  files: dict[str, bytes | Path], outputs: Outputs) -> bool:
     """Move the attempt's directory to ``pending`` with what its commit needs: True if
-    it was kept there."""
+    it was kept there. Its outputs stay where they are, listed in their listing."""
     if pending.exists():
         return False  # an older pending attempt of the run: that one is committed first
     try:
@@ -421,8 +427,11 @@ def _keep_pending(dirs: RunDirs, pending: Path, record: RunRecord,
             else:
                 path = Path(source)
             names[name] = path.relative_to(dirs.root).as_posix()
-        (dirs.root / PENDING).write_text(
-            json.dumps({"record": record.to_json(), "files": names}, sort_keys=True))
+        kept = {"root": outputs.root.relative_to(dirs.root).as_posix(),
+                "listing": outputs.listing.relative_to(dirs.root).as_posix(),
+                "count": outputs.count}
+        (dirs.root / PENDING).write_text(json.dumps(
+            {"record": record.to_json(), "files": names, "outputs": kept}, sort_keys=True))
         pending.parent.mkdir(parents=True, exist_ok=True)
         os.rename(dirs.root, pending)
     except (OSError, ValueError) as exc:  # a path outside the directory, a full disk
@@ -443,8 +452,13 @@ def _commit_pending(job: Job, runs: RunStore, pending: Path) -> RunRecord:
         record = RunRecord.from_json(saved["record"], str(pending / PENDING))
         files: dict[str, bytes | Path] = {
             name: pending / relative for name, relative in saved["files"].items()}
+        kept = saved.get("outputs")
+        outputs = None
+        if isinstance(kept, dict):
+            outputs = Outputs(pending / kept["root"], pending / kept["listing"],
+                              count=int(kept["count"]))
         with _Renewer(runs, job) as renewer:
-            record = runs.commit_run(record, files, owner=job.owner,
+            record = runs.commit_run(record, files, outputs=outputs, owner=job.owner,
                                      before_record=_ready_to_record(runs, job, renewer))
     except ClaimLost:
         raise
@@ -476,13 +490,15 @@ def _outcome(
     gpus_simulated: bool,
     resumed: int | None,
     pruned: str | None = None,
-) -> tuple[RunRecord, dict[str, bytes | Path]]:
-    outputs = container.collect_outputs(dirs.output)
+) -> Outcome:
+    # the names go to a file as the walk finds them: 300k outputs are not 300k objects
+    outputs = container.collect_outputs(dirs.output, dirs.root / OUTPUTS_LIST,
+                                        apart=("metrics.json", "metrics.jsonl"))
     reason = result.reason
     files: dict[str, bytes | Path] = {"stdout.log": result.stdout, "stderr.log": result.stderr}
     files.update(dict(job.files))
-    metrics_path = outputs.files.pop("metrics.json", None)
-    jsonl = outputs.files.pop("metrics.jsonl", None)
+    metrics_path = outputs.apart.get("metrics.json")
+    jsonl = outputs.apart.get("metrics.jsonl")
     if jsonl is None:  # a framework's metrics.csv or event files, written as metrics.jsonl
         jsonl = steps.step_log()
     if outputs.total_bytes > job.max_output_bytes:
@@ -491,11 +507,11 @@ def _outcome(
             f"{job.max_output_bytes} (ORCH_MAX_OUTPUT_BYTES): none were stored"
         )
         reason = reason or over
-        outputs = Outputs(dropped=outputs.dropped)
+        outputs.discard()
         metrics_path = jsonl = None
     metrics, metrics_error = _metrics(metrics_path, steps)
     if metrics_error is not None and metrics_path is not None:
-        outputs.files["metrics.json"] = metrics_path  # the user's file, kept as it was
+        outputs.add("metrics.json")  # the user's file, kept as it was
     reason = reason or metrics_error
     if reason is None and not result.cancelled and pruned is None:
         # the record is what ran: a Hydra application's own account of its config
@@ -506,7 +522,6 @@ def _outcome(
     if jsonl is not None:
         files["metrics.jsonl"] = jsonl
     files["metrics.json"] = json.dumps(metrics, sort_keys=True, indent=2).encode() + b"\n"
-    files.update({f"output/{name}": path for name, path in outputs.files.items()})
     if pruned is not None:
         status, reason = RunStatus.PRUNED, pruned
     elif result.cancelled:
@@ -526,13 +541,12 @@ def _outcome(
         gpus=tuple(gpu_ids),
         gpus_simulated=gpus_simulated,
         metrics=metrics,
-        artifacts=tuple(sorted(outputs.files)),
         attempt=job.attempt,
         resumed_from_attempt=resumed,
         dropped_outputs=outputs.dropped,
         enforced=result.enforced,
     )
-    return record, files
+    return record, files, outputs
 
 
 def _metrics(path: Path | None, steps: StepMetrics) -> tuple[dict[str, float], str | None]:

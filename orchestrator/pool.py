@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -39,3 +39,22 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = 16) ->
             for future in pending:
                 future.cancel()
     return results
+
+
+def parallel_iter(fn: Callable[[T], R], items: Iterable[T], workers: int = 16) -> Iterator[R]:
+    """``fn(item)`` of each item, in order, as they finish: neither the items nor the
+    results are ever all in memory (a run's 300k output names are read from a file and
+    their descriptions written to one). The first error is raised once the items in
+    flight have finished; closing the iterator early cancels what was not started."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                if len(pending) >= max(1, workers) * _AHEAD:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(fn, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -344,6 +344,45 @@ class ArtifactFile:
         return cls(size, digest)
 
 
+@dataclass(frozen=True)
+class OutputsRef:
+    """A run's outputs, as its record keeps them: how many, their total size, and the
+    manifest that lists each (``runs/<run_id>/outputs.jsonl``, one JSON object
+    ``{"name", "size", "sha256"}`` per line, in the order they were stored; ``sha256`` is
+    the manifest's own). The list is never in the record: a run may leave 300k files,
+    and every reader of records (tables, indexes, gc) would carry it.
+    """
+
+    files: int
+    bytes: int
+    manifest: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> OutputsRef:
+        fields = _Fields(data, where)
+        files, size = fields.integer("files"), fields.integer("bytes")
+        manifest, digest = fields.required_str("manifest"), fields.required_str("sha256")
+        if files is None or files < 0:
+            raise fields.bad("files", "a number of files")
+        if size is None or size < 0:
+            raise fields.bad("bytes", "a size in bytes")
+        # a name in the run's directory, never a path that leaves it
+        if "/" in manifest or manifest.startswith("."):
+            raise fields.bad("manifest", "a file name in the run's directory")
+        if not HEX64.match(digest):
+            raise fields.bad("sha256", "64 lowercase hex digits")
+        return cls(files, size, manifest, digest)
+
+
+def _outputs_from_json(fields: _Fields) -> OutputsRef | None:
+    value = fields.get("outputs", dict, "a JSON object", None)
+    return None if value is None else OutputsRef.from_json(value, f"{fields.where} (outputs)")
+
+
 def _artifact_files_from_json(fields: _Fields) -> dict[str, ArtifactFile]:
     value = fields.mapping("artifact_files")
     files = {}
@@ -525,9 +564,13 @@ class RunRecord(RunPlan):
     #: True only when the node ran with ORCH_FAKE_GPUS=1 (no real GPU there).
     gpus_simulated: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The outputs' count, size and manifest (None: the record lists them inline in
+    #: ``artifacts``/``artifact_files``, as records did before manifests; read them
+    #: through ``RunStore.outputs`` either way).
+    outputs: OutputsRef | None = None
     artifacts: tuple[str, ...] = ()
     #: Size and SHA-256 of each artifact by name, computed when the run was committed
-    #: (empty in records written before they were kept).
+    #: (older records; empty in records written before they were kept).
     artifact_files: dict[str, ArtifactFile] = field(default_factory=dict)
     #: Which attempt of the run this is: 1, then one more each time a re-submission
     #: retries a failed or cancelled run (earlier attempts are kept beside it).
@@ -567,10 +610,13 @@ class RunRecord(RunPlan):
                 "node": self.node,
                 "gpus": list(self.gpus),
                 "metrics": dict(self.metrics),
-                "artifacts": list(self.artifacts),
                 "attempt": self.attempt,
             }
         )
+        if self.outputs is not None:
+            data["outputs"] = self.outputs.to_json()
+        if self.artifacts or self.outputs is None:
+            data["artifacts"] = list(self.artifacts)
         if self.gpus_simulated:
             data["gpus_simulated"] = True
         if self.resumed_from_attempt is not None:
@@ -607,6 +653,7 @@ class RunRecord(RunPlan):
             gpus=fields.strings("gpus"),
             gpus_simulated=fields.flag("gpus_simulated", False),
             metrics=fields.metrics("metrics"),
+            outputs=_outputs_from_json(fields),
             artifacts=fields.strings("artifacts"),
             artifact_files=_artifact_files_from_json(fields),
             attempt=fields.integer("attempt", 1) or 1,

@@ -994,7 +994,8 @@ def test_output_entries_never_escape(name: str, tmp_path: Path,
     (root / "ok.txt").write_text("fine")
     EVIL_ENTRIES[name](root / name)
     outputs = collect_outputs(root)
-    for stored in outputs.files:  # contained whatever happens: a clean key under output/
+    files = dict(outputs.items())
+    for stored in files:  # contained whatever happens: a clean key under output/
         check_key(f"output/{stored}")
-    assert {k: v.read_bytes() for k, v in outputs.files.items()} == {"ok.txt": b"fine"}
+    assert {k: v.read_bytes() for k, v in files.items()} == {"ok.txt": b"fine"}
     assert name in outputs.dropped

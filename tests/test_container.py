@@ -73,7 +73,8 @@ def test_outputs_keep_regular_files_and_list_what_was_dropped(tmp_path: Path) ->
     os.mkfifo(root / "fifo")
     (root / "bad\nname").write_text("x")
     outputs = collect_outputs(root)
-    assert sorted(outputs.files) == ["ok.txt", "sub/deep.txt"]
+    assert list(outputs.names()) == ["ok.txt", "sub/deep.txt"]  # walk order, from the listing
+    assert outputs.count == 2 and len((tmp_path / "outputs.list").read_text().splitlines()) == 2
     assert outputs.dropped == {"dirlink": "a link", "link": "a link", "fifo": "not a file",
                                "bad\nname": "unsafe name"}
     assert outputs.total_bytes == 8

@@ -42,7 +42,8 @@ def test_step_metrics_are_stored_and_give_the_final_metrics(make_project: Callab
     lines = (run_dir(root, run["run_id"]) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines[:5]] == [10, 20, 30, 40, 50]
     record = json.loads((run_dir(root, run["run_id"]) / "run.json").read_text())
-    assert record["attempt"] == 1 and "metrics.jsonl" not in record["artifacts"]
+    # metrics.jsonl is the run's step metrics, not one of its outputs (it wrote no other)
+    assert record["attempt"] == 1 and record["outputs"]["files"] == 0
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

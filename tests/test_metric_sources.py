@@ -349,5 +349,5 @@ def test_a_run_that_only_wrote_lightnings_csv(
     assert [line["val/acc"] for line in lines if "val/acc" in line] == [
         float(r["val/acc"]) for r in rows if r["val/acc"]
     ]
-    record = json.loads((stored.parent / "run.json").read_text())
-    assert "output/csv/version_0/metrics.csv" in [f"output/{a}" for a in record["artifacts"]]
+    manifest = (stored.parent / "outputs.jsonl").read_text().splitlines()
+    assert "csv/version_0/metrics.csv" in [json.loads(line)["name"] for line in manifest]

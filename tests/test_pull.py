@@ -163,14 +163,21 @@ def one_error(err: str, *fragments: str) -> str:
 
 
 def test_the_commit_records_size_and_sha256_of_every_output(case: Case) -> None:
-    record = case.runs().read_run(case.run_id)
-    assert set(record.artifacts) == set(OUTPUTS)
-    assert {name: (f.size, f.sha256) for name, f in record.artifact_files.items()} == {
+    runs = case.runs()
+    record = runs.read_run(case.run_id)
+    described = {name: (f.size, f.sha256) for name, f in runs.outputs(record) if f is not None}
+    assert described == {
         name: (len(text), hashlib.sha256(text.encode()).hexdigest())
         for name, text in OUTPUTS.items()
     }
-    data = json.loads(case.runs().read_file(case.run_id, "run.json"))
-    assert data["artifact_files"]["model.txt"]["size"] == len(OUTPUTS["model.txt"])
+    # run.json names the manifest beside it (count, bytes, digest), never the list itself
+    data = json.loads(runs.read_file(case.run_id, "run.json"))
+    manifest = runs.read_file(case.run_id, "outputs.jsonl")
+    assert data["outputs"] == {"files": len(OUTPUTS),
+                               "bytes": sum(len(text) for text in OUTPUTS.values()),
+                               "manifest": "outputs.jsonl",
+                               "sha256": hashlib.sha256(manifest).hexdigest()}
+    assert "artifacts" not in data and "artifact_files" not in data
 
 
 # -- pulling ------------------------------------------------------------------------------
@@ -298,8 +305,10 @@ def test_a_record_without_digests_is_pulled_unchecked_and_says_so(
     shutil.copytree(dir_case.uri, store)
     record = store / "runs" / dir_case.run_id / "run.json"
     data = json.loads(record.read_text())
-    del data["artifact_files"]  # as orch wrote records before it kept them
+    del data["outputs"]  # as orch wrote records before it kept sizes: names only, inline
+    data["artifacts"] = sorted(OUTPUTS)
     record.write_text(json.dumps(data))
+    (record.parent / "outputs.jsonl").unlink()
     assert RunRecord.from_json(data).artifact_files == {}
     code, out, err = invoke(["pull", dir_case.run_id, "-o", str(tmp_path / "out"),
                              "--store", str(store)])
@@ -340,6 +349,42 @@ class _FlakyClient:
         if kwargs["Key"].endswith("/big.bin"):
             response["Body"] = _BreakingBody(response["Body"])
         return response
+
+
+def test_a_record_listing_its_outputs_inline_is_pulled_checked(
+    dir_case: Case, tmp_path: Path
+) -> None:
+    """Records written before manifests kept each output's size and SHA-256 in run.json."""
+    store = tmp_path / "old-store"
+    shutil.copytree(dir_case.uri, store)
+    record = store / "runs" / dir_case.run_id / "run.json"
+    data = json.loads(record.read_text())
+    del data["outputs"]
+    data["artifacts"] = sorted(OUTPUTS)
+    data["artifact_files"] = {name: {"size": len(text),
+                                     "sha256": hashlib.sha256(text.encode()).hexdigest()}
+                              for name, text in OUTPUTS.items()}
+    record.write_text(json.dumps(data))
+    (record.parent / "outputs.jsonl").unlink()
+    code, out, err = invoke(["pull", dir_case.run_id, "-o", str(tmp_path / "out"),
+                             "--store", str(store)])
+    assert code == 0, err
+    assert tree(tmp_path / "out") == expected()
+    assert "not checked" not in err and out.startswith("pulled 5 files")
+
+
+def test_a_manifest_that_is_not_the_recorded_one_is_refused(
+    dir_case: Case, tmp_path: Path
+) -> None:
+    store = tmp_path / "tampered"
+    shutil.copytree(dir_case.uri, store)
+    manifest = store / "runs" / dir_case.run_id / "outputs.jsonl"
+    manifest.write_text(manifest.read_text().replace("model.txt", "other.txt"))
+    code, _, err = invoke(["pull", dir_case.run_id, "-o", str(tmp_path / "out"),
+                           "--store", str(store)])
+    assert code == 2
+    one_error(err, "corrupt manifest", "outputs.jsonl")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_download_that_breaks_mid_way_leaves_nothing_under_its_name(

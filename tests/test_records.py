@@ -185,15 +185,18 @@ def test_claim_commit_writes_run_json_last(
 
     puts = [key for op, key in store.ops if op == "put"]
     assert puts[-1] == "runs/r1/run.json"
-    assert sorted(puts[:-1]) == sorted(f"runs/r1/{name}" for name in files)
+    assert puts[-2] == "runs/r1/outputs.jsonl"  # the manifest, once every output is stored
+    assert sorted(puts[:-2]) == sorted(f"runs/r1/{name}" for name in files)
     deletes = [i for i, (op, _) in enumerate(store.ops) if op == "delete"]
     assert deletes and min(deletes) > store.ops.index(("put", "runs/r1/run.json"))
 
     assert runs.is_complete("r1")
-    assert runs.read_run("r1") == committed  # the record, with each output's size and digest
-    assert committed.artifact_files["model.txt"].sha256 == hashlib.sha256(b"weights").hexdigest()
-    assert committed.artifact_files["model.txt"].size == 7 and len(committed.artifact_files) == 1
-    assert runs.list_run_files("r1") == sorted([*files, "run.json"])
+    assert runs.read_run("r1") == committed  # the record, naming the outputs' manifest
+    assert (committed.outputs.files, committed.outputs.bytes) == (1, 7)  # type: ignore[union-attr]
+    ((name, info),) = list(runs.outputs(committed))
+    assert name == "model.txt" and info is not None and info.size == 7
+    assert info.sha256 == hashlib.sha256(b"weights").hexdigest()
+    assert runs.list_run_files("r1") == sorted([*files, "outputs.jsonl", "run.json"])
     assert runs.read_file("r1", "output/model.txt") == b"weights"
     assert not store.exists("runs/r1/claim.json")
     assert not runs.claims.claim("r1", "owner-b")  # complete: nothing to claim
@@ -250,11 +253,16 @@ def test_set_aside_is_idempotent_and_numbers_next_attempts(runs: RunStore) -> No
     assert runs.next_attempt("r8") == 2
     assert runs.read_file("r8", "attempts/1/output/a1.txt") == b"1"
     assert runs.read_file("r8", "attempts/1/stdout.log") == b"one"
+    # the kept attempt's outputs are read from its own copy of the manifest
+    assert [name for name, _ in runs.outputs(failed, attempt=1)] == ["a1.txt"]
     # Run again as attempt 1 (by a submitter that saw no run.json): its commit removes the
-    # earlier attempt's unlisted output, and its set-aside takes the next free number.
+    # earlier attempt's unlisted output and manifest, and its set-aside takes the next
+    # free number.
     again = runs.commit_run(record("r8", status="failed", metrics={"loss": 0.7}),
                             {"stdout.log": b"two"})
     assert runs.list_outputs("r8") == []
+    assert "outputs.jsonl" not in runs.list_run_files("r8")
+    assert list(runs.outputs(again)) == []
     assert runs.set_aside_attempt(again) == 2
     assert runs.next_attempt("r8") == 3
     assert [r.metrics["loss"] for r in runs.read_attempts("r8")] == [0.5, 0.7]

@@ -396,11 +396,12 @@ def test_artifact_links_are_not_followed_and_nothing_escapes(
             assert b"root:x:0:0:" not in data, f"{path} holds /etc/passwd"
     # only the layout's names at the top of the run's directory
     assert {p.name for p in run.iterdir()} <= {
-        "run.json", "config.yaml", "metrics.json", "stdout.log", "stderr.log", "output"}
+        "run.json", "config.yaml", "metrics.json", "stdout.log", "stderr.log", "output",
+        "outputs.jsonl"}
     assert {p.name for p in store.iterdir()} <= {"runs", "sweeps", "blobs", ".tmp", ".gitignore"}
     assert sorted(p.name for p in root.parent.iterdir()) == outside_before
-    record = json.loads((run / "run.json").read_text())
-    assert record["artifacts"] == stored
+    manifest = (run / "outputs.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["name"] for line in manifest) == sorted(stored)
 
 
 BAD_NAMES_PROBE = """\

@@ -13,7 +13,7 @@ it (with a few of the run's outputs), and so is a run id that is unknown or ambi
 
 How each file arrives, several at once (a thread pool, ``workers``): the store writes it
 to a temporary file beside its destination (``.NAME.orch-pull-*``), its size and SHA-256
-are checked against those the run's record kept when the run was committed, and only then
+are checked against those the run's manifest kept when the run was committed, and only then
 is it renamed into place: a file never appears half-written under its name, whether the
 connection drops, the check fails or Ctrl-C stops the pull (the temporary file is removed,
 the workers stop within one chunk). A file already at the destination with the recorded
@@ -31,14 +31,16 @@ mode new files get (``0666`` less the umask).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import inspect
 import os
 import re
 import threading
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -142,8 +144,25 @@ def pull(
     runs = _run_store(store, project, s3_endpoint)
     record = runs.read_run(runs.resolve_run_id(run_id))
     patterns = [paths] if isinstance(paths, str) else list(paths)
-    names = _select(record, runs.list_outputs(record.run_id), patterns)
-    return _Puller(runs, record, Path(os.fspath(dest)), max(1, workers), progress).run(names)
+    chosen = _select(record, _available(runs, record), patterns)
+    return _Puller(runs, record, Path(os.fspath(dest)), max(1, workers), progress).run(chosen)
+
+
+Entry = tuple[str, "ArtifactFile | None"]
+"""An output's name and the size and SHA-256 its commit saw (None: an old record's)."""
+
+
+def _available(runs: RunStore, record: RunRecord) -> Iterator[Entry]:
+    """The run's outputs, streamed from its manifest. A record from before manifests
+    lists them inline, perhaps without sizes or some at all: the store's listing of its
+    ``output/`` completes it."""
+    if record.outputs is not None:
+        yield from runs.outputs(record)
+        return
+    known = dict(runs.outputs(record))
+    for name in runs.list_outputs(record.run_id):
+        known.setdefault(name, None)
+    yield from sorted(known.items())
 
 
 def _run_store(
@@ -229,31 +248,42 @@ def _normalize(pattern: str) -> str:
     return text
 
 
-def _select(record: RunRecord, stored: Sequence[str], patterns: Sequence[str]) -> list[str]:
-    """The outputs the patterns select (all for none), sorted; an error naming every
-    pattern that selects nothing."""
-    available = sorted(set(stored) | set(record.artifacts) | set(record.artifact_files))
-    if not patterns:
-        return available
-    chosen: set[str] = set()
-    unmatched = []
+def _select(record: RunRecord, available: Iterable[Entry],
+            patterns: Sequence[str]) -> list[Entry]:
+    """The outputs the patterns select (all for none), in the manifest's order; an error
+    naming every pattern that selects nothing. The outputs are read once, as a stream."""
+    compiled = []
     for pattern in patterns:
         text = _normalize(pattern)
-        regex = glob_regex(text) if _GLOB_CHARS.search(text) else None
-        hits = [name for name in available if _selects(name, text, regex)]
-        if not hits:
-            unmatched.append(pattern)
-        chosen.update(hits)
+        compiled.append((text, glob_regex(text) if _GLOB_CHARS.search(text) else None))
+    chosen: list[Entry] = []
+    matched = [False] * len(compiled)
+    first: list[str] = []
+    total = 0
+    for entry in available:
+        total += 1
+        if len(first) < _SHOWN or entry[0] < first[-1]:  # the first few by name, kept sorted
+            bisect.insort(first, entry[0])
+            del first[_SHOWN:]
+        if not compiled:
+            chosen.append(entry)
+            continue
+        hits = [i for i, (text, regex) in enumerate(compiled) if _selects(entry[0], text, regex)]
+        for i in hits:
+            matched[i] = True
+        if hits:
+            chosen.append(entry)
+    unmatched = [pattern for pattern, hit in zip(patterns, matched, strict=True) if not hit]
     if unmatched:
         what = ", ".join(repr(p) for p in unmatched)
-        if available:
-            shown = ", ".join(available[:_SHOWN])
-            more = f", ... ({len(available)} in all)" if len(available) > _SHOWN else ""
+        if total:
+            shown = ", ".join(first)
+            more = f", ... ({total} in all)" if total > _SHOWN else ""
             has = f"its outputs: {shown}{more}"
         else:
             has = "it has no outputs"
         raise UsageError(f"no output of run {record.run_id} matches {what}; {has}")
-    return sorted(chosen)
+    return chosen
 
 
 def _selects(name: str, text: str, regex: re.Pattern[str] | None) -> bool:
@@ -294,11 +324,11 @@ class _Puller:
         self.stop = threading.Event()
         self.chunked = _takes_progress(runs.store)
 
-    def run(self, names: list[str]) -> PullResult:
+    def run(self, entries: list[Entry]) -> PullResult:
+        names = [name for name, _ in entries]
         self._check_targets(names)
-        known = self.record.artifact_files
         if self.progress is not None:
-            sizes = [known[name].size if name in known else None for name in names]
+            sizes = [info.size if info is not None else None for _, info in entries]
             total = None if None in sizes else sum(s for s in sizes if s is not None)
             self.progress.planned(len(names), total)
         if names:
@@ -306,7 +336,7 @@ class _Puller:
                 self.owner.makedirs(self.dest)
             except OSError as exc:
                 raise UsageError(f"cannot create {self.dest}: {exc.strerror or exc}") from exc
-        outcomes = self._all(names)
+        outcomes = self._all(entries)
         files = tuple(o for o in outcomes if isinstance(o, PulledFile))
         result = PullResult(self.record.run_id, self.dest, files)
         failures = [o for o in outcomes if isinstance(o, _Failure)]
@@ -336,28 +366,34 @@ class _Puller:
             if not final.resolve().is_relative_to(root):
                 raise UsageError(f"cannot write {final}: a link there leads out of {self.dest}")
 
-    def _all(self, names: list[str]) -> list[PulledFile | _Failure]:
-        """Each name fetched on the pool; the first exception stops the others, and so
-        does Ctrl-C: the workers stop within a chunk and remove their temporary files
-        before this returns or raises."""
-        if not names:
+    def _all(self, entries: list[Entry]) -> list[PulledFile | _Failure]:
+        """Each entry fetched on the pool, a few per worker submitted ahead (100k files
+        are not 100k futures); an exception stops the others, and so does Ctrl-C: the
+        workers stop within a chunk and remove their temporary files before this returns
+        or raises."""
+        if not entries:
             return []
-        pool = ThreadPoolExecutor(min(self.workers, len(names)), thread_name_prefix="orch-pull")
+        pool = ThreadPoolExecutor(min(self.workers, len(entries)), thread_name_prefix="orch-pull")
+        results: list[PulledFile | _Failure] = []
+        pending: deque[Future[PulledFile | _Failure]] = deque()
         try:
-            futures = [pool.submit(self._one, name) for name in names]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            return [future.result() for future in futures]
+            for name, info in entries:
+                if len(pending) >= self.workers * 4:
+                    results.append(pending.popleft().result())
+                pending.append(pool.submit(self._one, name, info))
+            while pending:
+                results.append(pending.popleft().result())
+            return results
         except BaseException:
             self.stop.set()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _one(self, name: str) -> PulledFile | _Failure:
+    def _one(self, name: str, expected: ArtifactFile | None) -> PulledFile | _Failure:
         if self.stop.is_set():
             raise _Stopped(name)
         final = self.dest / name
-        expected = self.record.artifact_files.get(name)
         if expected is not None and _same(final, expected):
             if self.progress is not None:
                 self.progress.advanced(expected.size)

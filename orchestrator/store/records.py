@@ -17,9 +17,11 @@
     runs/<run_id>/claim.json            who is running it (``claims``: a lease)
     runs/<run_id>/claim.stale-<hash>    taking over a stale claim: one taker wins
     runs/<run_id>/...                   logs, config, metrics, output/ (uploaded first)
+    runs/<run_id>/outputs.jsonl         each output's name, size and SHA-256, a line each,
+                                        computed as the output was stored (``orch pull``
+                                        checks them); written before run.json
     runs/<run_id>/run.json              written last: its presence means "complete"; it
-                                        holds each output's size and SHA-256, computed
-                                        as the output was stored (``orch pull`` checks them)
+                                        names the manifest (digest, count, bytes)
     runs/<run_id>/live.json             a running attempt's latest step metrics (removed
                                         when it commits)
     runs/<run_id>/stop.json             a search's pruner asks the running attempt to stop
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -49,15 +52,23 @@ import tempfile
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import NotFound, StoreError, UsageError
 from ..files import sha256_file
 from ..ids import STORE_ID
-from ..pool import parallel_map
-from ..record import SCHEMA, ArtifactFile, CorruptRecord, RunRecord, SweepDoc, now_iso
+from ..pool import parallel_iter, parallel_map
+from ..record import (
+    SCHEMA,
+    ArtifactFile,
+    CorruptRecord,
+    OutputsRef,
+    RunRecord,
+    SweepDoc,
+    now_iso,
+)
 from .base import Store, check_key
 from .blobs import Blobs
 from .claims import Claims
@@ -69,6 +80,16 @@ log = logging.getLogger("orchestrator.store")
 
 #: A run's outputs (artifacts) are the files under this name in its directory.
 OUTPUT_DIR = "output/"
+#: Each output's name, size and SHA-256, one JSON object a line, beside ``run.json``.
+MANIFEST = "outputs.jsonl"
+
+
+class OutputSource(Protocol):
+    """Outputs to commit, named relative to ``output/``, as a stream (a run's directory
+    walked to a listing on disk: ``container.Outputs``)."""
+
+    def items(self) -> Iterable[tuple[str, Path]]:
+        """``(name, path)`` of each output, one at a time."""
 
 
 class RunStore:
@@ -414,16 +435,22 @@ class RunStore:
         files: Mapping[str, bytes | Path],
         workers: int = 8,
         *,
+        outputs: OutputSource | None = None,
         owner: str | None = None,
         before_record: Callable[[RunRecord], None] | None = None,
     ) -> RunRecord:
-        """Upload ``files`` (keyed relative to ``runs/<id>/``), then ``run.json``, then
-        release the claim. A crash before ``run.json`` leaves an incomplete run that
-        readers ignore and a later sweep redoes.
+        """Upload ``files`` (keyed relative to ``runs/<id>/``) and ``outputs``, then
+        ``run.json``, then release the claim. A crash before ``run.json`` leaves an
+        incomplete run that readers ignore and a later sweep redoes.
 
-        The size and SHA-256 of every output (``output/...``) are computed as it is
-        stored and written into the record's ``artifact_files``; the record written is
-        returned. ``before_record`` is called with it just before ``run.json`` is written:
+        The outputs are ``outputs``' files and any of ``files`` named ``output/...``. Each
+        is stored under ``output/`` while its size and SHA-256 are computed, and its line
+        written to the manifest (:data:`MANIFEST`, stored beside ``run.json`` when there
+        is at least one output), a few at a time: memory does not grow with their number.
+        The record written (and returned) names the manifest in ``outputs``, with the
+        count and total size; it lists no output itself.
+
+        ``before_record`` is called with that record just before ``run.json`` is written:
         it may raise to stop the commit (the claim was lost; a blob the record names is
         not stored). Only ``owner``'s claim is released (any claim without an owner).
         Outputs left under ``output/`` by an earlier, uncommitted attempt and not part of
@@ -432,38 +459,32 @@ class RunStore:
         run_id = self._check_id(record.run_id, "run id in the record")
         for name in files:
             check_key(name)
-            if name == "run.json" or Claims.is_claim_file(name):
+            if name in ("run.json", MANIFEST) or Claims.is_claim_file(name):
                 raise UsageError(f"file name {name!r} is reserved in a run's directory")
         run_key = self._run_key(run_id, "run.json")
         self._dump(run_key, record.to_json())  # not plain JSON: fail before uploading
+        # An earlier attempt's outputs (normally none): those this one does not store again
+        # are removed after the commit.
+        earlier = set(self.store.list(self._run_key(run_id, OUTPUT_DIR)))
 
-        def upload(item: tuple[str, bytes | Path]) -> tuple[str, ArtifactFile] | None:
+        def upload(item: tuple[str, bytes | Path]) -> None:
             name, source = item
             key = self._run_key(run_id, name)
-            output = name.startswith(OUTPUT_DIR)
-            info = None
             if isinstance(source, bytes | bytearray | memoryview):
-                data = bytes(source)
-                if output:
-                    info = ArtifactFile(len(data), hashlib.sha256(data).hexdigest())
-                self.store.put(key, data)
+                self.store.put(key, bytes(source))
             else:
-                path = Path(os.fspath(source))
-                if output:
-                    try:
-                        info = describe_file(path)
-                    except OSError as exc:
-                        raise StoreError(f"cannot store output {path}: "
-                                         f"{exc.strerror or exc}") from exc
-                self.store.put_file(key, path)
-            return (name[len(OUTPUT_DIR):], info) if info else None
+                self.store.put_file(key, Path(os.fspath(source)))
 
-        described = parallel_map(upload, list(files.items()), workers)
-        outputs = dict(item for item in described if item is not None)
-        if outputs:
-            record = dataclasses.replace(
-                record, artifact_files={**record.artifact_files, **outputs}
-            )
+        parallel_map(upload, [(n, s) for n, s in files.items() if not n.startswith(OUTPUT_DIR)],
+                     workers)
+        given = [(n[len(OUTPUT_DIR):], s) for n, s in files.items() if n.startswith(OUTPUT_DIR)]
+        every = itertools.chain(given, outputs.items() if outputs is not None else ())
+        with tempfile.TemporaryDirectory(prefix="orch-manifest-") as tmp:
+            manifest = Path(tmp) / MANIFEST
+            ref = self._store_outputs(run_id, every, manifest, earlier, workers)
+            if ref.files:  # none: nothing to list, no object (readers know from the count)
+                self.store.put_file(self._run_key(run_id, MANIFEST), manifest)
+        record = dataclasses.replace(record, outputs=ref, artifacts=(), artifact_files={})
         if before_record is not None:
             before_record(record)
         body = self._dump(run_key, record.to_json())
@@ -472,12 +493,79 @@ class RunStore:
             pointer = self._sweep_key(record.sweep_id, f".reruns/{run_id}")
             self.store.put(pointer, b"")
         self.store.put(run_key, body)
-        ours = {self._run_key(run_id, name) for name in files if name.startswith(OUTPUT_DIR)}
-        leftovers = [key for key in self.store.list(self._run_key(run_id, OUTPUT_DIR))
-                     if key not in ours]
-        parallel_map(self.store.delete, leftovers, workers)
+        if earlier and not ref.files:  # an earlier attempt's manifest: this one has none
+            earlier.add(self._run_key(run_id, MANIFEST))
+        parallel_map(self.store.delete, sorted(earlier), workers)
         self.claims.release(run_id, owner)
         return record
+
+    def _store_outputs(self, run_id: str, items: Iterable[tuple[str, bytes | Path]],
+                       manifest: Path, earlier: set[str], workers: int) -> OutputsRef:
+        """Store each output under ``output/`` and write its manifest line to ``manifest``
+        (in the order given); what was stored leaves ``earlier``."""
+
+        def upload(item: tuple[str, bytes | Path]) -> tuple[str, ArtifactFile]:
+            name, source = item
+            key = self._run_key(run_id, check_key(OUTPUT_DIR + name))
+            if isinstance(source, bytes | bytearray | memoryview):
+                data = bytes(source)
+                self.store.put(key, data)
+                return name, ArtifactFile(len(data), hashlib.sha256(data).hexdigest())
+            path = Path(os.fspath(source))
+            try:
+                info = describe_file(path)
+            except OSError as exc:
+                raise StoreError(f"cannot store output {path}: {exc.strerror or exc}") from exc
+            self.store.put_file(key, path)
+            return name, info
+
+        digest = hashlib.sha256()
+        count = total = 0
+        with manifest.open("wb") as handle:
+            for name, info in parallel_iter(upload, items, workers):
+                line = dump_json({"name": name, **info.to_json()}, compact=True).rstrip(b"\n")
+                line += b"\n"
+                handle.write(line)
+                digest.update(line)
+                count += 1
+                total += info.size
+                earlier.discard(self._run_key(run_id, OUTPUT_DIR + name))
+        return OutputsRef(count, total, MANIFEST, digest.hexdigest())
+
+    def outputs(self, record: RunRecord, attempt: int | None = None,
+                ) -> Iterator[tuple[str, ArtifactFile | None]]:
+        """Each output of ``record`` with the size and SHA-256 its commit saw, streamed
+        from its manifest (``attempt``: an earlier attempt's, kept under
+        ``attempts/<n>/``). Records written before manifests list their outputs inline
+        (sorted; without sizes in the oldest: None). The manifest is checked against the
+        record's digest before a line of it is believed."""
+        ref = record.outputs
+        if ref is None:
+            for name in sorted(set(record.artifacts) | set(record.artifact_files)):
+                yield name, record.artifact_files.get(name)
+            return
+        if ref.files == 0:
+            return
+        base = "" if attempt is None else f"attempts/{attempt}/"
+        key = self._run_key(record.run_id, base + ref.manifest)
+        with tempfile.TemporaryDirectory(prefix="orch-manifest-") as tmp:
+            path = Path(tmp) / MANIFEST
+            try:
+                self.store.get_file(key, path)
+            except NotFound:
+                raise StoreError(f"run {record.run_id}: its outputs' manifest "
+                                 f"{self.where(key)} is missing from the store") from None
+            if sha256_file(path) != ref.sha256:
+                raise CorruptRecord(f"corrupt manifest {self.where(key)}: its sha256 is not "
+                                    "the one its run.json names; repair or delete the run")
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    where = f"{self.where(key)} (line {number})"
+                    entry = self._parse(key, line)
+                    listed = entry.get("name")
+                    if not isinstance(listed, str) or not listed:
+                        raise CorruptRecord(f"corrupt record {where}: no output name")
+                    yield listed, ArtifactFile.from_json(entry, where)
 
     @staticmethod
     def record_blobs(record: RunRecord) -> list[str]:
@@ -634,8 +722,11 @@ class RunStore:
         if not self._is_record(run_id, wanted):
             return number  # someone else finished it; the run may be running again
         base = f"attempts/{number}/"
-        names = ["stdout.log", "stderr.log", "metrics.jsonl"]
-        names += [OUTPUT_DIR + name for name in record.artifacts]
+        names = itertools.chain(
+            ["stdout.log", "stderr.log", "metrics.jsonl"],
+            [MANIFEST] if record.outputs is not None and record.outputs.files else [],
+            (OUTPUT_DIR + name for name, _ in self.outputs(record)),
+        )
         with tempfile.TemporaryDirectory(prefix="orch-attempt-") as tmp:
             for i, name in enumerate(names):
                 spool = Path(tmp) / str(i)  # logs can be large: through a file, not memory

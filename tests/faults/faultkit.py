@@ -166,10 +166,27 @@ class StoreView:
                 continue
             record = json.loads(self._read(f"runs/{run_id}/run.json"))
             wanted = RUN_FILES | {f"output/{name}" for name in record.get("artifacts", [])}
+            if record.get("outputs", {}).get("files"):
+                manifest = record["outputs"]["manifest"]
+                if manifest not in names:
+                    problems.append(f"{run_id}: run.json without {manifest}")
+                    continue
+                wanted |= {f"output/{name}" for name in self.outputs(run_id, record)}
             missing = sorted(wanted - names)
             if missing:
                 problems.append(f"{run_id}: run.json without {', '.join(missing)}")
         return problems
+
+    def outputs(self, run_id: str, record: dict[str, Any] | None = None) -> list[str]:
+        """The names a run's record says it stored: its manifest's (or, in records
+        from before manifests, its inline list)."""
+        record = record or json.loads(self._read(f"runs/{run_id}/run.json"))
+        if "outputs" not in record:
+            return list(record.get("artifacts", []))
+        if not record["outputs"]["files"]:
+            return []
+        body = self._read(f"runs/{run_id}/{record['outputs']['manifest']}")
+        return [json.loads(line)["name"] for line in body.splitlines()]
 
     def sweep_plan(self, sweep_id: str) -> list[str]:
         doc = json.loads(self._read(f"sweeps/{sweep_id}.json"))

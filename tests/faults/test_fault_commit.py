@@ -108,7 +108,7 @@ def test_a_commit_slower_than_the_lease_is_not_taken_over(
         assert view.half_written() == []
         assert set(counts.values()) == {1}
         (record,) = view.recorded().values()
-        assert record["artifacts"] == ["blob.bin"] and record["status"] == "succeeded"
+        assert view.outputs(plan[0]) == ["blob.bin"] and record["status"] == "succeeded"
         assert "claim.json" not in view.run_files()[plan[0]]  # released by its owner
         second_result = json.loads((tmp_path / "second.out").read_text())
         assert [r["status"] for r in second_result["runs"]] == ["succeeded"]
@@ -211,8 +211,8 @@ def test_a_finished_run_survives_an_outage_at_commit(
         assert started == dict.fromkeys(plan, 1), started  # committed, not run again
         assert [r["status"] for r in result["runs"]] == ["succeeded"]
         (record,) = view.recorded().values()
-        assert record["artifacts"] == ["blob.bin"] and record["metrics"] == {"x": 0}
-        assert record["artifact_files"]["blob.bin"]["size"] == 64 * 1024
+        assert view.outputs(record["run_id"]) == ["blob.bin"] and record["metrics"] == {"x": 0}
+        assert record["outputs"]["files"] == 1 and record["outputs"]["bytes"] == 64 * 1024
         assert view.half_written() == []
         assert not any((work / "pending").iterdir())
         record_property("faults_survived", 1)
