@@ -56,7 +56,7 @@ class Submitter:
 
     def __init__(self, project: Project, runs: RunStore, fn: Callable[[FakeRun], Any], *,
                  jobs: int = 1, retry: Retry = "failed", batch: int = 8,
-                 stop: Stop | None = None, lease_s: float = 60.0,
+                 stop: Stop | None = None, lease_s: float = 60.0, registry: str | None = None,
                  on_event: Callable[[str, str], None] | None = None) -> None:
         self.events: Events = []
         self.stop = stop or Stop()
@@ -71,7 +71,7 @@ class Submitter:
 
         self.launcher = Launcher(
             project, runs, self.backend, self.images,
-            DriverOptions(retry=retry, batch=batch, settings=settings),
+            DriverOptions(retry=retry, batch=batch, settings=settings, registry=registry),
             progress=progress, stop=self.stop,
         )
 
@@ -278,6 +278,17 @@ def test_images_are_loaded_in_those_batches(project: Project, runs: RunStore) ->
         [run.record.run_id for run in result.runs]
 
 
+def test_with_a_registry_each_run_image_is_pushed_and_its_digest_recorded(
+    project: Project, runs: RunStore
+) -> None:
+    submitter = Submitter(project, runs, loss, registry="127.0.0.1:5000/orch")
+    result = submitter.sweep(LRS)
+    assert sorted(submitter.images.pushed) == sorted(r.record.run_id for r in result.runs)
+    for run in result.runs:
+        digest = runs.read_run(run.record.run_id).repo_digest
+        assert digest is not None and digest.startswith("127.0.0.1:5000/orch@sha256:")
+
+
 # --------------------------------------------------------------------------- searches
 
 
@@ -353,3 +364,43 @@ def test_a_failed_trial_is_asked_again_with_its_parameters(
     assert again.ran == failed  # the same trial, the same run id: nothing new drawn
     assert runs.read_run(failed[0]).attempt == 2
     assert set(statuses(retried).values()) == {"succeeded", "skipped"}
+
+
+def test_a_trial_left_without_a_record_is_asked_again_by_the_next_submission(
+    project: Project, runs: RunStore
+) -> None:
+    pytest.importorskip("optuna")
+    options = SearchOptions(sampler="tpe", trials=4, seed=2,
+                            objectives=parse_objectives("loss"))
+    started: list[str] = []
+
+    def dies_on_the_third(run: FakeRun) -> Mapping[str, float]:
+        started.append(run.run_id)
+        if len(started) == 3:
+            raise OSError("the submitter's machine went away")
+        return loss(run)
+
+    with pytest.raises(OSError):
+        Submitter(project, runs, dies_on_the_third).search(SPACE, options)
+    orphan = started[2]
+    assert not runs.is_complete(orphan)
+
+    again = Submitter(project, runs, loss)
+    result = again.search(SPACE, options)
+    assert again.ran[0] == orphan  # its parameters, its run id: asked again first
+    assert len(again.ran) == 2 and len(result.runs) == 4
+    assert set(statuses(result).values()) == {"succeeded", "skipped"}
+    assert sorted(t["number"] for t in runs.read_trials(result.sweep_id)) == [0, 1, 2, 3]
+
+
+def test_the_readme_testing_example_runs_as_written(
+    tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### Fast tests without Docker", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    project.root.rename(tmp_path / "my-project")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {"tmp_path": tmp_path}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert [run.status for run in scope["result"].runs] == ["succeeded", "failed"]

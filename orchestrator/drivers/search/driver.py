@@ -116,7 +116,7 @@ class _State:
 
     def __init__(self, launcher: Launcher, sweep_id: str, args: Sequence[str], space: Space,
                  options: SearchOptions, distributions: dict[str, Any]) -> None:
-        self.d = launcher
+        self.launcher = launcher
         self.sweep_id = sweep_id
         self.args = tuple(args)
         self.space = space
@@ -137,7 +137,7 @@ class _State:
     # -- the document ---------------------------------------------------------------------
 
     def open(self) -> None:
-        runs = self.d.runs
+        runs = self.launcher.runs
         try:
             doc = runs.read_sweep(self.sweep_id)
         except NotFound:
@@ -171,13 +171,13 @@ class _State:
 
     def _refresh(self) -> bool:
         """Trials other submitters of this search created since we last looked."""
-        return self._merge(self.d.runs.read_trials(self.sweep_id,
+        return self._merge(self.launcher.runs.read_trials(self.sweep_id,
                                                    [t.number for t in self.trials]))
 
     def _publish(self) -> None:
         """Rewrite the document until no trial object is missing from what we wrote."""
         while True:
-            self.d.runs.update_sweep(self.doc())
+            self.launcher.runs.update_sweep(self.doc())
             if not self._refresh():
                 return
 
@@ -186,7 +186,7 @@ class _State:
         trial another submitter made of the same point meanwhile (with the same seed and
         history, two submitters ask the same points); None when every number up to
         --trials is taken."""
-        runs = self.d.runs
+        runs = self.launcher.runs
         while True:
             trial.number = 1 + max((t.number for t in self.trials), default=-1)
             if trial.number >= self.options.trials:
@@ -209,7 +209,7 @@ class _State:
             "space": self.space.to_json(),
             "trials": [t.to_json() for t in self.trials if t.run_id],
         }
-        return SweepDoc(sweep_id=self.sweep_id, project=self.d.project.name,
+        return SweepDoc(sweep_id=self.sweep_id, project=self.launcher.project.name,
                         created_at=self.created_at, args=self.args,
                         runs=tuple(entries.values()), search=search)
 
@@ -217,14 +217,15 @@ class _State:
 
     def rebuild(self) -> None:
         ids = list(dict.fromkeys(t.run_id for t in self.trials if t.run_id))
-        found = dict(zip(ids, self.d.runs.read_runs(ids), strict=True))
+        found = dict(zip(ids, self.launcher.runs.read_runs(ids), strict=True))
         retried: set[str] = set()
         for trial in self.trials:
             record = found.get(trial.run_id)
-            if record is not None and trial.run_id not in retried and not self.d.retry(record):
+            if (record is not None and trial.run_id not in retried
+                    and not self.launcher.retry(record)):
                 self.records[trial.run_id] = record
                 self.earlier.add(trial.run_id)
-                self.d.progress("skipped", trial.run_id, record)
+                self.launcher.progress("skipped", trial.run_id, record)
                 self.study.add_trial(frozen_trial(trial.params, self.distributions, record,
                                                   self.options.objectives, self._curve(record)))
             else:
@@ -236,7 +237,7 @@ class _State:
         if not self.pruning or record.status not in (RunStatus.SUCCEEDED, RunStatus.PRUNED):
             return {}
         try:
-            jsonl = self.d.runs.read_file(record.run_id, "metrics.jsonl")
+            jsonl = self.launcher.runs.read_file(record.run_id, "metrics.jsonl")
         except NotFound:
             return {}
         return step_values(jsonl, self.options.objectives[0].metric)
@@ -244,7 +245,7 @@ class _State:
     # -- the loop ---------------------------------------------------------------------------
 
     def _can_ask(self) -> bool:
-        if self.d.stop.draining or self.error is not None:
+        if self.launcher.stop.draining or self.error is not None:
             return False
         if len(self.flights) >= self.options.jobs:
             return False
@@ -277,8 +278,8 @@ class _State:
             asked = self.study.ask(self.distributions)
             trial = Trial(-1, dict(asked.params))  # numbered once its run id is known
         ((point, cfg),) = compose_each(composer, [self.space.point(asked.params)],
-                                       self.d.project.overrides)
-        (spec,) = plan(self.d.project, env, [(point, cfg)], self.args, digests).runs
+                                       self.launcher.project.overrides)
+        (spec,) = plan(self.launcher.project, env, [(point, cfg)], self.args, digests).runs
         if trial.run_id and trial.run_id != spec.run_id:
             log.warning("trial %d composes to run %s now, not %s", trial.number, spec.run_id,
                         trial.run_id)
@@ -306,15 +307,15 @@ class _State:
             if flight.spec.run_id == spec.run_id:
                 flight.followers.append(asked)
                 return
-        self.d.progress("queued", spec.run_id, None)
-        self.d.stage([spec])
+        self.launcher.progress("queued", spec.run_id, None)
+        self.launcher.stage([spec])
         if not self.env_uploaded:
-            self.d.protect_environment(self.sweep_id, env)
-            self.d.upload_environment(env)
+            self.launcher.protect_environment(self.sweep_id, env)
+            self.launcher.upload_environment(env)
             self.env_uploaded = True
-        (job,) = self.d.prepare(env, self.sweep_id, [spec])
-        if not self.d.backend.shares_daemon:
-            self.d.wait_uploads()
+        (job,) = self.launcher.prepare(env, self.sweep_id, [spec])
+        if not self.launcher.backend.shares_daemon:
+            self.launcher.wait_uploads()
         self.flights.submit(job, _Flight(trial, asked, spec))
 
     def _done(self, flight: _Flight, record: RunRecord) -> None:
@@ -345,7 +346,7 @@ class _State:
                 self.study.tell(asked, state=state.FAIL)
                 if self.error is None:
                     self.error = exc
-                    self.d.stop.drain()
+                    self.launcher.stop.drain()
                 return
             self.study.tell(asked, values if len(values) > 1 else values[0])
         elif record.status is RunStatus.PRUNED:
@@ -365,7 +366,7 @@ class _State:
         for _, flight in self.flights.running():
             if flight.stop_sent:
                 continue
-            live = self.d.runs.read_live(flight.spec.run_id)
+            live = self.launcher.runs.read_live(flight.spec.run_id)
             if not live:
                 continue
             step, value = live.get("step"), (live.get("metrics") or {}).get(metric)
@@ -379,7 +380,7 @@ class _State:
             if flight.asked.should_prune():
                 reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
                           f"({metric}={value:g})")
-                self.d.runs.request_stop(flight.spec.run_id, reason, self.d.owner)
+                self.launcher.runs.request_stop(flight.spec.run_id, reason, self.launcher.owner)
                 flight.stop_sent = True
 
     # -- the outcome ------------------------------------------------------------------------
@@ -389,7 +390,7 @@ class _State:
         again while other submitters add trials, so the last index written lists every
         trial even when it lands after a concurrent submitter's."""
         while True:
-            self.d.runs.write_sweep_index(self.sweep_id, self.stored(), self.doc())
+            self.launcher.runs.write_sweep_index(self.sweep_id, self.stored(), self.doc())
             if not self._refresh():
                 return
 
@@ -399,7 +400,7 @@ class _State:
         self._publish()
         ids = list(dict.fromkeys(t.run_id for t in self.trials if t.run_id))
         missing = [run_id for run_id in ids if run_id not in self.records]
-        for run_id, record in zip(missing, self.d.runs.read_runs(missing), strict=True):
+        for run_id, record in zip(missing, self.launcher.runs.read_runs(missing), strict=True):
             if record is not None:
                 self.records[run_id] = record
         return [self.records[run_id] for run_id in ids if run_id in self.records]
@@ -412,8 +413,8 @@ class _State:
             if record is None:  # never started (the search was stopped), or another
                 # submitter of the same search runs it still: nothing stored yet
                 plan_ = RunPlan(run_id=run_id, sweep_id=self.sweep_id,
-                                project=self.d.project.name, overrides=overrides[run_id])
-                live = self.d.runs.claims.is_live(run_id, self.d.settings.lease_s)
+                                project=self.launcher.project.name, overrides=overrides[run_id])
+                live = self.launcher.runs.claims.is_live(run_id, self.launcher.settings.lease_s)
                 pending = RunStatus.RUNNING if live else RunStatus.QUEUED
                 reported.append(SweepRun(RunRecord.finish(plan_, status=pending), pending.value))
                 continue
@@ -421,6 +422,6 @@ class _State:
             status = "skipped" if earlier and record.status in (
                 RunStatus.SUCCEEDED, RunStatus.PRUNED) else record.status.value
             reported.append(SweepRun(record, status))
-        return SweepResult(self.sweep_id, reported, stopped=self.d.stop.draining
+        return SweepResult(self.sweep_id, reported, stopped=self.launcher.stop.draining
                            and self.error is None)
 
