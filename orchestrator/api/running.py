@@ -7,6 +7,10 @@ the points (:func:`plan`), and the backend, the launcher, the driver and Ctrl-C 
 results table, ``--dry-run``'s listing, ``--detach`` and its exit code. A detached
 sweep's driver (:mod:`orchestrator.detached`) builds its launcher here too
 (:func:`make_launcher`).
+
+Why one module of this size: each step above is called both by ``orch sweep`` and by
+:func:`sweep`/:func:`search`, in this order; kept together, the command and the library
+cannot drift apart.
 """
 
 from __future__ import annotations
