@@ -26,6 +26,7 @@ from .errors import require
 from .ids import SHA256_HEX
 from .labels import Labels
 from .record import RunStatus
+from .results.where import json_path
 
 #: What ``runs`` keeps of a record, as DuckDB reads it: only these fields are ever
 #: materialized (the rest of a record is skipped by the JSON reader); config, metrics
@@ -76,15 +77,6 @@ class IndexRef:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _json_path(key: str, *, dotted: bool = True) -> str:
-    """``optimizer.lr`` as a JSON path that takes any key literally (``dotted``
-    False: one key, dots and all)."""
-    return "$" + "".join(
-        '."' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for part in (key.split(".") if dotted else [key])
-    )
 
 
 def _place(config: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -316,7 +308,7 @@ class RunFrame:
         # Metrics are numbers (a record's own check); metrics and config values come
         # out of DuckDB typed or as one JSON array per key: no parse per run in Python.
         numbers = "".join(
-            f", TRY_CAST(json_extract(r.metrics, {_literal(_json_path(m, dotted=False))})"
+            f", TRY_CAST(json_extract(r.metrics, {_literal(json_path(m, dotted=False))})"
             " AS DOUBLE)"
             for m in metrics
         )
@@ -350,7 +342,7 @@ class RunFrame:
 
     def _config_values(self, path: str) -> tuple[list[bool], list[Any]]:
         """Whether each run's config has ``path``, and the value there (in run order)."""
-        value = f"json_extract(r.config, {_literal(_json_path(path))})"
+        value = f"json_extract(r.config, {_literal(json_path(path))})"
         present, text = self.con.execute(
             f"SELECT list({value} IS NOT NULL ORDER BY pos), "
             f"'[' || coalesce(string_agg(coalesce(CAST({value} AS VARCHAR), 'null'), ',' "

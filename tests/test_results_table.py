@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.results.table import (
-    best_run,
-    default_sort,
-    render,
-    runs_table,
-    select,
-    sort_records,
-    varying_keys,
-)
+from orchestrator.results.render import render, runs_table
+from orchestrator.results.table import best_run, default_sort, sort_records, varying_keys
+from orchestrator.results.where import select
 
 
 def run(

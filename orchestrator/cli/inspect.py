@@ -54,6 +54,8 @@ def results(
     from ..errors import UsageError
     from ..frame import RunFrame
     from ..results import render
+    from ..results.render import render_view
+    from ..results.sqlview import frame_view
     from ..results.table import where_keys
 
     color, statuses = sys.stdout.isatty(), _statuses(status)
@@ -64,9 +66,16 @@ def results(
     with RunFrame() as frame:
         snap = snapshot(context, sweeps, all_projects, frame=frame)
         frame.load_runs(snap.entries, snap.labels)
+        search = _search(context, snap.sweeps)
+        # Decided in SQL when it can be (no search: its trials are shown in trial order).
+        decided = None if search else frame_view(frame, where, status=statuses, sort=sort,
+                                                 limit=limit)
+        if decided is not None:
+            click.echo(render_view(decided, fmt, color, where=where, status=statuses),
+                       nl=fmt != "csv")
+            return
         records = frame.thin_records(keys, metrics, overrides=bool(where))
         expand = frame.expander(records)
-        search = _search(context, snap.sweeps)
         if search is not None:
             # A search is shown in trial order with the best so far: its trials are few,
             # so they are rendered from whole records.

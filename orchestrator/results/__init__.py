@@ -16,16 +16,16 @@ from .compare import Diff as Diff
 from .compare import compare as compare
 from .compare import diff_to_json as diff_to_json
 from .compare import render_diff as render_diff
+from .render import FORMATS as FORMATS
+from .render import render as render
+from .render import render_rows as render_rows
+from .render import runs_table as runs_table
 from .report import write_report as write_report
-from .table import FORMATS as FORMATS
 from .table import best_run as best_run
 from .table import default_sort as default_sort
-from .table import render as render
-from .table import render_rows as render_rows
-from .table import runs_table as runs_table
-from .table import select as select
 from .table import sort_records as sort_records
 from .table import varying_keys as varying_keys
+from .where import select as select
 
 __all__ = [
     "FORMATS",

@@ -10,17 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import UsageError
-from .table import (
-    _HIGHER_IS_BETTER,
-    _LOWER_IS_BETTER,
-    display_value,
-    flatten,
-    format_number,
-    is_number,
-    metric_names,
-    printable,
-    select,
-)
+from .table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
+from .values import display_value, flatten, format_number, is_number, metric_names, printable
+from .where import select
 
 
 def parse_objective(text: str, known: Sequence[str]) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .table import display_value, flatten, format_number, is_number, status_text
+from .values import display_value, flatten, format_number, is_number, status_text
 
 LAYERS = ("base", "env", "code", "config")  # build order
 

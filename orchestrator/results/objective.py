@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import UsageError
-from .table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER, metric_names
+from .table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
+from .values import metric_names
 
 
 def parse_objective(text: str, records: Sequence[Mapping[str, Any]] = ()) -> str:

@@ -26,19 +26,15 @@ from markupsafe import Markup, escape
 
 from ..errors import OrchestratorError, UsageError
 from .curves import Curves, downsample
+from .render import BEST_MARK
 from .searchplot import search_section
-from .table import (
-    BEST_MARK,
-    SortKey,
-    View,
-    build_view,
-    default_sort,
+from .table import SortKey, View, build_view, default_sort, parse_sort
+from .values import (
     display_value,
     flatten,
     format_duration,
     format_number,
     is_number,
-    parse_sort,
     short_time,
     status_text,
 )
