@@ -1,5 +1,13 @@
 """A cache of composed sweeps: what Hydra gave for a list of points, kept on disk.
 
+Two kinds of entry: a sweep's result (``<key>.json``: every point's config, its
+``${hydra:...}`` values, its hydra node, its deferred keys, and the files read), and a
+*defaults list*'s composition (``base-<key>.base``: the group choices of the points before
+their plain values are applied, the expensive part of a Hydra compose). A new sweep that
+only changes values (a new seed) composes its points on a cached defaults list exactly as
+:meth:`~.config.Composer.compose_many` does on one it composed itself: the same pickled
+config, the same step of Hydra's applied to a copy.
+
 Composing even one point with Hydra costs a large part of a one-run sweep's fixed cost,
 and a researcher re-submits the same sweep (a failed run retried, a dry run and then the
 run, ``orch compose`` and then ``orch sweep``) on an unchanged config tree. The key says
@@ -20,6 +28,10 @@ entry is one JSON file, written under a temporary name and renamed into place (t
 processes writing the same entry both write the same bytes); one that cannot be read or
 has the wrong shape is a miss. The cache keeps the most recently used
 :data:`MAX_ENTRIES` entries.
+
+A defaults list is kept as the pickle of its OmegaConf config (nothing else keeps its node
+types and flags), so the cache directory is trusted as Python's own ``__pycache__`` is:
+it lives under the user's cache root, written and read by the user alone.
 """
 
 from __future__ import annotations
@@ -76,9 +88,15 @@ class ComposeCache:
 
     # -- keys -------------------------------------------------------------------------
 
+    @staticmethod
+    def tree(config_dir: Path) -> str | None:
+        """The config tree's digest, or None when it is not to be cached (see above)."""
+        return _tree_digest(Path(config_dir))
+
     def key(
         self,
         config_dir: Path,
+        tree: str | None,
         *,
         config_name: str,
         job_name: str,
@@ -87,8 +105,8 @@ class ComposeCache:
         points: Sequence[Sequence[str]],
         versions: Mapping[str, str],
     ) -> str | None:
-        """The entry's name for this composition, or None when it must not be cached."""
-        tree = _tree_digest(Path(config_dir))
+        """The entry's name for this composition of the tree whose digest is ``tree``, or
+        None when it must not be cached."""
         if tree is None or any(u.decode() in line for line in _flat(points) for u in _UNCACHEABLE):
             return None
         described = {
@@ -104,8 +122,20 @@ class ComposeCache:
             "plugins": _plugins(),
             "orch": _code_digest(),
         }
-        blob = json.dumps(described, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return _hash(described)
+
+    def base_key(
+        self, config_dir: Path, tree: str, *, config_name: str, job_name: str,
+        defaults: Sequence[str], versions: Mapping[str, str],
+    ) -> str:
+        """The name of a defaults list's composition (the group choices of a sweep's
+        points, before their plain values are applied)."""
+        return "base-" + _hash({
+            "format": _FORMAT, "tree": tree, "config_dir": str(config_dir),
+            "config_name": config_name, "job_name": job_name, "defaults": list(defaults),
+            "versions": dict(sorted(versions.items())), "plugins": _plugins(),
+            "orch": _code_digest(),
+        })
 
     # -- entries ----------------------------------------------------------------------
 
@@ -148,16 +178,54 @@ class ComposeCache:
         except OSError:
             return
 
+    def get_base(self, key: str) -> tuple[bytes, list[str], list[tuple[str, str]]] | None:
+        """A defaults list's composition: its pickled config (with its hydra node), the
+        files it read and the ``hydra/`` options it stood in for; None when absent or
+        malformed."""
+        path = self.root / f"{key}.base"
+        try:
+            head, _, pickled = path.read_bytes().partition(b"\n")
+            data = json.loads(head)
+        except (OSError, ValueError):
+            return None
+        if not (isinstance(data, dict) and data.get("key") == key
+                and data.get("size") == len(pickled)
+                and isinstance(data.get("files"), list)
+                and all(isinstance(f, str) for f in data["files"])
+                and isinstance(data.get("placeholders"), list)
+                and all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p)
+                        for p in data["placeholders"])):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return pickled, data["files"], [(g, o) for g, o in data["placeholders"]]
+
+    def put_base(self, key: str, pickled: bytes, files: Sequence[str],
+                 placeholders: Sequence[tuple[str, str]]) -> None:
+        head = {"key": key, "size": len(pickled), "files": list(files),
+                "placeholders": [list(p) for p in placeholders]}
+        try:
+            atomic_write(self.root / f"{key}.base",
+                         json.dumps(head).encode() + b"\n" + pickled, fsync=False)
+            self._evict()
+        except OSError:
+            return
+
     def _evict(self) -> None:
         """Keep the ``max_entries`` most recently used entries."""
         entries: list[tuple[float, Path]] = []
-        for path in self.root.glob("*.json"):
+        for path in [*self.root.glob("*.json"), *self.root.glob("*.base")]:
             with contextlib.suppress(OSError):
                 entries.append((path.stat().st_mtime, path))
         entries.sort(reverse=True)
         for _, path in entries[self.max_entries :]:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _hash(described: Mapping[str, Any]) -> str:
+    blob = json.dumps(described, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def _flat(points: Sequence[Sequence[str]]) -> list[str]:

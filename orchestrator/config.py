@@ -263,6 +263,7 @@ class _CheckedFileSource(FileConfigSource):
 
     checked: dict[str, tuple[int, int]] = {}
     trail: list[str] = []
+    loaded: list[str] = []  # every load, as real paths
 
     def load_config(self, config_path: str) -> ConfigResult:
         relative = self._normalize_file_name(config_path)
@@ -280,6 +281,7 @@ class _CheckedFileSource(FileConfigSource):
             stat = None  # hydra's own "not found" follows
         if stat is not None:
             type(self).trail.append(shown)
+            type(self).loaded.append(str(full))
             stamp = (stat.st_mtime_ns, stat.st_size)
             if self.checked.get(str(full)) != stamp:
                 check_config_file(full, shown)
@@ -307,6 +309,11 @@ class _Base:
         # Whether anything outside the hydra node can read it: if not, the point is applied
         # and resolved without it (cheaper), and no value override can see the difference.
         self.reads_hydra = "hydra" in OmegaConf.to_yaml(task)
+
+    @property
+    def pickled(self) -> bytes | None:
+        """The composition as pickled bytes (None: it cannot be pickled)."""
+        return self._pickled
 
     def copy(self) -> DictConfig:
         return _copy_config(self._cfg, self._pickled)
@@ -402,7 +409,8 @@ class Composer:
         # named as hydra's class: hydra's plugin scan re-registers "file" only by that name
         self._source = cast(
             type[_CheckedFileSource],
-            type("FileConfigSource", (_CheckedFileSource,), {"checked": {}, "trail": []}),
+            type("FileConfigSource", (_CheckedFileSource,),
+                 {"checked": {}, "trail": [], "loaded": []}),
         )
         # hydra/<group>/<option> configs named by Hydra's defaults but not installed here
         self._placeholders: set[tuple[str, str]] = set()
@@ -412,6 +420,7 @@ class Composer:
         #: compositions read that came from it.
         self._cache = cache
         self._cached_files: set[str] = set()
+        self._tree: str | None = None  # the tree's digest while compose_points runs
         self.validate()
 
     def files_read(self) -> tuple[Path, ...]:
@@ -585,11 +594,20 @@ class Composer:
         the composer's cache when it holds this composition of this tree."""
         if self._cache is None:
             return self._compose_points(points)
-        key = self._cache.key(
-            self.config_dir, config_name=self.config_name, job_name=self.job_name,
+        self._tree = self._cache.tree(self.config_dir)
+        try:
+            return self._compose_cached(points, self._cache, self._tree)
+        finally:
+            self._tree = None
+
+    def _compose_cached(
+        self, points: Sequence[Sequence[str]], cache: ComposeCache, tree: str | None
+    ) -> list[Composed]:
+        key = cache.key(
+            self.config_dir, tree, config_name=self.config_name, job_name=self.job_name,
             env=self.env, keep_hydra=self.keep_hydra, points=points, versions=_versions(),
         )
-        hit = self._cache.get(key) if key is not None else None
+        hit = cache.get(key) if key is not None else None
         if hit is not None:
             self._cached_files.update(hit.files)
             return [Composed(c["config"], c["hydra"], c["node"], tuple(c["deferred"]))
@@ -599,7 +617,7 @@ class Composer:
             results = self._compose_points(points)
             read_clock = _read_clock(results)
         if key is not None and not read_clock:
-            self._cache.put(
+            cache.put(
                 key,
                 [{"config": r.config, "hydra": r.hydra, "node": r.node,
                   "deferred": list(r.deferred)} for r in results],
@@ -734,6 +752,41 @@ class Composer:
                                                                lenient=True))
         return Composed(config, hydra_values, node, deferred)
 
+    def _cached_base(self, defaults: Sequence[str]) -> _Base | None:
+        """A defaults list's composition from the cache (an earlier process composed it
+        from this very tree), or None. Its stand-in options and the files it read are
+        this composer's again, as if it had composed it."""
+        if self._cache is None or self._tree is None:
+            return None
+        found = self._cache.get_base(self._base_key(defaults, self._tree))
+        if found is None:
+            return None
+        pickled, files, placeholders = found
+        try:
+            cfg = cast(DictConfig, pickle.loads(pickled))  # noqa: S301 - see composecache
+        except Exception:  # noqa: BLE001 - a damaged entry is a miss
+            return None
+        if not isinstance(cfg, DictConfig):
+            return None
+        for placeholder in placeholders:
+            if placeholder not in self._placeholders:
+                self._placeholders.add(placeholder)
+                self._undo_stack[-1].append(self._store_placeholder(*placeholder))
+        self._cached_files.update(files)
+        return _Base(cfg)
+
+    def _store_base(self, defaults: Sequence[str], base: _Base, files: Sequence[str]) -> None:
+        if self._cache is None or self._tree is None or base.pickled is None:
+            return
+        self._cache.put_base(self._base_key(defaults, self._tree), base.pickled,
+                             sorted(set(files)), sorted(self._placeholders))
+
+    def _base_key(self, defaults: Sequence[str], tree: str) -> str:
+        assert self._cache is not None
+        return self._cache.base_key(self.config_dir, tree, config_name=self.config_name,
+                                    job_name=self.job_name, defaults=defaults,
+                                    versions=_versions())
+
     def _group_repository(self, loader: ConfigLoaderImpl) -> Any:
         """The repository Hydra decides "is this key a config group?" with (honours
         ``hydra.searchpath`` in the primary config)."""
@@ -781,8 +834,9 @@ class Composer:
                 else:
                     defaults_key.append(cast(str, override.input_line))
             base_key = tuple(defaults_key)
-            base = bases.get(base_key)
+            base = bases.get(base_key) or self._cached_base(defaults_key)
             if base is None:
+                loaded = len(self._source.loaded)
                 base = _Base(
                     self._with_placeholders(
                         defaults_key,
@@ -793,7 +847,8 @@ class Composer:
                         ),
                     )
                 )
-                bases[base_key] = base
+                self._store_base(defaults_key, base, self._source.loaded[loaded:])
+            bases[base_key] = base
             reads_hydra = (
                 self.keep_hydra or base.reads_hydra or any("hydra" in line for line in point)
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import config as configmod
 from orchestrator.composecache import ComposeCache
 from orchestrator.config import Composed, Composer, run_env
 from orchestrator.overrides import expand_sweep
@@ -88,6 +89,35 @@ def test_a_hit_gives_what_a_fresh_composition_gives(project: str, tmp_path: Path
     assert len(list(cache.root.glob("*.json"))) == len(sweeps)
 
 
+@pytest.mark.parametrize(("project", "first", "then"), [
+    ("demo", ["training_settings.seed=1"], ["training_settings.seed=2,3", "+x=${model.name}"]),
+    ("demo, as a Hydra application", ["optimizer=adam"],
+     ["optimizer=adam", "training_settings.seed=4,5"]),
+    ("lightning-hydra-template", ["experiment=example"],
+     ["experiment=example", "seed=3", "trainer.max_epochs=2"]),
+])
+def test_a_defaults_list_from_the_cache_gives_what_hydra_gives(
+    project: str, first: list[str], then: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another sweep with the same group choices composes its points on the defaults list
+    an earlier process composed (only the plain values differ)."""
+    source, name, keep, env, _ = PROJECTS[project]
+    tree = tmp_path / "configs"
+    shutil.copytree(source, tree)
+    cache = ComposeCache(tmp_path / "cache")
+    sweep_of(tree, name, keep, env, first, cache)
+    (base,) = cache.root.glob("*.base")
+    calls: list[Any] = []
+    compose = configmod.hydra_compose
+    monkeypatch.setattr(configmod, "hydra_compose", lambda **kw: calls.append(kw) or compose(**kw))
+    cached = sweep_of(tree, name, keep, env, then, cache)
+    assert calls == []  # Hydra composed nothing: the defaults list came from the cache
+    assert list(cache.root.glob("*.base")) == [base]
+    assert cached == sweep_of(tree, name, keep, env, then, None)
+    assert calls  # (the spy sees Hydra's compositions)
+
+
 def test_every_change_to_the_tree_misses(tmp_path: Path) -> None:
     tree = tmp_path / "configs"
     shutil.copytree(REPO / "configs", tree)
@@ -156,7 +186,7 @@ def test_the_cache_keeps_the_most_recent_entries(tmp_path: Path) -> None:
     tree = REPO / "configs"
     for seed in range(5):
         sweep_of(tree, "config", False, {}, [f"training_settings.seed={seed}"], cache)
-    assert len(list(cache.root.glob("*.json"))) == 2
+    assert len(list(cache.root.iterdir())) == 2  # the last sweep, its defaults list
 
 
 def test_concurrent_writers_leave_one_whole_entry(tmp_path: Path) -> None:
