@@ -12,6 +12,19 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from .svg import (
+    Axis,
+    axis_for,
+    axis_note,
+    chart_title,
+    frame_lines,
+    nice_step,
+    num,
+    open_svg,
+    x_ticks,
+    y_ticks,
+)
+
 
 def search_section(search: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What the template shows for a search; None for a grid."""
@@ -34,13 +47,10 @@ def search_section(search: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _f(value: float) -> str:
-    return f"{value:.1f}"
-
-
 def _best_so_far(trials: list[Mapping[str, Any]], objective: str) -> Markup | None:
     """Dots: each succeeded trial's objective; a step line: the best so far; ticks on the
-    axis: trials that ended without a value (pruned, failed, not yet run)."""
+    axis: trials that ended without a value (pruned, failed, not yet run). Axes, ticks
+    and grid as the report's other charts draw them (:mod:`.svg`)."""
     values = [(int(t["trial"]), float(t["value"])) for t in trials if t.get("value") is not None]
     best = [(int(t["trial"]), float(t["best_so_far"])) for t in trials
             if t.get("best_so_far") is not None]
@@ -49,48 +59,38 @@ def _best_so_far(trials: list[Mapping[str, Any]], objective: str) -> Markup | No
     width, height, left, right, top, bottom = 560, 280, 60, 18, 30, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     last = max(int(t["trial"]) for t in trials)
-    low = min(v for _, v in values)
-    high = max(v for _, v in values)
-    if high <= low:
-        low, high = low - 0.5, high + 0.5
+    # Trials span exactly their range, from 0 (no padding past the last one).
+    x_axis = Axis("linear", 0, last, step=nice_step(last, 5)) if last else Axis("linear", -0.5, 0.5)
+    y_axis = axis_for([min(v for _, v in values), max(v for _, v in values)], allow_log=False)
 
     def sx(number: float) -> float:
-        return left + (number / last if last else 0.5) * plot_w
+        return left + x_axis.position(number) * plot_w
 
     def sy(value: float) -> float:
-        return top + (1 - (value - low) / (high - low)) * plot_h
+        return top + (1 - y_axis.position(value)) * plot_h
 
     parts = [
-        f'<svg class="best-so-far" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(objective)} by trial">',
-        f'<text x="{left}" y="18" class="chart-title">{escape(objective)} by trial · best so '
-        "far</text>",
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" '
-        'class="axis"/>',
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" class="axis"/>',
-        f'<text x="{left - 6}" y="{_f(sy(high) + 3.5)}" text-anchor="end" class="tick">'
-        f"{high:.4g}</text>",
-        f'<text x="{left - 6}" y="{_f(sy(low) + 3.5)}" text-anchor="end" class="tick">'
-        f"{low:.4g}</text>",
-        f'<text x="{left}" y="{top + plot_h + 15}" class="tick">0</text>',
-        f'<text x="{left + plot_w}" y="{top + plot_h + 15}" text-anchor="end" class="tick">'
-        f"{last}</text>",
-        f'<text x="{left + plot_w}" y="{height - 6}" text-anchor="end" class="axis-note">'
-        "trial</text>",
+        open_svg("best-so-far", width, height, f"{objective} by trial"),
+        chart_title(left, f"{objective} by trial · best so far", 60),
+        *y_ticks(y_axis, left, top, plot_w, plot_h),
+        *x_ticks(x_axis, left, top, plot_w, plot_h),
+        *frame_lines(left, top, plot_w, plot_h),
+        axis_note(left + plot_w, height - 6, "trial"),
     ]
     if best:
-        path = [f"M{_f(sx(best[0][0]))},{_f(sy(best[0][1]))}"]
+        path = [f"M{num(sx(best[0][0]))},{num(sy(best[0][1]))}"]
         for (_, previous), (number, value) in zip(best, best[1:], strict=False):
-            path.append(f"L{_f(sx(number))},{_f(sy(previous))} L{_f(sx(number))},{_f(sy(value))}")
-        path.append(f"L{_f(sx(last))},{_f(sy(best[-1][1]))}")
+            path.append(f"L{num(sx(number))},{num(sy(previous))} L{num(sx(number))},"
+                        f"{num(sy(value))}")
+        path.append(f"L{num(sx(last))},{num(sy(best[-1][1]))}")
         parts.append(f'<path d="{" ".join(path)}" class="curve best" fill="none"/>')
     for number, value in values:
-        parts.append(f'<circle cx="{_f(sx(number))}" cy="{_f(sy(value))}" r="3.5" class="dot">'
+        parts.append(f'<circle cx="{num(sx(number))}" cy="{num(sy(value))}" r="3.5" class="dot">'
                      f"<title>trial {number}: {escape(objective)} = {value:.6g}</title></circle>")
     for trial in trials:
         if trial.get("value") is None:
             x = sx(int(trial["trial"]))
-            parts.append(f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{top + plot_h - 6}" '
+            parts.append(f'<line x1="{num(x)}" x2="{num(x)}" y1="{top + plot_h - 6}" '
                          f'y2="{top + plot_h}" class="pruned-tick"><title>trial '
                          f'{int(trial["trial"])}: {escape(str(trial.get("status")))}</title>'
                          "</line>")
