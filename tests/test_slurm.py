@@ -504,7 +504,9 @@ def test_a_cluster_orch_cannot_reach_is_one_error_line(tmp_path: Path, base_imag
         env={**os.environ, "SLURM_CONF": str(tmp_path / "missing" / "slurm.conf")},
     )
     assert proc.returncode == 2, proc.stderr
+    # At once: SLURM's own commands would retry the missing file for 60 s first.
+    missing = tmp_path / "missing" / "slurm.conf"
     assert proc.stderr.splitlines()[-1:] == [
-        "error: scontrol failed: scontrol: fatal: Unable to process configuration file "
-        "(set SLURM_CONF to the cluster's slurm.conf, or submit from a login node)"
+        f"error: SLURM_CONF names {missing}, which does not exist: set SLURM_CONF to the "
+        "cluster's slurm.conf, or submit from a login node"
     ]

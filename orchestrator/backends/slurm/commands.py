@@ -6,6 +6,7 @@ a login node has. Their failures become one :class:`BackendError` line here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,13 @@ class Slurm:
             raise BackendError(
                 f"--backend slurm needs SLURM's client commands ({', '.join(missing)} not "
                 "found on PATH): submit from a login node of the cluster"
+            )
+        # SLURM's commands retry a missing SLURM_CONF for 60 s before they give up: say so now.
+        conf = (env if env is not None else os.environ).get("SLURM_CONF")
+        if conf and not os.path.exists(conf):
+            raise BackendError(
+                f"SLURM_CONF names {conf}, which does not exist: set SLURM_CONF to the "
+                "cluster's slurm.conf, or submit from a login node"
             )
 
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> str:
