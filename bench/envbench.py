@@ -188,9 +188,9 @@ _STAGES = (
     ("orchestrator.image.interpreter", "probe", "interpreter probe"),
     ("orchestrator.image.wheels", "ensure_wheels", "wheels from the cache"),
     ("orchestrator.image.closure", "check_closure", "lock closure check"),
-    ("orchestrator.image.envlayer", "_install_group", "unpack wheels (installer)"),
+    ("orchestrator.image.envinstall", "install_group", "unpack wheels (installer)"),
     ("orchestrator.image.bytecode", "compile_groups", "compile bytecode (container)"),
-    ("orchestrator.image.envlayer", "write_layer_file", "write layer tars"),
+    ("orchestrator.image.envbuild", "write_layer_file", "write layer tars"),
     ("orchestrator.image.builder", "snapshot", "code snapshot"),
     ("orchestrator.image.archive:ThinArchive", "load", "docker load (thin archives)"),
 )

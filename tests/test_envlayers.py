@@ -1,5 +1,5 @@
 """The environment layers: site-packages layout, one layer per package, bytecode
-(orchestrator.image.envlayer / bytecode / interpreter)."""
+(orchestrator.image.envlayer, envplan, envbuild, envinstall / bytecode / interpreter)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import git_commit_all, make_wheel
 
 from orchestrator.docker_api import DockerClient
 from orchestrator.errors import ImageError
-from orchestrator.image import bytecode, envlayer, interpreter
+from orchestrator.image import bytecode, envinstall, envlayer, envplan, interpreter
 from orchestrator.image.envlayer import env_layer_entries, plan_layers, write_env_layers
 from orchestrator.image.interpreter import Interpreter
 from orchestrator.image.wheels import ensure_wheels, read_lock
@@ -123,7 +123,7 @@ def test_one_package_change_rebuilds_one_layer(
     assert first[0] == second[0] and first[1].diff_id != second[1].diff_id
     assert second[1].wheels == ("small-2.0-py3-none-any.whl",)
     # Warm: nothing unpacked, nothing compiled.
-    monkeypatch.setattr(envlayer, "_install_group", lambda *a: pytest.fail("unpacked again"))
+    monkeypatch.setattr(envinstall, "install_group", lambda *a: pytest.fail("unpacked again"))
     assert write([big, small2], tmp_path / "c") == second
     assert calls == [2, 1]
 
@@ -145,8 +145,8 @@ def test_big_files_of_several_packages_keep_their_own_content(
 
 def split_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """A package big enough for a payload layer (thresholds lowered) and a small one."""
-    monkeypatch.setattr(envlayer, "SPLIT_BYTES", 1 << 20)
-    monkeypatch.setattr(envlayer, "SPLIT_SOURCE_BYTES", 1 << 10)
+    monkeypatch.setattr(envplan, "SPLIT_BYTES", 1 << 20)
+    monkeypatch.setattr(envplan, "SPLIT_SOURCE_BYTES", 1 << 10)
     big = make_wheel(tmp_path, "big", {
         "big/__init__.py": (b"# " + b"x" * 4_000 + b"\nVALUE = 1\n", 0o644),
         "big/lib.so": (bytes(range(256)) * (8 << 10), 0o755),  # 2 MiB
@@ -181,12 +181,12 @@ def test_a_big_package_gets_a_payload_layer_at_the_bottom(
     assert prefixes[0][0] == layers[0] and prefixes[-1] == layers
     assert all(len(a) < len(b) for a, b in zip(prefixes, prefixes[1:], strict=False))
     # Warm: the same layers from the cache, nothing unpacked.
-    install = envlayer._install_group
-    monkeypatch.setattr(envlayer, "_install_group", lambda *a: pytest.fail("unpacked again"))
+    install = envinstall.install_group
+    monkeypatch.setattr(envinstall, "install_group", lambda *a: pytest.fail("unpacked again"))
     assert write([small, big], tmp_path / "c") == layers
     # A payload layer lost from the cache: its package is built again, same bytes.
     layers[0].path.unlink()
-    monkeypatch.setattr(envlayer, "_install_group", install)
+    monkeypatch.setattr(envinstall, "install_group", install)
     assert write([small, big], tmp_path / "c") == layers
 
 
