@@ -61,6 +61,8 @@ def test_a_local_one_run_sweep_imports_no_optional_package(
     modules = imported(proc.stderr)
     assert {"orchestrator.backends.local", "docker", "hydra"} <= modules  # it did run
     assert top_level(modules, NOT_FOR_A_LOCAL_SWEEP) == []
+    # nor, printing JSON, the results package (tables, reports)
+    assert top_level(modules, ("orchestrator.results",)) == []
 
 
 def test_a_dry_run_imports_no_docker_client(

@@ -24,7 +24,6 @@ from typing import Any
 
 from ...errors import MissingDependency, UsageError, require
 from ...record import RunRecord, RunStatus
-from ...results.table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
 
 log = logging.getLogger("orchestrator.search")
 
@@ -58,6 +57,9 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
                 f"bad --objective {text!r}: expected METRIC[:max|min], comma-separated"
             )
         if not sep:
+            # the results package is imported here only: a grid's sweep never needs it
+            from ...results.table import _HIGHER_IS_BETTER, _LOWER_IS_BETTER
+
             direction = (
                 "max" if _HIGHER_IS_BETTER.search(name) and not _LOWER_IS_BETTER.search(name)
                 else "min"
