@@ -33,7 +33,7 @@ from .errors import NotFound, StoreError, UsageError
 from .frame import IndexRef
 from .ids import RUN_ID
 from .labels import LABEL, Labels, close_matches, read_labels
-from .pool import parallel_map
+from .pool import parallel_iter, parallel_map
 from .record import CorruptRecord, RunStatus, SweepDoc
 from .store import RunStore
 
@@ -203,9 +203,18 @@ class Catalog:
             listing, labels = listing_f.result(), labels_f.result()
         chosen = self.resolve(refs, listing, labels) if refs else sorted(listing.sweep_ids)
         summaries = self._summaries(chosen, listing, frame) if frame is not None else None
-        loaded = parallel_map(
-            lambda sid: self._load(sid, listing, labels, summaries), chosen, self.workers
-        )
+        # A sweep whose index in the frame answers for all its runs reads nothing more:
+        # loaded here (no thread switching per sweep), the others (objects to read) on
+        # the pool.
+        inline = {sid for sid, summary in (summaries or {}).items()
+                  if sid not in listing.open and sid not in listing.reruns
+                  and _complete(summary)}
+        by_pool = [sid for sid in chosen if sid not in inline]
+        pooled = dict(zip(by_pool, parallel_map(
+            lambda sid: self._load(sid, listing, labels, summaries), by_pool, self.workers
+        ), strict=True))
+        loaded = [pooled[sid] if sid in pooled else self._load(sid, listing, labels, summaries)
+                  for sid in chosen]
         # Oldest sweep first, each in its own order: a log of experiments, newest at the end.
         loaded.sort(key=lambda item: item[0].created_at if item else "")
         sweeps: list[SweepInfo] = []
@@ -241,12 +250,21 @@ class Catalog:
         """The indexes of ``chosen`` sweeps not open, fetched in parallel, parsed by
         ``frame`` in one load."""
         wanted = [sid for sid in chosen if sid in listing.indexed and sid not in listing.open]
-        fetched = parallel_map(
-            lambda sid: self._get_bytes(f"sweeps/{sid}.index.json"), wanted, self.workers
-        )
-        return frame.load_indexes(
-            {sid: data for sid, data in zip(wanted, fetched, strict=True) if data is not None}
-        )
+        summaries: dict[str, IndexSummary] = {}
+        batch: dict[str, bytes] = {}
+        # A batch is parsed while the next ones download (DuckDB parses without the GIL):
+        # the parse of all but the last batch hides behind the GETs.
+        size = max(64, len(wanted) // 6)
+        for sid, data in parallel_iter(
+            lambda sid: (sid, self._get_bytes(f"sweeps/{sid}.index.json")), wanted, self.workers
+        ):
+            if data is not None:
+                batch[sid] = data
+            if len(batch) >= size:
+                summaries.update(frame.load_indexes(batch))
+                batch = {}
+        summaries.update(frame.load_indexes(batch))
+        return summaries
 
     def _get_bytes(self, key: str) -> bytes | None:
         try:
@@ -381,6 +399,14 @@ class _Refs(Mapping[str, IndexRef]):
 
     def __len__(self) -> int:
         return len(self.run_ids)
+
+
+def _complete(summary: IndexSummary) -> bool:
+    """Whether an index holds every run its sweep document lists."""
+    runs = summary.doc.get("runs") if summary.doc is not None else None
+    return isinstance(runs, list) and all(
+        isinstance(run, dict) and run.get("run_id") in summary.run_ids for run in runs
+    )
 
 
 def _index_records(index: dict[str, Any], sweep_id: str) -> dict[str, dict[str, Any]]:

@@ -184,7 +184,8 @@ class RunFrame:
         trusted: dict[str, list[str]] = {
             sweep_id: run_ids
             for sweep_id, run_ids in self.con.execute(
-                "SELECT sweep_id, list(run_id) FROM index_runs GROUP BY sweep_id"
+                "SELECT sweep_id, list(run_id) FROM index_runs "
+                "WHERE sweep_id IN (SELECT file_sweep FROM idx) GROUP BY sweep_id"
             ).fetchall()
         }
         summaries: dict[str, IndexSummary] = {}
