@@ -17,6 +17,10 @@ what they reached) and reruns. A closed index is written after every record it h
 and the open marker is removed only after the index, so a reader that sees no marker
 reads an index as new as every committed run of that sweep; a reader that sees one
 never trusts the index. Nothing is ever read half-written: each object is put whole.
+
+Why one module of this size: the rules above (which sweeps to read, when an index is
+trusted, which runs are read one by one and how a run without a record is shown) are one
+protocol, kept in one place with the types it returns.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ read by themselves (runs of open sweeps, reruns, runs not finished).
 
 An index that is not JSON, or not an index, is skipped exactly as before: the catalog
 then reads that sweep run by run.
+
+Why one module of this size: every method works on the one database and its tables
+(``index_runs`` -> ``raw`` -> ``runs``), whose columns they agree on.
 """
 
 from __future__ import annotations
