@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -58,7 +59,8 @@ MAX_TREE_FILES = 4000
 #: Bumped when an entry's layout changes.
 _FORMAT = 1
 #: orch's modules whose code decides what a composition gives.
-_COMPOSING = ("config.py", "configio.py", "overrides.py", "inputs/decl.py")
+_COMPOSING = ("orchestrator.config", "orchestrator.configio", "orchestrator.overrides",
+              "orchestrator.runtime", "orchestrator.inputs.decl")
 #: Text in a config file or an override that makes the composition depend on more than
 #: the tree (a config source elsewhere). A composition that read the clock is not stored
 #: either (the composer knows: :mod:`.config`).
@@ -308,8 +310,9 @@ def _code_digest() -> str:
     global _CODE
     if _CODE is None:
         digest = hashlib.sha256()
-        here = Path(__file__).resolve().parent
         for name in _COMPOSING:
-            digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+            spec = importlib.util.find_spec(name)
+            assert spec is not None and spec.origin is not None  # orch's own modules
+            digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
         _CODE = digest.hexdigest()
     return _CODE

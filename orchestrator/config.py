@@ -29,18 +29,17 @@ process-wide; every use goes through one lock and leaves whatever state it found
 
 What is not here: the override syntax and sweep expansion (:mod:`.overrides`, which asks
 a Composer only for a group's options and its first compose), reading and writing config
-YAML/JSON (:mod:`.configio`), and the cache of composed sweeps (:mod:`.composecache`).
-What stays is what works inside one Hydra loader session and shares its private state
-(the group repository, the fast path's composed bases, the error translation that needs
-the loader to name a file).
+YAML/JSON (:mod:`.configio`), the cache of composed sweeps (:mod:`.composecache`), and
+what the run sees at run time (its directories, its job fields, ``oc.env`` deferred and
+the resolution of a composed config: :mod:`.runtime`).
+Why one module of this size: what stays works inside one Hydra loader session and shares
+its private state (the group repository, the fast path's composed bases, the error
+translation that needs the loader to name a file).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
-import enum
-import json
 import os
 import pickle
 import re
@@ -75,11 +74,10 @@ from hydra.errors import (
 from hydra.plugins.config_source import ConfigResult
 from hydra.types import RunMode
 from hydra.version import VersionBase
-from omegaconf import DictConfig, ListConfig, Node, OmegaConf, open_dict, read_write
-from omegaconf._utils import _DEFAULT_MARKER_
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-from omegaconf.resolvers import oc as _oc_resolvers
 
+from . import runtime
 from .composecache import ComposeCache
 from .configio import (
     MAX_CONFIG_BYTES,
@@ -94,8 +92,6 @@ from .configio import (
     yaml_loader,
 )
 from .errors import ConfigError
-from .inputs.decl import env_name as input_env_name
-from .inputs.decl import mount_path, resolve_input
 from .overrides import (
     DEFAULT_MAX_POINTS,
     bad_override,
@@ -103,6 +99,7 @@ from .overrides import (
     expand_sweep,
     parse_overrides,
 )
+from .runtime import HYDRA_RUNTIME, job_name_for, run_env
 
 # Re-exported: callers that compose also expand sweeps and write configs (see the modules).
 __all__ = [
@@ -134,123 +131,12 @@ _HYDRA_LOCK = threading.RLock()
 _COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError, OSError)
 _HYDRA_INPUT_ERRORS = (*_COMPOSE_ERRORS, TypeError, AssertionError)
 
-#: What a run's ``${hydra:...}`` reads for the run's own directories: the container's paths
-#: (see the README's "Hydra compatibility"). ``hydra.sweep.dir``/``subdir`` are set so that
-#: ``output_dir`` is ``sweep.dir/sweep.subdir``, as for every job of a Hydra multirun.
-HYDRA_RUNTIME: dict[str, str] = {
-    "runtime.output_dir": "/orch/output",
-    "run.dir": "/orch/output",
-    "sweep.dir": "/orch",
-    "sweep.subdir": "output",
-    "runtime.cwd": "/orch/code",
-}
 
 #: How many absent ``hydra/`` plugin options one composition may stand in for.
 _MAX_PLACEHOLDERS = 32
 
 
-# --------------------------------------------------------------------------- resolvers
-
-# ${orch.input:NAME} -> /orch/inputs/NAME: a config names the data input it reads, and the
-# sweep makes that input's digest part of the run's identity (orchestrator.inputs).
-if not OmegaConf.has_resolver("orch.input"):
-    OmegaConf.register_new_resolver("orch.input", resolve_input)
-
-
-# ${oc.env:NAME} is resolved where the run runs. Composition knows the variables orch itself
-# sets in every run's container (:func:`run_env`); any other name is *deferred*: the
-# composed config keeps the interpolation text and the run resolves it (a Hydra
-# application by itself; a plain script reading /orch/config.yaml with OmegaConf likewise).
-# So no host variable is baked, and composing never needs one that only the container has.
-_oc_env = _oc_resolvers.env
-#: The run environment of the composition in progress (set under _HYDRA_LOCK), or None:
-#: then ``oc.env`` is OmegaConf's own.
-_RUN_ENV: Mapping[str, str] | None = None
-#: orch's variables a run only gets when it starts: deferred, never refused.
-_RUN_TIME_ORCH = frozenset({"ORCH_RUN_ID", "ORCH_ATTEMPT", "ORCH_CHECKPOINT"})
-
-
-class _Deferred(Exception):
-    """An ``oc.env`` variable only the run's environment holds."""
-
-
-def _env_resolver(key: str, default: Any = _DEFAULT_MARKER_) -> Any:
-    known = _RUN_ENV
-    if known is None:
-        return _oc_env(key, default)
-    if key in known:
-        return known[key]
-    if key.startswith("ORCH_") and key not in _RUN_TIME_ORCH:
-        raise ValueError(
-            f"oc.env:{key}: orch sets no such variable in a run (ORCH_ names are orch's; "
-            f"it sets {', '.join(sorted({*known, *_RUN_TIME_ORCH}))})"
-        )
-    raise _Deferred(key)
-
-
-OmegaConf.register_new_resolver("oc.env", _env_resolver, replace=True)
-
-
-#: What ``${now:...}`` gave since the list was last cleared (under _HYDRA_LOCK). Hydra's
-#: merges read it where orch then sets another value (``hydra.run.dir``); a composition
-#: whose result holds one of these texts, or that read the clock while orch resolved the
-#: run's config, holds the time, and is not cached.
-_CLOCK: list[str] = []
-
-
-def _now(pattern: str) -> str:
-    text = datetime.datetime.now().strftime(pattern)
-    _CLOCK.append(text if _RUN_ENV is None else "")  # "" is in every result: never cached
-    return text
-
-
-def _read_clock(results: Sequence[Composed]) -> bool:
-    """Whether the time reached these results."""
-    if not _CLOCK:
-        return False
-    text = json.dumps([[r.config, r.hydra, r.node] for r in results], default=str)
-    return any(read in text for read in _CLOCK)
-
-
-def run_env(env: Mapping[str, str], inputs: Sequence[str] = ()) -> dict[str, str]:
-    """The variables every run's container has before it starts, as composition may read
-    them: orch.yaml's ``env`` and orch's own fixed paths."""
-    known = dict(env)
-    known.update({"ORCH_CONFIG": "/orch/config.yaml", "ORCH_OUTPUT": HYDRA_RUNTIME["run.dir"]})
-    known.update({input_env_name(name): mount_path(name) for name in inputs})
-    return known
-
-
-@contextmanager
-def _run_env_set(env: Mapping[str, str] | None) -> Iterator[None]:
-    global _RUN_ENV
-    saved, _RUN_ENV = _RUN_ENV, env
-    try:
-        yield
-    finally:
-        _RUN_ENV = saved
-
-
-def _is_deferred(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(16):  # OmegaConf wraps a resolver's error once or twice
-        if seen is None:
-            return False
-        if isinstance(seen, _Deferred):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _omegaconf_message(exc: OmegaConfBaseException) -> str:
-    """``<full.key>: <first line of the message>`` for an omegaconf error."""
-    msg = getattr(exc, "msg", None) or str(exc)
-    first = fold(str(msg).split("\n    full_key:")[0])
-    key = getattr(exc, "full_key", None)
-    return f"{key}: {first}" if key else first
 
 
 class _CheckedFileSource(FileConfigSource):
@@ -300,7 +186,7 @@ class _Base:
     def __init__(self, cfg: DictConfig) -> None:
         self._cfg = cfg
         self._pickled = _pickled(cfg)
-        self.job = _JobSettings.of(cfg.hydra)
+        self.job = runtime.JobSettings.of(cfg.hydra)
         task = _copy_config(cfg, self._pickled)
         with open_dict(task):
             del task["hydra"]
@@ -472,7 +358,9 @@ class Composer:
                     config_dir=str(self.config_dir), job_name=self.job_name, version_base=None
                 ):
                     # Hydra's own ``now`` (set up by initialize), noting that it was read
-                    OmegaConf.register_new_resolver("now", _now, use_cache=True, replace=True)
+                    OmegaConf.register_new_resolver(
+                        "now", runtime.clock_now, use_cache=True, replace=True
+                    )
                     yield cast(ConfigLoaderImpl, GlobalHydra.instance().config_loader())
             finally:
                 self._undo_stack.pop()
@@ -613,9 +501,9 @@ class Composer:
             return [Composed(c["config"], c["hydra"], c["node"], tuple(c["deferred"]))
                     for c in hit.composed]
         with _HYDRA_LOCK:
-            _CLOCK.clear()
+            runtime.clear_clock()
             results = self._compose_points(points)
-            read_clock = _read_clock(results)
+            read_clock = runtime.read_clock(results)
         if key is not None and not read_clock:
             cache.put(
                 key,
@@ -735,7 +623,7 @@ class Composer:
     def _finalize_point(self, cfg: DictConfig, parsed: Sequence[Override], num: int) -> Composed:
         """The job fields Hydra's launcher sets for job ``num``, then the task config
         resolved with ``${hydra:...}`` reading that node - and the node dropped."""
-        hydra_values = _set_job(cfg, parsed, num)
+        hydra_values = runtime.set_job(cfg, parsed, num)
         task = _copy_config(cfg)
         with read_write(task), open_dict(task):
             del task["hydra"]
@@ -744,11 +632,11 @@ class Composer:
         except (AssertionError, OmegaConfBaseException) as exc:
             # a hydra node the config itself replaced with something else than Hydra's
             raise ConfigError(f"hydra: not Hydra's configuration node ({exc})") from exc
-        config, deferred = _finalize(task, self.env)
+        config, deferred = runtime.finalize(task, self.env)
         node = None
         if self.keep_hydra:
-            with _run_env_set(self.env):
-                node = cast(dict[str, Any], _resolve_partially(cfg.hydra, "hydra", [],
+            with runtime.run_env_set(self.env):
+                node = cast(dict[str, Any], runtime.resolve_partially(cfg.hydra, "hydra", [],
                                                                lenient=True))
         return Composed(config, hydra_values, node, deferred)
 
@@ -862,7 +750,7 @@ class Composer:
             if reads_hydra:
                 return self._finalize_point(cfg, parsed, num), False
             _, hydra_values = base.job.values(parsed, num)
-            config, deferred = _finalize(cfg, self.env)
+            config, deferred = runtime.finalize(cfg, self.env)
             return Composed(config, hydra_values, None, deferred), True
         except Exception:  # noqa: BLE001 - whatever went wrong, a full compose decides
             return None, False
@@ -910,10 +798,10 @@ class Composer:
                     )
             message = fold(str(exc))
             if isinstance(cause, OmegaConfBaseException):
-                message += f": {_omegaconf_message(cause)}"
+                message += f": {runtime.omegaconf_message(cause)}"
             return ConfigError(_with_culprit(message, overrides))
         if isinstance(exc, OmegaConfBaseException):
-            return ConfigError(_omegaconf_message(exc))
+            return ConfigError(runtime.omegaconf_message(exc))
         message = fold(str(exc)) or type(exc).__name__
         is_group_choice_error = isinstance(exc, TypeError) or (
             isinstance(exc, ValueError) and message.startswith("Config group override")
@@ -1015,86 +903,9 @@ def _versions() -> dict[str, str]:
             "python": sys.version}
 
 
-def job_name_for(command: Sequence[str]) -> str:
-    """``hydra.job.name`` for a project's command, as Hydra derives it from the script that
-    holds ``@hydra.main``: ``python3 train.py`` -> ``train``, ``python -m pkg.train`` ->
-    ``train``; ``app`` (the compose API's default) when the command names no Python script.
-    """
-    args = list(command)
-    for index, arg in enumerate(args):
-        if arg == "-m" and index + 1 < len(args):
-            return args[index + 1].rsplit(".", 1)[-1]
-        if arg.endswith(".py"):
-            return Path(arg).stem
-    return "app"
-
-
 def _reads_current_value(override: Override) -> bool:
     """Whether Hydra reads the key's current value before applying the override."""
     return bool(override.is_add() or override.is_delete())
-
-
-def _hydra_spelling(override: Override) -> str:
-    """An override as Hydra's BasicSweeper hands it to a job: ``key=value`` re-rendered,
-    a deletion as ``~key=null``."""
-    return f"{override.get_key_element()}={override.get_value_element_as_str()}"
-
-
-@dataclass(frozen=True)
-class _JobSettings:
-    """What the job fields of a point depend on besides its overrides (from the hydra node
-    of its defaults list)."""
-
-    name: Any
-    kv_sep: str
-    item_sep: str
-    exclude_keys: frozenset[str]
-    choices: dict[str, Any]
-
-    @classmethod
-    def of(cls, hydra: DictConfig) -> _JobSettings:
-        dirname = hydra.job.config.override_dirname
-        return cls(
-            name=OmegaConf.select(hydra, "job.name", throw_on_missing=False),
-            kv_sep=dirname.kv_sep,
-            item_sep=dirname.item_sep,
-            exclude_keys=frozenset(dirname.exclude_keys),
-            choices=cast(dict[str, Any], OmegaConf.to_container(hydra.runtime.choices)),
-        )
-
-    def values(self, parsed: Sequence[Override], num: int) -> tuple[list[str], dict[str, Any]]:
-        """The task overrides as job ``num`` receives them, and the mapped hydra values."""
-        task = [o for o in parsed if not o.is_hydra_override()]
-        lines = [_hydra_spelling(o) for o in task]
-        # hydra's get_overrides_dirname, on the lines as the job receives them
-        named = sorted(
-            line for o, line in zip(task, lines, strict=True)
-            if o.key_or_group not in self.exclude_keys
-        )
-        values: dict[str, Any] = {f"hydra.{key}": value for key, value in HYDRA_RUNTIME.items()}
-        values["hydra.job.name"] = self.name
-        values["hydra.job.num"] = num
-        values["hydra.job.id"] = str(num)
-        values["hydra.job.override_dirname"] = re.sub(
-            "[=]", self.kv_sep, self.item_sep.join(named)
-        )
-        values["hydra.runtime.choices"] = dict(self.choices)
-        return lines, values
-
-
-def _set_job(cfg: DictConfig, parsed: Sequence[Override], num: int) -> dict[str, Any]:
-    """Set what Hydra's launcher sets for job ``num`` of a multirun; return the values."""
-    hydra = cfg.hydra
-    lines, values = _JobSettings.of(hydra).values(parsed, num)
-    with open_dict(hydra), read_write(hydra):
-        for key, value in HYDRA_RUNTIME.items():
-            OmegaConf.update(hydra, key, value, force_add=True)
-        hydra.mode = RunMode.MULTIRUN
-        hydra.job.num = num
-        hydra.job.id = num
-        hydra.overrides.task = lines
-        hydra.job.override_dirname = values["hydra.job.override_dirname"]
-    return values
 
 
 def _with_culprit(message: str, overrides: Sequence[str]) -> str:
@@ -1112,84 +923,3 @@ def _find_override(overrides: Sequence[str], key: str) -> str | None:
         if head == key:
             return line
     return None
-
-
-def _finalize(
-    cfg: DictConfig, env: Mapping[str, str] | None = None
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Resolved plain containers, and the keys deferred to the run (see :func:`run_env`);
-    a missing value or a broken interpolation names its key."""
-    try:
-        with _run_env_set(env):
-            deferred: list[str] = []
-            try:
-                data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-            except OmegaConfBaseException as exc:
-                if not _is_deferred(exc):
-                    raise
-                data = None
-            if data is None:  # the rare config that reads the run's environment: key by key
-                data = _resolve_partially(cfg, "", deferred)
-    except OmegaConfBaseException as exc:
-        message = _omegaconf_message(exc)
-        if "Missing mandatory value" in message:
-            key = getattr(exc, "full_key", None) or "?"
-            message = f"{key}: missing mandatory value '???' (set it with {key}=VALUE)"
-        raise ConfigError(message) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("the composed config is not a mapping")
-    _check_keys(data, "")
-    return cast(dict[str, Any], data), tuple(deferred)
-
-
-def _resolve_partially(
-    node: DictConfig | ListConfig, path: str, deferred: list[str], *, lenient: bool = False
-) -> Any:
-    """``node`` as plain containers, resolved except where resolution needs a deferred
-    variable: such a value keeps its interpolation text and its key goes to ``deferred``.
-    ``lenient`` (Hydra's own node, which Hydra never resolves as a whole either): a value
-    that cannot be resolved, or is missing, keeps its text too."""
-    keys: Sequence[Any] = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
-    out: dict[Any, Any] | list[Any] = {} if isinstance(node, DictConfig) else []
-    for key in keys:
-        if isinstance(node, ListConfig):
-            where = f"{path}[{key}]"
-        else:
-            where = f"{path}.{key}" if path else str(key)
-        child = node._get_node(key)
-        assert isinstance(child, Node)  # one key listed by keys()
-        try:
-            if isinstance(child, DictConfig | ListConfig) and not (
-                child._is_none() or child._is_missing() or child._is_interpolation()
-            ):
-                value = _resolve_partially(child, where, deferred, lenient=lenient)
-            else:
-                value = node[key]  # a missing '???' raises, as to_container would
-                if isinstance(value, DictConfig | ListConfig):
-                    value = OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
-        except OmegaConfBaseException as exc:
-            if not (lenient or _is_deferred(exc)):
-                raise
-            if _is_deferred(exc):
-                deferred.append(where)
-            value = OmegaConf.to_container(child) if isinstance(
-                child, DictConfig | ListConfig) else child._value()
-        if isinstance(value, enum.Enum):
-            value = value.name
-        if isinstance(out, dict):
-            out[key] = value
-        else:
-            out.append(value)
-    return out
-
-
-def _check_keys(value: Any, path: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                where = f" under '{path}'" if path else ""
-                raise ConfigError(f"config key {key!r}{where} is not a string: quote it")
-            _check_keys(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_keys(item, f"{path}[{index}]")

@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and those below)::
 
     0  errors ids canonical files settings record job engine docker_api stopping live git pool
-    1  spec project config configio overrides composecache hydra_app inputs space scaffold
+    1  spec project config configio overrides composecache runtime hydra_app inputs space scaffold
                                 (inputs: takes the store's blobs as a parameter)
     2  store request labels workspace  (knows nothing of Docker or Ray; workspace connects
                                         lazily, through docker_api)
@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "engine",
          "docker_api", "stopping", "live", "git", "pool"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config", "configio", "overrides", "composecache",
+    **dict.fromkeys(["spec", "project", "config", "configio", "overrides", "composecache", "runtime",
                      "hydra_app", "inputs", "space", "scaffold"], 1),
     **dict.fromkeys(["store", "request", "labels", "workspace"], 2),
     **dict.fromkeys(["image", "images"], 3),
