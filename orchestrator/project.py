@@ -1,4 +1,9 @@
-"""Reading and validating a project's ``orch.yaml``."""
+"""Reading and validating a project's ``orch.yaml``.
+
+Why one module of this size: every key of ``orch.yaml`` is read here, with one error shape
+(the file, the key, what to write); ``resources:`` and ``slurm:`` are parsed beside the
+rest because a user edits them in the same file and reads their errors the same way.
+"""
 
 from __future__ import annotations
 

@@ -27,6 +27,10 @@ bits (:mod:`.envlayer` fixes mtimes, owners and order), which these inputs decid
 
     <wheels>/sha256/<sdist hex>/<name>-<version>.tar.gz              the checked sdist
     <wheels>/sha256/<sdist hex>/built-<recipe>/<name>-...-<tags>.whl  the wheel built from it
+
+Why one module of this size: the build's isolation, its determinism and its cache key are
+one recipe (:func:`recipe` names what the container sees); apart, one could change
+without the others.
 """
 
 from __future__ import annotations

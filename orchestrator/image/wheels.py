@@ -16,6 +16,10 @@ that sdist itself (pip cannot download one without running its build backend her
 the host: pip is asked only where the file is), keeps it under
 ``cache_dir/sha256/<hex>/`` once its hash matches the lock, and has it built into a
 wheel in a container (:mod:`.sdist`).
+
+Why one module of this size: pip's download, the recorded resolution and the sdist fetch
+decide together which file a requirement becomes, and each reads the others' cache
+layout.
 """
 
 from __future__ import annotations
