@@ -106,7 +106,8 @@ def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None
 @click.option("--seed", type=int, default=0, show_default=True, help="The search's seed.")
 @click.option("--objective", default=None,
               help="METRIC[:max|min] the search improves (comma-separated: several).")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "asha"]), default=None,
+@click.option("--pruner", type=click.Choice(["percentile", "median", "hyperband", "asha"]),
+              default=None,
               help="Stop trials early on their step metrics (adaptive samplers).")
 @click.option("--name", "sweep_name", default=None, help="Name the sweep (usable as its id).")
 @click.option("--tag", "tags", multiple=True, help="Tag the sweep (repeatable).")

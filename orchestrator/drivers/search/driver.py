@@ -43,6 +43,7 @@ from typing import Any
 from ... import config as configmod
 from ...errors import NotFound, OrchestratorError
 from ...image.builder import Environment
+from ...job import Job
 from ...record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
 from ...space import Space, optuna_distributions
 from ...spec import RunSpec
@@ -53,9 +54,13 @@ from .study import (
     MissingObjective,
     SearchOptions,
     frozen_trial,
+    independent_trials,
     make_study,
+    pruned_curve,
+    replayable,
     step_values,
     values_of,
+    would_prune,
 )
 from .trials import Trial, compose_space, search_sweep_id
 
@@ -74,6 +79,8 @@ class _Flight:
     spec: RunSpec
     followers: list[Any] = field(default_factory=list)
     reported: set[int] = field(default_factory=set)
+    #: The steps seen while polling, judged by a probe (see :func:`.study.would_prune`).
+    seen: dict[int, float] = field(default_factory=dict)
     last_step: float | None = None
     stop_sent: bool = False
 
@@ -127,6 +134,9 @@ class _State:
         self.records: dict[str, RunRecord] = {}
         self.earlier: set[str] = set()
         self.queue: list[Trial] = []
+        #: A trial asked and prepared (image built and loaded) while the slots were
+        #: full, numbered and submitted as soon as one frees (see :meth:`_can_prefetch`).
+        self.ready: list[tuple[Job, _Flight]] = []
         #: Trials running, and those another submitter of the search runs (waited for).
         self.flights: InFlight[_Flight] = InFlight(launcher, poll_s=POLL_S)
         self.error: OrchestratorError | None = None
@@ -226,8 +236,11 @@ class _State:
                 self.records[trial.run_id] = record
                 self.earlier.add(trial.run_id)
                 self.launcher.progress("skipped", trial.run_id, record)
+                curve = self._curve(record)
+                if record.status is RunStatus.PRUNED:
+                    curve = pruned_curve(self.study, curve)
                 self.study.add_trial(frozen_trial(trial.params, self.distributions, record,
-                                                  self.options.objectives, self._curve(record)))
+                                                  self.options.objectives, curve))
             else:
                 if record is not None:
                     retried.add(trial.run_id)
@@ -249,7 +262,17 @@ class _State:
             return False
         if len(self.flights) >= self.options.jobs:
             return False
-        return bool(self.queue) or len(self.trials) < self.options.trials
+        return bool(self.ready or self.queue) or len(self.trials) < self.options.trials
+
+    def _can_prefetch(self) -> bool:
+        """Whether the next trial can be prepared now, while every slot is busy: its
+        point must not depend on the results still running (TPE's start-up), so asking
+        it early draws the point it would draw later, and only its start is earlier."""
+        if self.ready or self.queue or self.launcher.stop.draining or self.error is not None:
+            return False
+        if len(self.flights) < self.options.jobs or len(self.trials) >= self.options.trials:
+            return False  # (a prepared trial is numbered when it starts: not counted yet)
+        return len(self.study.trials) < independent_trials(self.options)
 
     def loop(self, env: Environment, composer: configmod.Composer,
              digests: dict[str, str]) -> None:
@@ -260,6 +283,11 @@ class _State:
                 if self._can_ask():
                     continue
                 return
+            if self._can_prefetch():
+                # The image load of trial N+1 overlaps trial N's container instead of
+                # following it (a sequential search otherwise pays it on every trial).
+                self._prefetch(env, composer, digests)
+                continue
             for flight, record in self.flights.collect(POLL_S if self.pruning else None):
                 if record is None:  # not started, or another submitter's and we stop
                     self._abandon(flight)
@@ -270,6 +298,28 @@ class _State:
 
     def _start_next(self, env: Environment, composer: configmod.Composer,
                     digests: dict[str, str]) -> None:
+        if self.ready:
+            job, flight = self.ready.pop(0)
+        else:
+            flight = self._ask(env, composer, digests)
+            job = None
+        claimed = self._claim(flight)
+        if claimed is None:
+            return
+        if job is None:
+            job = self._prepare(env, claimed)
+        self.flights.submit(job, claimed)
+
+    def _prefetch(self, env: Environment, composer: configmod.Composer,
+                  digests: dict[str, str]) -> None:
+        """Ask the next trial and build and load its run's image now; it is numbered
+        (and listed in the search's document) only when it starts."""
+        flight = self._ask(env, composer, digests)
+        self.ready.append((self._prepare(env, flight), flight))
+
+    def _ask(self, env: Environment, composer: configmod.Composer,
+             digests: dict[str, str]) -> _Flight:
+        """The next trial asked of the study (or the queue's next), composed and planned."""
         if self.queue:
             trial = self.queue.pop(0)
             self.study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -284,29 +334,42 @@ class _State:
             log.warning("trial %d composes to run %s now, not %s", trial.number, spec.run_id,
                         trial.run_id)
         if not trial.run_id:
-            trial.run_id, trial.overrides = spec.run_id, point
+            trial.overrides = point
+        return _Flight(trial, asked, spec)
+
+    def _claim(self, flight: _Flight) -> _Flight | None:
+        """Number an asked trial; the flight to run, or None when it needs no run of its
+        own (past --trials, its point already run, or in flight already)."""
+        trial, asked, spec = flight.trial, flight.asked, flight.spec
+        if not trial.run_id:
+            trial.run_id = spec.run_id
             numbered = self._number(trial)
             if numbered is None:  # others took the last numbers meanwhile
                 from .study import _optuna
 
                 self.study.tell(asked, state=_optuna().trial.TrialState.FAIL)
-                return
+                return None
             if numbered is not trial:
                 # Another submitter's trial: its run is awaited below (the claim makes it
                 # run once), and from now on this submitter draws points of its own.
                 self.study.sampler.reseed_rng()
-                trial = numbered
+                flight = _Flight(numbered, asked, spec)
             else:
                 self._publish()
         asked.set_user_attr("run_id", spec.run_id)
         known = self.records.get(spec.run_id)
         if known is not None:  # the sampler asked for a point already run: its result stands
             self._tell(asked, known, None)
-            return
-        for flight in self.flights.notes():
-            if flight.spec.run_id == spec.run_id:
-                flight.followers.append(asked)
-                return
+            return None
+        for running in self.flights.notes():
+            if running.spec.run_id == spec.run_id:
+                running.followers.append(asked)
+                return None
+        return flight
+
+    def _prepare(self, env: Environment, flight: _Flight) -> Job:
+        """Stage the trial's inputs, build and load its run's image: its job."""
+        spec = flight.spec
         self.launcher.progress("queued", spec.run_id, None)
         self.launcher.stage([spec])
         if not self.env_uploaded:
@@ -316,7 +379,7 @@ class _State:
         (job,) = self.launcher.prepare(env, self.sweep_id, [spec])
         if not self.launcher.backend.shares_daemon:
             self.launcher.wait_uploads()
-        self.flights.submit(job, _Flight(trial, asked, spec))
+        return job
 
     def _done(self, flight: _Flight, record: RunRecord) -> None:
         self.records[record.run_id] = record
@@ -327,6 +390,8 @@ class _State:
                             "pruning is off for this search", self.options.pruner,
                             record.run_id, self.options.objectives[0].metric)
                 self.pruning = False
+            if record.status is RunStatus.PRUNED:
+                curve = pruned_curve(self.study, curve)
             for step, value in sorted(curve.items()):
                 if step not in flight.reported:
                     flight.asked.report(value, step)
@@ -375,9 +440,14 @@ class _State:
             if step == flight.last_step or int(step) in flight.reported:
                 continue
             flight.last_step = step
-            flight.reported.add(int(step))
-            flight.asked.report(float(value), int(step))
-            if flight.asked.should_prune():
+            if replayable(self.study.pruner):
+                flight.seen[int(step)] = float(value)
+                condemned = would_prune(self.study, flight.seen)
+            else:
+                flight.reported.add(int(step))
+                flight.asked.report(float(value), int(step))
+                condemned = flight.asked.should_prune()
+            if condemned:
                 reason = (f"pruned by the {self.options.pruner} pruner at step {int(step)} "
                           f"({metric}={value:g})")
                 self.launcher.runs.request_stop(flight.spec.run_id, reason, self.launcher.owner)

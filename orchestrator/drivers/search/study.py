@@ -30,7 +30,7 @@ log = logging.getLogger("orchestrator.search")
 #: Samplers Optuna drives (``random`` and ``grid`` are orch's own).
 ADAPTIVE = ("tpe", "cmaes", "gp", "nsgaii", "qmc")
 SAMPLERS = ("grid", "random", *ADAPTIVE)
-PRUNERS = ("median", "hyperband", "asha")
+PRUNERS = ("percentile", "median", "hyperband", "asha")
 _MULTI_OK = ("tpe", "nsgaii", "gp", "qmc")
 
 
@@ -136,6 +136,17 @@ def sampler_seed(seed: int, resumed: int) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "big")
 
 
+#: TPE's random start-up (Optuna's default): its first trials ignore every result.
+TPE_STARTUP_TRIALS = 10
+
+
+def independent_trials(options: SearchOptions) -> int:
+    """How many first trials of a search its sampler draws without looking at a result
+    (TPE's random start-up). Such a trial can be asked, and its image built and loaded,
+    while the trial before it still runs: asked early, it is the same point."""
+    return TPE_STARTUP_TRIALS if options.sampler == "tpe" else 0
+
+
 def make_sampler(options: SearchOptions, resumed: int = 0) -> Any:
     optuna = _optuna()
     samplers = optuna.samplers
@@ -144,6 +155,7 @@ def make_sampler(options: SearchOptions, resumed: int = 0) -> Any:
         # constant_liar: trials in flight count as bad guesses, so K parallel trials spread
         # out instead of all asking for the same point.
         return samplers.TPESampler(seed=seed, multivariate=True,
+                                   n_startup_trials=TPE_STARTUP_TRIALS,
                                    constant_liar=options.jobs > 1)
     if options.sampler == "cmaes":
         _needs("cmaes", "cmaes", options.sampler)
@@ -165,15 +177,64 @@ def _needs(module: str, packages: str, sampler: str) -> None:
         raise MissingDependency(f"--sampler {sampler} needs {packages}", packages)
 
 
+#: ``--pruner percentile``, the policy for short searches (tens of trials): from the
+#: second trial and the first step on, a trial whose best value so far is outside the
+#: best quarter of the completed trials' values at the same step is stopped. A median
+#: pruner waiting for 4 completed trials cannot prune a third of a 12-trial search and
+#: keeps every trial better than the median; here a trial runs to its end only while it
+#: stays among the best.
+PERCENTILE = 25.0
+PERCENTILE_STARTUP_TRIALS = 1
+
+
 def make_pruner(name: str | None) -> Any:
     optuna = _optuna()
     if name is None:
         return optuna.pruners.NopPruner()
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(PERCENTILE,
+                                               n_startup_trials=PERCENTILE_STARTUP_TRIALS)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+
+
+def replayable(pruner: Any) -> bool:
+    """Whether ``pruner`` decides from the study's completed trials and the trial's
+    curve alone (the percentile and median pruners), so a decision can be asked of a
+    probe and replayed; Hyperband and successive halving keep state on the asked trial."""
+    return isinstance(pruner, _optuna().pruners.PercentilePruner)
+
+
+def would_prune(study: Any, curve: Mapping[int, float]) -> bool:
+    """The study's pruner's verdict on a running trial whose steps so far are ``curve``,
+    asked of a probe: the trial the study will be told holds no step the driver merely
+    happened to see while polling."""
+    if not curve:
+        return False
+    optuna = _optuna()
+    probe = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={},
+                                      distributions={}, intermediate_values=dict(curve))
+    return bool(study.pruner.prune(study, probe))
+
+
+def pruned_curve(study: Any, curve: Mapping[int, float]) -> dict[int, float]:
+    """The steps of a pruned trial that the study is told: its curve up to the first step
+    at which the pruner, replayed step by step over it, prunes. What the sampler learns
+    from a pruned trial then depends on its curve and the trials before it, not on how
+    soon the stop reached the container or which steps the driver saw while polling, so
+    a sequential search with the same seed draws the same trials. The whole curve when
+    the pruner keeps state of its own or never prunes on replay."""
+    if not replayable(study.pruner):
+        return dict(curve)
+    seen: dict[int, float] = {}
+    for step, value in sorted(curve.items()):
+        seen[step] = value
+        if would_prune(study, seen):
+            return seen
+    return dict(curve)
 
 
 def make_study(options: SearchOptions, resumed: int = 0) -> Any:
