@@ -398,6 +398,10 @@ class _Refs(Mapping[str, IndexRef]):
     def __contains__(self, run_id: object) -> bool:
         return run_id in self.run_ids
 
+    def get(self, run_id: str, default: Any = None) -> Any:
+        # Mapping.get through __getitem__ raises and catches a KeyError per miss.
+        return IndexRef(self.sweep_id, run_id) if run_id in self.run_ids else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.run_ids)
 

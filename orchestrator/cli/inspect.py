@@ -50,7 +50,6 @@ def results(
 ) -> None:
     """Runs of sweeps (ids, names or tags; none: every sweep of the project), their
     swept parameters and metrics; queued and running runs too."""
-    from ..drivers.search.view import SearchView
     from ..errors import UsageError
     from ..frame import RunFrame
     from ..results import render
@@ -79,6 +78,8 @@ def results(
         if search is not None:
             # A search is shown in trial order with the best so far: its trials are few,
             # so they are rendered from whole records.
+            from ..drivers.search.view import SearchView
+
             whole = expand(records)
             view = SearchView.build(search, whole, importances=fmt == "table")
             click.echo(render(view.ordered(whole), fmt, sort=sort, where=where, color=color,
