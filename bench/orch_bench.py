@@ -437,7 +437,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
     archive vs two concurrent ones) and the CLI's fixed cost. Not in the default set."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestrator import container
+    from orchestrator import container, outputs
     from orchestrator.image import builder
     from orchestrator.image.archive import ThinArchive
     from orchestrator.project import load_project
@@ -514,7 +514,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             made.logs(stdout=True, stderr=False)
             made.logs(stdout=False, stderr=True)
             marks.append(time.perf_counter())
-            container.collect_outputs(dirs.output)
+            outputs.collect_outputs(dirs.output)
             marks.append(time.perf_counter())
         finally:
             made.remove(force=True)
@@ -591,7 +591,7 @@ def timed(owner, name, label):
     setattr(owner, name, wrapper)
 T0 = time.perf_counter()
 import orchestrator.cli
-from orchestrator import execute, container
+from orchestrator import execute, container, outputs
 from orchestrator.drivers import grid as sweep, launcher
 from orchestrator.image import builder, archive
 from orchestrator.store import records
@@ -613,7 +613,7 @@ timed(records.RunStore, "commit_run", "store: commit run")
 timed(container.Running, "start", "container create + start")
 timed(container.Running, "wait", "container wait")
 timed(container.Running, "collect", "container logs + remove")
-timed(container, "collect_outputs", "outputs")
+timed(outputs, "collect_outputs", "outputs")
 from orchestrator.backends import local
 timed(local, "execute", "execute (one run, all of it)")
 timed(context.Context, "docker", "docker client")

@@ -8,6 +8,10 @@ merely waits for its turn holds no claim. While the container runs, its claim is
 its step metrics are published (``live.json``), its checkpoint is saved at an interval,
 and a cancel of the sweep stops it; however it ends, what it left is committed and its
 host directories are removed.
+
+Why one module of this size: it is the commit protocol of one attempt; the claim's renewal,
+the live publisher, the pending work kept across a store outage and the commit itself
+share the attempt's state and its order, which is what the protocol guarantees.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from typing import Any
 
 from . import checkpoint, container, hydra_app
 from . import inputs as inputsmod
-from .container import RUN_UID, Outputs, RunDirs, Running
+from . import outputs as run_outputs
+from .container import RUN_UID, RunDirs, Running
 from .docker_api import DockerClient
 from .errors import StoreError
 from .job import Job
 from .live import MAX_KEYS, RunMetrics, StepMetrics, number
+from .outputs import Outputs
 from .record import RunRecord, RunStatus, iso, now_iso
 from .settings import Settings
 from .stopping import Stop
@@ -492,7 +498,7 @@ def _outcome(
     pruned: str | None = None,
 ) -> Outcome:
     # the names go to a file as the walk finds them: 300k outputs are not 300k objects
-    outputs = container.collect_outputs(dirs.output, dirs.root / OUTPUTS_LIST,
+    outputs = run_outputs.collect_outputs(dirs.output, dirs.root / OUTPUTS_LIST,
                                         apart=("metrics.json", "metrics.jsonl"))
     reason = result.reason
     files: dict[str, bytes | Path] = {"stdout.log": result.stdout, "stderr.log": result.stderr}

@@ -985,7 +985,7 @@ EVIL_ENTRIES = {
 @pytest.mark.parametrize("name", sorted(EVIL_ENTRIES))
 def test_output_entries_never_escape(name: str, tmp_path: Path,
                                      record_property: Callable[[str, object], None]) -> None:
-    from orchestrator.container import collect_outputs
+    from orchestrator.outputs import collect_outputs
     from orchestrator.store import check_key
 
     record_property("bad_inputs_tried", 1)

@@ -11,8 +11,9 @@ import pytest
 import requests.exceptions
 
 from orchestrator import container
-from orchestrator.container import Running, collect_outputs
+from orchestrator.container import Running
 from orchestrator.errors import BackendError
+from orchestrator.outputs import collect_outputs
 
 
 class _GoneAPI:

@@ -8,7 +8,7 @@ Layers, lowest first (a module may import its own layer and those below)::
     2  store request labels workspace  (knows nothing of Docker or Ray; workspace connects
                                         lazily, through docker_api)
     3  image images                (takes a store's blobs as a parameter, not a store)
-    4  container checkpoint execute
+    4  container outputs checkpoint execute
     5  backends (local, ray, slurm; never the CLI, never the commands)
     6  drivers (grid, search, rerun) verify logs detached results watch
        catalog frame query gc export_mlflow api    (api: the library the CLI calls)
@@ -34,11 +34,11 @@ LAYERS: dict[str, int] = {
         ["errors", "ids", "canonical", "files", "settings", "record", "job", "engine",
          "docker_api", "stopping", "live", "git", "pool"], 0
     ),
-    **dict.fromkeys(["spec", "project", "config", "configio", "overrides", "composecache", "runtime",
-                     "hydra_app", "inputs", "space", "scaffold"], 1),
+    **dict.fromkeys(["spec", "project", "config", "configio", "overrides", "composecache",
+                     "runtime", "hydra_app", "inputs", "space", "scaffold"], 1),
     **dict.fromkeys(["store", "request", "labels", "workspace"], 2),
     **dict.fromkeys(["image", "images"], 3),
-    **dict.fromkeys(["container", "checkpoint", "execute"], 4),
+    **dict.fromkeys(["container", "outputs", "checkpoint", "execute"], 4),
     "backends": 5,
     **dict.fromkeys(
         ["drivers", "verify", "logs", "detached", "results", "watch",

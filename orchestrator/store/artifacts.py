@@ -27,6 +27,10 @@ StoreError: the store holds corrupt data, exit 2) names it after the other files
 place; a file listed by the record but missing from the store raises NotFound likewise.
 Pulled files are the caller's (under ``sudo``, ``SUDO_UID``'s: :mod:`.owner`), with the
 mode new files get (``0666`` less the umask).
+
+Why one module of this size: selecting (the glob language against the run's manifest)
+and fetching (checked, renamed into place, resumable) are one command's two halves, and
+the errors of the first name what the second would have fetched.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ clients are thread-safe, so one store serves every worker thread. Two layers of 
 botocore's own (standard mode) for blips, and ours around each operation, with
 exponential backoff for up to ``retry_budget_s``, so a server that is down for a few
 seconds (a restart) loses nothing. botocore errors become StoreError/NotFound here.
+
+Why one module of this size: it is one class, the :class:`~.base.Store` contract over S3,
+with the retry, conditional-write and clock rules every method shares.
 """
 
 from __future__ import annotations
