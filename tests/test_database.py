@@ -93,8 +93,8 @@ def write_sweep(runs: RunStore, name: str, lrs: list[float], *, failed: int | No
         "runs": [{"run_id": r.run_id, "overrides": list(r.overrides)} for r in records],
     }))
     steps = b'{"step": 1, "loss": 0.9}\n{"step": 2, "loss": 0.7}\n'
-    for r in records:
-        runs.commit_run(r, {"metrics.jsonl": steps})
+    # What was committed (the record names its outputs: none), as a driver holds it.
+    records = [runs.commit_run(r, {"metrics.jsonl": steps}) for r in records]
     if close:
         runs.write_sweep_index(sweep_id, records)
     return sweep_id, records

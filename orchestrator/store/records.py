@@ -484,10 +484,7 @@ class RunStore:
             ref = self._store_outputs(run_id, every, manifest, earlier, workers)
             if ref.files:  # none: nothing to list, no object (readers know from the count)
                 self.store.put_file(self._run_key(run_id, MANIFEST), manifest)
-        # A run without outputs names no manifest: its record is the one it was given, as
-        # records without outputs always were (a reader compares it with run.json).
-        record = dataclasses.replace(record, outputs=ref if ref.files else None,
-                                     artifacts=(), artifact_files={})
+        record = dataclasses.replace(record, outputs=ref, artifacts=(), artifact_files={})
         if before_record is not None:
             before_record(record)
         body = self._dump(run_key, record.to_json())
