@@ -186,6 +186,8 @@ class ComposeCache:
         malformed."""
         path = self.root / f"{key}.base"
         try:
+            if not (_own(self.root) and _own(path)):
+                return None  # a pickle is code: only one the user alone could have written
             head, _, pickled = path.read_bytes().partition(b"\n")
             data = json.loads(head)
         except (OSError, ValueError):
@@ -207,6 +209,7 @@ class ComposeCache:
         head = {"key": key, "size": len(pickled), "files": list(files),
                 "placeholders": [list(p) for p in placeholders]}
         try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # see get_base
             atomic_write(self.root / f"{key}.base",
                          json.dumps(head).encode() + b"\n" + pickled, fsync=False)
             self._evict()
@@ -300,6 +303,13 @@ def _plugins() -> list[str]:
         with contextlib.suppress(OSError):
             found.update(os.listdir(location))
     return sorted(found)
+
+
+def _own(path: Path) -> bool:
+    """Whether only the current user could have written ``path`` (owned by them, not
+    writable by group or others)."""
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 _CODE: str | None = None

@@ -168,6 +168,29 @@ def test_a_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
         assert json.loads(entry.read_bytes())["key"] == entry.stem  # written again
 
 
+def test_a_defaults_list_another_user_could_have_written_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cached defaults list is a pickle, which runs code when loaded: one that a group or
+    others could write is composed again with Hydra, never unpickled."""
+    tree = REPO / "configs"
+    cache = ComposeCache(tmp_path / "cache")
+    sweep_of(tree, "config", False, {}, ["optimizer=SGD"], cache)
+    (base,) = cache.root.glob("*.base")
+    assert cache.root.stat().st_mode & 0o777 == 0o700
+    calls: list[Any] = []
+    compose = configmod.hydra_compose
+    monkeypatch.setattr(configmod, "hydra_compose", lambda **kw: calls.append(kw) or compose(**kw))
+    for loose, point in ((base, ["optimizer=SGD", "optimizer.lr=0.5"]),
+                         (cache.root, ["optimizer=SGD", "optimizer.lr=0.6"])):
+        loose.chmod(0o666 if loose == base else 0o777)
+        fresh = sweep_of(tree, "config", False, {}, point, cache)  # a new point: no result hit
+        assert calls, f"{loose.name} writable by others, and its pickle was loaded"
+        assert fresh == sweep_of(tree, "config", False, {}, point, None)
+        loose.chmod(0o600 if loose == base else 0o700)
+        calls.clear()
+
+
 def test_the_clock_is_never_cached(tmp_path: Path) -> None:
     tree = tmp_path / "configs"
     tree.mkdir()
