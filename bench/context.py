@@ -77,7 +77,7 @@ class Ctx:
     def client(self) -> Any:
         if self._client is None:
             sys.path.insert(0, str(REPO))
-            from orchestrator.docker_api import connect
+            from orchestrator.daemon.client import connect
 
             self._client = connect()
         return self._client

@@ -234,9 +234,9 @@ def _orch_build(ctx: Ctx, root: Path, cache: Path) -> tuple[float, int, Any, dic
 
     The bytes sent are those of every layer in every archive loaded, the ones the build
     loads while it goes (see orchestrator.image.preload) included."""
+    from orchestrator.compose.project import load_project
     from orchestrator.image import builder
     from orchestrator.image.archive import ThinArchive
-    from orchestrator.project import load_project
 
     sent = [0]
     load = ThinArchive.load

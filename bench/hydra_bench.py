@@ -7,7 +7,7 @@ config_name="config")`` task that writes ``metrics.json`` to ``$ORCH_OUTPUT`` fr
 ``cfg``. Its environment is ``bench/hydra/requirements.lock``, written by pip-compile from
 ``hydra-core==1.3.2`` (it pins the sdist-only ``antlr4-python3-runtime==4.9.3``, which orch
 builds itself). orch detects the application and starts it on the config it composed
-(``--config-path=/orch/hydra --config-name=config``, see orchestrator/hydra_app.py).
+(``--config-path=/orch/hydra --config-name=config``, see orchestrator/compose/hydra_app.py).
 
 Setup, not timed: one warm-up sweep into the section's store (the environment built,
 loaded and uploaded; the code image on the daemon). Timed, interleaved:

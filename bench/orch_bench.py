@@ -236,9 +236,9 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     request (as orch batches them), and docker build of FROM code + COPY config."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestrator import config as configmod
+    from orchestrator.compose import config as configmod
+    from orchestrator.compose.project import load_project
     from orchestrator.image import builder
-    from orchestrator.project import load_project
 
     ctx.warm()
     client = ctx.client
@@ -342,7 +342,7 @@ def compose1k(ctx: Ctx) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from orchestrator.config import Composer, expand_sweep
+    from orchestrator.compose.config import Composer, expand_sweep
 
     config_dir = REPO / "configs"
     reps = ctx.reps(3, 1)
@@ -437,10 +437,10 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
     archive vs two concurrent ones) and the CLI's fixed cost. Not in the default set."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestrator import container, outputs
+    from orchestrator.compose.project import load_project
     from orchestrator.image import builder
     from orchestrator.image.archive import ThinArchive
-    from orchestrator.project import load_project
+    from orchestrator.runner import container, outputs
 
     ctx.warm()
     client = ctx.client

@@ -39,7 +39,7 @@ def _hex(*parts: object, n: int = 64) -> str:
 
 def _combos() -> list[tuple[str, str, dict[str, Any]]]:
     """The 4 group combinations of the grid, composed by orch."""
-    from orchestrator.config import Composer
+    from orchestrator.compose.config import Composer
 
     composer = Composer(REPO / "configs", "config")
     combos = [(opt, model) for opt in ("SGD", "adam") for model in ("lstm", "bi_lstm")]
@@ -125,7 +125,7 @@ def _record(
 
 def _files(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, bytes]:
     """What a real run stores next to run.json."""
-    from orchestrator.config import to_yaml
+    from orchestrator.compose.config import to_yaml
 
     lr = record["config"]["optimizer"]["lr"]
     return {
@@ -155,7 +155,7 @@ def write_runs(uri: str, endpoint: str, name: str, sweep_id: str, start: int, st
     combos = _combos()
 
     def commit(index: int) -> None:
-        from orchestrator.record import RunRecord
+        from orchestrator.schema.record import RunRecord
 
         record, metrics = _record(name, sweep_id, index, combos)
         runs.commit_run(RunRecord.from_json(record), _files(record, metrics), workers=1)
@@ -165,7 +165,7 @@ def write_runs(uri: str, endpoint: str, name: str, sweep_id: str, start: int, st
 
 
 def _iso(ts: float) -> str:
-    from orchestrator.record import iso
+    from orchestrator.schema.record import iso
 
     return iso(ts)
 
@@ -220,7 +220,7 @@ def results10k(ctx: Ctx) -> dict[str, Any]:
                 if proc.returncode != 0:
                     raise BenchError(f"a writer process failed: {err.strip()[-400:]}")
             run_store = _setup_store(uri, endpoint)
-            from orchestrator.record import RunRecord, SweepDoc
+            from orchestrator.schema.record import RunRecord, SweepDoc
 
             run_store.write_sweep(
                 SweepDoc.from_json(
@@ -341,7 +341,7 @@ def _fill_100k(store: Any, name: str, sweeps: int = SWEEPS_100K) -> list[str]:
     """Sweep documents, indexes and a few labels: what a store of 100,000 finished runs
     in 1,000 closed sweeps holds under sweeps/ and labels/. The runs' own objects are not
     written: neither side reads them once the sweeps are closed."""
-    from orchestrator.labels import change
+    from orchestrator.store.labels import change
 
     combos = _combos()
     keys = []

@@ -76,10 +76,10 @@ def _trials_to_reach(values: Any, target: float, cap: int) -> int:
 
 
 def tpe_vs_random(seed: int, target: float, cap: int) -> tuple[int, int]:
-    from orchestrator.config import Composer
+    from orchestrator.compose.config import Composer
+    from orchestrator.compose.space import optuna_distributions, parse_space, random_values
     from orchestrator.drivers.search import SearchOptions, parse_objectives
     from orchestrator.drivers.search.study import make_study
-    from orchestrator.space import optuna_distributions, parse_space, random_values
 
     space = parse_space(SPACE, Composer(Path(__file__).resolve().parent.parent / "configs"))
 

@@ -80,7 +80,7 @@ def transport(ctx: Ctx) -> dict[str, Any]:
     import seaweed
     from services import registry, second_daemon
 
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
     from orchestrator.image.imageconfig import ImageConfig
     from orchestrator.image.transport import ensure_image
     from orchestrator.store import RunStore, open_store

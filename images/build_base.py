@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python images/build_base.py [--mirror URL] [--rootfs DIR] [--frozen]
 
-The same as ``orch image base`` (the recipe is ``orchestrator.image.base``, the package
+The same as ``orch image base`` (the recipe is ``orchestrator.image.base_image``, the package
 set ``orchestrator/image/bookworm-python.packages.txt``, which ``images/`` links to).
 Progress goes to stderr; the last line of stdout is the image ID (``sha256:...``).
 """

@@ -20,6 +20,9 @@ from .api import search as search
 from .api import show as show
 from .api import steps as steps
 from .api import sweep as sweep
+from .api.workspace import Workspace as Workspace
+from .compose.project import Project as Project
+from .compose.project import load_project as load_project
 from .errors import BackendError as BackendError
 from .errors import ConfigError as ConfigError
 from .errors import ImageError as ImageError
@@ -34,18 +37,15 @@ from .errors import RunsFailed as RunsFailed
 from .errors import StoreError as StoreError
 from .errors import UsageError as UsageError
 from .errors import VerifyMismatch as VerifyMismatch
-from .project import Project as Project
-from .project import load_project as load_project
-from .record import CorruptRecord as CorruptRecord
-from .record import RunPlan as RunPlan
-from .record import RunRecord as RunRecord
-from .record import RunStatus as RunStatus
-from .record import SweepDoc as SweepDoc
+from .schema.record import CorruptRecord as CorruptRecord
+from .schema.record import RunPlan as RunPlan
+from .schema.record import RunRecord as RunRecord
+from .schema.record import RunStatus as RunStatus
+from .schema.record import SweepDoc as SweepDoc
+from .schema.spec import RunSpec as RunSpec
+from .schema.spec import SweepSpec as SweepSpec
 from .settings import Settings as Settings
-from .spec import RunSpec as RunSpec
-from .spec import SweepSpec as SweepSpec
 from .store.artifacts import pull as pull
-from .workspace import Workspace as Workspace
 
 if TYPE_CHECKING:
     from .drivers.grid import SweepResult as SweepResult

@@ -43,16 +43,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._util.stopping import Stop
+from .compose.project import Project
 from .errors import StoreError
-from .execute import ClaimHeld, NotStarted
 from .image.builder import CONFIG_PATH, OUTPUT_DIR, BaseInfo, Environment, ImageSettings, RunImage
 from .image.code import CodeSnapshot
 from .image.imageconfig import make_config
 from .image.tarball import Entry, layer_bytes
-from .job import Job
-from .project import Project
-from .record import RunRecord, RunStatus, iso
-from .stopping import Stop
+from .runner.execute import ClaimHeld, NotStarted
+from .schema.job import Job
+from .schema.record import RunRecord, RunStatus, iso
 from .store import RunStore
 from .store.memory import MemoryStore as MemoryStore
 

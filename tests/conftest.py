@@ -22,7 +22,7 @@ for _name, _value in {
 
 @pytest.fixture(scope="session")
 def docker_client() -> object:
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
 
     return connect()
 

@@ -19,12 +19,12 @@ import pytest
 
 from orchestrator.backends.slurm import apptainer
 from orchestrator.backends.slurm.apptainer import SifImage, exec_invocation
-from orchestrator.container import RunDirs, create_kwargs
 from orchestrator.errors import BackendError, ImageError
 from orchestrator.image.imageconfig import make_config
 from orchestrator.image.tarball import Entry, layer_bytes
 from orchestrator.image.transport import store_layer
-from orchestrator.record import InputRef, RunPlan, RunResources
+from orchestrator.runner.container import RunDirs, create_kwargs
+from orchestrator.schema.record import InputRef, RunPlan, RunResources
 from orchestrator.store import DirStore, RunStore
 
 IMAGE_ID = "sha256:" + "ab" * 32

@@ -85,7 +85,7 @@ def _record(run_id: str, overrides: list[str], lr: float, accuracy: float) -> di
 
 def populate_store(root: Path) -> None:
     """A small but complete store: one sweep with two finished runs."""
-    from orchestrator.record import RunRecord, SweepDoc
+    from orchestrator.schema.record import RunRecord, SweepDoc
     from orchestrator.store import DirStore, RunStore
 
     runs = RunStore(DirStore(root))
@@ -745,7 +745,7 @@ def test_generated_bad_digests(ws: Workspace) -> None:
     "sha256:" + "0" * 64, "cafe",
 ])
 def test_bad_rerun_targets(ws: Workspace, target: str) -> None:
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
     from orchestrator.errors import BackendError
 
     try:
@@ -952,7 +952,7 @@ def test_generated_keys_stay_under_the_root(tmp_path: Path,
 def test_run_files_never_escape(tmp_path: Path, name: str,
                                 record_property: Callable[[str, object], None]) -> None:
     from orchestrator.errors import UsageError
-    from orchestrator.record import RunRecord
+    from orchestrator.schema.record import RunRecord
     from orchestrator.store import DirStore, RunStore
 
     runs = RunStore(DirStore(tmp_path / "store"))
@@ -985,7 +985,7 @@ EVIL_ENTRIES = {
 @pytest.mark.parametrize("name", sorted(EVIL_ENTRIES))
 def test_output_entries_never_escape(name: str, tmp_path: Path,
                                      record_property: Callable[[str, object], None]) -> None:
-    from orchestrator.outputs import collect_outputs
+    from orchestrator.runner.outputs import collect_outputs
     from orchestrator.store import check_key
 
     record_property("bad_inputs_tried", 1)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from test_bad_input import Workspace
 
 from orchestrator.cli import cli
-from orchestrator.config import MAX_CONFIG_BYTES, MAX_NESTING
+from orchestrator.compose.config import MAX_CONFIG_BYTES, MAX_NESTING
 
 pytestmark = pytest.mark.faults
 
@@ -148,7 +148,7 @@ def test_runs_clips_a_huge_override(ws: Workspace) -> None:
     """A sweep's arguments are stored whole; `orch runs` prints one short line per sweep."""
     from test_bad_input import RUN_A
 
-    from orchestrator.record import SweepDoc
+    from orchestrator.schema.record import SweepDoc
     from orchestrator.store import DirStore, RunStore
 
     huge = "+blob='" + "x" * (120 << 10) + "'"
@@ -190,7 +190,7 @@ def test_rerun_refuses_a_record_orch_yaml_could_not_have_asked_for(
 
     from test_bad_input import RUN_A
 
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
     from orchestrator.errors import BackendError
 
     try:

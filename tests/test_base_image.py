@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import ImageError
-from orchestrator.image import base
+from orchestrator.image import base_image as base
 from orchestrator.image.tarball import DEFAULT_MTIME
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkpoint import _extract_data
+from orchestrator.runner.checkpoint import _extract_data
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> tarfile.TarFile:

@@ -181,7 +181,7 @@ def test_result_errors_exit_1_after_one_error_line(project: Path, monkeypatch) -
     def no(*args: object, **kwargs: object) -> None:
         raise NotReproduced("rerun 1234 did not reproduce abcd: metrics differ")
 
-    monkeypatch.setattr("orchestrator.project.load_project", no)
+    monkeypatch.setattr("orchestrator.compose.project.load_project", no)
     code, _, err = run(["compose", "-p", str(project)])
     assert code == 1
     assert err.strip().splitlines() == ["error: rerun 1234 did not reproduce abcd: metrics differ"]
@@ -191,7 +191,7 @@ def test_ctrl_c_exits_130(project: Path, monkeypatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("orchestrator.project.load_project", interrupted)
+    monkeypatch.setattr("orchestrator.compose.project.load_project", interrupted)
     code, _, err = run(["compose", "-p", str(project)])
     assert code == 130
     assert err.strip().splitlines() == ["error: interrupted"]
@@ -206,7 +206,7 @@ def test_bad_settings_are_a_usage_error_up_front(project: Path) -> None:
 
 NOISY = """
 import sys
-import orchestrator.project as project
+import orchestrator.compose.project as project
 
 real = project.find_project
 

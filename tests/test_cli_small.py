@@ -19,7 +19,7 @@ from helpers import git_commit_all, hiding_env, make_wheel
 from orchestrator.cli import progress as progress_module
 from orchestrator.cli.progress import Progress
 from orchestrator.errors import ImageError
-from orchestrator.record import RunRecord, RunStatus
+from orchestrator.schema.record import RunRecord, RunStatus
 
 # -- plain progress ------------------------------------------------------------------------
 
@@ -204,8 +204,8 @@ def test_control_sequences_in_names_are_escaped_in_best_and_watch() -> None:
     """A metric named with an escape sequence (a run writes its own names) is shown, not
     obeyed, as in results and show."""
     from orchestrator.cli.watch import plain_line
+    from orchestrator.db.sweepstate import RunView
     from orchestrator.results.best import render_best
-    from orchestrator.watch import RunView
 
     text = render_best({
         "metric": "acc\x1b[2J", "direction": "max", "value": 1.0, "run_id": "abc",

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import config as configmod
-from orchestrator.composecache import ComposeCache
-from orchestrator.config import Composed, Composer, run_env
-from orchestrator.overrides import expand_sweep
+from orchestrator.compose import config as configmod
+from orchestrator.compose.cache import ComposeCache
+from orchestrator.compose.config import Composed, Composer, run_env
+from orchestrator.compose.overrides import expand_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

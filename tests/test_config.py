@@ -16,14 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from orchestrator import config as configmod
-from orchestrator.config import (
-    Composer,
-    config_digest,
-    expand_sweep,
-    to_json,
-    to_yaml,
-)
+from orchestrator.compose import config as configmod
+from orchestrator.compose.config import Composer, config_digest, expand_sweep, to_json, to_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.results.table import flatten
 

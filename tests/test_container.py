@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import requests.exceptions
 
-from orchestrator import container
-from orchestrator.container import Running
 from orchestrator.errors import BackendError
-from orchestrator.outputs import collect_outputs
+from orchestrator.runner import container
+from orchestrator.runner.container import Running
+from orchestrator.runner.outputs import collect_outputs
 
 
 class _GoneAPI:
@@ -86,7 +86,7 @@ def test_work_dirs_of_dead_processes_on_this_host_are_reaped(tmp_path: Path) -> 
     same host removes them, never a live process's nor another host's."""
     import subprocess
 
-    from orchestrator.container import RunDirs
+    from orchestrator.runner.container import RunDirs
 
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -104,7 +104,7 @@ def test_work_dirs_of_dead_processes_on_this_host_are_reaped(tmp_path: Path) -> 
 
 
 def test_what_was_enforced_is_what_the_engine_reports() -> None:
-    from orchestrator.engine import DOCKER, Engine
+    from orchestrator.daemon.engine import DOCKER, Engine
 
     host = {"PidsLimit": 4096, "Memory": 268435456, "NanoCpus": 500_000_000,
             "Tmpfs": {"/tmp": "size=1g,mode=1777"}, "ReadonlyRootfs": True}

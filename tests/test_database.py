@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from seaweed import admin_client, fresh_bucket, s3_env, shared_seaweed
 
-from orchestrator.catalog import Catalog
 from orchestrator.cli import cli
-from orchestrator.labels import change, read_labels
-from orchestrator.record import RunRecord, SweepDoc
+from orchestrator.db.catalog import Catalog
+from orchestrator.schema.record import RunRecord, SweepDoc
 from orchestrator.store import DirStore, RunStore
+from orchestrator.store.labels import change, read_labels
 from orchestrator.store.s3 import S3Store
 
 
@@ -388,7 +388,7 @@ def test_gc_keeps_referenced_and_young_blobs(where: Where) -> None:
     young = where.orch("gc", "--dry-run")
     assert "would remove 0 unreferenced blobs" in young  # all younger than the grace
 
-    from orchestrator import gc as gc_module
+    from orchestrator.db import gc as gc_module
 
     report = gc_module.collect(runs, lease_s=0.0, grace_s=0.0, dry_run=True)
     assert report.blobs == [f"blobs/sha256/{orphan.split(':')[1]}"]
@@ -418,7 +418,7 @@ def test_gc_beside_a_running_sweep_keeps_what_it_will_commit(where: Where) -> No
     assert writer.claims.claim(running.run_id, "driver", lease_s=600)
     writer.store.put(f"runs/{running.run_id}/stdout.log", b"working")
 
-    from orchestrator import gc as gc_module
+    from orchestrator.db import gc as gc_module
 
     # Everything older than 1 s is fair game, but the open sweep moves the cutoff back.
     report = gc_module.collect(runs, lease_s=600.0, grace_s=1.0)
@@ -519,7 +519,7 @@ def test_export_to_mlflow_twice_adds_nothing(
     assert failed.info.status == "FAILED"
 
 
-# -- indexes read by DuckDB as fetched bytes (orchestrator.frame) ----------------------
+# -- indexes read by DuckDB as fetched bytes (orchestrator.db.frame) ----------------------
 
 
 def test_a_corrupt_index_is_skipped_and_its_sweep_read_run_by_run(

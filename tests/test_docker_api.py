@@ -14,7 +14,7 @@ import docker.errors
 import pytest
 
 from orchestrator.errors import ImageError
-from orchestrator.image import base
+from orchestrator.image import base_image as base
 from orchestrator.image.archive import ThinArchive, has_image
 from orchestrator.image.imageconfig import make_config
 

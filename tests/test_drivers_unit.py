@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator._util.stopping import Stop
+from orchestrator.compose.project import Project, load_project
 from orchestrator.drivers.grid import SweepDriver, SweepResult, compose_points, plan
 from orchestrator.drivers.launcher import DriverOptions, Launcher, Retry, batches
 from orchestrator.drivers.search import (
@@ -22,10 +24,8 @@ from orchestrator.drivers.search import (
     parse_objectives,
     random_search_points,
 )
-from orchestrator.project import Project, load_project
-from orchestrator.record import RunRecord, RunStatus
+from orchestrator.schema.record import RunRecord, RunStatus
 from orchestrator.settings import Settings
-from orchestrator.stopping import Stop
 from orchestrator.store import RunStore, open_store
 from orchestrator.testing import FakeBackend, FakeImages, FakeRun, RunFailed
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import git_commit_all, make_wheel
 
-from orchestrator.docker_api import DockerClient
+from orchestrator.daemon.client import DockerClient
 from orchestrator.errors import ImageError
 from orchestrator.image import bytecode, envinstall, envlayer, envplan, interpreter
 from orchestrator.image.envlayer import env_layer_entries, plan_layers, write_env_layers
@@ -279,8 +279,8 @@ def test_a_cancel_kills_the_compile_container_and_leaves_nothing_half_written(
     the same layers as a build never cancelled."""
     import threading
 
+    from orchestrator._util.stopping import Stop
     from orchestrator.errors import BuildCancelled
-    from orchestrator.stopping import Stop
 
     assert bytecode_containers(docker_client) == []
     stop, said = Stop(), []
@@ -382,8 +382,8 @@ def test_a_payload_goes_to_the_daemon_while_the_sources_compile(
     then the environment image; no prefix image is left behind, and the run works."""
     import hashlib
 
+    from orchestrator.compose.project import load_project
     from orchestrator.image import archive, builder, preload
-    from orchestrator.project import load_project
 
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -421,8 +421,8 @@ def test_a_payload_goes_to_the_daemon_while_the_sources_compile(
         assert output == b""
         # A build killed after loading its payload leaves that prefix image (untagged);
         # `orch image prune` removes it, since the env image holds its layers.
-        from orchestrator.images import prune_plan, remove_image
-        from orchestrator.record import SweepDoc
+        from orchestrator.image.on_daemon import prune_plan, remove_image
+        from orchestrator.schema.record import SweepDoc
         from orchestrator.store import RunStore
         from orchestrator.store.dir import DirStore
 

@@ -1,6 +1,6 @@
 """A ``@hydra.main`` application receives exactly the config orch composed and records.
 
-The mechanism (orchestrator.hydra_app) is checked here with real Hydra on this machine:
+The mechanism (orchestrator.compose.hydra_app) is checked here with real Hydra on this machine:
 a tiny application is started on the files orch bakes into a run image, as the run's
 container starts it, and reports its ``cfg`` and ``HydraConfig``; the end-to-end runs in
 containers are in tests/test_real_project.py. Detection, the project settings, and the
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator import config as configmod
-from orchestrator import hydra_app
+from orchestrator.compose import config as configmod
+from orchestrator.compose import hydra_app
+from orchestrator.compose.project import load_project
 from orchestrator.drivers import grid as sweepmod
 from orchestrator.errors import ConfigError, ProjectError
-from orchestrator.project import load_project
 
 IMAGE_ID = "sha256:" + "c" * 64
 

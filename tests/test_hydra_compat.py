@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from orchestrator import config as configmod
-from orchestrator import configio
 from orchestrator.cli import cli
-from orchestrator.config import (
+from orchestrator.compose import config as configmod
+from orchestrator.compose import configio
+from orchestrator.compose.config import (
     HYDRA_RUNTIME,
     Composer,
     expand_sweep,

@@ -37,8 +37,8 @@ from click.testing import CliRunner
 from omegaconf import OmegaConf
 
 from orchestrator.cli import cli
+from orchestrator.compose.project import load_project
 from orchestrator.drivers import grid as sweepmod
-from orchestrator.project import load_project
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lightning-hydra-template" / "configs"
 IMAGE_ID = "sha256:" + "c" * 64

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from helpers import git_commit_all
 
 from orchestrator.cli import cli
+from orchestrator.compose.project import load_project
 from orchestrator.errors import ImageError, ProjectError
 from orchestrator.image.code import snapshot
-from orchestrator.project import load_project
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hydra-app"
 IMAGE_ID = "sha256:" + "d" * 64

@@ -219,7 +219,7 @@ def test_node_side_materialize_from_an_s3_store(proj: dict[str, Any], first: dic
     from orchestrator.inputs import materialize
     from orchestrator.inputs.cache import HostCache
     from orchestrator.inputs.transfer import fetch, fetch_manifest
-    from orchestrator.record import RunRecord
+    from orchestrator.schema.record import RunRecord
     from orchestrator.store import RunStore, open_store
 
     for key, value in proj["env"].items():

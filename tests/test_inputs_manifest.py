@@ -33,7 +33,7 @@ from orchestrator.inputs import (
 )
 from orchestrator.inputs.decl import InputDecl
 from orchestrator.inputs.transfer import materialize, upload
-from orchestrator.record import InputRef
+from orchestrator.schema.record import InputRef
 from orchestrator.store import MemoryStore, RunStore
 
 SHA = "0" * 64

@@ -1,18 +1,17 @@
-"""The import graph of ``orchestrator`` runs one way: no module imports a layer above it.
+"""The import graph of ``orchestrator`` runs one way: no package imports a layer above it.
 
-Layers, lowest first (a module may import its own layer and those below)::
+Layers, lowest first (a package may import its own layer and those below)::
 
-    0  errors ids canonical files settings record job engine docker_api stopping live git pool
-    1  spec project config configio overrides composecache runtime hydra_app inputs space scaffold
-                                (inputs: takes the store's blobs as a parameter)
-    2  store request labels workspace  (knows nothing of Docker or Ray; workspace connects
-                                        lazily, through docker_api)
-    3  image images                (takes a store's blobs as a parameter, not a store)
-    4  container outputs checkpoint execute
-    5  backends (local, ray, slurm; never the CLI, never the commands)
-    6  drivers (grid, search, rerun) verify logs detached results watch
-       catalog frame query gc export_mlflow api    (api: the library the CLI calls)
-       testing                     (a fake backend and image builder for fast tests)
+    0  errors settings _util schema daemon   (identifiers, typed records and specs, the
+                                              container engine's client)
+    1  compose inputs                        (orch.yaml, Hydra composition, sweep expansion;
+                                              inputs take the store's blobs as a parameter)
+    2  store                                 (knows nothing of Docker or Ray)
+    3  image                                 (takes a store's blobs as a parameter, not a store)
+    4  runner                                (one attempt of one run: container, checkpoint,
+                                              live metrics, logs, commit)
+    5  backends                              (local, ray, slurm; never the CLI, never a driver)
+    6  drivers db results api testing        (api: the library the CLI calls)
     7  cli
 
 Function-level imports count as much as module-level ones: a lazy import is still a
@@ -30,21 +29,13 @@ from helpers import REPO
 PACKAGE = REPO / "orchestrator"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(
-        ["errors", "ids", "canonical", "files", "settings", "record", "job", "engine",
-         "docker_api", "stopping", "live", "git", "pool"], 0
-    ),
-    **dict.fromkeys(["spec", "project", "config", "configio", "overrides", "composecache",
-                     "runtime", "hydra_app", "inputs", "space", "scaffold"], 1),
-    **dict.fromkeys(["store", "request", "labels", "workspace"], 2),
-    **dict.fromkeys(["image", "images"], 3),
-    **dict.fromkeys(["container", "outputs", "checkpoint", "execute"], 4),
+    **dict.fromkeys(["errors", "settings", "_util", "schema", "daemon"], 0),
+    **dict.fromkeys(["compose", "inputs"], 1),
+    "store": 2,
+    "image": 3,
+    "runner": 4,
     "backends": 5,
-    **dict.fromkeys(
-        ["drivers", "verify", "logs", "detached", "results", "watch",
-         "catalog", "frame", "query", "gc", "export_mlflow", "api", "testing"],
-        6,
-    ),
+    **dict.fromkeys(["drivers", "db", "results", "api", "testing"], 6),
     "cli": 7,
     "__init__": 7,
 }
@@ -105,3 +96,28 @@ def test_no_import_runs_back_up() -> None:
             if unit in LAYERS and LAYERS[unit] > here and unit != _unit(source):
                 upward.append(f"{source} -> {target}")
     assert upward == []
+
+
+def test_the_top_level_holds_packages_that_say_what_they_own() -> None:
+    """The folder tree is the map: a handful of modules at the top, every package saying
+    what it owns and what it must not import."""
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert modules == ["errors", "settings", "testing"]
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc.split()) >= 12, f"{init.parent.name}/__init__.py: say what it owns"
+        rule = ("never", "must not", "imports only", "nothing")
+        assert any(word in doc.lower() for word in rule), (
+            f"{init.parent.name}/__init__.py: say what it must not import"
+        )
+
+
+def test_a_long_module_says_why() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 400:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if "Why one module of this size" not in " ".join(doc.split()):
+                long.append(str(path.relative_to(PACKAGE)))
+    assert long == [], "split these, or say why they are one module"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import live
-from orchestrator.live import CsvSteps, EventSteps, JsonlSteps, RunMetrics
-from orchestrator.live import _tfevents as tfevents
+from orchestrator.runner import live
+from orchestrator.runner.live import CsvSteps, EventSteps, JsonlSteps, RunMetrics
+from orchestrator.runner.live import _tfevents as tfevents
 
 torch = pytest.importorskip("torch", reason="torch==2.13.0 (CPU) from the dev machine's disk")
 pl = pytest.importorskip("lightning.pytorch", reason="pip install -e '.[dev]'")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Composer
+from orchestrator.compose.config import Composer
+from orchestrator.compose.overrides import expand_sweep
+from orchestrator.compose.space import parse_space
 from orchestrator.errors import ConfigError
-from orchestrator.overrides import expand_sweep
-from orchestrator.space import parse_space
 
 DEMO = Path(__file__).resolve().parent.parent / "configs"
 

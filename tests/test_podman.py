@@ -25,7 +25,7 @@ import yaml
 from helpers import copy_demo, git_commit_all
 from podman import Podman, copy_base_image, ensure_user, podman_service
 
-from orchestrator.container import PIDS_LIMIT, TMP_SIZE
+from orchestrator.runner.container import PIDS_LIMIT, TMP_SIZE
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -128,7 +128,7 @@ def ctrl_c_twice(proc: subprocess.Popen[bytes], podman: Podman, store: Path) -> 
 
 
 def test_the_engine_behind_each_socket_is_detected(rootful: Podman, rootless: Podman) -> None:
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
 
     docker, podman, user_podman = connect().engine, connect(rootful.docker_host).engine, \
         connect(rootless.docker_host).engine
@@ -141,7 +141,7 @@ def test_the_engine_behind_each_socket_is_detected(rootful: Podman, rootless: Po
 
 
 def test_without_docker_host_docker_then_rootless_then_rootful_podman() -> None:
-    from orchestrator.engine import default_sockets
+    from orchestrator.daemon.engine import default_sockets
 
     assert default_sockets({"XDG_RUNTIME_DIR": "/run/user/1000"}) == [
         "/var/run/docker.sock", "/run/user/1000/podman/podman.sock", "/run/podman/podman.sock"]
@@ -154,7 +154,7 @@ def test_a_layer_the_engine_lacks_and_did_not_get_is_named(
 ) -> None:
     """Every layer not sent is an empty file in the archive (Podman wants one per layer):
     an engine that lacks one says so in its own words, and orch says what it means."""
-    from orchestrator.docker_api import connect
+    from orchestrator.daemon.client import connect
     from orchestrator.errors import ImageError
     from orchestrator.image.archive import ThinArchive, _loaded_names
     from orchestrator.image.imageconfig import make_config

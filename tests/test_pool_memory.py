@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import tracemalloc
 
-from orchestrator.pool import parallel_map
+from orchestrator._util.pool import parallel_map
 
 
 def _overhead_per_item(count: int) -> float:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.compose.project import Resources, is_pinned, load_project
 from orchestrator.errors import ProjectError
-from orchestrator.project import Resources, is_pinned, load_project
 
 IMAGE_ID = "sha256:" + "a" * 64
 
@@ -102,7 +102,7 @@ def test_is_pinned(ref: str, pinned: bool) -> None:
 
 
 def test_process_and_scratch_limits_are_settable_and_default_to_orchs(tmp_path: Path) -> None:
-    from orchestrator.container import PIDS_LIMIT, TMP_SIZE, create_kwargs
+    from orchestrator.runner.container import PIDS_LIMIT, TMP_SIZE, create_kwargs
 
     base = f"name: p1\nbase_image: {IMAGE_ID}\ncommand: [x]\n"
     project = load_project(write(tmp_path, base + "resources: {pids: 256, tmp: 64M}\n"))

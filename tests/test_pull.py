@@ -32,7 +32,7 @@ from seaweed import admin_client, fresh_bucket, s3_env, shared_seaweed
 import orchestrator
 from orchestrator.cli import cli
 from orchestrator.errors import StoreError
-from orchestrator.record import RunRecord
+from orchestrator.schema.record import RunRecord
 from orchestrator.store import RunStore, open_store
 
 pytestmark = [pytest.mark.docker]

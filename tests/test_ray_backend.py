@@ -43,11 +43,11 @@ from orchestrator.errors import (  # noqa: E402
     MissingDependency,
     OrchestratorError,
 )
-from orchestrator.execute import ClaimHeld  # noqa: E402
-from orchestrator.job import Job  # noqa: E402
-from orchestrator.record import PrefixImages, RunPlan, RunResources  # noqa: E402
-from orchestrator.request import SweepRequest  # noqa: E402
+from orchestrator.runner.execute import ClaimHeld  # noqa: E402
+from orchestrator.schema.job import Job  # noqa: E402
+from orchestrator.schema.record import PrefixImages, RunPlan, RunResources  # noqa: E402
 from orchestrator.store import MemoryStore, RunStore, open_store  # noqa: E402
+from orchestrator.store.request import SweepRequest  # noqa: E402
 
 cluster_test = [pytest.mark.ray, pytest.mark.docker, pytest.mark.slow]
 
@@ -138,7 +138,7 @@ def gpu_sweep(tmp_path_factory: pytest.TempPathFactory, base_image: str,
 def test_gpu_request_sent_to_docker_is_exact() -> None:
     from docker.types import DeviceRequest
 
-    from orchestrator.container import create_kwargs
+    from orchestrator.runner.container import create_kwargs
 
     kwargs = create_kwargs(image_id="sha256:" + "0" * 64, command=["true"], run_id="r1",
                            cpus=1, memory=None, network="none", gpu_ids=["0", "1"], env={},
@@ -167,7 +167,7 @@ class _FakeClient:
 
 
 def test_simulated_gpus_drop_only_the_device_request() -> None:
-    from orchestrator.container import create_kwargs
+    from orchestrator.runner.container import create_kwargs
 
     real = _FakeClient()
     kwargs = create_kwargs(image_id="sha256:" + "0" * 64, command=["true"], run_id="r1",
@@ -247,7 +247,7 @@ def test_nodes_get_a_store_uri_independent_of_the_driver_cwd(tmp_path: Path,
 
 
 def test_the_detached_sweep_result_is_read_from_the_store() -> None:
-    from orchestrator.request import SweepOutcome, read_outcome, write_outcome
+    from orchestrator.store.request import SweepOutcome, read_outcome, write_outcome
 
     store = MemoryStore()
     request = SweepRequest.new(["seed=range(0,2)"], "s3://bucket/prefix", jobs=2)
@@ -264,14 +264,14 @@ def test_the_detached_sweep_result_is_read_from_the_store() -> None:
 def test_a_sweep_request_travels_as_one_shell_argument() -> None:
     import shlex
 
-    from orchestrator.backends.ray.jobs import entrypoint
+    from orchestrator.backends.ray.detached_job import entrypoint
 
     request = SweepRequest.new(["lr=0.1,0.01", "name='a b'$HOME"], "file:///srv/orch",
                                registry="127.0.0.1:5000/orch", allow_dirty=True,
                                inputs=(("all", "sha256:" + "a" * 64),
                                        ("canadian", "sha256:" + "c" * 64)))
     argv = shlex.split(entrypoint(request))
-    assert argv[:3] == ["python", "-m", "orchestrator.detached"] and len(argv) == 4
+    assert argv[:3] == ["python", "-m", "orchestrator.api.detached"] and len(argv) == 4
     assert SweepRequest.decode(argv[3]) == request
     with pytest.raises(OrchestratorError, match="'jobs' should be a positive integer"):
         SweepRequest.from_json({**request.to_json(), "jobs": 0})
@@ -282,8 +282,8 @@ def test_a_sweep_request_travels_as_one_shell_argument() -> None:
 def test_a_detached_sweep_that_cannot_start_says_why_in_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from orchestrator import detached
-    from orchestrator.request import read_outcome
+    from orchestrator.api import detached
+    from orchestrator.store.request import read_outcome
 
     store = tmp_path / "store"
     request = SweepRequest.new(["seed=1"], store.as_uri())

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.errors import StoreError
-from orchestrator.record import (
+from orchestrator.schema.record import (
     SCHEMA,
     CorruptRecord,
     Enforced,

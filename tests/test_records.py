@@ -16,7 +16,7 @@ import pytest
 from seaweed import SeaweedServer, admin_client, fresh_bucket, s3_client, shared_seaweed
 
 from orchestrator.errors import NotFound, StoreError, UsageError
-from orchestrator.record import RunRecord, SweepDoc
+from orchestrator.schema.record import RunRecord, SweepDoc
 from orchestrator.store import DirStore, MemoryStore, RunStore, Store
 from orchestrator.store.s3 import S3Store
 

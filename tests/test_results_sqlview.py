@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.frame import RunFrame
-from orchestrator.labels import Label, Labels
+from orchestrator.db.frame import RunFrame
 from orchestrator.results.render import render, render_view
 from orchestrator.results.sqlview import frame_view
 from orchestrator.results.table import build_view
 from orchestrator.results.where import where_keys
+from orchestrator.store.labels import Label, Labels
 
 
 def run(run_id: str, config: dict[str, Any], metrics: dict[str, Any], *,

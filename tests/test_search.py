@@ -15,10 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config import Composer
+from orchestrator.compose.config import Composer
+from orchestrator.compose.space import (
+    Param,
+    parse_space,
+    random_points,
+    random_values,
+    sample_value,
+)
 from orchestrator.drivers.search import SearchOptions, parse_objectives
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.space import Param, parse_space, random_points, random_values, sample_value
 
 REPO = Path(__file__).resolve().parent.parent
 ORCH = str(Path(sys.executable).with_name("orch"))
@@ -144,7 +150,7 @@ def test_points_are_pinned_across_machines(demo: Composer) -> None:
 
 
 def _one(param: Param) -> object:
-    from orchestrator.space import Space
+    from orchestrator.compose.space import Space
 
     return Space(((param.key, param),))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.compose.project import Project, load_project
 from orchestrator.drivers.grid import SweepResult
 from orchestrator.drivers.launcher import DriverOptions, Launcher
 from orchestrator.drivers.search import (
@@ -20,7 +21,6 @@ from orchestrator.drivers.search import (
     compose_space,
     parse_objectives,
 )
-from orchestrator.project import Project, load_project
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore, open_store
 from orchestrator.testing import FakeBackend, FakeImages, FakeRun

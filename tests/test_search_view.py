@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Composer
+from orchestrator.compose.config import Composer
+from orchestrator.compose.space import Space, parse_space
 from orchestrator.drivers.rerun import compare_curves
 from orchestrator.drivers.search.view import MIN_IMPORTANCE_TRIALS, SearchView
 from orchestrator.results import render
-from orchestrator.space import Space, parse_space
 from orchestrator.store import MemoryStore, RunStore
 
 REPO = Path(__file__).resolve().parent.parent

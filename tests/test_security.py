@@ -260,7 +260,7 @@ def test_runs_have_no_capabilities_and_no_privilege(confined: dict[str, Any]) ->
 
 
 def test_create_arguments_ask_for_no_privilege() -> None:
-    from orchestrator.container import create_kwargs
+    from orchestrator.runner.container import create_kwargs
 
     kwargs = create_kwargs(image_id="sha256:" + "a" * 64, command=["python3", "x.py"],
                            run_id="abc", cpus=1.0, memory=None, network="none", gpu_ids=[],

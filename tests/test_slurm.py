@@ -29,8 +29,8 @@ from slurmcluster import SlurmCluster, slurm_cluster, slurm_installed
 from orchestrator.backends.slurm.commands import _indices
 from orchestrator.backends.slurm.script import ArrayRequest, array_script
 from orchestrator.backends.slurm.task import slurm_gpu_ids
-from orchestrator.project import ProjectError, SlurmOptions, parse_slurm
-from orchestrator.record import RunResources
+from orchestrator.compose.project import ProjectError, SlurmOptions, parse_slurm
+from orchestrator.schema.record import RunResources
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm]
 
@@ -457,8 +457,8 @@ class _Scheduler:
 
 
 def _job(run_id: str, resources: RunResources) -> Any:
-    from orchestrator.job import Job
-    from orchestrator.record import RunPlan
+    from orchestrator.schema.job import Job
+    from orchestrator.schema.record import RunPlan
 
     plan = RunPlan(run_id=run_id, sweep_id="ab12cd34ef56", project="p",
                    image_id="sha256:" + "0" * 64, command=("true",), resources=resources)

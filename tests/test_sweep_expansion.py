@@ -18,8 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.canonical import digest
-from orchestrator.config import Composer, config_digest, expand_sweep
+from orchestrator._util.canonical import digest
+from orchestrator.compose.config import Composer, config_digest, expand_sweep
 from orchestrator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -273,7 +273,7 @@ def test_digest_is_pinned() -> None:
 
 def test_composed_digest_is_stable_across_processes(demo: Composer) -> None:
     code = (
-        "from pathlib import Path; from orchestrator.config import Composer, config_digest;"
+        "from pathlib import Path; from orchestrator.compose.config import Composer, config_digest;"
         f"print(config_digest(Composer(Path({str(DEMO)!r})).compose(['optimizer=adam'])))"
     )
     outputs = {

@@ -26,7 +26,7 @@ def hydra_compose(config_dir: Path, overrides: list[str]) -> dict:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    import orchestrator.config  # noqa: F401  (registers orch's ${orch.input:NAME} resolver)
+    import orchestrator.compose.config  # noqa: F401  (registers orch's ${orch.input:NAME} resolver)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import DEMO_INPUTS
 
-from orchestrator.config import Composer, to_json, to_yaml
+from orchestrator.compose.config import Composer, to_json, to_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"

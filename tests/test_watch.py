@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
-from orchestrator.record import RunRecord, RunStatus, SweepDoc, SweepEntry, iso, now_iso
+from orchestrator.db.sweepstate import Watcher, estimate_eta
+from orchestrator.schema.record import RunRecord, RunStatus, SweepDoc, SweepEntry, iso, now_iso
 from orchestrator.store import RunStore, open_store
 from orchestrator.store.memory import MemoryStore
-from orchestrator.watch import Watcher, estimate_eta
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 RUN_IDS = ["a1" * 6, "b2" * 6, "c3" * 6, "d4" * 6]
@@ -331,7 +331,7 @@ def test_following_a_queued_run_stops_when_no_live_submission_will_run_it(
     """A queued run is waited for while its sweep's submission is alive: the open marker
     younger than the lease, or a run of the sweep claimed. Once neither holds (a killed
     submitter), the follower returns instead of waiting for ever."""
-    from orchestrator.logs import follow
+    from orchestrator.runner.logs import follow
     from orchestrator.store.dir import DirStore
 
     runs = RunStore(DirStore(tmp_path / "store"))

@@ -10,7 +10,7 @@ calls them directly (re-exported from :mod:`orchestrator`)::
 
 ``reading`` reads the store (:func:`runs`, :func:`steps`, :func:`best`, :func:`show`);
 ``running`` starts containers (:func:`sweep`, :func:`search`, :func:`rerun`). Both work
-in a :class:`~orchestrator.workspace.Workspace` (the store and the project an operation
+in a :class:`~orchestrator.api.workspace.Workspace` (the store and the project an operation
 works on) and raise :class:`~orchestrator.errors.OrchestratorError`; they never print
 (except what Ctrl-C does to a sweep) and never exit. This package sits with the drivers
 and the results (layer 6 of ``tests/test_layers.py``): it may import them, and nothing

@@ -1,9 +1,9 @@
 """Reading the store from Python: :func:`runs`, :func:`steps`, :func:`best`, :func:`show`.
 
 What ``orch results``, ``orch best`` and ``orch show`` read, as values: the commands call
-the same functions (through a :class:`~orchestrator.workspace.Workspace` they made from
+the same functions (through a :class:`~orchestrator.api.workspace.Workspace` they made from
 their options) and only print. :func:`runs` is ``orch query``'s ``runs`` table as a pandas
-DataFrame (the frame that builds it is :class:`~orchestrator.frame.RunFrame`, the
+DataFrame (the frame that builds it is :class:`~orchestrator.db.frame.RunFrame`, the
 selection ``orch results``'s); :func:`steps` is the runs' ``metrics.jsonl`` as the report
 reads its curves (:func:`~orchestrator.results.curves.parse_curve`), in long format.
 """
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, UsageError, require
-from ..workspace import Workspace, read_run
+from .workspace import Workspace, read_run
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..catalog import Snapshot
-    from ..frame import RunFrame
-    from ..record import RunRecord
+    from ..db.catalog import Snapshot
+    from ..db.frame import RunFrame
+    from ..schema.record import RunRecord
 
 #: Run states a selection can ask for (``--status``, ``status=``).
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
@@ -58,7 +58,7 @@ def parse_statuses(values: Sequence[str], what: str = "--status") -> tuple[str, 
     found = tuple(s.strip() for value in values for s in value.split(",") if s.strip())
     for status in found:
         if status not in STATUSES:
-            from ..labels import close_matches
+            from ..store.labels import close_matches
 
             raise UsageError(f"{what}: {close_matches(status, STATUSES, 'status')}")
     return found
@@ -71,7 +71,7 @@ def snapshot(
     """The runs named by ``refs`` (sweep ids, names, tags); none: the project's, or with
     ``all_projects`` (or outside a project) every run in the store; with a ``frame``,
     indexed records stay in it (see :meth:`Catalog.read`)."""
-    from ..catalog import Catalog, check_ref
+    from ..db.catalog import Catalog, check_ref
 
     for ref in refs:
         check_ref(ref)
@@ -121,7 +121,7 @@ def run_frame(
     limit: int | None = None,
 ) -> pd.DataFrame:
     """:func:`runs` in a workspace."""
-    from ..frame import RunFrame
+    from ..db.frame import RunFrame
     from ..results.table import build_view, where_keys
 
     if limit is not None and limit < 0:
@@ -185,8 +185,8 @@ def steps(
 def run_ids_of(ws: Workspace, refs: Sequence[str]) -> list[str]:
     """The finished runs ``refs`` name: each a sweep id, name or tag, else a run id (or
     unique prefix); none: the project's runs."""
-    from ..catalog import Catalog
-    from ..ids import RUN_ID
+    from .._util.ids import RUN_ID
+    from ..db.catalog import Catalog
 
     runs = ws.runs()
     found: list[str] = []
@@ -207,7 +207,7 @@ def run_ids_of(ws: Workspace, refs: Sequence[str]) -> list[str]:
 
 
 def step_rows(ws: Workspace, refs: Sequence[str]) -> list[tuple[str, float, str, float]]:
-    from ..pool import parallel_map
+    from .._util.pool import parallel_map
     from ..results.curves import parse_curve
 
     runs = ws.runs()

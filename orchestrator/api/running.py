@@ -5,7 +5,7 @@ options (:func:`search_options`), the checks a dry run makes (:func:`check_optio
 the points (:func:`plan`), and the backend, the launcher, the driver and Ctrl-C handling
 (:func:`launch`). The command adds only what a terminal has: a progress bar, the
 results table, ``--dry-run``'s listing, ``--detach`` and its exit code. A detached
-sweep's driver (:mod:`orchestrator.detached`) builds its launcher here too
+sweep's driver (:mod:`orchestrator.api.detached`) builds its launcher here too
 (:func:`make_launcher`).
 
 Why one module of this size: each step above is called both by ``orch sweep`` and by
@@ -24,20 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import MissingDependency, UsageError
-from ..workspace import Workspace
+from .workspace import Workspace
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
-    from ..docker_api import DockerClient
+    from .._util.stopping import Stop
+    from ..backends.backend import Backend
+    from ..compose.project import Project
+    from ..compose.space import Space
+    from ..daemon.client import DockerClient
     from ..drivers.grid import Retry, SweepResult
     from ..drivers.launcher import Launcher
     from ..drivers.rerun import RerunResult
     from ..drivers.search import SearchOptions
-    from ..project import Project
-    from ..record import RunRecord, SweepDoc
+    from ..schema.record import RunRecord, SweepDoc
     from ..settings import Settings
-    from ..space import Space
-    from ..stopping import Stop
     from ..store import RunStore
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
@@ -145,7 +145,7 @@ def check_options(
 
 
 def check_labels(name: str | None, tags: Sequence[str]) -> None:
-    from ..labels import check_label
+    from ..store.labels import check_label
 
     for value, what in [(name, "--name"), *((t, "--tag") for t in tags)]:
         if value is not None:
@@ -155,7 +155,7 @@ def check_labels(name: str | None, tags: Sequence[str]) -> None:
 def with_slurm(project: Project, **given: Any) -> Project:
     """``project`` with ``orch sweep``'s SLURM options over its ``slurm:`` (None: kept);
     checked as orch.yaml's are."""
-    from ..project import parse_slurm
+    from ..compose.project import parse_slurm
 
     chosen = {key: value for key, value in given.items() if value not in (None, ())}
     if not chosen:
@@ -167,7 +167,7 @@ def with_slurm(project: Project, **given: Any) -> Project:
 
 def with_base_image(project: Project, ref: str | None, allow_unpinned: bool) -> Project:
     """``project`` with another base image (``--base-image``), pinned unless allowed."""
-    from ..project import is_pinned
+    from ..compose.project import is_pinned
 
     if ref is None:
         return project
@@ -220,7 +220,7 @@ def plan(
 
         space, points = random_search_points(project, overrides, search)
         return Plan(points, space)
-    from ..composecache import ComposeCache
+    from ..compose.cache import ComposeCache
     from ..drivers.grid import compose_points
 
     cache = ComposeCache.under(settings.cache_root)
@@ -246,7 +246,7 @@ def make_backend(
     ``slurm:``) over the workspace's store."""
     if kind == "slurm":
         from ..backends.slurm import SlurmBackend
-        from ..project import SlurmOptions
+        from ..compose.project import SlurmOptions
 
         options = project.slurm if project is not None else SlurmOptions()
         log_dir = (Path(options.log_dir).expanduser() if options.log_dir
@@ -289,7 +289,7 @@ def make_launcher(
     """What starts the runs of a sweep or search (either driver takes it): one batch of
     images is prepared ahead of about twice the runs in parallel (``batch``: another
     size)."""
-    from ..drivers.images import DockerImages
+    from ..drivers.imaging import DockerImages
     from ..drivers.launcher import DriverOptions, Launcher
 
     options = DriverOptions(
@@ -310,7 +310,7 @@ def labeller(
     """Labels the sweep as soon as its document exists (its name then works at once)."""
 
     def label(sweep: SweepDoc) -> None:
-        from ..labels import change, read_target
+        from ..store.labels import change, read_target
 
         current = read_target(runs.store, "sweep", sweep.sweep_id)
         change(
@@ -347,7 +347,7 @@ def launch(
     stop it (then ``result.stopped``: finished runs are committed). ``display`` makes
     what shows it, given the number of runs. ``detach`` (SLURM): return once the runs
     are submitted (``result.backend_jobs``); their records reach the store later."""
-    from ..stopping import Stop, terminal_signals
+    from .._util.stopping import Stop, terminal_signals
 
     runs = ws.runs()
     stop = Stop()

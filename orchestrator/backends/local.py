@@ -7,12 +7,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from ..docker_api import DockerClient
+from .._util.stopping import Stop
+from ..daemon.client import DockerClient
 from ..errors import BackendError
-from ..execute import execute
-from ..job import Job
-from ..record import RunRecord
-from ..stopping import Stop
+from ..runner.execute import execute
+from ..schema.job import Job
+from ..schema.record import RunRecord
 from ..store import RunStore
 
 

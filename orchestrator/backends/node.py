@@ -1,5 +1,5 @@
 """What a run's task does on whichever node a cluster backend (Ray, SLURM) placed it,
-before :func:`orchestrator.execute.execute`: find the node's Docker daemon and put the run's
+before :func:`orchestrator.runner.execute.execute`: find the node's Docker daemon and put the run's
 image on it by digest."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..docker_api import DockerClient
+from .._util.files import locked
+from ..daemon.client import DockerClient
 from ..errors import BackendError, ImageError, NotFound
-from ..files import locked
-from ..job import Job
+from ..schema.job import Job
 from ..store import RunStore
 
 T = TypeVar("T")

@@ -23,6 +23,8 @@ show, logs, compare, report), ``watch``, ``database`` (best, tag, note, name, qu
 export, gc), ``data`` (inputs) and ``reproduce`` (rerun, image); ``context`` gives them the
 project, the store, the daemon and the settings. Heavy modules are imported inside the
 commands, so ``orch --help`` and ``orch compose`` stay fast.
+
+Nothing in the package imports it; it calls :mod:`orchestrator.api` and prints.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`with_context` gives a command the ``-p/--project``, ``--store`` and
 ``--s3-endpoint`` options and hands it one :class:`Context` in their place: the
-library's :class:`~orchestrator.workspace.Workspace`, which resolves everything lazily
+library's :class:`~orchestrator.api.workspace.Workspace`, which resolves everything lazily
 and once (a command that needs no project never looks for one, and ``orch --help``
 imports none of the heavy modules).
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
-from ..workspace import Workspace, check_id, read_run
+from ..api.workspace import Workspace, check_id, read_run
 
 if TYPE_CHECKING:
     from ..store import RunStore
@@ -28,7 +28,7 @@ R = TypeVar("R")
 
 
 class Context(Workspace):
-    """A command's :class:`~orchestrator.workspace.Workspace` (made from its options)."""
+    """A command's :class:`~orchestrator.api.workspace.Workspace` (made from its options)."""
 
 
 def with_context(

@@ -1,7 +1,7 @@
 """The store as a database of every experiment: ``orch best``, ``tag``, ``note``,
 ``query``, ``export mlflow`` and ``gc`` (``results`` and ``runs`` live in ``inspect``).
 
-Each command reads through :mod:`orchestrator.catalog` (a bounded number of objects
+Each command reads through :mod:`orchestrator.db.catalog` (a bounded number of objects
 whatever the number of runs) and does its work in a module below the CLI.
 """
 
@@ -17,8 +17,8 @@ from ..errors import UsageError
 from .context import Context, complete_sweep_ids, with_context
 
 if TYPE_CHECKING:
-    from ..catalog import Snapshot
-    from ..frame import RunFrame
+    from ..db.catalog import Snapshot
+    from ..db.frame import RunFrame
 
 def project_name(context: Context) -> str | None:
     """The name in the project's ``orch.yaml``, or None outside a project."""
@@ -40,10 +40,10 @@ def one_sweep(context: Context, ref: str, verb: str) -> str:
     on, named as ``results`` names them (:meth:`Catalog.resolve`: an id, a unique id
     prefix, a name or a tag). A name or tag of several sweeps means the newest of them:
     the one just submitted under a reused name; stderr says which and lists the others."""
-    from ..catalog import Catalog, check_ref
+    from .._util.pool import parallel_map
+    from ..db.catalog import Catalog, check_ref
     from ..errors import NotFound
-    from ..labels import Labels, read_labels
-    from ..pool import parallel_map
+    from ..store.labels import Labels, read_labels
 
     check_ref(ref)
     runs = context.runs()
@@ -120,9 +120,9 @@ def best(
 
 def _target(context: Context, ref: str) -> tuple[str, str]:
     """``("sweep", id)`` or ``("run", id)`` for a sweep id/name or a run id (prefix)."""
-    from ..catalog import Catalog, check_ref
+    from ..db.catalog import Catalog, check_ref
     from ..errors import NotFound
-    from ..labels import read_labels
+    from ..store.labels import read_labels
 
     check_ref(ref)
     runs = context.runs()
@@ -150,7 +150,7 @@ def _target(context: Context, ref: str) -> tuple[str, str]:
 @with_context()
 def tag(context: Context, target: str, changes: tuple[str, ...]) -> None:
     """Add (+TAG) or remove (-TAG) tags of a sweep or run: orch tag SWEEP +lstm -old."""
-    from ..labels import change, check_label
+    from ..store.labels import change, check_label
 
     add: list[str] = []
     remove: list[str] = []
@@ -169,7 +169,7 @@ def tag(context: Context, target: str, changes: tuple[str, ...]) -> None:
 @with_context()
 def note(context: Context, target: str, text: str) -> None:
     """Set the note of a sweep or run ("" clears it)."""
-    from ..labels import change
+    from ..store.labels import change
 
     kind, target_id = _target(context, target)
     change(context.runs().store, kind, target_id, note=text)
@@ -183,7 +183,7 @@ def note(context: Context, target: str, text: str) -> None:
 @click.option("--clear", is_flag=True, help="Remove the sweep's name.")
 def name(context: Context, target: str, name: str | None, clear: bool) -> None:
     """Name a sweep (names work wherever a sweep id does)."""
-    from ..labels import change
+    from ..store.labels import change
 
     if not name and not clear:
         raise UsageError("give a NAME, or --clear")
@@ -209,8 +209,8 @@ def query(
 ) -> None:
     """SQL over every run: table ``runs`` (one row per run; config.* and metrics.* are
     struct fields) and ``steps`` (run_id, step, name, value from metrics.jsonl)."""
-    from ..frame import RunFrame
-    from ..query import run_query
+    from ..db.frame import RunFrame
+    from ..db.query import run_query
     from ..results import render_rows
 
     with RunFrame() as frame:
@@ -242,8 +242,8 @@ def export_mlflow(
 ) -> None:
     """Log each finished run as an MLflow run (params, metrics, steps, tags); runs
     exported before (found by their orch.run_id tag) are left alone."""
-    from ..export_mlflow import export as do_export
-    from ..record import RunRecord
+    from ..db.export_mlflow import export as do_export
+    from ..schema.record import RunRecord
 
     snap = snapshot(context, sweeps, all_projects, live=False)
     runs = context.runs()
@@ -286,7 +286,7 @@ def gc(
 ) -> None:
     """Remove blobs no record references, stale claims and abandoned partial runs;
     safe beside running sweeps."""
-    from ..gc import collect
+    from ..db.gc import collect
 
     report = collect(
         context.runs(), lease_s=context.settings.lease_s, grace_s=grace, dry_run=dry_run
@@ -296,8 +296,8 @@ def gc(
             click.echo(("would remove " if dry_run else "removed ") + key)
     click.echo(report.summary(dry_run))
     if cache_days is not None:
-        from ..container import mounted_by_runs
         from ..inputs import prune
+        from ..runner.container import mounted_by_runs
 
         pruned = prune(
             context.settings.cache_root,

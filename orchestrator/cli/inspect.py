@@ -50,8 +50,8 @@ def results(
 ) -> None:
     """Runs of sweeps (ids, names or tags; none: every sweep of the project), their
     swept parameters and metrics; queued and running runs too."""
+    from ..db.frame import RunFrame
     from ..errors import UsageError
-    from ..frame import RunFrame
     from ..results import render
     from ..results.render import render_view
     from ..results.sqlview import frame_view
@@ -153,7 +153,7 @@ def logs(context: Context, run_id: str, follow: bool, stderr: bool) -> None:
     runs = context.runs()
     done = (0, 0)  # bytes of stdout and stderr already printed
     if follow:
-        from ..logs import follow as follow_run
+        from ..runner.logs import follow as follow_run
 
         def write_out(chunk: bytes) -> None:
             click.echo(chunk, nl=False)

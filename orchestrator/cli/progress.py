@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from ..record import RunRecord
+    from ..schema.record import RunRecord
 
 
 #: Seconds the environment's first lines are held (see the module's docstring).

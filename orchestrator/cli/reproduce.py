@@ -53,7 +53,7 @@ def image() -> None:
 @with_context()
 def image_verify(context: Context, run_id: str) -> None:
     """Rebuild a run's image from its recorded inputs; exit 0 only when the ID is identical."""
-    from ..verify import verify
+    from ..image.verify import verify
 
     record = read_run(context.runs(), run_id)
     result = verify(context.docker(), context.project_root(), record, context.runs())
@@ -82,7 +82,7 @@ def image_verify(context: Context, run_id: str) -> None:
 )
 def image_ls(context: Context, all_projects: bool) -> None:
     """orch images on the local daemon: the project's (or every project's, with --all)."""
-    from ..images import list_images
+    from ..image.on_daemon import list_images
 
     project = None if all_projects else context.project(allow_unpinned=True).name
     for item in list_images(context.docker(), project):
@@ -105,7 +105,7 @@ def image_prune(context: Context, dry_run: bool, foreign: bool) -> None:
     untagged prefix images a killed environment build left go too, when a longer image
     of the project holds their layers.
     """
-    from ..images import prune_plan, remove_image
+    from ..image.on_daemon import prune_plan, remove_image
 
     runs = context.runs()
     client = context.docker()

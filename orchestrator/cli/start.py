@@ -3,7 +3,7 @@
 ``orch image base`` builds the default base image from the recipe and package list that
 ship in the package (``images/build_base.py`` and ``make base-image`` call it) and prints
 its ID last. ``orch init`` writes an ``orch.yaml`` for a project that has none (see
-:mod:`orchestrator.scaffold` for what it looks for).
+:mod:`orchestrator.compose.scaffold` for what it looks for).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from ..docker_api import DockerClient
+    from ..daemon.client import DockerClient
 
 
 def _progress(prefix: str) -> Callable[[str], None]:
@@ -34,7 +34,7 @@ def build_default_base(
     frozen: bool = False,
 ) -> str:
     """Make sure the daemon has the default base image (built when missing); its ID."""
-    from ..image import base
+    from ..image import base_image as base
 
     log = _progress("base-image")
     image = base.ensure_base_image(
@@ -54,7 +54,7 @@ def build_default_base(
 def image_base(mirror: str | None, rootfs: Path | None, frozen: bool) -> None:
     """Build the default base image (Debian bookworm with python3, reproducibly); its ID
     (sha256:...) is the last line. A second call costs a lookup."""
-    from ..docker_api import connect
+    from ..daemon.client import connect
 
     click.echo(build_default_base(connect(), mirror=mirror, rootfs=rootfs, frozen=frozen))
 
@@ -67,9 +67,9 @@ def image_base(mirror: str | None, rootfs: Path | None, frozen: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing orch.yaml.")
 def init(project_dir: Path, base_image: str | None, force: bool) -> None:
     """Write an orch.yaml for an existing Hydra project: its entry point, config, lock, data."""
-    from .. import scaffold
+    from ..compose import scaffold
+    from ..compose.project import PROJECT_FILE, is_pinned
     from ..errors import ProjectError
-    from ..project import PROJECT_FILE, is_pinned
 
     root = project_dir.resolve()
     if (root / PROJECT_FILE).exists() and not force:
@@ -113,8 +113,8 @@ def init(project_dir: Path, base_image: str | None, force: bool) -> None:
 
 
 def _default_base(say: Callable[[str], None]) -> str:
-    from ..docker_api import connect
-    from ..image import base
+    from ..daemon.client import connect
+    from ..image import base_image as base
 
     client = connect()
     found = base.default_image_id(client)

@@ -16,9 +16,9 @@ from .context import Context, with_context
 from .progress import Progress
 
 if TYPE_CHECKING:
+    from ..compose.space import Space
     from ..drivers.grid import Retry
     from ..drivers.search import SearchOptions
-    from ..space import Space
 
 Point = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -29,7 +29,7 @@ Point = tuple[tuple[str, ...], dict[str, Any]]
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 def compose(context: Context, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the composed config of one point."""
-    from .. import config as configmod
+    from ..compose import config as configmod
     from ..drivers.grid import compose_each, composer_for
 
     project = context.project(allow_unpinned=True)
@@ -187,7 +187,7 @@ def sweep(
         if detach:
             from ..backends.ray import submit_detached
             from ..drivers.grid import stage_inputs
-            from ..request import SweepRequest
+            from ..store.request import SweepRequest
 
             assert ray_address is not None and context.store_uri is not None  # check_options
             # The job carries git's view of the project, not its (gitignored) data: the

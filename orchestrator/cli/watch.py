@@ -17,7 +17,7 @@ from .context import Context, complete_sweep_ids, with_context
 from .database import one_sweep
 
 if TYPE_CHECKING:
-    from ..watch import RunView, Snapshot
+    from ..db.sweepstate import RunView, Snapshot
 
 _STYLES = {
     "queued": "dim",
@@ -129,8 +129,8 @@ def watch(
     Ends by itself once no run is queued or running: exit 0, or 1 if a run failed or was
     cancelled. Ctrl-C leaves it (exit 130); the sweep itself goes on.
     """
+    from ..db.sweepstate import Watcher
     from ..errors import RunsFailed
-    from ..watch import Watcher
 
     sweep_id = one_sweep(context, sweep_id, "watching")
     watcher = Watcher(context.runs(), sweep_id, context.settings.lease_s, metrics=metrics)

@@ -17,16 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import config as configmod
-from .. import hydra_app
 from .. import inputs as inputsmod
-from ..composecache import ComposeCache
+from ..compose import config as configmod
+from ..compose import hydra_app
+from ..compose.cache import ComposeCache
+from ..compose.project import Project
 from ..errors import InputError
 from ..image.builder import Environment
-from ..project import Project
-from ..record import CorruptRecord, RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
+from ..schema.record import (
+    CorruptRecord,
+    RunPlan,
+    RunRecord,
+    RunStatus,
+    SweepDoc,
+    SweepEntry,
+    now_iso,
+)
+from ..schema.spec import RunSpec, SweepSpec
 from ..settings import Settings
-from ..spec import RunSpec, SweepSpec
 from ..store import RunStore
 from .inflight import InFlight
 from .launcher import Launcher, batches, default_s3_client

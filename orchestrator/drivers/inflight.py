@@ -10,8 +10,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Generic, TypeVar
 
-from ..job import Job
-from ..record import RunRecord
+from ..schema.job import Job
+from ..schema.record import RunRecord
 from .launcher import Launcher, Unfinished
 
 T = TypeVar("T")

@@ -5,9 +5,9 @@ A driver decides *which* runs to start and when (every point of a grid; a search
 trials as results arrive); the :class:`Launcher` does what starting them takes, the same
 way for both: pin and stage the inputs the runs read, number each run's attempt (a failed
 run set aside is retried as the next attempt), build each run's image and load it where
-it runs (through an :class:`~.images.ImageBuilder`: Docker's, or
+it runs (through an :class:`~.imaging.ImageBuilder`: Docker's, or
 :class:`orchestrator.testing.FakeImages` in tests), upload what a record will name, and
-hand :class:`~orchestrator.job.Job` s to the backend. :class:`~.inflight.InFlight`
+hand :class:`~orchestrator.schema.job.Job` s to the backend. :class:`~.inflight.InFlight`
 follows the jobs handed over: a run another submitter holds is waited for (and taken
 over when its claim goes stale). What a submission may tune is one frozen
 :class:`DriverOptions`.
@@ -25,21 +25,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .. import config as configmod
 from .. import inputs as inputsmod
-from ..backends.base import Backend
-from ..execute import ClaimHeld, NotStarted
+from .._util.stopping import Stop
+from ..backends.backend import Backend
+from ..compose import config as configmod
+from ..compose.project import Project
 from ..image import builder
 from ..image.builder import Environment, RunImage
 from ..image.transport import store_layer
-from ..job import Job
-from ..project import Project
-from ..record import InputRef, Layers, PrefixImages, RunPlan, RunRecord, RunResources, RunStatus
+from ..runner.execute import ClaimHeld, NotStarted
+from ..schema.job import Job
+from ..schema.record import (
+    InputRef,
+    Layers,
+    PrefixImages,
+    RunPlan,
+    RunRecord,
+    RunResources,
+    RunStatus,
+)
+from ..schema.spec import RunSpec
 from ..settings import Settings
-from ..spec import RunSpec
-from ..stopping import Stop
 from ..store import RunStore
-from .images import ImageBuilder
+from .imaging import ImageBuilder
 
 log = logging.getLogger("orchestrator.sweep")
 

@@ -20,17 +20,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..docker_api import DockerClient
+from .._util.ids import DIGEST_REF, IMAGE_ID, RUN_ID
+from ..compose.project import parse_resources
+from ..daemon.client import DockerClient
 from ..errors import ImageError, NotFound, ProjectError, StoreError, UsageError
-from ..execute import ShouldStop, execute
-from ..ids import DIGEST_REF, IMAGE_ID, RUN_ID
 from ..image.archive import has_image
 from ..image.imageconfig import ImageConfig
 from ..image.transport import ensure_image, pull_by_digest
-from ..job import Job
-from ..live import StepMetrics
-from ..project import parse_resources
-from ..record import RUN_NETWORKS, RunRecord, RunStatus
+from ..runner.execute import ShouldStop, execute
+from ..runner.live import StepMetrics
+from ..schema.job import Job
+from ..schema.record import RUN_NETWORKS, RunRecord, RunStatus
 from ..settings import Settings
 from ..store import RunStore
 

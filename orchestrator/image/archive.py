@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..docker_api import DockerClient, describe
+from ..daemon.client import DockerClient, describe
 from ..errors import ImageError
 from .imageconfig import ImageConfig
 from .tarball import Entry, layer_chunks

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import configio as configmod
-from .. import hydra_app
-from ..canonical import digest
-from ..docker_api import DockerClient
+from .._util.canonical import digest
+from .._util.files import atomic_write
+from .._util.stopping import Stop
+from ..compose import configio as configmod
+from ..compose import hydra_app
+from ..compose.project import Project
+from ..daemon.client import DockerClient
 from ..errors import ImageError
-from ..files import atomic_write
-from ..project import Project
-from ..stopping import Stop
 from . import cache, envlayer
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .code import CodeSnapshot, snapshot
@@ -294,7 +294,7 @@ def run_image(
     hydra: dict[str, Any] | None = None,
 ) -> RunImage:
     """The image of one run: the code image, plus its config (/orch/config.yaml and
-    .json) and, for a Hydra application, the config Hydra loads (orchestrator.hydra_app)."""
+    .json) and, for a Hydra application, the config Hydra loads (orchestrator.compose.hydra_app)."""
     files = [
         ("/orch/config.yaml", configmod.to_yaml(config, deferred=deferred).encode()),
         ("/orch/config.json", configmod.to_json(config).encode()),

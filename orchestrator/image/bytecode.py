@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..docker_api import DockerClient, describe
+from .._util.stopping import Stop
+from ..daemon.client import DockerClient, describe
 from ..errors import BuildCancelled, ImageError
-from ..stopping import Stop
 from .archive import streamed
 from .interpreter import Interpreter
 from .tarball import Entry, layer_chunks

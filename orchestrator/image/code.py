@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._util.git import git, git_text, git_try
 from ..errors import ImageError
-from ..git import git, git_text, git_try
 from .tarball import Entry, layer_bytes, tree_entries
 
 CODE_PREFIX = "orch/code"

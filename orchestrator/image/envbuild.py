@@ -12,10 +12,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..docker_api import DockerClient
+from .._util.files import atomic_write
+from .._util.stopping import Stop
+from ..daemon.client import DockerClient
 from ..errors import BuildCancelled
-from ..files import atomic_write
-from ..stopping import Stop
 from . import bytecode, envinstall
 from .envplan import (
     ENV_LAYER_FORMAT,

@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..docker_api import DockerClient
-from ..stopping import Stop
+from .._util.stopping import Stop
+from ..daemon.client import DockerClient
 from . import cache
 from .envbuild import Build, OnReady
 from .envinstall import env_layer_entries as env_layer_entries

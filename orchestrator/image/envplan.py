@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..canonical import digest
+from .._util.canonical import digest
+from .._util.files import sha256_file
+from .._util.ids import HEX64
 from ..errors import ImageError
-from ..files import sha256_file
-from ..ids import HEX64
 from . import bytecode
 from .interpreter import Interpreter
 from .tarball import Entry, fixed_mtime

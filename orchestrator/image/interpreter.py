@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..docker_api import DockerClient, describe
+from .._util.files import atomic_write
+from ..daemon.client import DockerClient, describe
 from ..errors import ImageError
-from ..files import atomic_write
 from . import cache
 
 # Prints what the environment layer needs, as one JSON object.

@@ -27,9 +27,9 @@ from packaging.requirements import Requirement as _PkgRequirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ..canonical import digest
+from .._util.canonical import digest
+from .._util.ids import HEX64
 from ..errors import ImageError
-from ..ids import HEX64
 from .target import DEFAULT_PLATFORM, DEFAULT_PYTHON, marker_applies, marker_environment
 
 # pip's "#" comment rule: at line start or after whitespace.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from ..docker_api import DockerClient, describe
+from ..daemon.client import DockerClient, describe
 from ..errors import ImageError
 from .archive import ENV_LABEL, ThinArchive, present_prefix
 from .envlayer import EnvLayer

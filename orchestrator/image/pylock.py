@@ -20,8 +20,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .._util.ids import HEX64
 from ..errors import ImageError
-from ..ids import HEX64
 from .lock import Lock, Requirement
 from .target import marker_applies, marker_environment
 

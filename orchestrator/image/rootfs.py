@@ -4,7 +4,7 @@
 the tree; what differs between two debootstraps of the same packages (logs, caches, the
 host's hostname and resolv.conf, password-change dates in shadow, compiled bytecode,
 device nodes, the mirror URL) is then removed or fixed by :func:`normalize_rootfs`, and
-:func:`read_packages` lists what was installed. :mod:`.base` turns the tree into an image.
+:func:`read_packages` lists what was installed. :mod:`.base_image` turns the tree into an image.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def debootstrap(rootfs: Path, mirror: str, suite: str = SUITE, log: Log = quiet)
     """Create ``rootfs`` with debootstrap unless it is already there.
 
     Debootstrap runs into a sibling directory that is renamed at the end, so a rootfs that
-    exists is complete. (A directory, so not :func:`~orchestrator.files.atomic_writer`,
+    exists is complete. (A directory, so not :func:`~orchestrator._util.files.atomic_writer`,
     which publishes one file.)
     """
     if rootfs.is_dir():

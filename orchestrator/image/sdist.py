@@ -59,16 +59,16 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion
 
-from ..canonical import digest
-from ..docker_api import DockerClient, describe
+from .._util.canonical import digest
+from .._util.stopping import Stop
+from ..daemon.client import DockerClient, describe
 from ..errors import BuildCancelled, ImageError
-from ..stopping import Stop
 from .lock import Requirement
 from .tarball import fixed_mtime
 from .target import marker_applies, marker_environment
 
 if TYPE_CHECKING:
-    from ..docker_api import Container
+    from ..daemon.client import Container
 
 #: Bumped whenever the way a wheel is built changes: every built wheel is rebuilt.
 SDIST_FORMAT = 1

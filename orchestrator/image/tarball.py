@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from .._util.files import atomic_writer
 from ..errors import ImageError
-from ..files import atomic_writer
 
 #: 2000-01-01T00:00:00Z: a constant, because an mtime of 0 confuses some tools.
 DEFAULT_MTIME = 946684800

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..docker_api import DockerClient, describe
+from .._util.files import atomic_writer
+from ..daemon.client import DockerClient, describe
 from ..errors import ImageError, NotFound
-from ..files import atomic_writer
 from . import cache, compress
 from .archive import ENV_LABEL, ThinArchive, has_image, present_prefix
 from .imageconfig import ImageConfig

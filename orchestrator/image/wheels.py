@@ -45,11 +45,11 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from ..canonical import digest
+from .._util.canonical import digest
+from .._util.files import atomic_write, sha256_file
+from .._util.ids import SHA256_HEX
+from .._util.stopping import Stop
 from ..errors import BuildCancelled, ImageError
-from ..files import atomic_write, sha256_file
-from ..ids import SHA256_HEX
-from ..stopping import Stop
 
 # Re-exported: whoever fetches wheels also parses the lock and names the target.
 from .lock import Lock as Lock

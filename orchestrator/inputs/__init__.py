@@ -15,6 +15,9 @@ with ``${orch.input:NAME}`` (-> ``/orch/inputs/NAME``). The flow, one way::
 
 This package knows nothing of Docker, backends or the CLI; it takes the store's blobs
 (``RunStore.blobs``) and, for S3 sources, a client factory as parameters.
+
+Imports only :mod:`orchestrator.schema` and :mod:`orchestrator._util`; the store's
+blobs come in as a parameter, so it never imports the store.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ class HostCache:
         path = self.manifest_path(manifest.digest)
         if path.is_file():
             return
-        from ..files import atomic_write
+        from .._util.files import atomic_write
 
         atomic_write(path, manifest.to_bytes(), fsync=False)
 

@@ -1,7 +1,7 @@
 """An input's manifest: the canonical list of its files, whose hash is the input's digest.
 
 A manifest is this JSON object, serialized canonically (sorted keys, no whitespace,
-UTF-8, ``orchestrator.canonical``)::
+UTF-8, ``orchestrator._util.canonical``)::
 
     {"files": [{"exec": false, "path": "train/a.npz", "sha256": "<64 hex>", "size": 1234},
                ...],
@@ -36,9 +36,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..canonical import canonical_bytes
+from .._util.canonical import canonical_bytes
+from .._util.ids import HEX64
 from ..errors import InputError
-from ..ids import HEX64
 
 FORMAT = 1
 KINDS = ("dir", "file")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..record import InputRef
+from ..schema.record import InputRef
 from .cache import HostCache
 from .decl import InputDecl
 from .manifest import Manifest

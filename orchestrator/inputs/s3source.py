@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .._util.files import atomic_write
 from ..errors import InputError
-from ..files import atomic_write
 from .cache import HostCache
 from .manifest import FileEntry, Manifest, check_path
 

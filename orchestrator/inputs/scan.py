@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .._util.files import atomic_write
 from ..errors import InputError
-from ..files import atomic_write
 from .manifest import FileEntry, Manifest
 
 #: Files modified within this long before hashing started are not trusted from the cache.

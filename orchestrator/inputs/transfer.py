@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .._util.pool import parallel_map
 from ..errors import InputError, NotFound, StoreError
-from ..pool import parallel_map
-from ..record import InputRef
+from ..schema.record import InputRef
 from .cache import HostCache
 from .manifest import FileEntry, Manifest
 

@@ -7,6 +7,9 @@
 Renderers return text without a final newline (print it with ``click.echo``), except
 CSV, where every record, the last included, ends with its line terminator.
 Bad user input (``--sort``, ``--where``, ``--format``) raises :class:`UsageError`.
+
+Reads records, labels and step metrics; never starts a container, never writes
+to the store, never imports a driver, a backend or the CLI.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import json
 from array import array
 from collections.abc import Mapping, Sequence
 
-from ..live import number
+from ..runner.live import number
 
 #: Keys that are not plotted as curves.
 NOT_CURVES = frozenset({"step", "epoch", "time"})

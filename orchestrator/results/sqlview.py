@@ -3,7 +3,7 @@ and ``--limit`` select and order the runs inside DuckDB, so that only the runs s
 become Python records (100,000 runs, 20 shown: 20 records, not 100,000).
 
 The answer is the very view :func:`~.table.build_view` gives over the frame's thin
-records (:meth:`~orchestrator.frame.RunFrame.thin_records`). Where SQL cannot be sure
+records (:meth:`~orchestrator.db.frame.RunFrame.thin_records`). Where SQL cannot be sure
 of that (see :mod:`.where`), or the input is wrong and the error must list what the
 runs have, :func:`frame_view` returns None and the caller decides in Python.
 """
@@ -30,7 +30,7 @@ COLUMNS = Columns(
 
 
 class Frame(Protocol):
-    """What is read of a :class:`~orchestrator.frame.RunFrame` (``raw`` loaded)."""
+    """What is read of a :class:`~orchestrator.db.frame.RunFrame` (``raw`` loaded)."""
 
     con: Any
 

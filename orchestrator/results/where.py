@@ -347,7 +347,7 @@ def parse(
             raise UsageError(f"bad --where expression {expression!r}: {key} takes = or !=")
         known = _label_values(records, key)
         if records and key in ("tag", "name") and value not in known:
-            from ..labels import close_matches
+            from ..store.labels import close_matches
 
             raise UsageError(f"bad --where expression {expression!r}: "
                              f"{close_matches(value, known, key)}")

@@ -5,6 +5,10 @@
 
 :class:`Store` is the small key/bytes interface (``base``); :class:`RunStore` gives keys
 their meaning (``records``); :class:`MemoryStore` stands in for the real ones in tests.
+
+Imports only :mod:`orchestrator.schema`, :mod:`orchestrator.compose` (the project's
+store settings) and :mod:`orchestrator._util`: it never knows about Docker, Ray or
+SLURM.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import UsageError
-from .base import Store as Store
-from .base import check_key as check_key
 from .dir import DirStore as DirStore
+from .interface import Store as Store
+from .interface import check_key as check_key
 from .memory import MemoryStore as MemoryStore
-from .records import RunStore as RunStore
+from .runstore import RunStore as RunStore
 
 __all__ = ["DirStore", "MemoryStore", "RunStore", "Store", "check_key", "open_store"]
 

@@ -50,10 +50,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import NotFound, StoreError, UsageError
-from ..record import ArtifactFile, RunRecord
-from .base import Store, check_key
+from ..schema.record import ArtifactFile, RunRecord
+from .interface import Store, check_key
 from .owner import Owner
-from .records import RunStore, describe_file
+from .runstore import RunStore, describe_file
 
 #: Files fetched at once by default (the same as the input transfers).
 WORKERS = 16
@@ -177,7 +177,7 @@ def _run_store(
     if isinstance(store, RunStore):
         return store
     if store is None or isinstance(store, str | os.PathLike):
-        from ..project import find_project
+        from ..compose.project import find_project
         from . import open_store
 
         base = Path(os.fspath(project or "."))

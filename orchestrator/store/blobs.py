@@ -14,10 +14,10 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._util.files import sha256_file
+from .._util.ids import DIGEST
 from ..errors import NotFound, StoreError, UsageError
-from ..files import sha256_file
-from ..ids import DIGEST
-from .base import Store
+from .interface import Store
 
 
 class Blobs:

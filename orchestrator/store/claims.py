@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 
 from ..errors import NotFound, UsageError
-from ..record import now_iso
-from .base import Store
+from ..schema.record import now_iso
+from .interface import Store
 from .jsonio import dump_json
 
 CLAIM = "claim.json"

@@ -12,7 +12,7 @@ Stored files are the user's who runs orch (:mod:`.owner`): a run's outputs, writ
 container's user (65534), are copied into the store rather than hard-linked, and under
 ``sudo`` what the store creates is given to ``SUDO_UID``.
 
-Why not :func:`orchestrator.files.atomic_writer`: its temporary file sits beside the
+Why not :func:`orchestrator._util.files.atomic_writer`: its temporary file sits beside the
 target, inside the key space, where :meth:`DirStore.list` would show it and a crashed
 writer would leave it; the scratch directory keeps both out of every listing, and
 :meth:`DirStore.create` needs a link, not a rename, to be exclusive.
@@ -29,9 +29,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .._util.files import atomic_writer
 from ..errors import NotFound, StoreError, UsageError
-from ..files import atomic_writer
-from .base import check_key, check_prefix
+from .interface import check_key, check_prefix
 from .owner import Owner
 
 _TMP = ".tmp"

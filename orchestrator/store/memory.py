@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._util.files import atomic_write
 from ..errors import NotFound, StoreError
-from ..files import atomic_write
-from .base import check_key, check_prefix
+from .interface import check_key, check_prefix
 
 
 class MemoryStore:

@@ -6,7 +6,7 @@ botocore's own (standard mode) for blips, and ours around each operation, with
 exponential backoff for up to ``retry_budget_s``, so a server that is down for a few
 seconds (a restart) loses nothing. botocore errors become StoreError/NotFound here.
 
-Why one module of this size: it is one class, the :class:`~.base.Store` contract over S3,
+Why one module of this size: it is one class, the :class:`~.interface.Store` contract over S3,
 with the retry, conditional-write and clock rules every method shares.
 """
 
@@ -34,9 +34,9 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from .._util.files import atomic_writer
 from ..errors import NotFound, StoreError, UsageError
-from ..files import atomic_writer
-from .base import check_key, check_prefix
+from .interface import check_key, check_prefix
 
 if TYPE_CHECKING:  # boto3-stubs[s3] (a dev dependency); without it, Any
     from mypy_boto3_s3 import S3Client

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from faultkit import StoreView, make_project, orch_env, remove_containers, run_orch
 
-from orchestrator import checkpoint
+from orchestrator.runner import checkpoint
 from orchestrator.store import MemoryStore, RunStore
 
 pytestmark = pytest.mark.faults

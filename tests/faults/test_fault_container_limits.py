@@ -1,7 +1,7 @@
 """A run that tries to take the node: too many processes, a full /tmp, a growing image.
 
 Every container is held to documented defaults besides its resources
-(``orchestrator.container.ENFORCED``): at most PIDS_LIMIT processes and threads, /tmp and
+(``orchestrator.runner.container.ENFORCED``): at most PIDS_LIMIT processes and threads, /tmp and
 /var/tmp as tmpfs of TMP_SIZE, the rest of the image read-only (the writable layer on
 overlay2 without quota support cannot be limited in size, so it is not writable at all).
 orch.yaml's ``resources: {pids, tmp}`` change the first two. The record's ``enforced``
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from faultkit import StoreView, make_project, orch_env, remove_containers, run_orch
 
-from orchestrator.container import PIDS_LIMIT, TMP_SIZE
+from orchestrator.runner.container import PIDS_LIMIT, TMP_SIZE
 
 pytestmark = [pytest.mark.faults, pytest.mark.docker]
 

@@ -21,13 +21,13 @@ from ..gpusim import SimulatedGpuClient as SimulatedGpuClient
 from ..node import ensure_run_image as ensure_run_image
 from ..node import shared_store_uri as shared_store_uri
 from .cluster import import_ray as import_ray
+from .detached_job import DetachedSweep as DetachedSweep
+from .detached_job import detached_status as detached_status
+from .detached_job import submit_detached as submit_detached
 from .dispatch import MAX_RETRIES as MAX_RETRIES
 from .dispatch import RayBackend as RayBackend
 from .dispatch import memory_bytes as memory_bytes
 from .dispatch import task_error as task_error
-from .jobs import DetachedSweep as DetachedSweep
-from .jobs import detached_status as detached_status
-from .jobs import submit_detached as submit_detached
 from .node import run_on_node as run_on_node
 
 __all__ = [

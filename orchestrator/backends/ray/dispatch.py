@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from ...errors import BackendError, OrchestratorError
-from ...job import Job
-from ...record import RunRecord
+from ...schema.job import Job
+from ...schema.record import RunRecord
 from ...store import RunStore
 from ..node import shared_store_uri
 from .cluster import import_ray, init, one_line
@@ -281,7 +281,7 @@ def task_error(exc: BaseException, job: Job, retries: int) -> BaseException:
     """
     from ray.exceptions import RayTaskError
 
-    from ...execute import ClaimHeld
+    from ...runner.execute import ClaimHeld
 
     if isinstance(exc, RayTaskError):
         cause = exc.cause

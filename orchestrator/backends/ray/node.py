@@ -7,12 +7,12 @@
 2. talks to the node's Docker daemon (``DOCKER_HOST`` of the node, else the local socket);
 3. gets the run image onto that daemon by digest: already there, else the registry the
    sweep pushed to, else the store's blobs (only the layers the daemon lacks);
-4. calls :func:`orchestrator.execute.execute`, the only code that writes run records,
+4. calls :func:`orchestrator.runner.execute.execute`, the only code that writes run records,
    with the GPU ids Ray assigned (``ray.get_gpu_ids()``) and the Ray node id.
 
 Exactly-once records come from the store's claim, not from Ray: a task retried after its
 node died claims the run again with the same owner, which the store allows; a run held by
-another submitter raises :class:`~orchestrator.execute.ClaimHeld`, which reaches the
+another submitter raises :class:`~orchestrator.runner.execute.ClaimHeld`, which reaches the
 driver as that type.
 """
 
@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ...job import Job
-from ...record import RunRecord
-from ...stopping import Stop
+from ..._util.stopping import Stop
+from ...schema.job import Job
+from ...schema.record import RunRecord
 from ...store import RunStore
 from ..gpusim import SimulatedGpuClient, simulates_gpus
 from ..node import docker_host, ensure_run_image
@@ -48,7 +48,7 @@ def _node_runs(store_uri: str, s3_endpoint: str | None) -> RunStore:
 def _node_docker() -> Any:
     host = docker_host()
     if host not in _DOCKER:
-        from ...docker_api import connect
+        from ...daemon.client import connect
 
         _DOCKER[host] = connect(host or None)
     return _DOCKER[host]
@@ -58,8 +58,8 @@ def warm_worker(store_uri: str, s3_endpoint: str | None) -> None:
     """A worker's start-up, done before its first run: imports, the store, Docker.
     Whatever fails here fails again, and is reported, in the run that needs it."""
     try:
-        from ... import execute  # noqa: F401 - the import is the work
         from ...image import transport  # noqa: F401
+        from ...runner import execute  # noqa: F401 - the import is the work
 
         _node_runs(store_uri, s3_endpoint)
         _node_docker()
@@ -71,7 +71,7 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     """The body of a run's Ray task: image onto this node's daemon, then execute."""
     import ray
 
-    from ...execute import execute
+    from ...runner.execute import execute
 
     runs = _node_runs(store_uri, s3_endpoint)
     if runs.is_complete(job.run_id):  # a retry of an attempt that did commit

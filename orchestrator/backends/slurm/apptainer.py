@@ -115,15 +115,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ...container import CHECKPOINT_DIR, OUTPUT_DIR, RUN_UID, RunDirs
+from ..._util.files import atomic_write, atomic_writer, locked
+from ..._util.ids import DIGEST, DIGEST_REF
 from ...errors import BackendError, ImageError, NotFound
-from ...files import atomic_write, atomic_writer, locked
-from ...ids import DIGEST, DIGEST_REF
 from ...image.archive import ThinArchive
 from ...image.builder import WORKDIR
 from ...image.imageconfig import ImageConfig
 from ...image.transport import FETCH_WORKERS, Blobs
-from ...record import RunPlan
+from ...runner.container import CHECKPOINT_DIR, OUTPUT_DIR, RUN_UID, RunDirs
+from ...schema.record import RunPlan
 
 APPTAINER = "apptainer"
 #: The oldest Apptainer whose flags this argv uses (``--no-mount bind-paths``: 1.2.0).
@@ -480,7 +480,7 @@ def exec_invocation(
 ) -> Invocation:
     """The ``apptainer exec`` of one run attempt.
 
-    ``env`` is the run's environment as :func:`orchestrator.execute.execute` passes it to
+    ``env`` is the run's environment as :func:`orchestrator.runner.execute.execute` passes it to
     ``create_kwargs`` (passed variables, runtime env, inputs, ``ORCH_ATTEMPT``);
     ``mounts`` its inputs, (container path, host path) pairs, read-only; ``gpu_ids`` the
     GPUs SLURM gave the task, as it numbers them; ``uid`` the caller's (default: this

@@ -1,5 +1,5 @@
-"""``engine: apptainer``: the part of a Docker client that :func:`orchestrator.execute.execute`
-uses, over ``apptainer exec`` processes.
+"""``engine: apptainer``: the part of a Docker client that
+:func:`orchestrator.runner.execute.execute` uses, over ``apptainer exec`` processes.
 
 ``execute`` claims the run, builds the container's arguments (``create_kwargs``), starts,
 waits, stops, copies the logs and commits, the same for every engine; this adapter turns
@@ -25,9 +25,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...container import CHECKPOINT_DIR, OUTPUT_DIR, RunDirs
 from ...errors import BackendError
-from ...record import Enforced, RunPlan
+from ...runner.container import CHECKPOINT_DIR, OUTPUT_DIR, RunDirs
+from ...schema.record import Enforced, RunPlan
 from .apptainer import SifImage, exec_invocation, process_env
 
 _CHUNK = 1 << 20

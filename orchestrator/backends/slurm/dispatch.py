@@ -25,12 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..._util.stopping import Stop
+from ...compose.project import SlurmOptions
 from ...errors import BackendError, OrchestratorError
-from ...execute import ClaimHeld, NotStarted
-from ...job import Job
-from ...project import SlurmOptions
-from ...record import RunRecord, RunResources
-from ...stopping import Stop
+from ...runner.execute import ClaimHeld, NotStarted
+from ...schema.job import Job
+from ...schema.record import RunRecord, RunResources
 from ...store import RunStore
 from ..node import shared_store_uri
 from .commands import REST, Slurm, TaskState

@@ -1,7 +1,7 @@
 """What the driver and a SLURM task say to each other, through the store.
 
 ``slurm/<batch>/<index>/job.json``
-    the run a task of the batch's array runs (a :class:`~orchestrator.job.Job`), written
+    the run a task of the batch's array runs (a :class:`~orchestrator.schema.job.Job`), written
     before the array is submitted;
 ``slurm/<batch>/<index>/outcome.json``
     how the task ended (:class:`TaskOutcome`), written before it exits: the driver lists
@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ...record import CorruptRecord
+from ...schema.record import CorruptRecord
 
 PREFIX = "slurm/"
 #: The exit status of a task whose node does not see the sweep's store.

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...project import SlurmOptions, memory_bytes
-from ...record import RunResources
+from ...compose.project import SlurmOptions, memory_bytes
+from ...schema.record import RunResources
 
 #: The module a task runs: ``python -m orchestrator.backends.slurm.task``.
 TASK_MODULE = "orchestrator.backends.slurm.task"

@@ -5,7 +5,7 @@
    store without it is not the driver's (exit :data:`~.protocol.EXIT_STORE_UNSEEN`);
 2. puts the run's image on the node's daemon by digest (store blobs or registry, only
    the layers it lacks), as a Ray node does;
-3. runs it with :func:`orchestrator.execute.execute`, the only code that writes run
+3. runs it with :func:`orchestrator.runner.execute.execute`, the only code that writes run
    records, with the GPUs SLURM gave the task (``SLURM_JOB_GPUS``: the node's device
    ids, what the container is given) and the node's name;
 4. writes how it ended to ``outcome.json`` and exits.
@@ -39,10 +39,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..._util.stopping import Stop
 from ...errors import NotFound, OrchestratorError
-from ...job import Job
-from ...record import RunRecord
-from ...stopping import Stop
+from ...schema.job import Job
+from ...schema.record import RunRecord
 from ...store import RunStore
 from .protocol import (
     COMMITTED,
@@ -207,7 +207,7 @@ def _run(
     job: Job, runs: RunStore, stop: Stop, *, node: str, slurm_job: str,
     environ: dict[str, str] | os._Environ[str], engine: str = "docker",
 ) -> TaskOutcome:
-    from ...execute import ClaimHeld, NotStarted, execute
+    from ...runner.execute import ClaimHeld, NotStarted, execute
     from ..gpusim import SimulatedGpuClient, simulates_gpus
 
     run_id = job.run_id
@@ -222,7 +222,7 @@ def _run(
         if engine == "apptainer":
             labelled = _apptainer_client(job, runs, [] if simulated else gpu_ids)
         else:
-            from ...docker_api import connect
+            from ...daemon.client import connect
             from ..node import docker_host, ensure_run_image
 
             client = connect(docker_host() or None)

@@ -40,13 +40,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import config as configmod
+from ...compose import config as configmod
+from ...compose.space import Space, optuna_distributions
 from ...errors import NotFound, OrchestratorError
 from ...image.builder import Environment
-from ...job import Job
-from ...record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
-from ...space import Space, optuna_distributions
-from ...spec import RunSpec
+from ...schema.job import Job
+from ...schema.record import RunPlan, RunRecord, RunStatus, SweepDoc, SweepEntry, now_iso
+from ...schema.spec import RunSpec
 from ..grid import SweepResult, SweepRun, compose_each, plan
 from ..inflight import InFlight
 from ..launcher import Launcher

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import MissingDependency, UsageError, require
-from ...record import RunRecord, RunStatus
+from ...schema.record import RunRecord, RunStatus
 
 log = logging.getLogger("orchestrator.search")
 

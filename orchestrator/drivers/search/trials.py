@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ... import config as configmod
-from ...canonical import short_id
+from ..._util.canonical import short_id
+from ...compose import config as configmod
+from ...compose.space import Space, parse_space, random_points
 from ...image.builder import Environment
-from ...space import Space, parse_space, random_points
-from ...spec import RUN_ID_LENGTH
+from ...schema.spec import RUN_ID_LENGTH
 from ..grid import compose_each, composer_for, point_inputs
 from .study import SearchOptions
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...record import RunStatus
-from ...space import Space, optuna_distributions
+from ...compose.space import Space, optuna_distributions
+from ...schema.record import RunStatus
 from .study import Objective, _optuna
 
 #: Succeeded trials below which importances are not worth showing: Optuna's default

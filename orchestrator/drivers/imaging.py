@@ -1,0 +1,63 @@
+"""How the launcher gets images: an :class:`ImageBuilder` (the daemon-side steps);
+:class:`DockerImages` is Docker's, :class:`orchestrator.testing.FakeImages` a test's.
+
+What an image *is* (layers, configs, IDs) is :mod:`orchestrator.image.builder`'s and
+the same for both: only building the environment, loading, exporting the base layers
+and pushing touch a daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from .._util.stopping import Stop
+from ..compose.project import Project
+from ..daemon.client import DockerClient
+from ..image import builder
+from ..image.builder import Environment, RunImage
+from ..image.transport import base_layer_files, push_to_registry
+
+
+class ImageBuilder(Protocol):
+    """What the launcher needs of images beside the pure run-image recipe
+    (:func:`orchestrator.image.builder.run_image`): the daemon-side steps."""
+
+    def environment(self, project: Project, *, allow_dirty: bool, stop: Stop,
+                    say: Callable[[str], None], config_files: Sequence[Path]) -> Environment:
+        """The project's base, environment and code (built if it must be)."""
+        ...
+
+    def load(self, env: Environment, images: list[RunImage]) -> None:
+        """Make ``images`` runnable where the runs start."""
+        ...
+
+    def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
+        """The base image's layers (diff id -> tar), for the store."""
+        ...
+
+    def push(self, image: RunImage, registry: str, tag: str) -> str:
+        """Push ``image``; its ``repository@sha256:...`` digest."""
+        ...
+
+
+class DockerImages:
+    """The images of a Docker daemon: built by :mod:`orchestrator.image.builder`."""
+
+    def __init__(self, client: DockerClient) -> None:
+        self.client = client
+
+    def environment(self, project: Project, *, allow_dirty: bool, stop: Stop,
+                    say: Callable[[str], None], config_files: Sequence[Path]) -> Environment:
+        return builder.prepare(self.client, project, allow_dirty=allow_dirty, stop=stop,
+                               say=say, config_files=config_files)
+
+    def load(self, env: Environment, images: list[RunImage]) -> None:
+        builder.load_run_images(self.client, env, images)
+
+    def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
+        return base_layer_files(self.client, env.base.image_id, env.base.diff_ids)
+
+    def push(self, image: RunImage, registry: str, tag: str) -> str:
+        return push_to_registry(self.client, image.image_id, registry, tag)
