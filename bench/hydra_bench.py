@@ -174,7 +174,7 @@ def timed(owner, name, label):
             marks.setdefault(label, []).append((start, time.perf_counter() - T0))
     setattr(owner, name, wrapper)
 import orchestrator.cli
-from orchestrator import container
+from orchestrator.runner import container
 from orchestrator.drivers import grid as sweep
 from orchestrator.image import builder
 marks["imports"] = [(0.0, time.perf_counter() - T0)]

@@ -591,10 +591,10 @@ def timed(owner, name, label):
     setattr(owner, name, wrapper)
 T0 = time.perf_counter()
 import orchestrator.cli
-from orchestrator import execute, container, outputs
+from orchestrator.runner import execute, container, outputs
 from orchestrator.drivers import grid as sweep, launcher
 from orchestrator.image import builder, archive
-from orchestrator.store import records
+from orchestrator.store import runstore as records
 from orchestrator.cli import context
 marks["imports"] = [(0.0, time.perf_counter() - T0)]
 timed(sweep, "compose_points", "compose")
