@@ -72,9 +72,11 @@ class Slurm:
 
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> str:
         try:
+            # Its own session: a Ctrl-C at the terminal goes to the whole foreground process
+            # group, and would kill the scontrol or scancel that orch runs to answer it.
             done = subprocess.run(
                 list(argv), input=stdin, capture_output=True, text=True, env=self._env,
-                timeout=COMMAND_TIMEOUT_S, check=False,
+                timeout=COMMAND_TIMEOUT_S, check=False, start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise BackendError(
