@@ -95,16 +95,21 @@ class SlurmOptions:
     engine: str = "docker"
 
 
+def _section(value: Any, where: str, name: str, keys: set[str], like: str) -> None:
+    """A section of orch.yaml is a mapping of known keys; otherwise one error naming it."""
+    if not isinstance(value, dict):
+        raise ProjectError(f"{where}: {name}: must be a mapping like {{{like}}}")
+    unknown = sorted(set(map(str, value)) - keys)
+    if unknown:
+        raise ProjectError(
+            f"{where}: {name}.{unknown[0]}: unknown (valid: {', '.join(sorted(keys))})"
+        )
+
+
 def parse_slurm(value: Any, where: str) -> SlurmOptions:
     if value is None:
         return SlurmOptions()
-    if not isinstance(value, dict):
-        raise ProjectError(f"{where}: slurm: must be a mapping like {{partition: gpu}}")
-    unknown = sorted(set(map(str, value)) - _SLURM_KEYS)
-    if unknown:
-        raise ProjectError(
-            f"{where}: slurm.{unknown[0]}: unknown (valid: {', '.join(sorted(_SLURM_KEYS))})"
-        )
+    _section(value, where, "slurm", _SLURM_KEYS, "partition: gpu")
     words: dict[str, str | None] = {}
     for key in ("partition", "account", "time", "qos"):
         item = value.get(key)
@@ -380,13 +385,7 @@ def _inside(root: Path, rel: str, path: Path, key: str) -> Path:
 def parse_resources(value: Any, where: str) -> Resources:
     if value is None:
         return Resources()
-    if not isinstance(value, dict):
-        raise ProjectError(f"{where}: resources: must be a mapping like {{cpus: 1, gpus: 0}}")
-    unknown = sorted(set(map(str, value)) - _RESOURCE_KEYS)
-    if unknown:
-        raise ProjectError(
-            f"{where}: resources.{unknown[0]}: unknown (valid: {', '.join(sorted(_RESOURCE_KEYS))})"
-        )
+    _section(value, where, "resources", _RESOURCE_KEYS, "cpus: 1, gpus: 0")
     cpus = value.get("cpus", 1)
     gpus = value.get("gpus", 0)
     memory = value.get("memory")
