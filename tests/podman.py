@@ -79,7 +79,7 @@ class Podman:
         """Names of the containers (running or not) that carry ``label``."""
         client = self.client()
         try:
-            return sorted(str(c.name) for c in client.containers.list(
+            return sorted(c["Names"][0].lstrip("/") for c in client.api.containers(
                 all=True, filters={"label": label}))
         finally:
             client.close()

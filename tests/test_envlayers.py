@@ -8,6 +8,7 @@ import shutil
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import git_commit_all, make_wheel
@@ -265,8 +266,10 @@ def test_layers_with_bytecode_are_reproducible(
     assert len(sources) == len(compiled) > 10
 
 
-def bytecode_containers(client: DockerClient) -> list[object]:
-    return client.containers.list(all=True, filters={"label": "org.orch.role=bytecode"})
+def bytecode_containers(client: DockerClient) -> list[dict[str, Any]]:
+    # the low-level listing: containers.list() inspects each one, and one removed in
+    # between (the build ending) would raise NotFound
+    return client.api.containers(all=True, filters={"label": "org.orch.role=bytecode"})
 
 
 @pytest.mark.docker

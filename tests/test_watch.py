@@ -348,9 +348,9 @@ def test_following_a_queued_run_stops_when_no_live_submission_will_run_it(
         polls = 0
 
         class Daemon:  # no container of the run, ever
-            class containers:  # noqa: N801 - the docker client's attribute
+            class api:  # noqa: N801 - the docker client's attribute
                 @staticmethod
-                def list(**_: Any) -> list[Any]:
+                def containers(**_: Any) -> list[Any]:
                     nonlocal polls
                     polls += 1
                     if polls == 3:

@@ -10,9 +10,10 @@ unit test can pass a small fake instead of a daemon::
     DockerClient
       .ping()
       .api         DockerAPI       inspect_image, images, get_image, load_image, tag, push,
-                                   remove_image, inspect_container
+                                   remove_image, inspect_container, containers,
+                                   remove_container
       .images      ImageCollection get, load, pull                     -> Image
-      .containers  ContainerCollection create, list, run               -> Container
+      .containers  ContainerCollection create, get, run                -> Container
                    Container       id, name, labels, start, wait, kill, logs, get_archive,
                                    put_archive, remove
 
@@ -143,6 +144,17 @@ class DockerAPI(Protocol):
 
     def inspect_container(self, container: str, /) -> dict[str, Any]: ...
 
+    def containers(
+        self, *, all: bool = False, filters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Container summaries (``docker ps``: Id, Names, Image, ImageID, Labels, Mounts,
+        State). The collection's ``list`` would inspect each one after listing, and a
+        container removed in between (a run ending) makes it raise NotFound: orch lists
+        with this instead."""
+        ...
+
+    def remove_container(self, container: str, /, *, force: bool = False) -> None: ...
+
 
 class ImageCollection(Protocol):
     def get(self, name: str, /) -> Image: ...
@@ -174,9 +186,7 @@ class ContainerCollection(Protocol):
         user: str | None = None,
     ) -> Container: ...
 
-    def list(
-        self, *, all: bool = False, filters: dict[str, str | list[str] | bool] | None = None
-    ) -> Sequence[Container]: ...
+    def get(self, container_id: str, /) -> Container: ...
 
     def run(
         self,

@@ -79,7 +79,7 @@ def prune_plan(
         unfinished = [rid for rid, rec in zip(sweep.run_ids, records, strict=True) if rec is None]
         if any(runs.claims.is_live(run_id, lease_s) for run_id in unfinished):
             live_sweep_runs.update(unfinished)
-    in_use = {str(c.attrs.get("Image", "")) for c in client.containers.list(all=True)}
+    in_use = {str(c.get("ImageID", "")) for c in client.api.containers(all=True)}
     remove: list[DaemonImage] = []
     spared: dict[str, str] = {}
     for image in map(DaemonImage.from_api, client.api.images(filters={"label": RUN_LABEL})):

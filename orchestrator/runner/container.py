@@ -427,11 +427,11 @@ def mounted_by_runs(client: DockerClient) -> set[str]:
     import requests
 
     try:
-        containers = client.containers.list(filters={"label": "org.orch.run_id"})
+        containers = client.api.containers(filters={"label": "org.orch.run_id"})
         return {
             str(mount.get("Source"))
             for container in containers
-            for mount in container.attrs.get("Mounts", [])
+            for mount in container.get("Mounts") or []
             if mount.get("Type") == "bind"
         }
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

@@ -589,9 +589,11 @@ def _remove_leftovers(client: DockerClient, run_id: str) -> None:
     import docker.errors
 
     try:
-        for leftover in client.containers.list(
+        leftovers = client.api.containers(
             all=True, filters={"label": f"org.orch.run_id={run_id}"}
-        ):
-            leftover.remove(force=True)
+        )
     except docker.errors.APIError:
-        pass  # create will report the real problem
+        return  # create will report the real problem
+    for leftover in leftovers:
+        with contextlib.suppress(docker.errors.APIError):  # gone already, or create says
+            client.api.remove_container(leftover["Id"], force=True)

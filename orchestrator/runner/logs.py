@@ -38,9 +38,14 @@ def _complete(runs: RunStore, run_id: str) -> bool:
 
 
 def _container(client: DockerClient, run_id: str) -> Any:
-    for container in client.containers.list(filters={"label": RUN_LABEL}):
-        if container.labels.get(RUN_LABEL, "").startswith(run_id):
-            return container
+    import docker.errors
+
+    for summary in client.api.containers(filters={"label": RUN_LABEL}):
+        if (summary.get("Labels") or {}).get(RUN_LABEL, "").startswith(run_id):
+            try:
+                return client.containers.get(summary["Id"])
+            except docker.errors.NotFound:
+                return None  # it ended in between: the record has its logs
     return None
 
 

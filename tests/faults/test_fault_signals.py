@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultkit import ORCH, StoreView, make_project, orch_env, run_containers, run_orch, wait_for
@@ -154,12 +155,14 @@ def test_cancel_stops_the_containers_and_records_them_cancelled(
 LOCK = Path(__file__).parents[1] / "data" / "lock" / "uv.txt"
 
 
-def bytecode_containers() -> list[object]:
+def bytecode_containers() -> list[dict[str, Any]]:
     import docker
 
     client = docker.from_env()
     try:
-        return client.containers.list(all=True, filters={"label": "org.orch.role=bytecode"})
+        # the low-level listing: containers.list() inspects each one, and one removed in
+        # between (the build ending) would raise NotFound
+        return client.api.containers(all=True, filters={"label": "org.orch.role=bytecode"})
     finally:
         client.close()
 

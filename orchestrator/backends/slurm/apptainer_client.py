@@ -41,7 +41,7 @@ class ApptainerClient:
                  cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
         self.containers = _Containers(plan, sif, list(gpu_ids),
                                       dict(os.environ if environ is None else environ))
-        self.api = _Api()
+        self.api = _Api(self.containers)
         self._cgroup_root = cgroup_root
 
     def ping(self) -> bool:
@@ -121,6 +121,19 @@ def _ints(path: Path) -> list[int]:
 
 
 class _Api:
+    def __init__(self, containers: _Containers) -> None:
+        self._containers = containers
+
+    def containers(self, all: bool = False, filters: Mapping[str, Any] | None = None,
+                   ) -> list[dict[str, Any]]:
+        """This task's processes that still run (a run's leftovers are its children)."""
+        return [{"Id": p.id} for p in self._containers.made if p.alive]
+
+    def remove_container(self, container_id: str, force: bool = False) -> None:
+        for made in self._containers.made:
+            if made.id == container_id:
+                made.remove(force=force)
+
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         # Memory limits are SLURM's (the task's cgroup): an OOM kill is the task's end.
         return {"State": {"OOMKilled": False}}
@@ -133,7 +146,7 @@ class _Containers:
         self._sif = sif
         self._gpu_ids = gpu_ids
         self._environ = environ
-        self._made: list[ApptainerProcess] = []
+        self.made: list[ApptainerProcess] = []
 
     def create(self, **kwargs: Any) -> ApptainerProcess:
         mounts = kwargs.get("mounts") or []
@@ -149,13 +162,8 @@ class _Containers:
                                      gpu_ids=self._gpu_ids)
         made = ApptainerProcess(str(kwargs.get("name") or self._plan.run_id), invocation.argv,
                                 dirs, process_env(self._environ), invocation.prepare)
-        self._made.append(made)
+        self.made.append(made)
         return made
-
-    def list(self, all: bool = False, filters: Mapping[str, Any] | None = None,
-             ) -> list[ApptainerProcess]:
-        """This task's processes that still run (a run's leftovers are its children)."""
-        return [p for p in self._made if p.alive]
 
 
 class ApptainerProcess:

@@ -25,6 +25,7 @@ remove them after a SIGKILL too).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -291,12 +292,14 @@ def _remove_containers(client: Any, labels: Mapping[str, str]) -> None:
     import docker.errors
 
     try:
-        for container in client.containers.list(
+        containers = client.api.containers(
             all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
-        ):
-            container.remove(force=True)
+        )
     except docker.errors.DockerException:
-        pass
+        return
+    for container in containers:
+        with contextlib.suppress(docker.errors.DockerException):  # removed already
+            client.api.remove_container(container["Id"], force=True)
 
 
 if __name__ == "__main__":
