@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -558,6 +559,77 @@ class TestCluster:
         for record in found.values():
             assert here[record["run_id"]]["metrics"] == record["metrics"]
 
+    @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c-twice",
+                                                                            "sigterm"])
+    def test_a_stopped_ray_sweep_cancels_the_runs_on_both_nodes(
+        self, tmp_path: Path, base_image: str, cluster: Any, second_host: str, signum: int
+    ) -> None:
+        """Ctrl-C twice (as a terminal sends it: to the whole process group) or SIGTERM
+        while runs sleep on both nodes: their containers are stopped where they run, each
+        run is recorded cancelled with its logs, exit 130, and no container or claim is
+        left on either daemon."""
+        import docker
+
+        root = sleeper_project(tmp_path / "stopproj", base_image, sleep=120,
+                               resources={"cpus": 1, "gpus": 1})
+        exe = Path(sys.executable).with_name("orch")
+        argv = [str(exe), "sweep", "-p", str(root), "seed=range(0,4)", "--backend", "ray",
+                "--ray-address", cluster.address, "--jobs", "4", "--json"]
+        # setsid: the sweep leads its own process group, with SIGINT's default handler
+        # (a child started in the background would inherit SIGINT ignored).
+        restore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+        sweep = subprocess.Popen(["setsid", sys.executable, "-c", restore, *argv],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        daemons = {"head": docker.from_env(), "worker": docker.DockerClient(base_url=second_host)}
+
+        def running(daemon: Any) -> list[dict[str, Any]]:
+            return list(daemon.api.containers(filters={"label": "org.orch.run_id",
+                                                       "status": "running"}))
+
+        try:
+            deadline = time.monotonic() + 180
+            while not all(running(d) for d in daemons.values()):
+                assert sweep.poll() is None, sweep.communicate()
+                assert time.monotonic() < deadline, "runs did not start on both nodes"
+                time.sleep(0.2)
+            os.killpg(sweep.pid, signum)
+            if signum == signal.SIGINT:
+                time.sleep(0.5)
+                os.killpg(sweep.pid, signum)
+            try:
+                out, err = sweep.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                out, err = sweep.communicate()
+                raise AssertionError(f"the sweep did not stop: {err}") from None
+            assert sweep.returncode == 130, err
+            # A run whose task Ray interrupted before it claimed the run (its image still
+            # loading) did not start: no record, and the sweep says how many.
+            found = records(root / ".orch")
+            assert {r["status"] for r in found} == {"cancelled"}, err
+            not_started = 4 - len(found)
+            assert not not_started or f"{not_started} not started" in err, err
+            nodes = {cluster.head.node_id: "head", cluster.worker.node_id: "worker"}
+            assert {nodes[r["node"]] for r in found} == {"head", "worker"}
+            time.sleep(3)  # nothing starts after the sweep ended
+            for record in found:
+                run_dir = root / ".orch" / "runs" / record["run_id"]
+                assert (run_dir / "stdout.log").is_file(), record["run_id"]
+            assert list((root / ".orch" / "runs").glob("*/claim.json")) == []
+            ids = {r["run_id"] for r in found}
+            for daemon in daemons.values():
+                left = [c for c in daemon.api.containers(
+                    all=True, filters={"label": "org.orch.run_id"})
+                    if c["Labels"]["org.orch.run_id"] in ids]
+                assert left == [], left
+        finally:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.communicate()
+            for daemon in daemons.values():
+                daemon.close()
+
     def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(
         self, tmp_path: Path, base_image: str, cluster: Any, second_host: str
     ) -> None:
@@ -574,8 +646,8 @@ class TestCluster:
         worker_daemon = docker.DockerClient(base_url=second_host)
         try:
             deadline = time.monotonic() + 120
-            while not worker_daemon.containers.list(filters={"label": "org.orch.run_id",
-                                                              "status": "running"}):
+            while not worker_daemon.api.containers(filters={"label": "org.orch.run_id",
+                                                             "status": "running"}):
                 assert sweep.poll() is None, sweep.communicate()
                 assert time.monotonic() < deadline, "no run started on the worker node"
                 time.sleep(0.2)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from ...errors import BackendError, OrchestratorError
+from ...runner.execute import NotStarted
 from ...schema.job import Job
 from ...schema.record import RunRecord
 from ...store import RunStore
@@ -29,6 +31,9 @@ from .node import run_on_node, warm_worker
 MAX_RETRIES = 3
 #: How long a node's run may keep the cluster busy after ``close()`` before it is cancelled.
 CLOSE_GRACE_S = 600.0
+#: How long a cancelled task without a claim may still take to claim its run (it was
+#: interrupted between Ray starting it and orch claiming the run).
+CLAIM_GRACE_S = 5.0
 _POLL_S = 0.05
 
 _Entry = tuple[Job, Future[RunRecord]]
@@ -49,6 +54,7 @@ class RayBackend:
         s3_endpoint: str | None = None,
         max_retries: int = MAX_RETRIES,
     ) -> None:
+        self._runs = runs
         self._store_uri = shared_store_uri(runs.store.uri, "ray")
         self._s3_endpoint = s3_endpoint
         self._ray = ray = import_ray()
@@ -234,9 +240,33 @@ class RayBackend:
         try:
             record: RunRecord = self._ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted out by task_error
-            future.set_exception(task_error(exc, job, self._max_retries))
+            if _cancelled(exc):  # may take a while: not on the dispatcher's thread
+                threading.Thread(target=self._resolve_cancelled, args=(job, future),
+                                 name="orch-ray-cancelled", daemon=True).start()
+            else:
+                future.set_exception(task_error(exc, job, self._max_retries))
         else:
             future.set_result(record)
+
+    def _resolve_cancelled(self, job: Job, future: Future[RunRecord]) -> None:
+        """A task the sweep cancelled. Ray answers TaskCancelledError even when the task
+        caught the interrupt, stopped its container and committed the run ``cancelled``,
+        and may answer it before that commit: the record is read from the store once the
+        task's claim is released. A task interrupted before it claimed the run (its image
+        still loading) did not start it."""
+        waited_from = time.monotonic()
+        try:
+            while not self._runs.is_complete(job.run_id):
+                if time.monotonic() - waited_from > 2 * job.lease_s or (
+                    time.monotonic() - waited_from > CLAIM_GRACE_S
+                    and not self._runs.claims.is_live(job.run_id, job.lease_s)
+                ):
+                    future.set_exception(NotStarted(job.run_id))
+                    return
+                time.sleep(0.2)
+            future.set_result(self._runs.read_run(job.run_id))
+        except Exception as exc:  # noqa: BLE001 - the sweep's future must learn of it
+            future.set_exception(exc)
 
     def _cancel_in_flight(self, reason: str) -> None:
         with self._cond:
@@ -270,6 +300,14 @@ def memory_bytes(memory: str | None) -> int | None:
         return int(parse_bytes(memory))
     except DockerException as exc:
         raise BackendError(f"resources.memory {memory!r}: {exc}") from exc
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Ray's answer for a task it was asked to cancel (as itself, or as a task's error)."""
+    from ray.exceptions import RayTaskError, TaskCancelledError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    return isinstance(cause, TaskCancelledError)
 
 
 def task_error(exc: BaseException, job: Job, retries: int) -> BaseException:

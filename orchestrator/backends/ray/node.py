@@ -29,6 +29,8 @@ from ...store import RunStore
 from ..gpusim import SimulatedGpuClient, simulates_gpus
 from ..node import docker_host, ensure_run_image
 
+#: How often a task's main thread wakes to see whether Ray cancelled it.
+_INTERRUPT_POLL_S = 0.2
 #: Per worker process: Ray reuses workers, so each opens the store and Docker once.
 _STORES: dict[tuple[str, str], RunStore] = {}
 _DOCKER: dict[str, Any] = {}
@@ -86,6 +88,9 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     stop = Stop()
     # The run goes on in a thread so that Ray's cancel (KeyboardInterrupt in this, the
     # task's main thread) becomes an orderly stop: container stopped, record committed.
+    # Ray raises it with ``_thread.interrupt_main``, a flag the interpreter looks at only
+    # between bytecodes, not a signal: a wait without a timeout would sleep through it
+    # until the run ended on its own.
     with ThreadPoolExecutor(1, thread_name_prefix="orch-node-run") as pool:
         attempt = pool.submit(
             execute, job, client, runs, gpu_ids=gpu_ids, node=node, gpus_simulated=simulated,
@@ -93,6 +98,8 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
         )
         while True:
             try:
-                return attempt.result()
+                return attempt.result(timeout=_INTERRUPT_POLL_S)
+            except TimeoutError:
+                continue
             except KeyboardInterrupt:
                 stop.cancel()
