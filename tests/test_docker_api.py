@@ -99,3 +99,56 @@ def test_a_thin_archive_that_loads_nothing_it_names_is_an_error() -> None:
     with pytest.raises(ImageError, match="did not load"):
         archive.load(client)
     assert len(client.api.loaded) == 1 and client.api.loaded[0]
+
+
+class RacyPodmanAPI:
+    """Rootless Podman 4.3's create as it fails when two keep-id creates meet in libsubid:
+    ``fails`` times with that message (or ``other`` once), then a container ID; it notes
+    whether two creates were ever made at once."""
+
+    def __init__(self, fails: int, other: bool = False) -> None:
+        self.fails, self.other, self.calls, self.inside, self.overlapped = fails, other, 0, 0, False
+
+    def create_container(self, **args: Any) -> dict[str, str]:
+        import time
+
+        self.calls += 1
+        self.inside += 1
+        self.overlapped |= self.inside > 1
+        try:
+            time.sleep(0.01)
+            if self.other:
+                raise docker.errors.APIError("container create: no such image")
+            if self.calls <= self.fails:
+                raise docker.errors.APIError(
+                    "container create: keep-id requires additional UIDs or GIDs defined in "
+                    "/etc/subuid and /etc/subgid to function correctly: %!w(<nil>)")
+            return {"Id": f"c{self.calls}"}
+        finally:
+            self.inside -= 1
+
+
+def test_a_keep_id_create_that_meets_podmans_subid_race_is_made_again() -> None:
+    from orchestrator.daemon.engine import create_in_userns
+
+    api = RacyPodmanAPI(fails=2)
+    assert create_in_userns(api, {"image": IMAGE}) == {"Id": "c3"}
+    # Another error is the caller's at once; the race met every time is too, in the end.
+    with pytest.raises(docker.errors.APIError, match="no such image"):
+        create_in_userns(RacyPodmanAPI(fails=0, other=True), {})
+    always = RacyPodmanAPI(fails=99)
+    with pytest.raises(docker.errors.APIError, match="keep-id requires"):
+        create_in_userns(always, {})
+    assert always.calls == 5
+
+
+def test_keep_id_creates_of_parallel_runs_are_made_one_at_a_time() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.daemon.engine import create_in_userns
+
+    api = RacyPodmanAPI(fails=0)
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: create_in_userns(api, {}), range(8)))
+    assert len({m["Id"] for m in made}) == 8
+    assert not api.overlapped

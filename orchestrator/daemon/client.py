@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from ..errors import BackendError
-from .engine import DOCKER, Engine, default_sockets, detect
+from .engine import DOCKER, Engine, create_in_userns, default_sockets, detect
 
 if TYPE_CHECKING:
     from docker.types import DeviceRequest, Mount
@@ -147,10 +147,8 @@ class DockerAPI(Protocol):
     def containers(
         self, *, all: bool = False, filters: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """Container summaries (``docker ps``: Id, Names, Image, ImageID, Labels, Mounts,
-        State). The collection's ``list`` would inspect each one after listing, and a
-        container removed in between (a run ending) makes it raise NotFound: orch lists
-        with this instead."""
+        """Container summaries (``docker ps``), not the collection's ``list``, which
+        inspects each and raises NotFound for one removed in between (a run ending)."""
         ...
 
     def remove_container(self, container: str, /, *, force: bool = False) -> None: ...
@@ -328,7 +326,10 @@ def _client_class() -> type[Any]:
             args = sdk._create_container_args(kwargs)  # type: ignore[attr-defined]  # not stubbed
             if userns:  # the SDK accepts only "host" as a user namespace mode
                 args["host_config"]["UsernsMode"] = userns
-            made = self.client.api.create_container(**args)
+            if userns:
+                made = create_in_userns(self.client.api, args)
+            else:
+                made = self.client.api.create_container(**args)
             api, made_id = self.client.api, made["Id"]
             return self.prepare_model(_LazyAttrs(made_id, lambda: api.inspect_container(made_id)))
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -113,3 +115,25 @@ def default_sockets(environ: Mapping[str, str] | None = None) -> list[str]:
         found.append(f"{runtime}/podman/podman.sock")
     found.append("/run/podman/podman.sock")
     return found
+
+
+#: Rootless Podman (4.3, Debian 12's) reads /etc/subuid for each keep-id create through
+#: libsubid, not thread-safe: two creates at once can fail with this. Ours are made one at
+#: a time; one that meets it anyway (another process's create) is made again.
+_SUBID_RACE = "keep-id requires additional UIDs or GIDs"
+_USERNS_CREATE = threading.Lock()
+
+
+def create_in_userns(api: Any, args: dict[str, Any], attempts: int = 5) -> Any:
+    import docker.errors
+
+    for attempt in range(1, attempts):
+        try:
+            with _USERNS_CREATE:
+                return api.create_container(**args)
+        except docker.errors.APIError as exc:
+            if _SUBID_RACE not in str(exc):
+                raise
+            time.sleep(0.05 * attempt)
+    with _USERNS_CREATE:
+        return api.create_container(**args)
