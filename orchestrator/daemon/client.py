@@ -326,7 +326,6 @@ def _client_class() -> type[Any]:
             args = sdk._create_container_args(kwargs)  # type: ignore[attr-defined]  # not stubbed
             if userns:  # the SDK accepts only "host" as a user namespace mode
                 args["host_config"]["UsernsMode"] = userns
-            if userns:
                 made = create_in_userns(self.client.api, args)
             else:
                 made = self.client.api.create_container(**args)
