@@ -411,7 +411,10 @@ def test_ctrl_c_during_a_big_download_leaves_no_partial_file(
     proc = subprocess.Popen(
         [ORCH, "pull", s3_case.big_run_id or "", "big.bin", "-o", str(dest), "--store",
          s3_case.uri], env={**os.environ, **s3_case.env}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # as a terminal's foreground job: a suite run in the background (``&``) passes
+        # SIGINT on ignored, and orch would never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(dest.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)  # until the download's temporary file appears

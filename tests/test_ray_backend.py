@@ -583,6 +583,15 @@ class TestCluster:
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         daemons = {"head": docker.from_env(), "worker": docker.DockerClient(base_url=second_host)}
 
+        started = time.time()
+
+        def ours(daemon: Any) -> list[dict[str, Any]]:
+            """This test's containers (its runs' ids are the same in every repeat)."""
+            return [c for c in daemon.api.containers(all=True,
+                                                     filters={"label": "org.orch.run_id"})
+                    if c["Created"] >= int(started) and c["Labels"]["org.orch.project"]
+                    == "stopproj"]
+
         def running(daemon: Any) -> list[dict[str, Any]]:
             return list(daemon.api.containers(filters={"label": "org.orch.run_id",
                                                        "status": "running"}))
@@ -617,17 +626,15 @@ class TestCluster:
                 run_dir = root / ".orch" / "runs" / record["run_id"]
                 assert (run_dir / "stdout.log").is_file(), record["run_id"]
             assert list((root / ".orch" / "runs").glob("*/claim.json")) == []
-            ids = {r["run_id"] for r in found}
             for daemon in daemons.values():
-                left = [c for c in daemon.api.containers(
-                    all=True, filters={"label": "org.orch.run_id"})
-                    if c["Labels"]["org.orch.run_id"] in ids]
-                assert left == [], left
+                assert ours(daemon) == [], ours(daemon)
         finally:
             if sweep.poll() is None:
                 os.killpg(sweep.pid, signal.SIGKILL)
                 sweep.communicate()
             for daemon in daemons.values():
+                for container in ours(daemon):  # a failed test's: not the next one's
+                    daemon.api.remove_container(container["Id"], force=True)
                 daemon.close()
 
     def test_losing_the_worker_node_mid_sweep_loses_and_duplicates_nothing(

@@ -18,6 +18,8 @@ driver as that type.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,16 @@ def warm_worker(store_uri: str, s3_endpoint: str | None) -> None:
         pass
 
 
+def _take_interrupts() -> None:
+    """Ray's cancel reaches a task through ``_thread.interrupt_main``, which does nothing
+    while SIGINT is ignored, and a node whose ``ray start`` ran in the background of a
+    script (``&``) passes SIGINT on ignored to every worker: a cancelled run would go on
+    to its end. The task takes SIGINT as Python's KeyboardInterrupt again."""
+    with contextlib.suppress(ValueError):  # not the main thread: Ray's cancel cannot work
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     """The body of a run's Ray task: image onto this node's daemon, then execute."""
     import ray
@@ -85,6 +97,7 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
     if simulated:
         client = SimulatedGpuClient(client, gpu_ids)
     node = ray.get_runtime_context().get_node_id()
+    _take_interrupts()
     stop = Stop()
     # The run goes on in a thread so that Ray's cancel (KeyboardInterrupt in this, the
     # task's main thread) becomes an orderly stop: container stopped, record committed.
