@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ import yaml
 from helpers import DEMO_INPUTS, copy_demo, git_commit_all, sleeper_project
 from slurmcluster import SlurmCluster, slurm_cluster, slurm_installed
 
-from orchestrator.backends.slurm.commands import _indices
+from orchestrator.backends.slurm.commands import ClusterConfig, _indices
 from orchestrator.backends.slurm.script import ArrayRequest, array_script
 from orchestrator.backends.slurm.task import slurm_gpu_ids
 from orchestrator.compose.project import ProjectError, SlurmOptions, parse_slurm
@@ -105,7 +106,7 @@ def test_array_script_asks_for_what_each_run_needs() -> None:
         store_uri="s3://bucket/runs", batch="abc-123", size=20,
         resources=RunResources(cpus=1.5, gpus=2, memory="3g"), job_name="orch-demo",
         python="/venv/bin/python3", log_dir=Path("/shared/logs"), throttle=2,
-        s3_endpoint="http://10.0.0.5:8333", after=("41",),
+        s3_endpoint="http://10.0.0.5:8333", after=("41",), stop_grace_s=10,
     )
     assert array_script(request, options).splitlines() == [
         "#!/bin/sh",
@@ -125,7 +126,7 @@ def test_array_script_asks_for_what_each_run_needs() -> None:
         "#SBATCH --qos=high",
         "#SBATCH --constraint=a100",
         "exec /venv/bin/python3 -m orchestrator.backends.slurm.task s3://bucket/runs abc-123 "
-        "--s3-endpoint http://10.0.0.5:8333",
+        "--stop-grace 10 --s3-endpoint http://10.0.0.5:8333",
     ]
     gpus = SlurmOptions(gpu_request="gpus")
     assert "#SBATCH --gpus-per-task=2" in array_script(request, gpus)
@@ -256,8 +257,47 @@ def _start(root: Path, store: Path, env: dict[str, str], log: Path, *args: str) 
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
+def with_task_outputs(text: str) -> str:
+    """A sweep's output, then the end of the output of each task it names (what failed on
+    the node; the file is appended to by every task of that id)."""
+    named = [Path(p) for p in re.findall(r"the task's output is (\S+)", text)]
+    return "\n".join([text, *(f"--- {path}:\n" + "\n".join(
+        path.read_text(errors="replace").splitlines()[-20:]) for path in named if path.is_file())])
+
+
 def _running_claims(store: Path) -> int:
     return len(list(store.glob("runs/*/claim*")))
+
+
+def test_a_run_deaf_to_sigterm_is_recorded_cancelled_before_slurm_kills_its_task(
+    tmp_path: Path, base_image: str, cluster: SlurmCluster, env: dict[str, str]
+) -> None:
+    """orch's grace (10 s) is longer than the test cluster's KillWait (5 s): a task that
+    waited it out would be SIGKILLed before its commit, and the run left without a record."""
+    root = sleeper_project(tmp_path / "deaf", base_image, sleep=60)
+    job = root / "job.py"
+    job.write_text("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                   "print('deaf to SIGTERM', flush=True)\n" + job.read_text())
+    git_commit_all(root, "deaf")
+    store = tmp_path / "store"
+    log = tmp_path / "sweep.log"
+    proc = _start(root, store, env, log, "seed=0")
+
+    def deaf() -> bool:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        return any("deaf" in subprocess.run(["docker", "logs", c], capture_output=True,
+                                            text=True).stdout
+                   for c in run_containers(cluster))
+
+    wait_for(deaf, 120, "the run to ignore SIGTERM")
+    cluster.run("scancel", *set(cluster.run("squeue", "-h", "-o", "%A").stdout.split()))
+    code = proc.wait(timeout=120)
+    text = with_task_outputs(log.read_text(errors="replace"))
+    assert code == 1, text
+    (run,) = records(store).values()
+    assert run["status"] == "cancelled", text
+    assert "deaf to SIGTERM" in (store / "runs" / run["run_id"] / "stdout.log").read_text()
+    wait_for(lambda: not run_containers(cluster), 30, "the run's container to be gone")
 
 
 @pytest.mark.parametrize("how", ["scancel", "ctrl-c twice"])
@@ -277,7 +317,7 @@ def test_cancel_mid_sweep_leaves_no_container_and_a_resubmit_completes(
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
     code = proc.wait(timeout=120)
-    text = log.read_text(errors="replace")
+    text = with_task_outputs(log.read_text(errors="replace"))
     assert code == (130 if how == "ctrl-c twice" else 1), text
     wait_for(lambda: not run_containers(cluster), 30, "the cancelled runs' containers to be gone")
     wait_for(lambda: not cluster.run("squeue", "-h").stdout.strip(), 30, "no task left")
@@ -442,8 +482,8 @@ class _Scheduler:
         self.max_array = max_array
         self.scripts: list[str] = []
 
-    def max_array_size(self) -> int:
-        return self.max_array
+    def config(self) -> ClusterConfig:
+        return ClusterConfig(max_array_size=self.max_array, kill_wait_s=5)
 
     def submit(self, script: str, cwd: Path | None = None) -> str:
         self.scripts.append(script)
@@ -489,6 +529,8 @@ def test_arrays_split_by_max_array_size_and_resources_follow_one_another(tmp_pat
     assert "#SBATCH --dependency=afterany:101" in arrays[1]
     assert "#SBATCH --dependency=afterany:102" in arrays[2]
     assert "--gres=gpu:1" in arrays[3] and "--dependency" not in arrays[3]
+    # KillWait=5: a cancelled run gets 2 s before its SIGKILL, the commit the rest.
+    assert all(" --stop-grace 2" in s.splitlines()[-1] for s in arrays)
     # Each task's job is in the store; the closing job comes after every array.
     jobs = sorted(k for k in runs.store.list("slurm/") if k.endswith("/job.json"))
     assert len(jobs) == 8

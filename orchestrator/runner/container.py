@@ -215,10 +215,12 @@ def create_kwargs(
 class Running:
     """A created, started container: wait for it, stop it, collect its logs, remove it."""
 
-    def __init__(self, client: DockerClient, container: Container, started: float) -> None:
+    def __init__(self, client: DockerClient, container: Container, started: float,
+                 stop_grace_s: int = STOP_GRACE_S) -> None:
         self._client = client
         self._container = container
         self.started = started
+        self._stop_grace_s = stop_grace_s
         self.reason: str | None = None
         self.exit_code: int | None = None
         self.cancelled = False
@@ -228,7 +230,8 @@ class Running:
         self._stopping = threading.Lock()
 
     @classmethod
-    def start(cls, client: DockerClient, kwargs: dict[str, Any]) -> Running:
+    def start(cls, client: DockerClient, kwargs: dict[str, Any],
+              stop_grace_s: int = STOP_GRACE_S) -> Running:
         import docker.errors
         import requests.exceptions
 
@@ -242,7 +245,7 @@ class Running:
             ) from exc
         except docker.errors.APIError as exc:
             raise BackendError(f"cannot create the container: {describe(exc)}") from exc
-        running = cls(client, container, time.time())
+        running = cls(client, container, time.time(), stop_grace_s)
         running.enforced = enforced_by(client, str(container.id))
         try:
             container.start()
@@ -261,7 +264,7 @@ class Running:
         if not self._stopping.acquire(blocking=False):
             return
         with contextlib.suppress(docker.errors.APIError):
-            self._container.stop(timeout=STOP_GRACE_S)
+            self._container.stop(timeout=self._stop_grace_s)
 
     def wait(self, timeout: float | None) -> None:
         import docker.errors
@@ -458,6 +461,7 @@ def run(
     *,
     before_start: Callable[[], None] | None = None,
     while_running: Callable[[Running], AbstractContextManager[Any]] | None = None,
+    stop_grace_s: int = STOP_GRACE_S,
 ) -> ContainerResult:
     """Create, start and wait for the container inside ``slot`` (the backend's limit on
     parallel runs); collecting its logs overlaps with the start of the next run.
@@ -469,7 +473,7 @@ def run(
     with slot or nullcontext():
         if before_start is not None:
             before_start()
-        running = Running.start(client, kwargs)
+        running = Running.start(client, kwargs, stop_grace_s)
         with while_running(running) if while_running else nullcontext():
             running.wait(timeout)
     return running.collect(dirs)

@@ -250,6 +250,7 @@ def execute(
     cache_root: Path | None = None,
     verify_inputs: bool = False,
     should_stop: ShouldStop | None = None,
+    stop_grace_s: int = container.STOP_GRACE_S,
 ) -> RunRecord:
     """Run one attempt of ``job`` and commit its record.
 
@@ -336,6 +337,7 @@ def execute(
             result = container.run(
                 client, kwargs, plan.resources.timeout, dirs, slot,
                 before_start=before_start, while_running=while_running,
+                stop_grace_s=stop_grace_s,
             )
         except BaseException:
             if claimed[0]:  # ours, and nothing to commit: free it for a re-submission now

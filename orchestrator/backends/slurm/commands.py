@@ -29,6 +29,14 @@ COMMAND_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    #: Indices of one array go from 0 to this minus one.
+    max_array_size: int
+    #: Seconds between a task's SIGTERM (scancel, its time limit) and its SIGKILL.
+    kill_wait_s: int
+
+
+@dataclass(frozen=True)
 class TaskState:
     """One task of a job array, as ``scontrol show job`` tells it."""
 
@@ -151,14 +159,17 @@ class Slurm:
         argv = ["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids]
         self._run(argv)
 
-    def max_array_size(self) -> int:
-        """``MaxArraySize``: indices of one array go from 0 to this minus one."""
+    def config(self) -> ClusterConfig:
+        """What orch needs of ``scontrol show config`` (SLURM's defaults where unsaid)."""
         out = self._run(["scontrol", "show", "config"])
+        found: dict[str, int] = {}
         for line in out.splitlines():
             key, _, value = line.partition("=")
-            if key.strip() == "MaxArraySize" and value.strip().isdigit():
-                return int(value.strip())
-        return 1001  # SLURM's default
+            number = value.split()[0] if value.split() else ""  # "KillWait = 30 sec"
+            if number.isdigit():
+                found[key.strip()] = int(number)
+        return ClusterConfig(max_array_size=found.get("MaxArraySize", 1001),
+                             kill_wait_s=found.get("KillWait", 30))
 
 
 def _fields(line: str) -> dict[str, str]:

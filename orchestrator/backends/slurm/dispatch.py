@@ -44,7 +44,7 @@ from .protocol import (
     index_of_outcome,
     job_key,
 )
-from .script import ArrayRequest, array_script, finish_script
+from .script import ArrayRequest, array_script, finish_script, stop_grace
 
 log = logging.getLogger("orchestrator.slurm")
 
@@ -99,7 +99,9 @@ class SlurmBackend:
         self._uri = shared_store_uri(runs.store.uri, "slurm")
         self._slurm = slurm or Slurm()
         # Also the first word with the controller: a cluster that does not answer fails here.
-        self._max_array = self._slurm.max_array_size()
+        config = self._slurm.config()
+        self._max_array = config.max_array_size
+        self._stop_grace_s = stop_grace(config.kill_wait_s)
         self._log_dir = log_dir
         self._python = python
         self._jobs = jobs
@@ -268,6 +270,7 @@ class SlurmBackend:
             throttle=self._jobs,
             s3_endpoint=self._s3_endpoint,
             after=after,
+            stop_grace_s=self._stop_grace_s,
         )
         job_id = self._slurm.submit(array_script(request, self.options))
         self.submitted.append(job_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...compose.project import SlurmOptions, memory_bytes
+from ...runner.container import STOP_GRACE_S
 from ...schema.record import RunResources
 
 #: The module a task runs: ``python -m orchestrator.backends.slurm.task``.
@@ -39,6 +40,15 @@ class ArrayRequest:
     #: Start only after these jobs ended (``afterany``): arrays split by MaxArraySize
     #: follow one another, so ``--jobs`` holds across them.
     after: Sequence[str] = ()
+    #: Seconds a cancelled run gets between its SIGTERM and its SIGKILL: see stop_grace.
+    stop_grace_s: int = STOP_GRACE_S
+
+
+def stop_grace(kill_wait_s: int) -> int:
+    """A cancelled run's grace period on this cluster. SLURM SIGKILLs a task ``KillWait``
+    seconds after its SIGTERM, and a task killed before its commit leaves no record: the
+    run gets at most half of that (orch's usual grace at most), the commit the rest."""
+    return max(1, min(STOP_GRACE_S, kill_wait_s // 2))
 
 
 def resource_options(resources: RunResources, options: SlurmOptions) -> list[str]:
@@ -78,7 +88,8 @@ def array_script(request: ArrayRequest, options: SlurmOptions) -> str:
         *([f"--dependency=afterany:{':'.join(request.after)}"] if request.after else []),
         *cluster_options(options),
     ]
-    command = [request.python, "-m", TASK_MODULE, request.store_uri, request.batch]
+    command = [request.python, "-m", TASK_MODULE, request.store_uri, request.batch,
+               "--stop-grace", str(request.stop_grace_s)]
     if request.s3_endpoint:
         command += ["--s3-endpoint", request.s3_endpoint]
     if options.engine != "docker":

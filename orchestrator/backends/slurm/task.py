@@ -1,5 +1,6 @@
 """One task of a sweep's job array, on its SLURM node:
-``python -m orchestrator.backends.slurm.task STORE_URI BATCH [--s3-endpoint URL]``.
+``python -m orchestrator.backends.slurm.task STORE_URI BATCH --stop-grace SECONDS
+[--s3-endpoint URL] [--engine docker|apptainer]``.
 
 1. reads its run from the store (``slurm/<batch>/<SLURM_ARRAY_TASK_ID>/job.json``); a
    store without it is not the driver's (exit :data:`~.protocol.EXIT_STORE_UNSEEN`);
@@ -17,7 +18,8 @@ copy still running there: it waits while that copy's claim is live, returns when
 copy commits, and takes the run over (resuming from its checkpoint) when the claim goes
 stale. A run held by another *submission* is reported as held; the driver waits for it.
 
-SIGTERM (``scancel``, a time limit) stops the container and commits the run as
+SIGTERM (``scancel``, a time limit) stops the container (SIGTERM, then SIGKILL after
+``--stop-grace``, which fits in the cluster's ``KillWait``) and commits the run as
 ``cancelled``. Whatever happens, the task removes its containers before it exits (they
 carry the labels ``slurm_job_id=<id>`` and ``slurm_cluster=<name>``, so a node epilog can
 remove them after a SIGKILL too).
@@ -112,14 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return finish(args[1:])
     s3_endpoint = _take(args, "--s3-endpoint") or None
     engine = _take(args, "--engine") or "docker"
-    if len(args) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ or engine not in (
-        "docker", "apptainer"
-    ):
+    grace = _take(args, "--stop-grace")
+    in_array = "SLURM_ARRAY_TASK_ID" in os.environ
+    if len(args) != 2 or not grace.isdigit() or not in_array or engine not in ("docker",
+                                                                              "apptainer"):
         print("usage: python -m orchestrator.backends.slurm.task STORE_URI BATCH "
-              "[--s3-endpoint URL] [--engine docker|apptainer] (in a task of a SLURM job "
-              "array)", file=sys.stderr)
+              "--stop-grace SECONDS [--s3-endpoint URL] [--engine docker|apptainer] (in a "
+              "task of a SLURM job array)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="orch task: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s orch task: %(message)s",
+                        stream=sys.stderr)
     store_uri, batch = args
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
     environ = os.environ
@@ -145,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = Stop()
     _handle_signals(stop)
     outcome = _run(job, runs, stop, node=node, slurm_job=slurm_job, environ=environ,
-                   engine=engine)
+                   engine=engine, stop_grace_s=int(grace))
     outcome = dataclasses.replace(outcome, slurm_job_id=slurm_job, node=node)
     try:
         runs.store.put(outcome_key(batch, index), outcome.encode())
@@ -197,8 +201,12 @@ def _handle_signals(stop: Stop) -> None:
     """SIGTERM (scancel, the time limit, a preemption) and SIGINT cancel the run: its
     container is stopped and the run committed as ``cancelled``."""
 
+    def cancel(signum: int) -> None:
+        log.info("%s: stopping the run", signal.Signals(signum).name)
+        stop.cancel()
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=stop.cancel, name="orch-cancel", daemon=True).start()
+        threading.Thread(target=cancel, args=(signum,), name="orch-cancel", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -207,6 +215,7 @@ def _handle_signals(stop: Stop) -> None:
 def _run(
     job: Job, runs: RunStore, stop: Stop, *, node: str, slurm_job: str,
     environ: dict[str, str] | os._Environ[str], engine: str = "docker",
+    stop_grace_s: int,
 ) -> TaskOutcome:
     from ...runner.execute import ClaimHeld, NotStarted, execute
     from ..gpusim import SimulatedGpuClient, simulates_gpus
@@ -235,7 +244,7 @@ def _run(
             try:
                 record: RunRecord = execute(
                     mine, labelled, runs, gpu_ids=gpu_ids, node=node,
-                    gpus_simulated=simulated, stop=stop,
+                    gpus_simulated=simulated, stop=stop, stop_grace_s=stop_grace_s,
                 )
                 log.info("run %s %s", run_id, record.status.value)
                 return TaskOutcome(COMMITTED, run_id)
