@@ -377,3 +377,22 @@ def describe(exc: Exception) -> str:
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc)
     return " ".join(text.split())
+
+
+def remove_containers(client: DockerClient, labels: Mapping[str, str]) -> None:
+    """Remove every container carrying all of ``labels``, running or not. Best effort: a
+    daemon that does not answer leaves them for the next caller; one already gone is
+    what was wanted."""
+    import docker.errors
+
+    try:
+        found = client.api.containers(
+            all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
+        )
+    except docker.errors.DockerException:
+        return
+    for container in found:
+        try:
+            client.api.remove_container(container["Id"], force=True)
+        except docker.errors.DockerException:
+            continue

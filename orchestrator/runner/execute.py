@@ -32,7 +32,7 @@ from typing import Any
 from .. import inputs as inputsmod
 from .._util.stopping import Stop
 from ..compose import hydra_app
-from ..daemon.client import DockerClient
+from ..daemon.client import DockerClient, remove_containers
 from ..errors import StoreError
 from ..schema.job import Job
 from ..schema.record import RunRecord, RunStatus, iso, now_iso
@@ -311,7 +311,10 @@ def execute(
             if not runs.claims.claim(job.run_id, job.owner, job.lease_s):
                 raise ClaimHeld(job.run_id)
             claimed[0] = True
-            _remove_leftovers(client, job.run_id)
+            # Containers of this run left by a submitter that died (it holds no live
+            # claim, or we could not have claimed the run): they must not write or
+            # block a name. A daemon that does not answer: create reports it.
+            remove_containers(client, {"org.orch.run_id": job.run_id})
             resumed[0] = checkpoint.restore(runs, job.run_id, dirs.checkpoint, RUN_UID)
             if on_start is not None:
                 on_start()
@@ -585,17 +588,3 @@ def _input_env(refs: Any) -> dict[str, str]:
     return {inputsmod.env_name(name): inputsmod.mount_path(name) for name in sorted(refs)}
 
 
-def _remove_leftovers(client: DockerClient, run_id: str) -> None:
-    """Containers of this run left by a submitter that died (it holds no live claim, or we
-    could not have claimed the run): remove them so they cannot write or block a name."""
-    import docker.errors
-
-    try:
-        leftovers = client.api.containers(
-            all=True, filters={"label": f"org.orch.run_id={run_id}"}
-        )
-    except docker.errors.APIError:
-        return  # create will report the real problem
-    for leftover in leftovers:
-        with contextlib.suppress(docker.errors.APIError):  # gone already, or create says
-            client.api.remove_container(leftover["Id"], force=True)

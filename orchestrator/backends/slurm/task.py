@@ -27,7 +27,6 @@ remove them after a SIGKILL too).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -265,7 +264,10 @@ def _run(
         return TaskOutcome(ERROR, run_id, message=str(exc), exit_code=exc.exit_code)
     finally:
         if client is not None and slurm_job:
-            _remove_containers(client, _labels(slurm_job, environ))
+            # Nothing of the task outlives it: a container a failure left is removed.
+            from ...daemon.client import remove_containers
+
+            remove_containers(client, _labels(slurm_job, environ))
 
 
 def _apptainer_client(job: Job, runs: RunStore, gpu_ids: list[str]) -> Any:
@@ -294,21 +296,6 @@ def _labels(slurm_job: str, environ: Mapping[str, str]) -> dict[str, str]:
     if not slurm_job:
         return {}
     return {JOB_LABEL: slurm_job, CLUSTER_LABEL: environ.get("SLURM_CLUSTER_NAME", "")}
-
-
-def _remove_containers(client: Any, labels: Mapping[str, str]) -> None:
-    """Nothing of the task outlives it: a container a failure left behind is removed."""
-    import docker.errors
-
-    try:
-        containers = client.api.containers(
-            all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
-        )
-    except docker.errors.DockerException:
-        return
-    for container in containers:
-        with contextlib.suppress(docker.errors.DockerException):  # removed already
-            client.api.remove_container(container["Id"], force=True)
 
 
 if __name__ == "__main__":
