@@ -22,6 +22,7 @@ import pytest
 from orchestrator.runner import live
 from orchestrator.runner.live import CsvSteps, EventSteps, JsonlSteps, RunMetrics
 from orchestrator.runner.live import _tfevents as tfevents
+from orchestrator.runner.live._base import MAX_LINE
 
 torch = pytest.importorskip("torch", reason="torch==2.13.0 (CPU) from the dev machine's disk")
 pl = pytest.importorskip("lightning.pytorch", reason="pip install -e '.[dev]'")
@@ -157,6 +158,32 @@ def test_a_linked_metrics_file_is_not_followed(lightning_run: Path, tmp_path: Pa
     assert metrics.final() == {} and metrics.step_log() is None
     assert CsvSteps(tmp_path, "csv/metrics.csv").final() == {}
     assert JsonlSteps(tmp_path).final() == {}
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "csv/metrics.csv"])
+def test_a_line_over_the_limit_is_one_bad_line_and_the_next_ones_are_read(
+    tmp_path: Path, name: str
+) -> None:
+    """A run that prints a megabyte line into its metrics file (or a line never ended)."""
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    is_csv = name.endswith(".csv")
+
+    def row(step: int, loss: str) -> bytes:
+        return (f"{step},{loss}" if is_csv else f'{{"step": {step}, "loss": {loss}}}').encode()
+
+    reader = CsvSteps(tmp_path, name) if is_csv else JsonlSteps(tmp_path, name)
+    path.write_bytes((b"step,loss\n" if is_csv else b"") + row(1, "1.0") + b"\n"
+                     + b"9" * (MAX_LINE + 10))
+    reader.poll()
+    assert (reader.lines, reader.bad_lines) == (1, 0)
+    with path.open("ab") as handle:  # the long line ends, two rows follow, one torn
+        handle.write(b"9\n" + row(2, "0.5") + b"\n" + row(3, "0.2")[:-2])
+    reader.poll()
+    assert (reader.lines, reader.bad_lines, reader.step) == (2, 1, 2.0)
+    with path.open("ab") as handle:  # the run ends without the last newline
+        handle.write(row(3, "0.25")[-3:])
+    assert reader.final() == {"loss": 0.25} and reader.step == 3.0
 
 
 # -- TensorBoard event files ---------------------------------------------------------------

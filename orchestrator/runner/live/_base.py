@@ -7,6 +7,7 @@ import math
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -133,6 +134,34 @@ class Budget:
 
     def spent(self, count: int) -> None:
         self._bytes -= count
+
+
+class Lines:
+    """Splits what a poll read into complete lines. The bytes after the last newline wait
+    for the next poll, up to MAX_LINE: a longer line is dropped as it comes, and given
+    as None (a bad line) once its newline arrives, so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._overlong = False
+
+    def feed(self, data: bytes) -> Iterator[bytes | None]:
+        *complete, rest = data.split(b"\n")
+        for chunk in complete:
+            line, self._partial = self._partial + chunk, b""
+            if self._overlong:
+                self._overlong = False
+                yield None
+            else:
+                yield line
+        self._partial += rest
+        if len(self._partial) > MAX_LINE:
+            self._partial, self._overlong = b"", True
+
+    def rest(self) -> bytes:
+        """The last line without its newline (once the run ended), if it is whole."""
+        rest, self._partial = (b"" if self._overlong else self._partial), b""
+        return rest
 
 
 def over_limit(rel: str) -> str:

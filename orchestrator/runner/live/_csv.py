@@ -24,6 +24,7 @@ from ._base import (
     MAX_LINE,
     MAX_SOURCE_BYTES,
     Budget,
+    Lines,
     Sink,
     final_of,
     keep,
@@ -81,8 +82,7 @@ class CsvSteps:
     _offset: int = 0
     _rows: int = 0  # data lines of the current file content read so far
     _skip: int = 0  # data lines of a rewritten file already taken before the rewrite
-    _partial: bytes = b""
-    _skipping: bool = False
+    _lines: Lines = field(default_factory=Lines)
     _more: bool = False
 
     def poll(self) -> bool:
@@ -134,28 +134,20 @@ class CsvSteps:
         if self._header is not None:  # rewritten under a grown header: skip what we took
             self._skip = self._rows
         self._header, self._names = first, names
-        self._offset, self._rows, self._partial, self._skipping = len(first), 0, b"", False
+        self._offset, self._rows, self._lines = len(first), 0, Lines()
         return True
 
     def _feed(self, data: bytes) -> bool:
         self._offset += len(data)
         changed = False
-        chunks = data.split(b"\n")
-        for i, chunk in enumerate(chunks):
-            if i == len(chunks) - 1:  # no newline yet: keep for the next poll (bounded)
-                self._partial += chunk
-                if len(self._partial) > MAX_LINE:
-                    self._partial, self._skipping = b"", True
-                break
-            line, self._partial = self._partial + chunk, b""
+        for line in self._lines.feed(data):
             self._rows += 1
             if self._rows <= self._skip:
                 continue  # taken before the file was rewritten
-            if self._skipping:
-                self._skipping = False
+            if line is None:
                 self.bad_lines += 1
-                continue
-            changed |= self._take(line)
+            else:
+                changed |= self._take(line)
         return changed
 
     def _take(self, line: bytes) -> bool:
@@ -190,9 +182,9 @@ class CsvSteps:
         self.poll()
         while self._more:
             self.poll()
-        if self._partial and not self._skipping and self._header is not None:
+        last = self._lines.rest()
+        if last and self._header is not None:
             self._rows += 1
             if self._rows > self._skip:
-                self._take(self._partial)
-            self._partial = b""
+                self._take(last)
         return final_of(self.latest)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._base import MAX_LINE, MAX_SOURCE_BYTES, Budget, final_of, keep, number, open_nofollow
+from ._base import MAX_SOURCE_BYTES, Budget, Lines, final_of, keep, number, open_nofollow
 
 
 @dataclass
@@ -29,8 +29,7 @@ class JsonlSteps:
     lines: int = 0
     bad_lines: int = 0
     _offset: int = 0
-    _partial: bytes = b""
-    _skipping: bool = False
+    _lines: Lines = field(default_factory=Lines)
     _more: bool = False
     #: True once MAX_SOURCE_BYTES were read: the rest of the file is not.
     cut: bool = False
@@ -61,20 +60,11 @@ class JsonlSteps:
     def _feed(self, data: bytes) -> bool:
         self._offset += len(data)
         changed = False
-        chunks = data.split(b"\n")
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            if last:  # no newline yet: keep for the next poll (bounded)
-                self._partial += chunk
-                if len(self._partial) > MAX_LINE:
-                    self._partial, self._skipping = b"", True
-                break
-            line, self._partial = self._partial + chunk, b""
-            if self._skipping:
-                self._skipping = False
+        for line in self._lines.feed(data):
+            if line is None:
                 self.bad_lines += 1
-                continue
-            changed |= self._take(line)
+            else:
+                changed |= self._take(line)
         return changed
 
     def _take(self, line: bytes) -> bool:
@@ -102,7 +92,6 @@ class JsonlSteps:
         self.poll()
         while self._more:
             self.poll()
-        if self._partial and not self._skipping:  # a last line without its newline
-            self._take(self._partial)
-            self._partial = b""
+        if last := self._lines.rest():  # a last line without its newline
+            self._take(last)
         return final_of(self.latest)
