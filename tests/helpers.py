@@ -19,6 +19,23 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_INPUTS: dict[str, str] = yaml.safe_load((REPO / "orch.yaml").read_text())["inputs"]
 
 
+#: A base image orchestrator.testing's fake image builder takes as it is (no daemon).
+FAKE_BASE = "sha256:" + "ab" * 32
+
+
+def fake_project(root: Path, name: str, config: str) -> Any:
+    """A project for the drivers in this process (orchestrator.testing's fake backend and
+    images): ``configs/config.yaml`` holding ``config``, an empty train.py, FAKE_BASE."""
+    from orchestrator.compose.project import load_project
+
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "config.yaml").write_text(config)
+    (root / "train.py").write_text("")
+    (root / "orch.yaml").write_text(yaml.safe_dump(
+        {"name": name, "base_image": FAKE_BASE, "command": ["python3", "train.py"]}))
+    return load_project(root)
+
+
 def copy_demo(root: Path) -> dict[str, Any]:
     """Lay out the demo project in ``root``: configs/, train.py and its gitignored data/
     (written by scripts/demo-data.py, as ``make setup`` does for the repository).

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from helpers import fake_project
 
 from orchestrator._util.stopping import Stop
-from orchestrator.compose.project import Project, load_project
+from orchestrator.compose.project import Project
 from orchestrator.drivers.grid import SweepDriver, SweepResult, compose_points, plan
 from orchestrator.drivers.launcher import DriverOptions, Launcher, Retry, batches
 from orchestrator.drivers.search import (
@@ -29,7 +29,6 @@ from orchestrator.settings import Settings
 from orchestrator.store import RunStore, open_store
 from orchestrator.testing import FakeBackend, FakeImages, FakeRun, RunFailed
 
-BASE = "sha256:" + "ab" * 32
 LRS = ["lr=0.1,0.2,0.3"]
 
 Events = list[tuple[str, str]]
@@ -37,13 +36,7 @@ Events = list[tuple[str, str]]
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    root = tmp_path / "project"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / "config.yaml").write_text("lr: 0.1\nwidth: 8\n")
-    (root / "train.py").write_text("")
-    (root / "orch.yaml").write_text(yaml.safe_dump(
-        {"name": "unit", "base_image": BASE, "command": ["python3", "train.py"]}))
-    return load_project(root)
+    return fake_project(tmp_path / "project", "unit", "lr: 0.1\nwidth: 8\n")
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import fake_project
 
-from orchestrator.compose.project import Project, load_project
+from orchestrator.compose.project import Project
 from orchestrator.drivers.grid import SweepResult
 from orchestrator.drivers.launcher import DriverOptions, Launcher
 from orchestrator.drivers.search import (
@@ -27,7 +27,6 @@ from orchestrator.testing import FakeBackend, FakeImages, FakeRun
 
 pytest.importorskip("optuna")
 
-BASE = "sha256:" + "ab" * 32
 #: ``bad=1`` is a trial whose loss is 10 worse at every step: any pruner should stop it.
 SPACE = ["bad=choice(0,1)", "lr=interval(0,1)"]
 STEPS = 20
@@ -35,13 +34,7 @@ STEPS = 20
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    root = tmp_path / "project"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / "config.yaml").write_text("bad: 0\nlr: 0.5\n")
-    (root / "train.py").write_text("")
-    (root / "orch.yaml").write_text(yaml.safe_dump(
-        {"name": "prune", "base_image": BASE, "command": ["python3", "train.py"]}))
-    return load_project(root)
+    return fake_project(tmp_path / "project", "prune", "bad: 0\nlr: 0.5\n")
 
 
 def curve(run: FakeRun) -> Mapping[str, float] | None:
