@@ -18,9 +18,9 @@ For a :class:`Case` (a lock, a tiny training script, one small package to change
   (interleaved); ``P_image_run_ratio``: ``docker run`` of orch's run image / the pip-built one;
 - ``P_store_bytes_ratio``: bytes of the environment's layers in a directory store after
   one sweep / their uncompressed size;
-- ``P_cold_stage_*``: where the last cold build's time went (seconds summed over calls,
-  measured in process; the stages overlap where orch overlaps them); every cold build's
-  stages are logged.
+- ``P_cold_stage_*``, ``P_rebuild_stage_*``: where the last cold build's and the
+  one-package rebuild's time went (seconds summed over calls, measured in process; the
+  stages overlap where orch overlaps them); every build's stages are logged.
 
 With ``ctx.smoke`` a case runs on :data:`SMOKE_LOCK` (two pure-Python wheels) and a trivial
 script, under its own key prefix: the machinery is exercised, not the stack.
@@ -327,9 +327,7 @@ def measure(ctx: Ctx, case: Case) -> dict[str, Any]:
         floor_build.add(_docker_build(ctx, context, pip_tag))
         log(f"{p} cold build {rep + 1}/{reps}: orch {seconds:.1f}s, "
             f"docker build {floor_build.samples[-1]:.1f}s (load average {loadavg():.1f}); "
-            "stages: " + ", ".join(
-                f"{label} {value:.2f}s" if isinstance(value, float) else f"{label} {value}"
-                for label, value in trace.items()))
+            "stages: " + _stages(trace))
     assert env is not None
     env_bytes = sum(layer.size for layer in env.env_layers)
 
@@ -338,11 +336,11 @@ def measure(ctx: Ctx, case: Case) -> dict[str, Any]:
     (root / "requirements.lock").write_text(changed_lock(case))
     _commit(root)
     rebuild = ctx.row(p, Stat("orch rebuild after one small package changed"))
-    seconds, sent, after, _ = _orch_build(ctx, root, cache)
+    seconds, sent, after, rebuild_trace = _orch_build(ctx, root, cache)
     rebuild.add(seconds)
     changed = [layer for layer in after.env_layers if layer not in before.env_layers]
     log(f"{p} one-package rebuild: {seconds:.2f}s, {sent} bytes sent, "
-        f"{len(changed)} layer(s) new")
+        f"{len(changed)} layer(s) new; stages: " + _stages(rebuild_trace))
     shutil.copy(case.lock, root / "requirements.lock")
     _commit(root)
 
@@ -389,7 +387,13 @@ def measure(ctx: Ctx, case: Case) -> dict[str, Any]:
         f"{p}_store_bytes": stored,
         f"{p}_store_bytes_ratio": ratio(stored, env_bytes),
     }
-    for label, value in trace.items():
-        suffix = "" if label == "docker loads" else "_s"
-        figures[f"{p}_cold_stage_{_key(label)}{suffix}"] = value
+    for name, stages in (("cold", trace), ("rebuild", rebuild_trace)):
+        for label, value in stages.items():
+            suffix = "" if label == "docker loads" else "_s"
+            figures[f"{p}_{name}_stage_{_key(label)}{suffix}"] = value
     return figures
+
+
+def _stages(trace: dict[str, Any]) -> str:
+    return ", ".join(f"{label} {value:.2f}s" if isinstance(value, float) else f"{label} {value}"
+                     for label, value in trace.items())

@@ -8,6 +8,7 @@ the docker tests.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import docker.errors
@@ -15,7 +16,7 @@ import pytest
 
 from orchestrator.errors import ImageError
 from orchestrator.image import base_image as base
-from orchestrator.image.archive import ThinArchive, has_image
+from orchestrator.image.archive import ThinArchive, has_image, present_prefix
 from orchestrator.image.imageconfig import make_config
 
 IMAGE = "sha256:" + "1" * 64
@@ -152,3 +153,43 @@ def test_keep_id_creates_of_parallel_runs_are_made_one_at_a_time() -> None:
         made = list(pool.map(lambda _: create_in_userns(api, {}), range(8)))
     assert len({m["Id"] for m in made}) == 8
     assert not api.overlapped
+
+
+class _EnvImages:
+    """A daemon holding many environment images (their layers each); counts inspects."""
+
+    def __init__(self, images: dict[str, list[str]]) -> None:
+        self._images = images
+        self.inspected = 0
+
+    def images(self, *, quiet: bool = False, all: bool = False, filters: Any = None) -> list[Any]:
+        return list(self._images)
+
+    def inspect_image(self, image: str, /) -> dict[str, Any]:
+        self.inspected += 1
+        return {"Id": image, "RootFS": {"Layers": self._images[image]}}
+
+
+class _Daemon:
+    def __init__(self, api: _EnvImages) -> None:
+        self.api = api
+
+
+def test_the_chain_a_rebuild_shares_is_found_asking_each_image_once(tmp_path: Path) -> None:
+    """A daemon keeps every environment ever built: each one's layers are asked of it once
+    (an image ID names its layers for good), not at every build (1.9 s at 786 images)."""
+    def image(n: int) -> str:
+        return "sha256:" + format(n, "064x")
+
+    base, mine = ["sha256:base"], [f"sha256:pkg{i}" for i in range(5)]
+    images = {image(i): [*base, f"sha256:other{i}"] for i in range(500)}
+    images[image(999)] = [*base, *mine[:3], "sha256:old-pkg3"]  # the build before
+    api = _EnvImages(images)
+    label = "org.orch.kind=env"
+    assert present_prefix(_Daemon(api), [*base, *mine], label, tmp_path) == 4
+    assert api.inspected == 501
+    assert present_prefix(_Daemon(api), [*base, *mine], label, tmp_path) == 4
+    assert api.inspected == 501  # the next build asks none again
+    images[image(1000)] = [*base, *mine]  # a new image is asked once
+    assert present_prefix(_Daemon(api), [*base, *mine], label, tmp_path) == 6
+    assert api.inspected == 502

@@ -40,5 +40,9 @@ def interpreters(cache_root: Path | None = None) -> Path:
     return root(cache_root) / "python"
 
 
+def image_layers(cache_root: Path | None = None) -> Path:
+    return root(cache_root) / "image-layers"
+
+
 def base(suite: str, cache_root: Path | None = None) -> Path:
     return root(cache_root) / "base" / suite
