@@ -81,6 +81,8 @@ class RayBackend:
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._in_flight: dict[Any, _Entry] = {}  # keyed by Ray's ObjectRef
+        #: The sweep asked Ray to interrupt its tasks: their answers are read in the store.
+        self._interrupted = False
         self._on_start: dict[Future[RunRecord], Callable[[], None]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._dispatch, name="orch-ray", daemon=True)
@@ -131,6 +133,7 @@ class RayBackend:
             queued = list(self._queue)
             self._queue.clear()
             left = list(self._in_flight)
+            self._interrupted = True
         for _, future in queued:
             future.cancel()
         for ref in left:
@@ -240,7 +243,11 @@ class RayBackend:
         try:
             record: RunRecord = self._ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted out by task_error
-            if _cancelled(exc):  # may take a while: not on the dispatcher's thread
+            # An interrupted task may also fail in Ray's own code: interrupted while Ray
+            # deserializes its arguments, on a worker that inherited SIGINT ignored,
+            # Ray calls the SIG_IGN constant (TypeError: 'Handlers' object is not
+            # callable). Whatever it answers, the store says what became of the run.
+            if _cancelled(exc) or self._interrupted:  # may take a while: not here
                 threading.Thread(target=self._resolve_cancelled, args=(job, future),
                                  name="orch-ray-cancelled", daemon=True).start()
             else:
