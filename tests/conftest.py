@@ -20,6 +20,18 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_resident_driver() -> Iterator[None]:
+    """The suite's ``orch`` commands start a resident driver (:mod:`orchestrator.resident`):
+    it goes with the suite instead of idling on after it (removing its socket stops it)."""
+    yield
+    from orchestrator.resident import client
+
+    path = client.socket_path()
+    if path is not None and os.path.exists(path):
+        os.unlink(path)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> object:
     from orchestrator.daemon.client import connect

@@ -13,6 +13,8 @@ Layers, lowest first (a package may import its own layer and those below)::
     5  backends                              (local, ray, slurm; never the CLI, never a driver)
     6  drivers db results api testing        (api: the library the CLI calls)
     7  cli
+    8  resident                              (the ``orch`` entry point: a resident driver
+                                              forks each command from imported modules)
 
 Function-level imports count as much as module-level ones: a lazy import is still a
 dependency. The map is exact: every top-level unit under ``orchestrator/`` has a layer
@@ -38,6 +40,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["drivers", "db", "results", "api", "testing"], 6),
     "cli": 7,
     "__init__": 7,
+    "resident": 8,
 }
 
 
