@@ -72,9 +72,18 @@ def _skip_path(root: Path, rel: str, patterns: tuple[str, ...], code: tuple[str,
     )
 
 
-def _repo_root(root: Path) -> Path | None:
-    top = git_try(root, "rev-parse", "--show-toplevel")
-    return None if top is None else Path(top).resolve()
+def _head(root: Path) -> tuple[Path | None, str | None, str | None]:
+    """The repository's top, its HEAD commit and the tree of ``root`` at HEAD, in one git
+    call when all three exist (the usual case: every git call costs a few ms of a sweep)."""
+    answer = git_try(root, "rev-parse", "--show-toplevel", "HEAD", "HEAD:./")
+    if answer is not None:
+        top, commit, tree = answer.splitlines()
+        return Path(top).resolve(), commit, tree
+    repo = git_try(root, "rev-parse", "--show-toplevel")
+    if repo is None:
+        return None, None, None
+    head = git_try(root, "rev-parse", "--verify", "-q", "HEAD")
+    return Path(repo).resolve(), head, git_text(root, "rev-parse", "HEAD:./") if head else None
 
 
 def snapshot(
@@ -92,7 +101,7 @@ def snapshot(
     excludes = tuple(exclude)
     allow = tuple(code)
     patterns = (*excludes, *inputs)
-    repo = _repo_root(root)
+    repo, commit, tree = _head(root)
     if repo is None:
         if not allow_dirty:
             raise ImageError(
@@ -109,7 +118,7 @@ def snapshot(
 
     sub = root.resolve().relative_to(repo).as_posix()
     sub = "" if sub == "." else sub
-    has_head = git_try(root, "rev-parse", "--verify", "-q", "HEAD") is not None
+    has_head = commit is not None
     changed = _changed_files(root, sub, patterns, allow) if has_head else ["(no commit yet)"]
     ignored = _ignored_reads(root, config_files)
     if ignored and not allow_dirty:
@@ -129,9 +138,6 @@ def snapshot(
             f"uncommitted changes in {root}: {shown}: commit them, add them to 'exclude' in "
             f"orch.yaml, or pass --allow-dirty"
         )
-    commit = git_text(root, "rev-parse", "HEAD") if has_head else None
-    tree_ref = f"HEAD:{sub}" if sub else "HEAD^{tree}"
-    tree = git_text(root, "rev-parse", tree_ref) if has_head else None
     if changed:
         entries = _worktree_entries(root, patterns, ignored, allow)
         diff = git(root, "diff", "HEAD", "--binary", "--", ".") if has_head else b""

@@ -9,7 +9,9 @@ gone or replaced (``rm`` stops it).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
+import gc
 import importlib
 import io
 import json
@@ -29,8 +31,10 @@ from . import IDLE_S
 #: What a command may need, imported before the first fork. Not Ray, DuckDB, Optuna or
 #: pandas: they start threads or are large, and only some commands use them.
 WARM = ("orchestrator.cli", "orchestrator.drivers.search", "orchestrator.backends.local",
-        "orchestrator.results", "orchestrator.image.closure", "orchestrator.store.s3",
-        "docker", "hydra.compose", "rich.console", "rich.table", "boto3")
+        "orchestrator.results", "orchestrator.image.closure", "orchestrator.image.sdist",
+        "orchestrator.image.wheels", "orchestrator.store.labels", "orchestrator.store.s3",
+        "docker", "hydra.compose", "omegaconf._impl", "rich.console", "rich.table", "boto3",
+        "difflib", "netrc", "tomllib")
 #: Seconds between checks that the socket is still this driver's, when idle.
 _CHECK_S = 5.0
 #: Seconds a caller has to send its request once connected.
@@ -250,6 +254,39 @@ def _text(fd: int, spec: dict[str, Any]) -> io.TextIOWrapper:
                             write_through=spec["write_through"])
 
 
+def warm() -> None:
+    """What the driver does once for all its commands: import :data:`WARM`, then parse
+    what every sweep parses (ANTLR builds its lexers' and parsers' DFAs on first use,
+    ~30 ms of a command, and a child inherits them built)."""
+    for name in WARM:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional extra not installed
+            pass
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    Plugins.instance()  # imports Hydra's core plugins, as the first compose would
+    # A lexer's DFA grows one edge per (state, character): show it every character in a
+    # key, a value, a quoted string, a list and a function call.
+    chars = "".join(map(chr, range(0x21, 0x7F))).replace("'", "")
+    word = "".join(sorted((c for c in chars if c.isalnum()), key=str.isdigit)) + "_-"
+    parser = OverridesParser.create()
+    for line in (
+        f"{word}.{word}={word}.5e-3", f"+{word}/{word}@{word}={word}", f"~{word}",
+        f"++{word}=[1, {word}, '{chars}', \"{word} {word}\"]",
+        f"{word}=range(0,3),choice(a,b),interval(0.1, 1.0),null,true,${{{word}.{word}}}",
+        f"{word}={{{word}: 1, {word}: [x, y]}}", f"{word}=glob(*,exclude={word})",
+    ):
+        try:
+            parser.parse_overrides([line])
+        except Exception:  # noqa: BLE001 - a line the grammar refuses still warmed it
+            pass
+    OmegaConf.to_container(OmegaConf.create({"a": 1, "b": "${a}", "c": "x_${b}"}),
+                           resolve=True)
+
+
 def main() -> None:
     """``python -c '...main()' SOCKET_PATH``, as the client starts it."""
     path = sys.argv[1]
@@ -263,11 +300,11 @@ def main() -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    for name in WARM:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # an optional extra not installed
-            pass
+    warm()
+    # Objects the driver made are never collected: the children's collector leaves them
+    # alone instead of writing to (so copying) every page of the driver's heap.
+    gc.collect()
+    gc.freeze()
     if threading.active_count() > 1:  # a fork would copy a thread's locks, not the thread
         print(f"not serving: an import started a thread ({threading.enumerate()})", flush=True)
         return
@@ -284,6 +321,32 @@ def main() -> None:
     if request is None:
         return
     _become(request)
+    os._exit(_command())
+
+
+def _command() -> int:
+    """Run the command, then end as the interpreter would (non-daemon threads joined, atexit
+    handlers run, streams flushed) but without tearing down every module the driver
+    imported: that alone took ~0.1 s, copying the driver's memory page by page."""
     from ..cli import main as cli_main
 
-    cli_main()
+    code = 0
+    try:
+        cli_main()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001 - reported as the interpreter reports it
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone (a closed pipe): nothing to deliver
+            pass
+    return code
