@@ -15,13 +15,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import sleeper_project
 
+from orchestrator.daemon.client import remove_containers
 from orchestrator.resident import client
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 ORCH = Path(sys.executable).with_name("orch")
+#: The projects' name: their containers carry it as a label.
+PROJECT = "resident-proj"
 
 #: ``orch`` through the driver at a given socket: the console script with its path fixed.
 CALLER = (
@@ -53,11 +60,16 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z, ...); "" when it is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
     except (FileNotFoundError, IndexError):
-        return False
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in ("", "Z")
 
 
 class Driver:
@@ -84,17 +96,19 @@ class Driver:
 
 
 @pytest.fixture
-def driver(tmp_path: Path) -> Iterator[Driver]:
+def driver(tmp_path: Path, docker_client: DockerClient) -> Iterator[Driver]:
     started = Driver(tmp_path / "resident")
     yield started
     started.proc.kill()
     started.proc.wait()
+    # a killed command leaves its container, as it would have in-process
+    remove_containers(docker_client, {"org.orch.project": PROJECT})
 
 
 def test_a_command_gets_the_callers_argv_cwd_environment_umask_and_streams(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / "proj", base_image, sleep=0)
+    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=0)
     out, err = tmp_path / "out", tmp_path / "err"
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = driver.caller(
@@ -120,7 +134,7 @@ def test_a_command_gets_the_callers_argv_cwd_environment_umask_and_streams(
 def test_ctrl_c_reaches_the_command_and_its_exit_code_comes_back(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / "proj", base_image, sleep=30)
+    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=30)
     err = tmp_path / "err"
     with err.open("w") as stderr:
         proc = subprocess.Popen(
@@ -143,7 +157,7 @@ def test_ctrl_c_reaches_the_command_and_its_exit_code_comes_back(
 def test_a_killed_caller_takes_its_command_with_it(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / "proj", base_image, sleep=30)
+    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=30)
     err = tmp_path / "err"
     with err.open("w") as stderr:
         proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
@@ -154,6 +168,26 @@ def test_a_killed_caller_takes_its_command_with_it(
     proc.wait()
     _wait(lambda: not _alive(command), "the command to be killed", timeout=10)
     _wait(lambda: driver.children() == [], "the driver to reap it", timeout=10)
+
+
+def test_a_stopped_caller_stops_its_command_until_it_continues(
+    driver: Driver, tmp_path: Path, base_image: str
+) -> None:
+    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=30)
+    err = tmp_path / "err"
+    with err.open("w") as stderr:
+        proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
+                             stderr=stderr)
+    try:
+        _wait(lambda: "running" in err.read_text(), "the run to start")
+        (command,) = driver.children()
+        os.kill(proc.pid, signal.SIGSTOP)  # a paused submitter (no handler sees SIGSTOP)
+        _wait(lambda: _state(command) == "T", "the command to stop", timeout=10)
+        os.kill(proc.pid, signal.SIGCONT)
+        _wait(lambda: _state(command) not in ("T", ""), "the command to continue", timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_removed_socket_stops_the_driver(driver: Driver) -> None:
@@ -177,7 +211,7 @@ def test_the_orch_script_runs_commands_in_its_users_driver(
     pid = int(pidfile.read_text())
     try:
         assert os.stat(Path(path).parent).st_mode & 0o777 == 0o700
-        root = sleeper_project(tmp_path / "proj", base_image, sleep=2)
+        root = sleeper_project(tmp_path / PROJECT, base_image, sleep=2)
         sweep = subprocess.Popen([ORCH, "sweep", "-p", str(root), "--json", "seed=1"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait(lambda: _children(pid) != [], "the sweep to run in the driver")

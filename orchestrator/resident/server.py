@@ -37,6 +37,8 @@ WARM = ("orchestrator.cli", "orchestrator.drivers.search", "orchestrator.backend
         "difflib", "netrc", "tomllib")
 #: Seconds between checks that the socket is still this driver's, when idle.
 _CHECK_S = 5.0
+#: Seconds between looks at whether a running command's caller was stopped.
+_FOLLOW_S = 0.25
 #: Seconds a caller has to send its request once connected.
 _REQUEST_S = 5.0
 _HEADER = struct.Struct("!I")
@@ -47,6 +49,7 @@ _MAX_REQUEST = 16 << 20
 class Request:
     """A command as its caller would have run it in-process."""
 
+    caller: int
     argv: list[str]
     cwd: str
     env: dict[str, str]
@@ -59,9 +62,26 @@ class Request:
 @dataclass
 class _Child:
     pid: int
+    caller: int
     conn: socket.socket
     pidfd: int
     caller_gone: bool = False
+    paused: bool = False
+
+    def follow_caller(self) -> None:
+        """Stop the command while its caller is stopped (Ctrl-Z, SIGSTOP: signals no
+        handler sees, so the caller cannot forward them) and continue it with its caller."""
+        try:
+            with open(f"/proc/{self.caller}/stat", "rb") as stat:
+                state = stat.read().rsplit(b") ", 1)[1][:1]
+        except (OSError, IndexError):
+            return
+        if (state == b"T") != self.paused:
+            self.paused = not self.paused
+            try:
+                os.killpg(self.pid, signal.SIGSTOP if self.paused else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 @dataclass
@@ -80,7 +100,7 @@ class Driver:
         inode = os.stat(self.path).st_ino
         idle_since = time.monotonic()
         while True:
-            events = selector.select(None if self.children else _CHECK_S)
+            events = selector.select(_FOLLOW_S if self.children else _CHECK_S)
             for key, _ in events:
                 kind, value = key.data
                 if kind == "accept":
@@ -93,6 +113,9 @@ class Driver:
                     self._ended(selector, value)
                 else:
                     self._hangup(selector, value)
+            for child in list(self.children.values()):
+                if not child.caller_gone:
+                    child.follow_caller()
             if self.children:
                 idle_since = time.monotonic()
             elif not _still_ours(self.path, inode) or time.monotonic() - idle_since > IDLE_S:
@@ -138,7 +161,7 @@ class Driver:
             pass
         for fd in request.fds:
             os.close(fd)
-        child = _Child(pid, conn, os.pidfd_open(pid))
+        child = _Child(pid, request.caller, conn, os.pidfd_open(pid))
         self.children[pid] = child
         selector.register(child.pidfd, selectors.EVENT_READ, ("ended", child))
         selector.register(conn, selectors.EVENT_READ, ("hangup", child))
@@ -190,7 +213,9 @@ def _send(conn: socket.socket, message: dict[str, int]) -> None:
 
 def _read_request(conn: socket.socket) -> Request:
     conn.settimeout(_REQUEST_S)
-    uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+    caller, uid, _ = struct.unpack(
+        "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    )
     if uid != os.getuid():
         raise ValueError(f"a caller with uid {uid}")
     header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
@@ -209,7 +234,8 @@ def _read_request(conn: socket.socket) -> Request:
         payload += chunk
     conn.settimeout(None)
     data = json.loads(payload)
-    return Request(argv=list(data["argv"]), cwd=str(data["cwd"]), env=dict(data["env"]),
+    return Request(caller=caller, argv=list(data["argv"]), cwd=str(data["cwd"]),
+                   env=dict(data["env"]),
                    umask=int(data["umask"]), ignored=[int(s) for s in data["ignored"]],
                    streams=list(data["streams"]), fds=fds)
 
