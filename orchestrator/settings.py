@@ -16,6 +16,9 @@ can use different values, and a bad value is reported once, as a usage error, up
 - ``ORCH_S3_RETRY_S``: seconds one S3 operation keeps retrying a server that is down (60);
   a commit that still fails keeps the finished run on disk for the next submission
 - ``ORCH_DEBUG``: show tracebacks and third-party warnings (unset)
+
+``ORCH_RESIDENT=0`` (run every command in-process, not in the resident driver) is read by
+the ``orch`` script itself, before any of this is imported: see :mod:`orchestrator.resident`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -141,10 +142,12 @@ def test_ctrl_c_reaches_the_command_and_its_exit_code_comes_back(
             ["setsid", sys.executable, "-c", RESTORE_SIGINT, sys.executable, "-c", CALLER,
              driver.socket, "sweep", "-p", str(root), "seed=1"],
             stdout=subprocess.DEVNULL, stderr=stderr, env=_env(), text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (777, 777)),
         )
     _wait(lambda: "running" in err.read_text(), "the run to start")
     (command,) = driver.children()
     assert Path(f"/proc/{command}/cwd").resolve() == Path.cwd().resolve()
+    assert resource.prlimit(command, resource.RLIMIT_NOFILE) == (777, 777)  # the caller's
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends Ctrl-C: the caller's group
     _wait(lambda: "Ctrl-C again" in err.read_text(), "the first Ctrl-C to be heard")
     os.killpg(proc.pid, signal.SIGINT)
@@ -188,6 +191,25 @@ def test_a_stopped_caller_stops_its_command_until_it_continues(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_killed_driver_leaves_the_command_to_end_and_says_its_status_is_unknown(
+    driver: Driver, tmp_path: Path, base_image: str
+) -> None:
+    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=3)
+    err = tmp_path / "err"
+    with err.open("w") as stderr:
+        proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
+                             stderr=stderr)
+    _wait(lambda: "running" in err.read_text(), "the run to start")
+    (command,) = driver.children()
+    driver.proc.kill()
+    assert proc.wait(timeout=120) == 2
+    assert not _alive(command)  # the caller waited for the command
+    last = err.read_text().splitlines()[-1]
+    assert last.startswith("error: the resident orch driver ended"), err.read_text()
+    (record,) = (root / ".orch" / "runs").glob("*/run.json")
+    assert json.loads(record.read_text())["status"] == "succeeded"
 
 
 def test_a_removed_socket_stops_the_driver(driver: Driver) -> None:

@@ -84,9 +84,11 @@ def socket_path() -> str | None:
 
 def driver_key(package: str) -> str:
     """What a driver's imported code depends on: the environment (``sys.prefix``: python3
-    and python name the same one) and its Python, every ``.py`` file of orch (path, size,
-    mtime) and the site directories' mtimes (a package installed or removed)."""
-    digest = hashlib.sha256(f"{sys.prefix}\0{sys.version}\0".encode())
+    and python name the same one) and its Python, the locale, every ``.py`` file of orch
+    (path, size, mtime) and the site directories' mtimes (a package installed or removed)."""
+    # The locale too: the driver's decides how files are decoded.
+    locale = [os.environ.get(name, "") for name in ("LC_ALL", "LC_CTYPE", "LANG")]
+    digest = hashlib.sha256("\0".join([sys.prefix, sys.version, *locale, ""]).encode())
     stack = [package]
     while stack:
         entries = sorted(os.scandir(stack.pop()), key=lambda e: e.name)
@@ -174,9 +176,11 @@ def _remote(path: str) -> int | None:
     for signum in pending:
         send_signal(child, signum)
     line = answers.readline()
-    if not line:
-        print(f"error: the resident orch driver ended while it ran this command (pid {child}); "
-              "set ORCH_RESIDENT=0 to run commands in-process", file=sys.stderr)
+    if not line:  # the driver was killed: the command runs on, its exit status unknown
+        _wait_for(child)
+        print(f"error: the resident orch driver ended while it ran this command (pid {child}), "
+              "so its exit status is unknown: see its output; set ORCH_RESIDENT=0 to run "
+              "commands in-process", file=sys.stderr)
         return 2
     ended = json.loads(line)
     if "signal" in ended:  # die of the same signal, as the command did
@@ -184,6 +188,20 @@ def _remote(path: str) -> int | None:
         os.kill(os.getpid(), ended["signal"])
         return 128 + int(ended["signal"])
     return int(ended["exit"])
+
+
+def _wait_for(pid: int) -> None:
+    """Until ``pid`` has ended (signals are still passed on meanwhile)."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [])
+    finally:
+        os.close(pidfd)
 
 
 def send_signal(pid: int, signum: int) -> None:

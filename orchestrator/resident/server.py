@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -255,6 +256,7 @@ def _become(request: Request) -> None:
     os.environ.update(request.env)
     time.tzset()
     os.umask(request.umask)
+    _limits_of(request.caller)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         if signum in request.ignored:
             signal.signal(signum, signal.SIG_IGN)
@@ -268,6 +270,18 @@ def _become(request: Request) -> None:
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     os.chdir(request.cwd)
+
+
+def _limits_of(caller: int) -> None:
+    """The caller's resource limits (``ulimit``), where this process may take them: not
+    above the driver's hard limits, which only root could raise."""
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            try:
+                resource.setrlimit(getattr(resource, name),
+                                   resource.prlimit(caller, getattr(resource, name)))
+            except (OSError, ValueError):
+                pass
 
 
 def _text(fd: int, spec: dict[str, Any]) -> io.TextIOWrapper:
