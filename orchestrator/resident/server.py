@@ -3,8 +3,8 @@
 It stays single-threaded, so every fork is safe: one selector loop accepts commands, sees
 children end (a pidfd each) and callers hang up. A caller that disappears (SIGKILL) takes
 its command with it, as it would have in-process. The driver exits after
-:data:`~orchestrator.resident.IDLE_S` seconds with nothing running, or once its socket is
-gone or replaced (``rm`` stops it).
+:data:`~orchestrator.resident.IDLE_S` seconds with nothing running, once its socket is
+gone or replaced (``rm`` stops it), or once its Python environment is removed.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from typing import Any, cast
 
 from . import IDLE_S
 
-#: What a command may need, imported before the first fork. Not Ray, DuckDB, Optuna or
-#: pandas: they start threads or are large, and only some commands use them.
+#: What a command may need, imported before the first fork. Not Ray, Optuna or pandas:
+#: importing them starts threads (a fork copies a thread's locks, not the thread).
 WARM = ("orchestrator.cli", "orchestrator.drivers.search", "orchestrator.backends.local",
         "orchestrator.results", "orchestrator.image.closure", "orchestrator.image.sdist",
         "orchestrator.image.wheels", "orchestrator.store.labels", "orchestrator.store.s3",
-        "docker", "hydra.compose", "omegaconf._impl", "rich.console", "rich.table", "boto3",
-        "difflib", "netrc", "tomllib")
+        "orchestrator.db.query", "orchestrator.db.catalog", "duckdb", "docker",
+        "hydra.compose", "omegaconf._impl", "rich.console", "rich.table", "boto3", "difflib",
+        "netrc", "tomllib")
 #: Seconds between checks that the socket is still this driver's, when idle.
 _CHECK_S = 5.0
 #: Seconds between looks at whether a running command's caller was stopped.
@@ -119,7 +120,11 @@ class Driver:
                     child.follow_caller()
             if self.children:
                 idle_since = time.monotonic()
-            elif not _still_ours(self.path, inode) or time.monotonic() - idle_since > IDLE_S:
+            elif (
+                not _still_ours(self.path, inode)
+                or not os.path.isdir(sys.prefix)  # its environment was removed
+                or time.monotonic() - idle_since > IDLE_S
+            ):
                 selector.close()
                 if _still_ours(self.path, inode):
                     os.unlink(self.path)
@@ -345,8 +350,9 @@ def main() -> None:
     # alone instead of writing to (so copying) every page of the driver's heap.
     gc.collect()
     gc.freeze()
-    if threading.active_count() > 1:  # a fork would copy a thread's locks, not the thread
-        print(f"not serving: an import started a thread ({threading.enumerate()})", flush=True)
+    threads = len(os.listdir("/proc/self/task"))  # native ones too, not only Python's
+    if threads > 1:  # a fork would copy a thread's locks, not the thread
+        print(f"not serving: importing {WARM} started {threads - 1} thread(s)", flush=True)
         return
     try:
         os.unlink(path)
