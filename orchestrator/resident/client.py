@@ -171,6 +171,11 @@ def _remote(path: str) -> int | None:
         sock.close()
         for forwarded, handler in previous.items():
             signal.signal(forwarded, handler)
+        if pending and pending[0] == signal.SIGINT:  # Ctrl-C meanwhile, as the CLI says it
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        if pending:
+            return _die_of(pending[0])
         return None
     child = int(started["pid"])
     for signum in pending:
@@ -184,10 +189,15 @@ def _remote(path: str) -> int | None:
         return 2
     ended = json.loads(line)
     if "signal" in ended:  # die of the same signal, as the command did
-        signal.signal(ended["signal"], signal.SIG_DFL)
-        os.kill(os.getpid(), ended["signal"])
-        return 128 + int(ended["signal"])
+        return _die_of(int(ended["signal"]))
     return int(ended["exit"])
+
+
+def _die_of(signum: int) -> int:
+    """End as a process killed by ``signum`` does."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # only if the signal is blocked
 
 
 def _wait_for(pid: int) -> None:
