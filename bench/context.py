@@ -198,8 +198,10 @@ class Ctx:
         jobs: int = 1,
         store: Path | None = None,
         timeout: float = 600,
+        env: dict[str, str] | None = None,
     ) -> tuple[float, dict[str, Any]]:
-        """``orch sweep`` as a user runs it; (wall seconds, its --json output)."""
+        """``orch sweep`` as a user runs it (``env`` added to the environment); (wall
+        seconds, its --json output)."""
         store = store or self.store("sweep")
         argv = [
             ORCH,
@@ -213,7 +215,7 @@ class Ctx:
             "--json",
             *overrides,
         ]
-        timed = run_timed(self.janitor, argv, timeout=timeout, check=False)
+        timed = run_timed(self.janitor, argv, timeout=timeout, check=False, env=env)
         if timed.returncode != 0:
             raise BenchError(
                 f"orch sweep {' '.join(overrides)} exited {timed.returncode}: "

@@ -553,24 +553,32 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
 def fixed_sweep(ctx: Ctx) -> dict[str, Any]:
     """A 1-run sweep of a warm project (its environment and code images built, its store
     holding their blobs; a new config, so a new run image), as a process, against one
-    bare `docker run --rm BASE true`, alternating."""
+    bare `docker run --rm BASE true`, alternating; and the same sweep in-process
+    (``ORCH_RESIDENT=0``: no resident driver), alternating with those."""
     ctx.warm()
     store = ctx.store("fixed")
     ctx.sweep([f"training_settings.seed={_seed()}"], store=store)  # the project's store, warm
     reps = ctx.reps(6, 3)
     floor = ctx.row("fixed_sweep", Stat("floor: docker run --rm BASE true (alternating)"))
     one = ctx.row("fixed_sweep", Stat("orch sweep, 1 run, warm project: wall"))
+    alone = ctx.row("fixed_sweep", Stat("the same, ORCH_RESIDENT=0 (in-process)"))
     groups = [_floor_group(ctx, floor, 1)]
     for rep in range(reps):
         wall, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store)
         one.add(wall)
         groups.append(_floor_group(ctx, floor, 1))
-        log(f"fixed_sweep {rep + 1}/{reps}: {wall:.2f}s vs docker run {groups[-1][0]:.2f}s")
+        solo, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store,
+                            env={"ORCH_RESIDENT": "0"})
+        alone.add(solo)
+        log(f"fixed_sweep {rep + 1}/{reps}: {wall:.2f}s ({solo:.2f}s in-process) vs docker "
+            f"run {groups[-1][0]:.2f}s")
     figures: dict[str, Any] = {
         "fixed_sweep_s": one.median,
         "fixed_sweep_floor_s": floor.median,
         "fixed_sweep_ratio": ratio(one.median, floor.median),
         "fixed_sweep_ratio_paired": paired(one.samples, groups),
+        "fixed_sweep_in_process_s": alone.median,
+        "fixed_sweep_in_process_ratio": ratio(alone.median, floor.median),
     }
     figures.update(_fixed_breakdown(ctx, store))
     return figures
