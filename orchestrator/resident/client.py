@@ -145,8 +145,10 @@ def _remote(path: str) -> int | None:
         else:
             pending.append(signum)
 
+    # Every one is passed on, even one this process inherited ignored (nohup): the
+    # command starts with it ignored too, and a sweep catches it anyway, as in-process.
     ignored = [s for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
-    previous = {s: signal.signal(s, forward) for s in FORWARDED if s not in ignored}
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
     mask = os.umask(0)
     os.umask(mask)
     request = {

@@ -10,6 +10,7 @@ gone or replaced (``rm`` stops it), or once its Python environment is removed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import gc
 import importlib
@@ -44,6 +45,8 @@ _FOLLOW_S = 0.25
 #: Seconds a caller has to send its request once connected.
 _REQUEST_S = 5.0
 _HEADER = struct.Struct("!I")
+#: Bytes past which a driver's log is started afresh.
+_MAX_LOG = 1 << 20
 _MAX_REQUEST = 16 << 20
 
 
@@ -120,11 +123,8 @@ class Driver:
                     child.follow_caller()
             if self.children:
                 idle_since = time.monotonic()
-            elif (
-                not _still_ours(self.path, inode)
-                or not os.path.isdir(sys.prefix)  # its environment was removed
-                or time.monotonic() - idle_since > IDLE_S
-            ):
+            elif reason := _why_exit(self.path, inode, idle_since):
+                _log(f"driver {os.getpid()} exits: {reason}")
                 selector.close()
                 if _still_ours(self.path, inode):
                     os.unlink(self.path)
@@ -145,7 +145,7 @@ class Driver:
         try:
             request = _read_request(conn)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"refused a request: {exc}", file=sys.stderr, flush=True)
+            _log(f"refused a request: {exc!r}")
             conn.close()
             return None
         pid = os.fork()
@@ -197,10 +197,26 @@ class Driver:
             return
         selector.unregister(child.conn)
         child.caller_gone = True
+        _log(f"the caller {child.caller} of command {child.pid} is gone: killing it")
         try:
             os.kill(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _why_exit(path: str, inode: int, idle_since: float) -> str:
+    """Why a driver with nothing running should exit now; "" while it should not."""
+    if not _still_ours(path, inode):
+        return "its socket was removed or replaced"
+    if not os.path.isdir(sys.prefix):
+        return f"its environment {sys.prefix} was removed"
+    if time.monotonic() - idle_since > IDLE_S:
+        return f"no command for {IDLE_S:.0f} s"
+    return ""
+
+
+def _log(line: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
 
 def _still_ours(path: str, inode: int) -> bool:
@@ -340,11 +356,15 @@ def main() -> None:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another driver for this source is starting or serving
         return
-    log = os.open(path.removesuffix(".sock") + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                  0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    log = path.removesuffix(".sock") + ".log"
+    with contextlib.suppress(OSError):
+        if os.path.getsize(log) > _MAX_LOG:
+            os.unlink(log)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    _log(f"driver {os.getpid()} starting for {path}")
     warm()
     # Objects the driver made are never collected: the children's collector leaves them
     # alone instead of writing to (so copying) every page of the driver's heap.
@@ -352,7 +372,7 @@ def main() -> None:
     gc.freeze()
     threads = len(os.listdir("/proc/self/task"))  # native ones too, not only Python's
     if threads > 1:  # a fork would copy a thread's locks, not the thread
-        print(f"not serving: importing {WARM} started {threads - 1} thread(s)", flush=True)
+        _log(f"not serving: importing {WARM} started {threads - 1} thread(s)")
         return
     try:
         os.unlink(path)
@@ -363,7 +383,11 @@ def main() -> None:
     listener.listen(64)
     with open(path.removesuffix(".sock") + ".pid", "w") as out:
         out.write(f"{os.getpid()}\n")
-    request = Driver(path, listener, lock_fd).serve()
+    try:
+        request = Driver(path, listener, lock_fd).serve()
+    except BaseException as exc:
+        _log(f"driver {os.getpid()} failed: {exc!r}")
+        raise
     if request is None:
         return
     _become(request)
