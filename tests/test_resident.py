@@ -212,6 +212,21 @@ def test_a_killed_driver_leaves_the_command_to_end_and_says_its_status_is_unknow
     assert json.loads(record.read_text())["status"] == "succeeded"
 
 
+def test_callers_killed_as_their_commands_end_leave_the_driver_serving(driver: Driver) -> None:
+    # A caller's hang-up and its command's end can come in one batch of events, in
+    # either order: the driver must survive both (it serves every other command).
+    for i in range(40):
+        proc = driver.caller("--version", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.02 + 0.002 * i)
+        proc.kill()
+        proc.wait()
+        assert driver.proc.poll() is None, Path(driver.socket[:-5] + ".log").read_text()
+    version = driver.caller("--version", stdout=subprocess.PIPE)
+    out, _ = version.communicate(timeout=60)
+    assert version.returncode == 0 and "version" in out
+    _wait(lambda: driver.children() == [], "every command reaped", timeout=10)
+
+
 def test_a_removed_socket_stops_the_driver(driver: Driver) -> None:
     os.unlink(driver.socket)
     assert driver.proc.wait(timeout=30) == 0

@@ -114,9 +114,11 @@ class Driver:
                     request = self._start(selector, value)
                     if request is not None:
                         return request
+                elif value.pid not in self.children:
+                    continue  # ended earlier in this same batch of events
                 elif kind == "ended":
                     self._ended(selector, value)
-                else:
+                elif not value.caller_gone:
                     self._hangup(selector, value)
             for child in list(self.children.values()):
                 if not child.caller_gone:
