@@ -9,26 +9,23 @@ gone or replaced (``rm`` stops it), or once its Python environment is removed.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import gc
 import importlib
-import io
 import json
 import os
-import resource
 import selectors
 import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from . import IDLE_S
+from .child import Request, become, run_command
 
 #: What a command may need, imported before the first fork. Not Ray, Optuna or pandas:
 #: importing them starts threads (a fork copies a thread's locks, not the thread).
@@ -48,20 +45,6 @@ _HEADER = struct.Struct("!I")
 #: Bytes past which a driver's log is started afresh.
 _MAX_LOG = 1 << 20
 _MAX_REQUEST = 16 << 20
-
-
-@dataclass(frozen=True)
-class Request:
-    """A command as its caller would have run it in-process."""
-
-    caller: int
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    umask: int
-    ignored: list[int]
-    streams: list[dict[str, Any]]
-    fds: list[int]
 
 
 @dataclass
@@ -264,59 +247,6 @@ def _read_request(conn: socket.socket) -> Request:
                    streams=list(data["streams"]), fds=fds)
 
 
-def _become(request: Request) -> None:
-    """Turn this forked child into the caller's ``orch`` process."""
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    for target, fd in enumerate(request.fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.environ.clear()
-    os.environ.update(request.env)
-    time.tzset()
-    os.umask(request.umask)
-    _limits_of(request.caller)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        if signum in request.ignored:
-            signal.signal(signum, signal.SIG_IGN)
-        elif signum == signal.SIGINT:
-            signal.signal(signum, signal.default_int_handler)
-        else:
-            signal.signal(signum, signal.SIG_DFL)
-    sys.argv = request.argv
-    stdin, stdout, stderr = (_text(fd, spec) for fd, spec in enumerate(request.streams))
-    for name, stream in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
-    os.chdir(request.cwd)
-
-
-def _limits_of(caller: int) -> None:
-    """The caller's resource limits (``ulimit``), where this process may take them: not
-    above the driver's hard limits, which only root could raise."""
-    for name in dir(resource):
-        if name.startswith("RLIMIT_"):
-            try:
-                resource.setrlimit(getattr(resource, name),
-                                   resource.prlimit(caller, getattr(resource, name)))
-            except (OSError, ValueError):
-                pass
-
-
-def _text(fd: int, spec: dict[str, Any]) -> io.TextIOWrapper:
-    """A standard stream on ``fd`` made as the caller's interpreter made its own."""
-    raw = io.FileIO(fd, "rb" if fd == 0 else "wb", closefd=False)
-    buffer = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
-    return io.TextIOWrapper(buffer, encoding=spec["encoding"], errors=spec["errors"],
-                            newline="\n" if fd else None,
-                            line_buffering=spec["line_buffering"],
-                            write_through=spec["write_through"])
-
-
 def warm() -> None:
     """What the driver does once for all its commands: import :data:`WARM`, then parse
     what every sweep parses (ANTLR builds its lexers' and parsers' DFAs on first use,
@@ -392,33 +322,5 @@ def main() -> None:
         raise
     if request is None:
         return
-    _become(request)
-    os._exit(_command())
-
-
-def _command() -> int:
-    """Run the command, then end as the interpreter would (non-daemon threads joined, atexit
-    handlers run, streams flushed) but without tearing down every module the driver
-    imported: that alone took ~0.1 s, copying the driver's memory page by page."""
-    from ..cli import main as cli_main
-
-    code = 0
-    try:
-        cli_main()
-    except SystemExit as exc:
-        if isinstance(exc.code, int):
-            code = exc.code
-        elif exc.code is not None:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    except BaseException:  # noqa: BLE001 - reported as the interpreter reports it
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    threading._shutdown()  # type: ignore[attr-defined]
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader gone (a closed pipe): nothing to deliver
-            pass
-    return code
+    become(request)
+    os._exit(run_command())
