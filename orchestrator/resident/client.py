@@ -86,7 +86,6 @@ def driver_key(package: str) -> str:
     """What a driver's imported code depends on: the environment (``sys.prefix``: python3
     and python name the same one) and its Python, the locale, every ``.py`` file of orch
     (path, size, mtime) and the site directories' mtimes (a package installed or removed)."""
-    # The locale too: the driver's decides how files are decoded.
     locale = [os.environ.get(name, "") for name in ("LC_ALL", "LC_CTYPE", "LANG")]
     digest = hashlib.sha256("\0".join([sys.prefix, sys.version, *locale, ""]).encode())
     stack = [package]
