@@ -95,6 +95,19 @@ class Driver:
     def children(self) -> list[int]:
         return _children(self.proc.pid)
 
+    def running_sweep(self, tmp_path: Path, base_image: str,
+                      sleep: float) -> tuple[subprocess.Popen[str], Path, Path, int]:
+        """``orch sweep`` of one sleeping run through this driver, once its run started:
+        (the caller, its stderr file, the project, the command's pid)."""
+        root = sleeper_project(tmp_path / PROJECT, base_image, sleep=sleep)
+        err = tmp_path / "err"
+        with err.open("w") as stderr:
+            proc = self.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
+                               stderr=stderr)
+        _wait(lambda: "running" in err.read_text(), "the run to start")
+        (command,) = self.children()
+        return proc, err, root, command
+
 
 @pytest.fixture
 def driver(tmp_path: Path, docker_client: DockerClient) -> Iterator[Driver]:
@@ -160,13 +173,7 @@ def test_ctrl_c_reaches_the_command_and_its_exit_code_comes_back(
 def test_a_killed_caller_takes_its_command_with_it(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=30)
-    err = tmp_path / "err"
-    with err.open("w") as stderr:
-        proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
-                             stderr=stderr)
-    _wait(lambda: "running" in err.read_text(), "the run to start")
-    (command,) = driver.children()
+    proc, _, _, command = driver.running_sweep(tmp_path, base_image, sleep=30)
     proc.kill()
     proc.wait()
     _wait(lambda: not _alive(command), "the command to be killed", timeout=10)
@@ -176,14 +183,8 @@ def test_a_killed_caller_takes_its_command_with_it(
 def test_a_stopped_caller_stops_its_command_until_it_continues(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=30)
-    err = tmp_path / "err"
-    with err.open("w") as stderr:
-        proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
-                             stderr=stderr)
+    proc, _, _, command = driver.running_sweep(tmp_path, base_image, sleep=30)
     try:
-        _wait(lambda: "running" in err.read_text(), "the run to start")
-        (command,) = driver.children()
         os.kill(proc.pid, signal.SIGSTOP)  # a paused submitter (no handler sees SIGSTOP)
         _wait(lambda: _state(command) == "T", "the command to stop", timeout=10)
         os.kill(proc.pid, signal.SIGCONT)
@@ -196,13 +197,7 @@ def test_a_stopped_caller_stops_its_command_until_it_continues(
 def test_a_killed_driver_leaves_the_command_to_end_and_says_its_status_is_unknown(
     driver: Driver, tmp_path: Path, base_image: str
 ) -> None:
-    root = sleeper_project(tmp_path / PROJECT, base_image, sleep=3)
-    err = tmp_path / "err"
-    with err.open("w") as stderr:
-        proc = driver.caller("sweep", "-p", str(root), "seed=1", stdout=subprocess.DEVNULL,
-                             stderr=stderr)
-    _wait(lambda: "running" in err.read_text(), "the run to start")
-    (command,) = driver.children()
+    proc, err, root, command = driver.running_sweep(tmp_path, base_image, sleep=3)
     driver.proc.kill()
     assert proc.wait(timeout=120) == 2
     assert not _alive(command)  # the caller waited for the command
