@@ -78,3 +78,45 @@ def test_a_compressed_layer_loads_with_the_same_image_id_and_a_corrupt_one_is_na
     runs.store.put(key, stored[: len(stored) // 2] + bytes(64) + stored[len(stored) // 2 + 64 :])
     with pytest.raises(ImageError, match="corrupt: delete it from the store"):
         ensure_image(client, runs.blobs, image_id, prefixes=(base["Id"], "", ""))
+
+
+def test_a_run_image_on_its_code_image_sends_one_layer_without_listing_the_daemon(
+    docker_client: object, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's every run after its first: the code image is there, so only the run's own
+    layer travels, and the daemon's image list (seconds on one with thousands of images)
+    is not asked for."""
+    from orchestrator.image.archive import ThinArchive
+
+    client = docker_client
+    base = client.api.inspect_image(base_image)  # type: ignore[attr-defined]
+    code_layer, code_diff = layer_bytes([Entry("orch/code.py", data=tmp_path.name.encode())])
+    run_layer, run_diff = layer_bytes([Entry("orch/config.json", data=b"{}")])
+    code = make_config(architecture=str(base["Architecture"]), os_name=str(base["Os"]),
+                       diff_ids=[*base["RootFS"]["Layers"], code_diff], env=[], cmd=["true"],
+                       labels={"org.orch.project": "transport-test"})
+    run = make_config(architecture=str(base["Architecture"]), os_name=str(base["Os"]),
+                      diff_ids=[*code.diff_ids, run_diff], env=[], cmd=["true"],
+                      labels={"org.orch.project": "transport-test"})
+    archive = ThinArchive()
+    archive.add_layer(code_diff, data=code_layer)
+    archive.add_image(code)
+    archive.load(client)  # type: ignore[arg-type]
+    # The store has the run image's config and its own layer only: the code layer
+    # cannot come from there.
+    runs = RunStore(DirStore(tmp_path / "store"))
+    runs.blobs.put(run.image_id, run.raw)
+    runs.blobs.put(run_diff, run_layer)
+    listed: list[object] = []
+    images = client.api.images  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.api, "images", lambda *a, **k: listed.append(k) or images(*a, **k))
+    try:
+        where = ensure_image(client, runs.blobs, run.image_id,  # type: ignore[arg-type]
+                             prefixes=(base["Id"], "", code.image_id))
+        assert where == "store"
+        loaded = client.api.inspect_image(run.image_id)  # type: ignore[attr-defined]
+        assert loaded["RootFS"]["Layers"] == run.diff_ids
+        assert listed == []
+    finally:
+        for image_id in (run.image_id, code.image_id):
+            client.api.remove_image(image_id, force=True)  # type: ignore[attr-defined]
