@@ -15,7 +15,11 @@ setup: venv docker base-image-quiet demo-data
 demo-data:
 	@$(PYTHON) scripts/demo-data.py
 
+# The package's bytecode written now, as a regular install writes it: where
+# PYTHONDONTWRITEBYTECODE is set, every `orch` and every resident driver would otherwise
+# compile orch's modules again at each start.
 venv: $(VENV)/.installed
+	@$(PY) -m compileall -q orchestrator
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

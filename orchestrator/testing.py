@@ -286,6 +286,9 @@ class FakeImages:
     def load(self, env: Environment, images: list[RunImage]) -> None:
         self.loads.append([image.run_id for image in images])
 
+    def name(self, images: list[RunImage]) -> None:
+        pass  # no daemon: nothing to name
+
     def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
         return {diff_id: self._layers[diff_id] for diff_id in env.base.diff_ids}
 

@@ -74,6 +74,14 @@ def test_sweep_runs_every_point(demo_sweep: dict) -> None:
         assert {"loss", "accuracy"} <= set(run["metrics"])
 
 
+def test_each_run_image_is_named_by_its_project_and_run(demo_sweep: dict) -> None:
+    """Named after the load, beside the runs: by the sweep's end every image has its name."""
+    for run in demo_sweep["result"]["runs"]:
+        out = subprocess.run(["docker", "image", "inspect", "-f", "{{json .RepoTags}}",
+                              run["image_id"]], capture_output=True, text=True, check=True)
+        assert f"orch/demo:{run['run_id'][:12]}" in json.loads(out.stdout)
+
+
 def test_baked_config_equals_hydra_compose(demo_sweep: dict) -> None:
     root = demo_sweep["root"]
     for run in demo_sweep["result"]["runs"]:

@@ -57,8 +57,10 @@ def ensure_run_image(
 ) -> str:
     """Put the job's image on this daemon by digest; returns where it came from.
 
-    Blobs the driver is still uploading are waited for (bounded); tasks of one node take
-    turns, so a layer is loaded once per node.
+    Blobs the driver is still uploading are waited for (bounded). Tasks of one node that
+    may load the same environment or code layers take turns, so a layer is loaded once
+    per node; once the code image is on the daemon, each run sends only its own layer,
+    and the tasks of a node load side by side.
     """
     from ..image.archive import has_image
     from ..image.transport import ensure_image
@@ -67,12 +69,15 @@ def ensure_run_image(
         return "daemon"
     images = job.plan.images
     prefixes = (images.base, images.env, images.code) if images is not None else None
+
+    def fetch() -> str:
+        return ensure_image(client, runs.blobs, job.image_id,
+                            repo_digest=job.plan.repo_digest, prefixes=prefixes)
+
+    if images is not None and has_image(client, images.code):
+        return once_uploaded(fetch, job, wait_s=wait_s, poll_s=poll_s)
     with _node_lock(docker_host() or "default"):
-        return once_uploaded(
-            lambda: ensure_image(client, runs.blobs, job.image_id,
-                                 repo_digest=job.plan.repo_digest, prefixes=prefixes),
-            job, wait_s=wait_s, poll_s=poll_s,
-        )
+        return once_uploaded(fetch, job, wait_s=wait_s, poll_s=poll_s)
 
 
 def once_uploaded(

@@ -33,6 +33,10 @@ class ImageBuilder(Protocol):
         """Make ``images`` runnable where the runs start."""
         ...
 
+    def name(self, images: list[RunImage]) -> None:
+        """Give loaded ``images`` their names, beside the runs (nothing waits for it)."""
+        ...
+
     def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
         """The base image's layers (diff id -> tar), for the store."""
         ...
@@ -55,6 +59,9 @@ class DockerImages:
 
     def load(self, env: Environment, images: list[RunImage]) -> None:
         builder.load_run_images(self.client, env, images)
+
+    def name(self, images: list[RunImage]) -> None:
+        builder.tag_run_images(self.client, images)
 
     def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
         return base_layer_files(self.client, env.base.image_id, env.base.diff_ids)

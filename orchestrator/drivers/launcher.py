@@ -294,6 +294,8 @@ class Launcher:
                 digest = self.images.push(image, self.options.registry, spec.run_id)
             self._uploads.append(self.io.submit(self.store_run_image, image))
             jobs.append(self._job(env, sweep_id, spec, image, digest))
+        # After the uploads: a node fetching a run image waits for its blobs, not its name.
+        self._uploads.append(self.io.submit(self.images.name, images))
         return jobs
 
     @staticmethod

@@ -246,7 +246,7 @@ class Running:
         except docker.errors.APIError as exc:
             raise BackendError(f"cannot create the container: {describe(exc)}") from exc
         running = cls(client, container, time.time(), stop_grace_s)
-        running.enforced = enforced_by(client, str(container.id))
+        running.enforced = enforced_by(client, getattr(container, "attrs", None) or {})
         try:
             container.start()
         except docker.errors.APIError as exc:
@@ -358,20 +358,17 @@ class Running:
         )
 
 
-def enforced_by(client: DockerClient, container_id: str) -> Enforced | None:
+def enforced_by(client: DockerClient, inspected: Mapping[str, Any]) -> Enforced | None:
     """What the engine holds a created container to, from its own inspect of it
-    (``HostConfig``); None when it cannot say. A client that is not Docker's API (the
-    Apptainer adapter) answers through its own ``enforced_limits()``."""
-    import docker.errors
-    import requests.exceptions
-
+    (``HostConfig``, as the SDK's ``containers.create`` fetched it); None when it cannot
+    say. A client that is not Docker's API (the Apptainer adapter) answers through its own
+    ``enforced_limits()``."""
     own = getattr(client, "enforced_limits", None)
     if callable(own):
         found = own()
         return found if isinstance(found, Enforced) else None
-    try:
-        host = client.api.inspect_container(container_id).get("HostConfig") or {}
-    except (docker.errors.APIError, requests.exceptions.RequestException):
+    host = inspected.get("HostConfig")
+    if not isinstance(host, Mapping):
         return None
     return from_host_config(host, getattr(client, "engine", DOCKER))
 
