@@ -390,6 +390,7 @@ def tag_run_images(client: DockerClient, images: list[RunImage]) -> None:
     rewrites and syncs its whole list of names for each name it adds (10 ms per run image
     on a daemon of a few thousand images), which would delay each batch's first run."""
     import docker.errors
+    import requests.exceptions
 
     for image in images:
         repository, _, name = image.tag.rpartition(":")
@@ -397,3 +398,5 @@ def tag_run_images(client: DockerClient, images: list[RunImage]) -> None:
             client.api.tag(image.image_id, repository, name)
         except docker.errors.APIError:  # removed meanwhile (``orch image prune``): no name
             continue
+        except requests.exceptions.RequestException:
+            return  # the daemon is gone: the runs say so, a name is not worth an error
