@@ -148,6 +148,34 @@ def test_a_failed_run_resubmitted_runs_as_attempt_2_and_keeps_attempt_1(
         [(1, RunStatus.FAILED)]
 
 
+def test_a_record_set_aside_by_another_resubmitter_meanwhile_is_retried_not_an_error(
+    project: Project, runs: RunStore, tmp_path: Path
+) -> None:
+    """Two re-submissions of a sweep with a failed run: one keeps the failed attempt aside
+    between the other's check that the run has a record and its read of the record."""
+    def flaky(run: FakeRun) -> Mapping[str, float]:
+        if run.config["lr"] == 0.2 and run.attempt == 1:
+            raise RunFailed("diverged", exit_code=3)
+        return loss(run)
+
+    first = Submitter(project, runs, flaky).sweep(LRS)
+    failed = next(run.record for run in first.runs if run.status == "failed")
+
+    class Raced(RunStore):
+        def read_run(self, run_id: str) -> RunRecord:
+            if run_id == failed.run_id and not self.read_attempts(run_id):
+                self.set_aside_attempt(super().read_run(run_id))  # the other re-submitter
+            return super().read_run(run_id)
+
+    raced = Raced(open_store(str(tmp_path / "store"), project_dir=tmp_path))
+    result = Submitter(project, raced, flaky).sweep(LRS)
+    assert statuses(result) == {"lr=0.1": "skipped", "lr=0.2": "succeeded",
+                                "lr=0.3": "skipped"}
+    assert runs.read_run(failed.run_id).attempt == 2
+    assert [(r.attempt, r.status) for r in runs.read_attempts(failed.run_id)] == \
+        [(1, RunStatus.FAILED)]
+
+
 def test_retry_none_keeps_a_failed_run_failed(project: Project, runs: RunStore) -> None:
     def fail(run: FakeRun) -> None:
         raise RunFailed()

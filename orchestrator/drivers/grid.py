@@ -22,7 +22,7 @@ from ..compose import config as configmod
 from ..compose import hydra_app
 from ..compose.cache import ComposeCache
 from ..compose.project import Project
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from ..image.builder import Environment
 from ..schema.record import (
     CorruptRecord,
@@ -282,10 +282,15 @@ class SweepDriver:
 
     def _earlier_record(self, run_id: str) -> RunRecord | None:
         """The record a run already has, or None when it is unreadable: then it is set
-        aside (kept, renamed) and the run counts as not done, so this sweep runs it again."""
+        aside (kept, renamed) and the run counts as not done, so this sweep runs it again.
+        None too when it is gone since the store said it was there: another submitter of
+        the same sweep set it aside to retry the run, and the run's claim decides who
+        runs it."""
         runs = self.launcher.runs
         try:
             return runs.read_run(run_id)
+        except NotFound:
+            return None
         except CorruptRecord as exc:
             aside = runs.set_aside_corrupt(run_id)
             log.warning("%s; kept as %s, running the run again", exc, aside)

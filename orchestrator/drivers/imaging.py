@@ -61,7 +61,21 @@ class DockerImages:
         builder.load_run_images(self.client, env, images)
 
     def name(self, images: list[RunImage]) -> None:
-        builder.tag_run_images(self.client, images)
+        """``orch/<project>:<run id>``, for ``docker images`` and ``docker run``; nothing
+        of orch's needs it. Not in the load: Docker rewrites and syncs its whole list of
+        names for each name it adds (10 ms per run image on a daemon of a few thousand
+        images), which would delay each batch's first run."""
+        import docker.errors
+        import requests.exceptions
+
+        for image in images:
+            repository, _, name = image.tag.rpartition(":")
+            try:
+                self.client.api.tag(image.image_id, repository, name)
+            except docker.errors.APIError:  # removed meanwhile (``orch image prune``)
+                continue
+            except requests.exceptions.RequestException:
+                return  # the daemon is gone: the runs say so, a name is not worth an error
 
     def base_layers(self, env: Environment) -> Mapping[str, bytes | Path]:
         return base_layer_files(self.client, env.base.image_id, env.base.diff_ids)

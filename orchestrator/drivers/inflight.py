@@ -10,6 +10,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Generic, TypeVar
 
+from ..errors import NotFound
 from ..schema.job import Job
 from ..schema.record import RunRecord
 from .launcher import Launcher, Unfinished
@@ -81,8 +82,12 @@ class InFlight(Generic[T]):
                 del self._held[run_id]
                 ended.append((note, None))
             elif runs.is_complete(run_id):
+                try:
+                    record = runs.read_run(run_id)
+                except NotFound:  # set aside again meanwhile, for another attempt: held
+                    continue
                 del self._held[run_id]
-                ended.append((note, self._done(run_id, runs.read_run(run_id))))
+                ended.append((note, self._done(run_id, record)))
             elif runs.claims.is_stale(run_id, launcher.settings.lease_s):
                 del self._held[run_id]
                 self.submit(job, note)

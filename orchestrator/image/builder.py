@@ -350,7 +350,7 @@ def thin_archive(client: DockerClient, env: Environment, images: list[RunImage])
         archive.add_image(env.code_image, [env.tag("code", env.code_key)])
     for image in images:
         archive.add_layer(image.diff_id, data=image.layer)
-        archive.add_image(image.config)  # named after: tag_run_images
+        archive.add_image(image.config)  # named after: DockerImages.name
     return archive
 
 
@@ -380,23 +380,6 @@ def thin_archive_of(images: list[RunImage]) -> ThinArchive:
     archive = ThinArchive()
     for image in images:
         archive.add_layer(image.diff_id, data=image.layer)
-        archive.add_image(image.config)  # named after: tag_run_images
+        archive.add_image(image.config)  # named after: DockerImages.name
     return archive
 
-
-def tag_run_images(client: DockerClient, images: list[RunImage]) -> None:
-    """Give loaded run images their names (``orch/<project>:<run id>``), for ``docker
-    images`` and ``docker run``; nothing of orch's needs them. Not in the load: Docker
-    rewrites and syncs its whole list of names for each name it adds (10 ms per run image
-    on a daemon of a few thousand images), which would delay each batch's first run."""
-    import docker.errors
-    import requests.exceptions
-
-    for image in images:
-        repository, _, name = image.tag.rpartition(":")
-        try:
-            client.api.tag(image.image_id, repository, name)
-        except docker.errors.APIError:  # removed meanwhile (``orch image prune``): no name
-            continue
-        except requests.exceptions.RequestException:
-            return  # the daemon is gone: the runs say so, a name is not worth an error

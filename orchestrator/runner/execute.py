@@ -33,7 +33,7 @@ from .. import inputs as inputsmod
 from .._util.stopping import Stop
 from ..compose import hydra_app
 from ..daemon.client import DockerClient, remove_containers
-from ..errors import StoreError
+from ..errors import NotFound, StoreError
 from ..schema.job import Job
 from ..schema.record import RunRecord, RunStatus, iso, now_iso
 from ..settings import Settings
@@ -267,9 +267,14 @@ def execute(
     work_root = work_root or Settings().work_root
     pending = _pending_dir(work_root, job.run_id)
     if runs.is_complete(job.run_id):
-        if pending.exists():  # committed by another submitter meanwhile
-            shutil.rmtree(pending, ignore_errors=True)
-        return runs.read_run(job.run_id)
+        try:
+            record = runs.read_run(job.run_id)
+        except NotFound:  # set aside meanwhile by a submitter retrying it: its claim decides
+            pass
+        else:
+            if pending.exists():  # committed by another submitter meanwhile
+                shutil.rmtree(pending, ignore_errors=True)
+            return record
     stop = stop or Stop()
     if stop.draining:
         raise NotStarted(job.run_id)
