@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._util.stopping import Stop
+from ...errors import NotFound
 from ...schema.job import Job
 from ...schema.record import RunRecord
 from ...store import RunStore
@@ -89,7 +90,8 @@ def run_on_node(job: Job, store_uri: str, s3_endpoint: str | None) -> RunRecord:
 
     runs = _node_runs(store_uri, s3_endpoint)
     if runs.is_complete(job.run_id):  # a retry of an attempt that did commit
-        return runs.read_run(job.run_id)
+        with contextlib.suppress(NotFound):  # else set aside meanwhile: execute decides
+            return runs.read_run(job.run_id)
     client = _node_docker()
     ensure_run_image(client, runs, job)
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
