@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .._util.stopping import Stop
 from ..compose.project import Project
-from ..daemon.client import DockerClient
+from ..daemon.client import DockerClient, tag_image
 from ..image import builder
 from ..image.builder import Environment, RunImage
 from ..image.transport import base_layer_files, push_to_registry
@@ -69,9 +69,8 @@ class DockerImages:
         import requests.exceptions
 
         for image in images:
-            repository, _, name = image.tag.rpartition(":")
             try:
-                self.client.api.tag(image.image_id, repository, name)
+                tag_image(self.client, image.image_id, image.tag)
             except docker.errors.APIError:  # removed meanwhile (``orch image prune``)
                 continue
             except requests.exceptions.RequestException:

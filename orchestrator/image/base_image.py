@@ -23,7 +23,7 @@ from typing import Any
 
 from .._util.files import atomic_write
 from .._util.ids import HEX64
-from ..daemon.client import DockerClient
+from ..daemon.client import DockerClient, tag_image
 from ..errors import BackendError, ImageError
 from . import cache
 from .archive import ThinArchive, has_image
@@ -198,11 +198,10 @@ def ensure_tag(client: DockerClient, image_ref: str, tag: str = TAG) -> None:
     """Point ``tag`` at ``image_ref`` unless it already does."""
     import docker.errors
 
-    repo, _, name = tag.rpartition(":")
     try:
         if client.images.get(image_ref).id == _tag_target(client, tag):
             return
-        client.api.tag(image_ref, repo, name)
+        tag_image(client, image_ref, tag)
     except docker.errors.DockerException as exc:
         raise BackendError(f"cannot tag {image_ref} as {tag}: {exc}") from exc
 

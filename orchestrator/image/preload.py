@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from ..daemon.client import DockerClient, describe
+from ..daemon.client import DockerClient, describe, tag_image
 from ..errors import ImageError
 from .archive import ENV_LABEL, ThinArchive, present_prefix
 from .envlayer import EnvLayer
@@ -87,8 +87,7 @@ class Preloader:
 
         try:
             for tag in tags:
-                repository, _, name = tag.rpartition(":")
-                self._client.api.tag(image_id, repository, name)
+                tag_image(self._client, image_id, tag)
         except docker.errors.APIError as exc:
             raise ImageError(f"cannot tag {image_id}: {describe(exc)}") from exc
 
