@@ -18,13 +18,13 @@ from context import Ctx
 _seeds = itertools.count(1)
 
 
-def _seed() -> int:
+def new_seed() -> int:
     """A config value no earlier sweep of this harness used: new run ids, new images,
     so nothing is skipped and nothing is already loaded."""
     return 1000 + next(_seeds)
 
 
-def _lr_sweep(count: int) -> list[str]:
+def lr_sweep(count: int) -> list[str]:
     return [f"optimizer.lr=range(0,{count})"] if count > 1 else []
 
 
@@ -40,7 +40,7 @@ def per_run(ctx: Ctx) -> dict[str, Any]:
     per = ctx.row("per_run", Stat(f"orch sweep, {n} runs, --jobs 1: wall / {n}"))
     groups = [_floor_group(ctx, floor, 2)]
     for rep in range(reps):
-        wall, _ = ctx.sweep([*_lr_sweep(n), f"training_settings.seed={_seed()}"])
+        wall, _ = ctx.sweep([*lr_sweep(n), f"training_settings.seed={new_seed()}"])
         per.add(wall / n)
         log(f"per_run {rep + 1}/{reps}: {wall:.2f}s for {n} runs ({wall / n:.3f}s/run)")
         # >= 10 floor samples in all, interleaved with the sweeps
@@ -74,7 +74,7 @@ def curve(ctx: Ctx) -> dict[str, Any]:
         if stat is None:
             stat = ctx.row("curve", Stat(f"orch sweep, {size} run(s), --jobs 1: wall / {size}"))
             for _ in range(reps):
-                wall, _ = ctx.sweep([*_lr_sweep(size), f"training_settings.seed={_seed()}"])
+                wall, _ = ctx.sweep([*lr_sweep(size), f"training_settings.seed={new_seed()}"])
                 stat.add(wall / size)
                 log(f"curve: {size} runs in {wall:.2f}s")
         figures[f"orch_per_run_{size}_s"] = stat.median
@@ -123,7 +123,7 @@ def _sweep_vs_parallel(ctx: Ctx, jobs: int, reps: int) -> tuple[Stat, Stat, floa
     )
     floors = [_parallel_floor(ctx, count, jobs, floor)]
     for rep in range(reps):
-        seconds, _ = ctx.sweep([*_lr_sweep(runs), f"training_settings.seed={_seed()}"],
+        seconds, _ = ctx.sweep([*lr_sweep(runs), f"training_settings.seed={new_seed()}"],
                                jobs=jobs)
         seconds *= 100 / runs
         wall.add(seconds)
@@ -273,8 +273,8 @@ def config_image(ctx: Ctx) -> dict[str, Any]:
     per_rep: list[float] = []
     per_rep_load: list[float] = []
     for rep in range(reps):
-        seed = _seed()
-        args = [*_lr_sweep(per_image), f"training_settings.seed={seed}"]
+        seed = new_seed()
+        args = [*lr_sweep(per_image), f"training_settings.seed={seed}"]
         specs = _plan(project, env, args)
         start = time.perf_counter()
         images = [
@@ -448,7 +448,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
     env = builder.prepare(client, project)
 
     def images(count: int) -> list[Any]:
-        args = [*_lr_sweep(count), f"training_settings.seed={_seed()}"]
+        args = [*lr_sweep(count), f"training_settings.seed={new_seed()}"]
         specs = _plan(project, env, args)
         return [
             builder.run_image(env, s.run_id, s.overrides, s.config, command=s.command)
@@ -540,7 +540,7 @@ def breakdown(ctx: Ctx) -> dict[str, Any]:
             "--store",
             str(store),
             "--dry-run",
-            *_lr_sweep(16),
+            *lr_sweep(16),
         ]
         dry.add(run_timed(ctx.janitor, argv).seconds)
     figures["breakdown_cli_dry_run_s"] = dry.median
@@ -557,17 +557,17 @@ def fixed_sweep(ctx: Ctx) -> dict[str, Any]:
     (``ORCH_RESIDENT=0``: no resident driver), alternating with those."""
     ctx.warm()
     store = ctx.store("fixed")
-    ctx.sweep([f"training_settings.seed={_seed()}"], store=store)  # the project's store, warm
+    ctx.sweep([f"training_settings.seed={new_seed()}"], store=store)  # the project's store, warm
     reps = ctx.reps(6, 3)
     floor = ctx.row("fixed_sweep", Stat("floor: docker run --rm BASE true (alternating)"))
     one = ctx.row("fixed_sweep", Stat("orch sweep, 1 run, warm project: wall"))
     alone = ctx.row("fixed_sweep", Stat("the same, ORCH_RESIDENT=0 (in-process)"))
     groups = [_floor_group(ctx, floor, 1)]
     for rep in range(reps):
-        wall, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store)
+        wall, _ = ctx.sweep([f"training_settings.seed={new_seed()}"], store=store)
         one.add(wall)
         groups.append(_floor_group(ctx, floor, 1))
-        solo, _ = ctx.sweep([f"training_settings.seed={_seed()}"], store=store,
+        solo, _ = ctx.sweep([f"training_settings.seed={new_seed()}"], store=store,
                             env={"ORCH_RESIDENT": "0"})
         alone.add(solo)
         log(f"fixed_sweep {rep + 1}/{reps}: {wall:.2f}s ({solo:.2f}s in-process) vs docker "
@@ -674,7 +674,7 @@ def _fixed_breakdown(ctx: Ctx, store: Path) -> dict[str, Any]:
             "--store",
             str(store),
             "--json",
-            f"training_settings.seed={_seed()}",
+            f"training_settings.seed={new_seed()}",
         ]
         timed = run_timed(ctx.janitor, argv)
         marks = json.loads(timed.stderr.strip().splitlines()[-1])

@@ -15,8 +15,9 @@ an adaptive search costs per trial against orch's own per-run floor.
   policy) against without: the sum of the runs' ``duration_s`` (container seconds); the
   best values of both are kept beside it.
 - ``optuna_per_trial_ratio``: a 16-trial TPE search of the bowl with no sleep, ``--jobs 1``,
-  wall / 16, against ``orch_per_run_s`` of the ``per_run`` section (a 16-run grid sweep,
-  wall / 16), measured in this same run (per_run is run first when it was not).
+  wall / 16, against orch's per-run floor as the ``per_run`` section measures it (a 16-run
+  grid sweep, wall / 16), each search alternating with such a sweep (three of each): the
+  floor under the same load as the search, not the one of minutes earlier.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ORCH, BenchError, Stat, log, ratio
+from common import ORCH, BenchError, Stat, log, paired, ratio
 from context import Ctx
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -179,19 +180,34 @@ def search(ctx: Ctx) -> dict[str, Any]:
         pruning_compute_ratio=ratio(pruned_s, plain_s),
     )
 
-    # 3. per-trial wall of an adaptive search against orch's per-run floor
-    if "curve16" not in ctx.cache:
-        import orch_bench
+    # 3. per-trial wall of an adaptive search against orch's per-run floor (the per_run
+    # section's 16-run grid sweep), the two alternating: the same load on both sides.
+    import orch_bench
 
-        figures.update(orch_bench.per_run(ctx))
-    floor = ctx.cache["curve16"].median
     trials = ctx.size(16, 16, 3)
-    wall, _ = _search(ctx, ["--sampler", "tpe", "--trials", str(trials), "--seed", "11",
-                            "--objective", "loss:min", *BOWL_SPACE, "steps=1", "sleep=0"],
-                      ctx.store("per-trial"))
-    per_trial = wall / trials
-    ctx.row("search", Stat(f"orch TPE search, {trials} trials, --jobs 1: wall / {trials}",
-                           [per_trial]))
-    figures.update(optuna_per_trial_s=per_trial, optuna_per_trial_floor_s=floor,
-                   optuna_per_trial_ratio=ratio(per_trial, floor))
+    ctx.warm()
+    per_trial = ctx.row("search", Stat(f"orch TPE search, {trials} trials, --jobs 1: "
+                                       f"wall / {trials}"))
+    beside = ctx.row("search", Stat(f"floor: per_run's {trials}-run grid sweep, beside: "
+                                    f"wall / {trials}"))
+    for rep in range(ctx.reps(3, 1)):
+        # a new seed each time: new trials, so new run images to build and load
+        wall, _ = _search(ctx, ["--sampler", "tpe", "--trials", str(trials),
+                                "--seed", str(11 + rep), "--objective", "loss:min",
+                                *BOWL_SPACE, "steps=1", "sleep=0"],
+                          ctx.store(f"per-trial-{rep}"))
+        per_trial.add(wall / trials)
+        grid, _ = ctx.sweep([*orch_bench.lr_sweep(trials),
+                             f"training_settings.seed={orch_bench.new_seed()}"])
+        beside.add(grid / trials)
+        log(f"search per trial {rep + 1}: {wall / trials:.3f}s, grid per run beside "
+            f"{grid / trials:.3f}s")
+    figures.update(optuna_per_trial_s=per_trial.median,
+                   optuna_per_trial_floor_s=beside.median,
+                   optuna_per_trial_ratio=ratio(per_trial.median, beside.median),
+                   optuna_per_trial_ratio_paired=paired(per_trial.samples,
+                                                        [[], *([g] for g in beside.samples)]))
+    if "curve16" in ctx.cache:  # the per_run section's own figure, minutes earlier
+        figures["optuna_per_trial_ratio_vs_per_run_section"] = ratio(
+            per_trial.median, ctx.cache["curve16"].median)
     return figures
