@@ -379,13 +379,6 @@ def describe(exc: Exception) -> str:
     return " ".join(text.split())
 
 
-def tag_image(client: DockerClient, image: str, reference: str) -> None:
-    """Name ``image`` ``reference`` (``repository:tag``; a registry's port stays in the
-    repository). The daemon's errors are the caller's: a name matters more to some."""
-    repository, _, tag = reference.rpartition(":")
-    client.api.tag(image, repository, tag)
-
-
 def remove_containers(client: DockerClient, labels: Mapping[str, str]) -> None:
     """Remove every container carrying all of ``labels``, running or not. Best effort: a
     daemon that does not answer leaves them for the next caller; one already gone is

@@ -14,8 +14,9 @@ from typing import Protocol
 
 from .._util.stopping import Stop
 from ..compose.project import Project
-from ..daemon.client import DockerClient, tag_image
+from ..daemon.client import DockerClient
 from ..image import builder
+from ..image.archive import tag_image
 from ..image.builder import Environment, RunImage
 from ..image.transport import base_layer_files, push_to_registry
 

@@ -276,6 +276,13 @@ class _LayerMemo:
             pass  # an unwritable cache only costs an inspect next time
 
 
+def tag_image(client: DockerClient, image: str, reference: str) -> None:
+    """Name ``image`` ``reference`` (``repository:tag``; a registry's port stays in the
+    repository). The daemon's errors are the caller's: a name matters more to some."""
+    repository, _, tag = reference.rpartition(":")
+    client.api.tag(image, repository, tag)
+
+
 def has_image(client: DockerClient, image_id: str) -> bool:
     import docker.errors
 

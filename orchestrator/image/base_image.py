@@ -23,10 +23,10 @@ from typing import Any
 
 from .._util.files import atomic_write
 from .._util.ids import HEX64
-from ..daemon.client import DockerClient, tag_image
+from ..daemon.client import DockerClient
 from ..errors import BackendError, ImageError
 from . import cache
-from .archive import ThinArchive, has_image
+from .archive import ThinArchive, has_image, tag_image
 from .imageconfig import ImageConfig
 
 # The recipe's first half, re-exported: building the image starts with the rootfs.

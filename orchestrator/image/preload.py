@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from ..daemon.client import DockerClient, describe, tag_image
+from ..daemon.client import DockerClient, describe
 from ..errors import ImageError
-from .archive import ENV_LABEL, ThinArchive, present_prefix
+from .archive import ENV_LABEL, ThinArchive, present_prefix, tag_image
 from .envlayer import EnvLayer
 from .imageconfig import ImageConfig
 
