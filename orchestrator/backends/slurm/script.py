@@ -104,7 +104,8 @@ def finish_script(*, store_uri: str, sweep_id: str, marker: str, batches: Sequen
                   after: Sequence[str], python: str, log_dir: Path, options: SlurmOptions,
                   s3_endpoint: str | None = None) -> str:
     """The last step of a detached sweep, after every array ended (``afterany``): the
-    sweep's index from its records, its open marker and the arrays' jobs removed."""
+    arrays' job objects removed, then the sweep's index from its records and its open
+    marker removed."""
     directives = [
         f"--job-name=orch-finish-{sweep_id[:12]}",
         "--ntasks=1",

@@ -172,8 +172,8 @@ def _take(args: list[str], flag: str) -> str:
 
 def finish(args: list[str]) -> int:
     """``--finish STORE_URI SWEEP_ID MARKER BATCH...``: the last job of a detached sweep
-    (after its arrays): the sweep's index from its records, then its open marker and the
-    arrays' job objects go."""
+    (after its arrays): the arrays' job objects go, then the sweep's index is written from
+    its records and its open marker removed."""
     s3_endpoint = _take(args, "--s3-endpoint") or None
     if len(args) < 3:
         print("usage: python -m orchestrator.backends.slurm.task --finish STORE_URI SWEEP_ID "
@@ -185,10 +185,12 @@ def finish(args: list[str]) -> int:
 
     try:
         runs = RunStore(open_store(store_uri, project_dir=Path.cwd(), s3_endpoint=s3_endpoint))
-        runs.close_handed_over(sweep_id, marker)
+        # The job objects go first: a sweep seen closed (``orch watch`` returned, the
+        # marker gone) has nothing of its arrays left in the store.
         for batch in batches:
             for key in list(runs.store.list(batch_prefix(batch))):
                 runs.store.delete(key)
+        runs.close_handed_over(sweep_id, marker)
     except OrchestratorError as exc:
         print(f"error: sweep {sweep_id}: {exc}", file=sys.stderr)
         return exc.exit_code
