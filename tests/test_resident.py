@@ -258,6 +258,18 @@ def test_the_orch_script_runs_commands_in_its_users_driver(
         os.kill(pid, signal.SIGTERM)
 
 
+def test_a_caller_in_another_mount_namespace_runs_in_process(driver: Driver) -> None:
+    """A caller under ``unshare -m`` (or in a container that shares the socket's directory)
+    sees other mounts than the driver: handed to it, its command would read and write
+    another filesystem (another store), so the client keeps it."""
+    version = [sys.executable, "-c", CALLER, driver.socket, "--version"]
+    apart = subprocess.run(["unshare", "-m", "--propagation", "private", *version],
+                           capture_output=True, text=True, env=_env(), timeout=60)
+    assert apart.returncode == 1 and "no driver answered" in apart.stderr, apart.stderr
+    served = subprocess.run(version, capture_output=True, text=True, env=_env(), timeout=60)
+    assert served.returncode == 0 and "version" in served.stdout, served.stderr
+
+
 def test_commands_that_must_run_in_process_do() -> None:
     plain = {"HOME": "/home/u", "PATH": "/usr/bin"}
     assert client.eligible(plain)

@@ -34,6 +34,9 @@ _STREAM_VARIABLES = frozenset({"PYTHONUNBUFFERED", "PYTHONIOENCODING", "PYTHONDO
 _FLAGS = ("debug", "inspect", "interactive", "optimize", "no_user_site", "no_site",
           "ignore_environment", "verbose", "bytes_warning", "isolated", "dev_mode",
           "safe_path", "warn_default_encoding")
+#: The namespaces a caller must share with the driver (those present on the machine).
+_NAMESPACES = [ns for ns in ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup")
+               if os.path.exists(f"/proc/self/ns/{ns}")]
 #: Longest unix socket path Linux accepts, less a margin.
 _MAX_SOCKET_PATH = 100
 
@@ -138,6 +141,9 @@ def _remote(path: str) -> int | None:
         sock.close()
         _start_driver(path)
         return None
+    if not _same_world(sock):
+        sock.close()
+        return None
     child = 0
     pending: list[int] = []
 
@@ -195,6 +201,25 @@ def _remote(path: str) -> int | None:
     if "signal" in ended:  # die of the same signal, as the command did
         return _die_of(int(ended["signal"]))
     return int(ended["exit"])
+
+
+def _same_world(sock: socket.socket) -> bool:
+    """Whether the driver sees what this process sees: the same root and namespaces. A
+    caller under ``unshare``, ``chroot`` or in a container that shares the socket's
+    directory would otherwise run its command against other mounts (another store, other
+    files), another network or other process ids."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = struct.unpack("3i", creds)[0]
+    if pid <= 0:  # the driver's pid is not visible from here: another pid namespace
+        return False
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/root"), os.stat("/")
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            return False
+        return all(os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")
+                   for ns in _NAMESPACES)
+    except OSError:  # cannot tell: in-process is always right
+        return False
 
 
 def _die_of(signum: int) -> int:
