@@ -422,7 +422,11 @@ def test_ctrl_c_during_a_big_download_leaves_no_partial_file(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, err)
     one_error(err, "interrupted")
-    assert list(dest.rglob("*")) == []
+    # No temporary file is left, and nothing half-written under its name. On a busy
+    # machine the Ctrl-C can land just after the file was checked and renamed into place:
+    # that file is whole, and kept (finished work is not thrown away).
+    left = {p.relative_to(dest).as_posix(): p.stat().st_size for p in dest.rglob("*")}
+    assert left in ({}, {"big.bin": BIG_MB << 20}), left
 
 
 # -- ownership ----------------------------------------------------------------------------
